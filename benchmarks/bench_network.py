@@ -1,0 +1,109 @@
+"""Cost of NET_Theta V3 maps relative to the CSC solver, on the CPU.
+
+For an N x N grid and K filters, times one forward pass of the map network (light default, and the
+published configuration) for one slice, and the reference solver cost: `iterations` x (forward +
+inverse orthonormal FFT of a [K, N, N] complex64 tensor), which is the FFT work of FISTA. Prints the
+times and the ratios map-network / reference.
+
+    python benchmarks/bench_network.py                      # 256x256, K = 32 and 128
+    python benchmarks/bench_network.py --ks 32 --threads 2 --configs light light-ds4
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from adacsc.core.network import MapNetwork, NetworkConfig
+
+CONFIGS = {
+    "light": NetworkConfig.preset("light"),
+    "light-ds4": NetworkConfig.preset("light", downsample=4),
+    "published": NetworkConfig.preset("published"),
+}
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def conv_macs_per_map(config: NetworkConfig, size: int) -> float:
+    """Multiply-accumulates of the U-Net convolutions for one filter map on a size x size grid."""
+    widths = [config.base_channels * 2**i for i in range(config.depth + 1)]
+    side = [-(-size // config.downsample)]
+    for _ in range(config.depth):
+        side.append(side[-1] // 2)
+    repeat = config.convs_per_stage - 1
+    total = 0
+    previous = 2
+    for level, width in enumerate(widths):  # encoder stages and bottleneck
+        total += side[level] ** 2 * 9 * width * (previous + repeat * width)
+        previous = width
+    for level in range(config.depth):  # decoder stages
+        width = widths[level]
+        total += side[level] ** 2 * 9 * width * (widths[level + 1] + width + repeat * width)
+    total += side[0] ** 2 * widths[0]  # 1x1 head
+    return float(total)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--ks", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--filter-size", type=int, default=11)
+    parser.add_argument("--iterations", type=int, default=64, help="FISTA iterations of the reference")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (minimum reported)")
+    parser.add_argument("--published-repeats", type=int, default=1, help="rounds that time the (slow) published net")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--configs", nargs="+", default=["light", "light-ds4", "published"], choices=sorted(CONFIGS))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n = args.size
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, grid {n}x{n}, "
+          f"filters {args.filter_size}x{args.filter_size}, reference = {args.iterations} x (fft2 + ifft2) of [K,{n},{n}] complex64")
+    for name in args.configs:
+        print(f"  {name:10s} {CONFIGS[name].to_json()}  conv MACs/map {conv_macs_per_map(CONFIGS[name], n) / 1e6:.0f} M")
+    header = f"{'K':>4} {'network':>10} {'time [s]':>9} {'FFT ref [s]':>11} {'net/ref':>8}"
+    print(header)
+    print("-" * len(header))
+    x0 = torch.randn(1, n, n, dtype=torch.complex64)
+    for k in args.ks:
+        filters = torch.randn(k, args.filter_size, args.filter_size)
+        filters = filters / filters.flatten(1).norm(dim=1).view(k, 1, 1)
+        volume = torch.randn(k, n, n, dtype=torch.complex64)
+
+        def reference():
+            z = volume
+            for _ in range(args.iterations):
+                z = torch.fft.ifft2(torch.fft.fft2(z, norm="ortho"), norm="ortho")
+            return z
+
+        nets = {name: MapNetwork(CONFIGS[name]).eval() for name in args.configs}
+        times: dict[str, list[float]] = {"reference": [], **{name: [] for name in nets}}
+        with torch.inference_mode():
+            reference()  # warm-up
+            for net in nets.values():
+                net(x0, filters)
+            # interleaved rounds, minimum per item: robust against other load on a shared machine
+            for round_ in range(args.repeats):
+                times["reference"].append(timed(reference))
+                for name, net in nets.items():
+                    if name == "published" and round_ >= args.published_repeats:
+                        continue
+                    times[name].append(timed(lambda: net(x0, filters)))
+        t_ref = min(times["reference"])
+        for name in nets:
+            t_net = min(times[name])
+            print(f"{k:>4} {name:>10} {t_net:9.3f} {t_ref:11.3f} {t_net / t_ref:8.1%}")
+        if "published" in nets and "light" in nets:
+            print(f"{k:>4} published / light = {min(times['published']) / min(times['light']):.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Chain XMLs: parsing, and running their Python nodes in process."""

@@ -1,0 +1,135 @@
+"""Gadgetron chain XMLs (version 2): the Python `<external>` nodes in stream order with their
+`<configuration>` elements, name resolution inside configured folders, and property overrides."""
+
+import copy
+import importlib.resources
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from adacsc.gadgets.properties import raw_properties
+
+
+class ChainError(ValueError):
+    """A chain XML is missing, malformed or asks for something that cannot run."""
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One `<external>` Python node: module, target and its `<configuration>` element."""
+
+    module: str
+    target: str
+    configuration: ET.Element
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """The node's raw property values."""
+        return raw_properties(self.configuration)
+
+    def configuration_bytes(self) -> bytes:
+        """The configuration element as Gadgetron sends it (the CONFIG message)."""
+        return ET.tostring(self.configuration)
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """A parsed chain: its name and its Python nodes in order."""
+
+    name: str
+    nodes: tuple[Node, ...]
+
+    def with_overrides(self, overrides: dict[str, str]) -> "ChainConfig":
+        """A copy with properties set: `name=value` applies to every node whose gadget accepts
+        `name`; `target.name=value` to the nodes with that target. Unknown names are errors."""
+        from adacsc.gadgets.registry import spec_for  # registry imports gadget modules lazily
+
+        nodes = [replace(n, configuration=copy.deepcopy(n.configuration)) for n in self.nodes]
+        for key, value in overrides.items():
+            target, _, name = key.rpartition(".")
+            matched = [n for n in nodes if (not target or n.target == target) and name in spec_for(n).names()]
+            if not matched:
+                raise ChainError(f"no node of chain {self.name!r} accepts property {key!r}")
+            for node in matched:
+                _set_property(node.configuration, name, value)
+        return ChainConfig(self.name, tuple(nodes))
+
+
+def _set_property(configuration: ET.Element, name: str, value: str) -> None:
+    for prop in configuration.iter("property"):
+        if prop.get("name") == name:
+            prop.set("value", value)
+            return
+        if prop.get("name") is None and (prop.findtext("name") or "").strip() == name:
+            prop.find("value").text = value
+            return
+    ET.SubElement(configuration, "property", {"name": name, "value": value})
+
+
+def parse_chain(text: str | bytes, name: str = "<text>") -> ChainConfig:
+    """Parse chain XML text; only `<external>` Python nodes can run in adacsc itself."""
+    if isinstance(text, bytes):
+        text = text.rstrip(b"\0").decode("utf-8", errors="replace")
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as err:
+        raise ChainError(f"chain {name!r} is not valid XML: {err}") from err
+    stream = root.find("stream")
+    if root.tag != "configuration" or stream is None:
+        raise ChainError(f"chain {name!r} is not a Gadgetron chain (<configuration> with a <stream>)")
+    nodes = []
+    for element in stream:
+        if element.tag != "external":
+            label = element.get("name") or element.findtext("classname") or element.tag
+            raise ChainError(
+                f"chain {name!r}: node {label!r} is a native Gadgetron node; it runs only inside Gadgetron")
+        execute = element.find("execute")
+        if execute is None or execute.get("type", "python") != "python" or element.find("connect") is not None:
+            raise ChainError(f"chain {name!r}: only <external><execute type=\"python\"> nodes run in process")
+        module, target = execute.get("name"), execute.get("target")
+        if not module or not target:
+            raise ChainError(f"chain {name!r}: an <execute> lacks name or target")
+        configuration = element.find("configuration")
+        nodes.append(Node(module, target, configuration if configuration is not None else ET.Element("configuration")))
+    if not nodes:
+        raise ChainError(f"chain {name!r} has no nodes")
+    return ChainConfig(name, tuple(nodes))
+
+
+def config_dirs(extra: list[Path] | None = None) -> list[Path]:
+    """Where config names are looked up: `extra`, $ADACSC_CONFIG_DIR, then the shipped configs."""
+    dirs = list(extra or [])
+    if os.environ.get("ADACSC_CONFIG_DIR"):
+        dirs.append(Path(os.environ["ADACSC_CONFIG_DIR"]))
+    dirs.append(Path(str(importlib.resources.files("adacsc") / "configs")))
+    return dirs
+
+
+def resolve_name(name: str, folders: list[Path]) -> Path:
+    """A config file named `name` (with or without .xml) inside one of `folders`; names are names,
+    never paths, so nothing outside the folders can be reached."""
+    if not _SAFE_NAME.match(name):
+        raise ChainError(f"config name {name!r} is not a plain name (letters, digits, '_', '.', '-')")
+    filename = name if name.endswith(".xml") else f"{name}.xml"
+    for folder in folders:
+        root = folder.resolve()
+        candidate = (root / filename).resolve()
+        if candidate.parent == root and candidate.is_file():
+            return candidate
+    raise ChainError(f"no config {filename!r} in {', '.join(str(f) for f in folders)}")
+
+
+def load_chain(name_or_path: str, folders: list[Path] | None = None, allow_paths: bool = True) -> ChainConfig:
+    """Load a chain by name (from the config folders) or, where allowed (the local command line),
+    by path."""
+    candidate = Path(name_or_path)
+    if allow_paths and (candidate.suffix == ".xml" or os.sep in name_or_path) and candidate.is_file():
+        path = candidate
+    else:
+        path = resolve_name(name_or_path, folders if folders is not None else config_dirs())
+    return parse_chain(path.read_text(), path.stem)

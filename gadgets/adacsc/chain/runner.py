@@ -1,0 +1,205 @@
+"""Running a chain's Python nodes in process: one thread per node, connected by queues, each node
+seeing a Connection-like object with gadgetron-python's API (iteration, iter_with_mids, next,
+send, filter, header, config, raw_bytes, add_reader/add_writer). In strict mode every item that
+passes between nodes is serialised and read back with gadgetron-python's own writers and readers,
+as a real chain with one process per `<external>` node would do."""
+
+import importlib
+import inspect
+import logging
+import queue
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ismrmrd
+from gadgetron.external import constants
+from gadgetron.types import ImageArray, ReconData
+
+from adacsc.chain import wire
+from adacsc.chain.config import ChainConfig, ChainError, Node
+from adacsc.io.header import parse_header
+
+log = logging.getLogger(__name__)
+
+_CLOSE = object()
+_MESSAGE_IDS: tuple[tuple[type, int], ...] = (
+    (ismrmrd.Acquisition, constants.GADGET_MESSAGE_ISMRMRD_ACQUISITION),
+    (ismrmrd.Waveform, constants.GADGET_MESSAGE_ISMRMRD_WAVEFORM),
+    (ismrmrd.Image, constants.GADGET_MESSAGE_ISMRMRD_IMAGE),
+    (ImageArray, constants.GADGET_MESSAGE_IMAGE_ARRAY),
+    (ReconData, constants.GADGET_MESSAGE_RECON_DATA),
+)
+
+
+def message_id(item: object) -> int:
+    """The Gadgetron message id of an item that can cross a chain; TypeError otherwise."""
+    for kind, mid in _MESSAGE_IDS:
+        if isinstance(item, kind):
+            return mid
+    raise TypeError(f"a {type(item).__name__} cannot cross a Gadgetron chain")
+
+
+class _Raw:
+    """The raw CONFIG and HEADER bytes, as gadgetron-python exposes them."""
+
+    def __init__(self, config: bytes, header: bytes) -> None:
+        self.config = config
+        self.header = header
+
+
+class LocalConnection:
+    """What a gadget sees: the same API as gadgetron.external.Connection, backed by queues."""
+
+    def __init__(self, config: ET.Element, header: Any, raw: _Raw, inbox: "queue.Queue[Any]",
+                 forward: Callable[[object], None]) -> None:
+        self.config = config
+        self.header = header
+        self.raw_bytes = raw
+        self._inbox = inbox
+        self._forward = forward
+        self.filters: list[Callable[[object], bool]] = []
+        self.readers: dict[int, Any] = {}
+        self.writers: list[Any] = []
+
+    def __iter__(self) -> Iterator[object]:
+        for _, item in self.iter_with_mids():
+            yield item
+
+    def __next__(self) -> tuple[int, object]:
+        return self.next()
+
+    def iter_with_mids(self) -> Iterator[tuple[int, object]]:
+        """(message id, item) pairs until the stream closes."""
+        while True:
+            try:
+                yield self.next()
+            except StopIteration:
+                return
+
+    def next(self) -> tuple[int, object]:
+        """The next item that passes the filters; others are sent on untouched."""
+        while True:
+            entry = self._inbox.get()
+            if entry is _CLOSE:
+                self._inbox.put(_CLOSE)
+                raise StopIteration
+            mid, item = entry
+            if all(predicate(item) for predicate in self.filters):
+                return mid, item
+            self.send(item)
+
+    def send(self, item: object) -> None:
+        """Pass an item to the next node (or the chain's output)."""
+        self._forward(item)
+
+    def filter(self, predicate: type | Callable[[object], bool]) -> None:
+        """Only items passing `predicate` (a type or a callable) are returned; others pass on."""
+        if isinstance(predicate, type):
+            self.filters.append(lambda item, kind=predicate: isinstance(item, kind))
+        else:
+            self.filters.append(predicate)
+
+    def add_reader(self, mid: int, reader: Any, *args: Any, **kwargs: Any) -> None:
+        """Accepted for API compatibility: in process, items need no reader."""
+        self.readers[mid] = reader
+
+    def add_writer(self, accepts: Any, writer: Any, *args: Any, **kwargs: Any) -> None:
+        """Accepted for API compatibility: in process, items need no writer."""
+        self.writers.insert(0, (accepts, writer))
+
+
+def load_target(node: Node) -> Callable[[Any], None]:
+    """The callable a node runs, resolved as gadgetron-python does (a class gets .handle)."""
+    try:
+        module = importlib.import_module(node.module)
+    except ImportError as err:
+        raise ChainError(f"cannot import gadget module {node.module!r}: {err}") from err
+    target = getattr(module, node.target, None)
+    if inspect.isclass(target):
+        return lambda connection: target().handle(connection)
+    if callable(target):
+        return target
+    raise ChainError(f"module {node.module!r} has no callable target {node.target!r}")
+
+
+class NodeFailure(RuntimeError):
+    """A node raised: names the node and the cause."""
+
+
+class Chain:
+    """A running chain: `push` items in, results arrive at `on_output`, `close` waits for the end."""
+
+    def __init__(self, chain: ChainConfig, header: bytes, on_output: Callable[[object], None],
+                 strict: bool = True) -> None:
+        self.chain = chain
+        self.strict = strict
+        self._on_output = on_output
+        self._parsed_header = parse_header(header)
+        self._queues = [queue.Queue() for _ in chain.nodes]
+        self._threads: list[threading.Thread] = []
+        self._errors: list[tuple[Node, BaseException]] = []
+        self._targets = [load_target(node) for node in chain.nodes]
+        self._header = header
+        self.items_in = 0
+        self.items_out = 0
+
+    def _hop(self, item: object) -> tuple[int, object]:
+        return wire.round_trip(item) if self.strict else (message_id(item), item)
+
+    def _forwarder(self, index: int) -> Callable[[object], None]:
+        def forward(item: object) -> None:
+            if index + 1 < len(self._queues):
+                self._queues[index + 1].put(self._hop(item))
+            else:
+                self.items_out += 1
+                self._on_output(item)
+        return forward
+
+    def _run(self, index: int) -> None:
+        node = self.chain.nodes[index]
+        connection = LocalConnection(
+            ET.fromstring(node.configuration_bytes()), self._parsed_header,
+            _Raw(node.configuration_bytes(), self._header), self._queues[index], self._forwarder(index))
+        started = time.perf_counter()
+        try:
+            self._targets[index](connection)
+        except BaseException as err:  # reported by close(); the thread must not die silently
+            log.error("node %s.%s failed: %s", node.module, node.target, err)
+            self._errors.append((node, err))
+        finally:
+            leftover = sum(1 for entry in list(self._queues[index].queue) if entry is not _CLOSE)
+            if leftover:
+                log.warning("node %s stopped with %d unread items", node.target, leftover)
+            if index + 1 < len(self._queues):
+                self._queues[index + 1].put(_CLOSE)
+            log.debug("node %s finished after %.3f s", node.target, time.perf_counter() - started)
+
+    def start(self) -> "Chain":
+        """Start one thread per node."""
+        for index, node in enumerate(self.chain.nodes):
+            thread = threading.Thread(target=self._run, args=(index,), name=f"adacsc-{node.target}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def push(self, item: object) -> None:
+        """Feed one item (acquisition, waveform, image) from the client into the first node."""
+        self.items_in += 1
+        self._queues[0].put(self._hop(item))
+
+    def close(self) -> None:
+        """End of input: wait for every node; raises NodeFailure if any node failed."""
+        self._queues[0].put(_CLOSE)
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            node, err = self._errors[0]
+            raise NodeFailure(f"gadget {node.target} ({node.module}) failed: {err}") from err
+
+    @property
+    def failed(self) -> bool:
+        """Whether a node has failed so far."""
+        return bool(self._errors)

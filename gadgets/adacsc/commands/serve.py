@@ -1,0 +1,85 @@
+"""`adacsc serve`: the streaming reconstruction server (ISMRMRD/Gadgetron stream protocol)."""
+
+import argparse
+import logging
+import os
+import signal
+from pathlib import Path
+
+from adacsc import settings as folders
+from adacsc.server import Limits, Server, ServerSettings, SessionSettings
+from adacsc.server.protocol import MiB
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `serve`."""
+    parser = subparsers.add_parser(
+        "serve", help="serve reconstructions over TCP like Gadgetron (one scan per connection)",
+        description="Listen for ISMRMRD streams (gadgetron_ismrmrd_client, python-ismrmrd-server clients, "
+                    "`adacsc send`) and run the chain each one names. SIGTERM/SIGINT: stop accepting, "
+                    "finish running scans, exit.")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    parser.add_argument("--port", type=int, default=9002, help="TCP port (default 9002, 0: any free port)")
+    parser.add_argument("--config-dir", type=Path, action="append", default=[],
+                        help="folder of chain XMLs clients may name (repeatable; searched before the shipped ones)")
+    parser.add_argument("--dictionary-dir", type=Path,
+                        help=f"folder of extra dictionary files clients may name (sets ${folders.DICTIONARY_DIR})")
+    parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                        help="scans reconstructed at once (default: up to 4); further connections wait")
+    parser.add_argument("--max-waiting", type=int, help="connections that may wait for a worker (default 4 x workers)")
+    parser.add_argument("--wait", type=float, default=120.0, help="seconds a connection may wait for a worker")
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds a client may stay silent mid-scan or leave its results unread")
+    parser.add_argument("--strict", action="store_true",
+                        help="round-trip every item between gadgets through gadgetron-python's serialisers")
+    parser.add_argument("--error-format", choices=("text", "error"), default="text",
+                        help="report errors as TEXT 'ERROR: ...' (Gadgetron's server, default) or ERROR (id 8)")
+    parser.add_argument("--allow-module", action="append", default=[],
+                        help="extra Python module a client-sent chain XML may run (repeatable)")
+    parser.add_argument("--max-text-mb", type=float, default=8, help="limit for config, header and text messages")
+    parser.add_argument("--max-readout-mb", type=float, default=64, help="limit for one acquisition")
+    parser.add_argument("--max-scan-gb", type=float, default=16, help="limit for one scan's data")
+    parser.add_argument("--no-preload", action="store_true", help="do not import the gadgets (and torch) at start")
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """ServerSettings from the command line."""
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    limits = Limits(max_text_bytes=int(args.max_text_mb * MiB), max_readout_bytes=int(args.max_readout_mb * MiB))
+    session = SessionSettings(config_dirs=(), strict=args.strict, io_timeout_s=args.timeout, limits=limits,
+                              max_scan_bytes=int(args.max_scan_gb * (1 << 30)), error_format=args.error_format)
+    return ServerSettings(host=args.host, port=args.port, workers=args.workers, max_waiting=args.max_waiting,
+                          wait_s=args.wait, extra_config_dirs=tuple(args.config_dir),
+                          allow_modules=tuple(args.allow_module), preload=not args.no_preload, session=session)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT."""
+    for folder in args.config_dir:
+        if not folder.is_dir():
+            raise ValueError(f"--config-dir {folder}: not a folder")
+    if args.dictionary_dir is not None:
+        if not args.dictionary_dir.is_dir():
+            raise ValueError(f"--dictionary-dir {args.dictionary_dir}: not a folder")
+        os.environ[folders.DICTIONARY_DIR] = str(args.dictionary_dir.resolve())
+    server = Server(settings_from_args(args))
+    server.start()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if server.stopping:
+            log.warning("%s again: still waiting for %d running scan(s)", name, server.active_sessions())
+        else:
+            log.info("%s received", name)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.serve_forever()
+    failed = sum(1 for report in server.reports if not report.ok)
+    log.info("served %d scans (%d with errors)", len(server.reports), failed)
+    return 0

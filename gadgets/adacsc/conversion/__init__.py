@@ -1,0 +1,1 @@
+"""Converters from other raw-data formats to ISMRMRD."""

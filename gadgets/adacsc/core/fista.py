@@ -1,0 +1,188 @@
+"""FISTA for the sparse codes: min_s ||A D s - y'||^2 / 2 + || Lambda (.) s ||_1.
+
+The l1 term acts on the real and imaginary parts separately (2K real code maps), so the proximal
+step soft-thresholds Re and Im with Lambda / L. s_0 = 0, fixed iteration count, step 1/L.
+
+Cost: per iteration one forward FFT (thresholded codes -> acquired frequencies) and one inverse
+FFT (gradient, zero outside the acquired block) of the K code maps, see `adacsc.core.spectral`.
+The momentum is applied to both the image-domain codes and their (small) block spectra, so the
+extrapolated point never needs its own FFT.
+
+Blocks of filters (`chunk_size`) are processed one after the other within each iteration: on a
+CPU a block that fits in cache (a few MB) runs the FFTs and elementwise passes much faster than
+one large tensor; on CUDA the default is all filters at once. Filters only interact through the
+residual, which is summed over all blocks before the gradient step.
+
+Differentiable: plain out-of-place torch ops (in-place writes only into freshly created
+tensors), so autograd reaches Lambda (maps or a tensor scalar) and anything upstream of y'.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from adacsc.core.spectral import SpectralCodeOperator
+
+__all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "FISTA_ITERATIONS"]
+
+log = logging.getLogger(__name__)
+
+FISTA_ITERATIONS = 64
+_CPU_CHUNK_BYTES = 4 * 2 ** 20
+
+
+def default_chunk_size(batch: int, num_filters: int, grid_shape: tuple[int, int],
+                       device: torch.device, itemsize: int = 8) -> int:
+    """Filters per block: all of them on CUDA; on CPU as many as fit in ~4 MB (at least 1)."""
+    if device.type != "cpu":
+        return num_filters
+    per_filter = batch * grid_shape[0] * grid_shape[1] * itemsize
+    return max(1, min(num_filters, _CPU_CHUNK_BYTES // max(per_filter, 1)))
+
+
+def soft_threshold(v: torch.Tensor, tau: "float | torch.Tensor",
+                   neg_tau: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft-threshold the real and imaginary parts of complex v separately.
+
+    tau: a float, or a real tensor broadcastable to v's real view [..., 2] (i.e. the complex
+    shape plus a trailing 1 or 2; a contiguous [..., 2] tensor is fastest on CPU).
+    `neg_tau` = -tau may be passed to save a pass.
+    """
+    return torch.view_as_complex(_soft_real(torch.view_as_real(v), tau, neg_tau))
+
+
+def _soft_real(vr: torch.Tensor, tau: "float | torch.Tensor", neg_tau: torch.Tensor | None) -> torch.Tensor:
+    if isinstance(tau, torch.Tensor):
+        lo = -tau if neg_tau is None else neg_tau
+        return vr - torch.clamp(vr, lo, tau)
+    return F.softshrink(vr, float(tau))
+
+
+def _as_tau(lam: "float | torch.Tensor", lipschitz: torch.Tensor, batch: int, num_filters: int,
+            grid: tuple[int, int]) -> "float | torch.Tensor":
+    """Lambda / L in the shape soft_threshold wants: a float or [B|1, K|1, H|1, W|1, 1]."""
+    target = (batch, num_filters) + grid
+    if not isinstance(lam, torch.Tensor):
+        lam = float(lam)
+        if not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"lambda must be a finite number >= 0, got {lam}")
+        if lipschitz.numel() == 1:
+            return lam / float(lipschitz.reshape(()))
+        lam = torch.tensor(lam, dtype=lipschitz.dtype, device=lipschitz.device)
+    if lam.is_complex():
+        raise ValueError("Lambda must be real")
+    if lam.ndim > 4:
+        raise ValueError(f"Lambda must broadcast to [B, K, H, W] = {list(target)}, got shape {tuple(lam.shape)}")
+    shape4 = (1,) * (4 - lam.ndim) + tuple(lam.shape)
+    for got, want, name in zip(shape4, target, "BKHW"):
+        if got not in (1, want):
+            raise ValueError(f"Lambda shape {tuple(lam.shape)} does not broadcast to [B, K, H, W] = "
+                             f"{list(target)} (dim {name})")
+    lam = lam.reshape(shape4)
+    if not lam.requires_grad and bool((lam < 0).any()):
+        raise ValueError("Lambda must be >= 0 everywhere")
+    return (lam / lipschitz.to(lam.dtype).reshape(-1, 1, 1, 1))[..., None]
+
+
+def _chunks(num_filters: int, chunk_size: int) -> list[slice]:
+    return [slice(k, min(k + chunk_size, num_filters)) for k in range(0, num_filters, chunk_size)]
+
+
+def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor",
+          lipschitz: torch.Tensor, n_iter: int = FISTA_ITERATIONS, chunk_size: int | None = None,
+          callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Run FISTA from s_0 = 0; returns the codes s [B, K, H, W] (complex, y's dtype).
+
+    y: k-space block [B, M1, M2] (centred, the high-pass data y').
+    lam: a float, or a real tensor broadcastable to [B, K, H, W] (maps), >= 0.
+    lipschitz: L >= ||A D||^2, a tensor of shape [1] or [B] (see `lipschitz_constant`).
+    callback(i, s): called after iteration i with the current codes (tests; costs a concat).
+    """
+    if not y.is_complex() or y.ndim != 3 or tuple(y.shape[-2:]) != op.acquired_shape:
+        raise ValueError(f"y must be complex [B, {op.acquired_shape[0]}, {op.acquired_shape[1]}], "
+                         f"got {tuple(y.shape)} {y.dtype}")
+    if y.dtype != op.dtype or y.device != op.device:
+        raise ValueError(f"y ({y.dtype}, {y.device}) does not match the operator ({op.dtype}, {op.device})")
+    if n_iter < 0:
+        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+    batch, k_all, grid = y.shape[0], op.num_filters, op.grid_shape
+    lipschitz = torch.as_tensor(lipschitz, device=y.device, dtype=y.real.dtype).reshape(-1)
+    if lipschitz.numel() not in (1, batch) or not bool((lipschitz > 0).all()):
+        raise ValueError(f"lipschitz must be positive with 1 or B={batch} values, got {lipschitz.tolist()}")
+    tau = _as_tau(lam, lipschitz, batch, k_all, grid)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(batch, k_all, grid, y.device, y.element_size())
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    blocks = _chunks(k_all, chunk_size)
+
+    def block_tau(b: slice) -> tuple["float | torch.Tensor", torch.Tensor | None]:
+        if not isinstance(tau, torch.Tensor):
+            return tau, None
+        t = tau[:, b] if tau.shape[1] > 1 else tau
+        # a contiguous [..., 2] threshold avoids a slow broadcasting clamp on CPU
+        t = t.expand(t.shape[:-1] + (2,))
+        if y.device.type == "cpu":
+            t = t.contiguous()
+        return t, -t
+
+    taus = [block_tau(b) for b in blocks]
+    g_blocks = [op.G[:, b] for b in blocks]
+    gc_blocks = [op.G_conj[:, b] for b in blocks]
+    y_blk = op.to_block(y)
+    inv_l = (1.0 / lipschitz).reshape(-1, 1, 1)
+    real = torch.view_as_real
+
+    # Per block: s = x_{k-1} (image domain, real view [B, k, H, W, 2]), s_prev = x_{k-2}, and
+    # spec / spec_prev their spectra at the acquired frequencies (real views). Lerp runs on the
+    # real views: complex lerp is several times slower on CPU.
+    s: list[torch.Tensor] | None = None
+    s_prev: list[torch.Tensor] | None = None
+    spec: list[torch.Tensor] | None = None
+    spec_prev: list[torch.Tensor] | None = None
+    t, mu = 1.0, 0.0
+    for it in range(n_iter):
+        # residual of the extrapolated point z = s + mu (s - s_prev), from the block spectra
+        resid = -y_blk
+        if spec is not None:
+            for j in range(len(blocks)):
+                z_spec = spec[j] if (mu == 0.0 or spec_prev is None) else torch.lerp(spec_prev[j], spec[j], 1.0 + mu)
+                resid = resid + (g_blocks[j] * torch.view_as_complex(z_spec)).sum(dim=1)
+        resid = (resid * inv_l)[:, None]  # the step 1/L folded into the small residual
+        new_s, new_spec = [], []
+        for j in range(len(blocks)):
+            step = real(op.expand(gc_blocks[j] * resid))  # (1/L) (A D)^H (A D z - y'), this block
+            if s is None:
+                v = -step
+            elif mu == 0.0 or s_prev is None:
+                v = s[j] - step
+            else:
+                v = torch.lerp(s_prev[j], s[j], 1.0 + mu) - step
+            s_new = _soft_real(v, *taus[j])
+            new_s.append(s_new)
+            new_spec.append(real(op.restrict(torch.view_as_complex(s_new))))
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        mu = (t - 1.0) / t_next
+        t = t_next
+        s_prev, s = s, new_s
+        spec_prev, spec = spec, new_spec
+        if callback is not None:
+            callback(it, torch.view_as_complex(torch.cat(s, dim=1)))
+    if s is None:
+        return y.new_zeros((batch, k_all) + grid)
+    return torch.view_as_complex(s[0] if len(s) == 1 else torch.cat(s, dim=1))
+
+
+def objective(op: SpectralCodeOperator, y: torch.Tensor, s: torch.Tensor,
+              lam: "float | torch.Tensor") -> torch.Tensor:
+    """Per-slice objective ||A D s - y||^2/2 + sum Lambda (|Re s| + |Im s|), real [B]."""
+    r = op.forward(s) - y
+    data = 0.5 * (r.real ** 2 + r.imag ** 2).flatten(1).sum(dim=1)
+    l1 = s.real.abs() + s.imag.abs()
+    reg = (l1 * lam).flatten(1).sum(dim=1)
+    return data + reg

@@ -1,0 +1,198 @@
+"""CSC reconstruction of a batch of slices (METHOD.md steps 1-5).
+
+    y  (SNR units) -> scale_b = robust_scale(A^H y)         (adacsc.core.scaling)
+    y_n = y / scale_b
+    1. x0 = A^H y_n                                          zero-filled, on the grid
+    2. x_low = (I + beta grad^H grad)^-1 x0                  exact, Fourier domain
+    3. y'  = y_n - A x_low
+    4. s*  = FISTA(min ||A D s - y'||^2/2 + ||Lambda (.) s||_1), s_0 = 0, step 1/L, L = ||A D||^2
+    5. x*  = x_low + D s*
+    outputs multiplied by scale_b again (SNR units).
+
+Lambda is in normalised units and is either a float (scalar mode), a tensor broadcastable to
+[B, K, H, W], or a callable `map_fn(x0_n, filters) -> [B, K, H, W]` (NET_Theta: x0_n is the
+*normalised* zero-filled image, complex [B, H, W]; filters real [K, h, w] on the same device).
+
+For inference call under `torch.inference_mode()` (or use `infer`): otherwise autograd records
+all iterations, since beta is a learnable parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from adacsc.core.convolution import Synthesis, as_filter_tensor
+from adacsc.core.fista import FISTA_ITERATIONS, fista
+from adacsc.core.fourier import SampledFourier, check_shape2
+from adacsc.core.lowpass import lowpass
+from adacsc.core.power import _mask_key, lipschitz_constant, tensor_identity
+from adacsc.core.scaling import SCALE_PERCENTILE, broadcast_scale, robust_scale
+from adacsc.core.spectral import SpectralCodeOperator
+
+__all__ = ["CSCReconstructor", "CSCResult", "MapFn", "LambdaSpec", "DEFAULT_BETA"]
+
+log = logging.getLogger(__name__)
+
+MapFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LambdaSpec = Union[float, torch.Tensor, MapFn]
+
+DEFAULT_BETA = 1.0
+_OP_CACHE_SIZE = 8
+
+
+@dataclass
+class CSCResult:
+    """Outputs of one batched reconstruction (images complex [B, H, W] on the grid).
+
+    image:  x* = x_low + D s*, SNR units
+    x0:     A^H y, zero-filled, SNR units
+    x_low:  the low-pass part, SNR units
+    codes:  s* [B, K, H, W], SNR units (image - x_low == D codes)
+    lam:    Lambda used by the solver, normalised units (float or tensor broadcastable to codes)
+    scale:  [B] the normalisation divisor (normalised = SNR units / scale)
+    lipschitz: the step-size constant L used (normalised units; independent of the data)
+    """
+
+    image: torch.Tensor
+    x0: torch.Tensor
+    x_low: torch.Tensor
+    codes: torch.Tensor
+    lam: "float | torch.Tensor"
+    scale: torch.Tensor
+    lipschitz: torch.Tensor
+
+
+class CSCReconstructor(nn.Module):
+    """Batched CSC reconstruction with a fixed (or per-call) dictionary and a learnable beta.
+
+    filters: a Dictionary, or a real array/tensor [K, h, w] (odd sizes, unit norm).
+    beta: initial low-pass weight (> 0), stored as log_beta (nn.Parameter) so it stays positive.
+    n_iter: FISTA iterations. percentile / per_slice_scale: see adacsc.core.scaling.
+    chunk_size: filters per block in FISTA (None: automatic, see fista.default_chunk_size).
+    lipschitz_method: "exact" (closed form) or "power" (power iteration, 1.01 safety).
+    """
+
+    def __init__(self, filters: "object", beta: float = DEFAULT_BETA, n_iter: int = FISTA_ITERATIONS,
+                 percentile: float = SCALE_PERCENTILE, per_slice_scale: bool = True,
+                 chunk_size: int | None = None, lipschitz_method: str = "exact") -> None:
+        super().__init__()
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        if n_iter < 0:
+            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+        if lipschitz_method not in ("exact", "power"):
+            raise ValueError(f"lipschitz_method must be 'exact' or 'power', got {lipschitz_method!r}")
+        self.register_buffer("filters", as_filter_tensor(filters).detach().to(torch.float32).clone())
+        self.log_beta = nn.Parameter(torch.tensor(math.log(beta), dtype=torch.float32))
+        self.n_iter = int(n_iter)
+        self.percentile = float(percentile)
+        self.per_slice_scale = bool(per_slice_scale)
+        self.chunk_size = chunk_size
+        self.lipschitz_method = lipschitz_method
+        self._ops: "OrderedDict[tuple, tuple[SpectralCodeOperator, torch.Tensor]]" = OrderedDict()
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """The low-pass weight, exp(log_beta) > 0."""
+        return torch.exp(self.log_beta)
+
+    @property
+    def num_filters(self) -> int:
+        return int(self.filters.shape[0])
+
+    def operator(self, filters: torch.Tensor, acquired_shape: Sequence[int], grid_shape: Sequence[int],
+                 mask: "torch.Tensor | np.ndarray | None", device: torch.device,
+                 dtype: torch.dtype) -> SpectralCodeOperator:
+        """The (cached) A D operator for these filters, shapes, mask, device and dtype."""
+        fourier = SampledFourier(acquired_shape, grid_shape, mask)
+        key = (tensor_identity(filters), fourier.acquired_shape, fourier.grid_shape,
+               _mask_key(fourier.mask), str(device), dtype)
+        hit = self._ops.get(key)
+        if hit is not None:
+            self._ops.move_to_end(key)
+            return hit[0]
+        real = torch.float64 if dtype == torch.complex128 else torch.float32
+        op = SpectralCodeOperator(Synthesis(filters.detach().to(device=device, dtype=real)), fourier,
+                                  device, dtype)
+        self._ops[key] = (op, filters)
+        while len(self._ops) > _OP_CACHE_SIZE:
+            self._ops.popitem(last=False)
+        return op
+
+    def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor,
+                num_filters: int) -> "float | torch.Tensor":
+        if callable(lam) and not isinstance(lam, torch.Tensor):
+            maps = lam(x0_n, filters)
+            want = (x0_n.shape[0], num_filters) + tuple(x0_n.shape[-2:])
+            if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != want:
+                got = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+                raise ValueError(f"the map function must return Lambda maps of shape {want}, got {got}")
+            if maps.is_complex():
+                raise ValueError("the map function must return real Lambda maps")
+            return maps.to(x0_n.real.dtype)
+        if isinstance(lam, torch.Tensor):
+            return lam.to(device=x0_n.device, dtype=x0_n.real.dtype)
+        if isinstance(lam, (int, float)) and not isinstance(lam, bool):
+            return float(lam)
+        raise ValueError(f"lam must be a float, a tensor of maps or a callable map_fn, got {type(lam).__name__}")
+
+    def forward(self, y: torch.Tensor, grid_shape: Sequence[int], lam: LambdaSpec,
+                mask: "torch.Tensor | np.ndarray | None" = None,
+                filters: "object | None" = None) -> CSCResult:
+        """Reconstruct slices from their acquired k-space block.
+
+        y: complex [B, M1, M2], the centred acquired k-space block in SNR units (complex64, or
+           complex128 for checks); grid_shape: (H, W) >= (M1, M2), e.g. 2x for super-resolution.
+        lam: float | tensor [B|1, K|1, H|1, W|1] | map_fn(x0_n, filters) -> [B, K, H, W].
+        mask: optional binary mask inside the acquired block (broadcast to [B, M1, M2]).
+        filters: optional dictionary overriding the stored one for this call (e.g. a random
+           dictionary per training batch).
+        """
+        if not isinstance(y, torch.Tensor) or not y.is_complex() or y.ndim != 3:
+            raise ValueError(f"y must be a complex tensor [B, M1, M2], got "
+                             f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+        if y.dtype not in (torch.complex64, torch.complex128):
+            raise ValueError(f"y must be complex64 (or complex128), got {y.dtype}")
+        if not bool(torch.isfinite(torch.view_as_real(y)).all()):
+            raise ValueError("y contains NaN or infinite values")
+        grid = check_shape2(grid_shape, "grid_shape")
+        real = y.real.dtype
+        f = self.filters if filters is None else as_filter_tensor(filters)
+        f = f.to(device=y.device, dtype=real)
+        op = self.operator(f, y.shape[-2:], grid, mask, y.device, y.dtype)
+        fourier = op.fourier
+
+        x0 = fourier.adjoint(y)
+        scale = robust_scale(x0, self.percentile, self.per_slice_scale)
+        y_n = y / broadcast_scale(scale, 3)
+        x0_n = x0 / broadcast_scale(scale, 3)
+        beta = self.beta.to(device=y.device, dtype=real)
+        x_low = lowpass(x0_n, beta)
+        y_high = y_n - fourier(x_low)
+        lam_used = self._lambda(lam, x0_n, f, op.num_filters)
+        lip = lipschitz_constant(op, self.lipschitz_method)
+        codes = fista(op, y_high, lam_used, lip, self.n_iter, self.chunk_size)
+        x = x_low + op.synthesis(codes)
+        s = broadcast_scale(scale, 3)
+        return CSCResult(image=x * s, x0=x0, x_low=x_low * s, codes=codes * broadcast_scale(scale, 4),
+                         lam=lam_used, scale=scale, lipschitz=lip)
+
+    def infer(self, y: torch.Tensor, grid_shape: Sequence[int], lam: LambdaSpec,
+              mask: "torch.Tensor | np.ndarray | None" = None, filters: "object | None" = None) -> CSCResult:
+        """`forward` under torch.inference_mode() (no autograd bookkeeping)."""
+        with torch.inference_mode():
+            return self.forward(y, grid_shape, lam, mask, filters)
+
+    def extra_repr(self) -> str:
+        k, h, w = self.filters.shape
+        return (f"K={k}, {h}x{w}, beta={float(self.beta):.4g}, n_iter={self.n_iter}, "
+                f"lipschitz={self.lipschitz_method}")

@@ -1,0 +1,1 @@
+"""Gadgets: `gadget(connection)` functions usable as Gadgetron `<external>` Python nodes."""

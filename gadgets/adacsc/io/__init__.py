@@ -1,0 +1,1 @@
+"""ISMRMRD input and output: headers, datasets, images."""

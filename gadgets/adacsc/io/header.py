@@ -1,0 +1,97 @@
+"""Parsing and reading the ISMRMRD XML header with clear errors (files from other tools may lack
+optional fields)."""
+
+from dataclasses import dataclass
+
+import ismrmrd
+import ismrmrd.xsd
+
+
+class HeaderError(ValueError):
+    """The ISMRMRD header is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What the buffering and image gadgets need from the first encoding."""
+
+    encoded_matrix: tuple[int, int, int]
+    recon_matrix: tuple[int, int, int]
+    encoded_fov_mm: tuple[float, float, float]
+    recon_fov_mm: tuple[float, float, float]
+    e1_limits: tuple[int, int, int]
+    """(minimum, centre, maximum) of kspace_encode_step_1."""
+
+
+def parse_header(xml: bytes | str) -> ismrmrd.xsd.ismrmrdHeader:
+    """Parse header XML, raising HeaderError naming the problem."""
+    if isinstance(xml, bytes):
+        xml = xml.rstrip(b"\0").decode("utf-8", errors="replace")
+    if not xml.strip():
+        raise HeaderError("the ISMRMRD header is empty")
+    try:
+        return ismrmrd.xsd.CreateFromDocument(xml)
+    except Exception as err:  # the xsd parser raises many unrelated types
+        raise HeaderError(f"the ISMRMRD header does not parse: {err}") from err
+
+
+def encoding(header: ismrmrd.xsd.ismrmrdHeader) -> Encoding:
+    """The first encoding's matrices, fields of view and phase-encode limits."""
+    if not header.encoding:
+        raise HeaderError("the ISMRMRD header has no <encoding>")
+    enc = header.encoding[0]
+    if enc.encodedSpace is None or enc.reconSpace is None:
+        raise HeaderError("the ISMRMRD header's encoding lacks encodedSpace or reconSpace")
+    em, rm = enc.encodedSpace.matrixSize, enc.reconSpace.matrixSize
+    ef, rf = enc.encodedSpace.fieldOfView_mm, enc.reconSpace.fieldOfView_mm
+    if min(em.x, em.y, rm.x, rm.y) <= 0:
+        raise HeaderError(f"the ISMRMRD header has a non-positive matrix size ({em.x}x{em.y}, {rm.x}x{rm.y})")
+    limits = enc.encodingLimits.kspace_encoding_step_1 if enc.encodingLimits else None
+    e1 = (limits.minimum, limits.center, limits.maximum) if limits else (0, em.y // 2, em.y - 1)
+    return Encoding(
+        encoded_matrix=(em.x, em.y, max(em.z, 1)),
+        recon_matrix=(rm.x, rm.y, max(rm.z, 1)),
+        encoded_fov_mm=(ef.x, ef.y, ef.z),
+        recon_fov_mm=(rf.x, rf.y, rf.z),
+        e1_limits=e1,
+    )
+
+
+def coil_labels(header: ismrmrd.xsd.ismrmrdHeader, channels: int) -> list[str]:
+    """Coil names in channel order; 'channel N' where the header has none."""
+    system = header.acquisitionSystemInformation
+    labels = {c.coilNumber: c.coilName for c in (system.coilLabel if system else [])}
+    return [str(labels.get(i, f"channel {i}")) for i in range(channels)]
+
+
+def receiver_channels(header: ismrmrd.xsd.ismrmrdHeader) -> int | None:
+    """Declared number of receiver channels, or None."""
+    system = header.acquisitionSystemInformation
+    return system.receiverChannels if system and system.receiverChannels else None
+
+
+def relative_noise_bandwidth(header: ismrmrd.xsd.ismrmrdHeader) -> float | None:
+    """acquisitionSystemInformation.relativeReceiverNoiseBandwidth, or None."""
+    system = header.acquisitionSystemInformation
+    return system.relativeReceiverNoiseBandwidth if system else None
+
+
+def measurement_id(header: ismrmrd.xsd.ismrmrdHeader) -> str | None:
+    """measurementInformation.measurementID, or None."""
+    info = header.measurementInformation
+    return info.measurementID if info and info.measurementID else None
+
+
+def noise_dependency(header: ismrmrd.xsd.ismrmrdHeader) -> str | None:
+    """The measurementID this scan declares as its noise dependency, or None."""
+    info = header.measurementInformation
+    for dependency in (info.measurementDependency if info else []):
+        if (dependency.dependencyType or "").lower() == "noise":
+            return dependency.measurementID
+    return None
+
+
+def field_strength_T(header: ismrmrd.xsd.ismrmrdHeader) -> float | None:
+    """acquisitionSystemInformation.systemFieldStrength_T, or None."""
+    system = header.acquisitionSystemInformation
+    return system.systemFieldStrength_T if system else None

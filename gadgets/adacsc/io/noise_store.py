@@ -1,0 +1,68 @@
+"""Stored noise covariances, keyed by measurementID inside one operator-configured folder."""
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adacsc.settings import noise_dir
+
+log = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class StoredNoise:
+    """A noise covariance with the coil labels and dwell time it was measured with."""
+
+    covariance: np.ndarray
+    coil_labels: list[str]
+    noise_dwell_us: float
+    samples: int
+
+
+class NoiseStore:
+    """Saves and loads covariances as `<folder>/noise_<measurementID>.npz` (no pickle).
+
+    Measurement IDs come from the client: only plain names are accepted, never paths.
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder else noise_dir()
+
+    def _path(self, measurement_id: str) -> Path:
+        if not _SAFE_ID.match(measurement_id):
+            raise ValueError(f"measurementID {measurement_id!r} is not a plain name (letters, digits, '_', '.', '-')")
+        return self.folder / f"noise_{measurement_id}.npz"
+
+    def save(self, measurement_id: str, noise: StoredNoise) -> Path:
+        """Store `noise` under `measurement_id`; returns the file written."""
+        path = self._path(measurement_id)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, covariance=noise.covariance.astype(np.complex128),
+                 coil_labels=json.dumps(noise.coil_labels), noise_dwell_us=noise.noise_dwell_us,
+                 samples=noise.samples)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, measurement_id: str) -> StoredNoise | None:
+        """The stored noise of `measurement_id`, or None when there is none."""
+        path = self._path(measurement_id)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return StoredNoise(
+                    covariance=np.asarray(f["covariance"]),
+                    coil_labels=list(json.loads(str(f["coil_labels"]))),
+                    noise_dwell_us=float(f["noise_dwell_us"]),
+                    samples=int(f["samples"]),
+                )
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"stored noise {path} is unreadable: {err}") from err

@@ -1,0 +1,1 @@
+"""Numerical MR building blocks on numpy arrays: FFTs, noise, coil maps, oversampling."""

@@ -1,0 +1,88 @@
+"""Coil sensitivity estimation (Walsh, Inati) and coil combination on numpy images [C, Y, X]."""
+
+from typing import Literal
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+
+from adacsc.mr.fft import ifftc
+
+Method = Literal["inati", "walsh"]
+_EPS = 1e-12
+
+
+def _smooth(images: np.ndarray, kernel: int) -> np.ndarray:
+    """Box-filter the last two axes (circularly: images are periodic after an FFT)."""
+    size = (1,) * (images.ndim - 2) + (kernel, kernel)
+    real = uniform_filter(images.real, size=size, mode="wrap")
+    imag = uniform_filter(images.imag, size=size, mode="wrap")
+    return real + 1j * imag
+
+
+def _normalise(maps: np.ndarray) -> np.ndarray:
+    """Scale maps so that sum_c |csm_c|^2 = 1 at every pixel."""
+    return maps / np.sqrt(np.sum(np.abs(maps) ** 2, axis=0, keepdims=True) + _EPS)
+
+
+def walsh(images: np.ndarray, kernel: int = 7) -> np.ndarray:
+    """Walsh's adaptive combination: maps are the dominant eigenvectors of the locally averaged
+    coil correlation matrices; phase referenced to the coil with the most energy."""
+    coils = images.shape[0]
+    correlation = _smooth(images[:, None] * images[None].conj(), kernel)  # [C, C, Y, X]
+    matrices = np.moveaxis(correlation, (0, 1), (-2, -1))  # [Y, X, C, C]
+    _, vectors = np.linalg.eigh(matrices)
+    maps = np.moveaxis(vectors[..., -1], -1, 0)  # dominant eigenvector, [C, Y, X]
+    reference = int(np.argmax(np.sum(np.abs(images) ** 2, axis=(1, 2))))
+    maps = maps * np.exp(-1j * np.angle(maps[reference]))[None]
+    return _normalise(maps).astype(np.complex64) if coils else maps
+
+
+def inati(images: np.ndarray, kernel: int = 7, iterations: int = 5) -> np.ndarray:
+    """Inati's iterative estimate: maps are the smoothed, normalised correlation of each coil with
+    the current combined image; their phase follows a virtual body coil (the coil-summed map)."""
+    body = np.sum(images, axis=(1, 2))
+    body /= np.linalg.norm(body) + _EPS
+    combined = np.tensordot(body.conj(), images, axes=(0, 0))
+    maps = images
+    for _ in range(iterations):
+        maps = _normalise(_smooth(images * combined.conj()[None], kernel))
+        combined = np.sum(maps.conj() * images, axis=0)
+    body_phase = np.angle(np.tensordot(body.conj(), maps, axes=(0, 0)))
+    return (maps * np.exp(-1j * body_phase)[None]).astype(np.complex64)
+
+
+def estimate(images: np.ndarray, method: Method = "inati", kernel: int = 7) -> np.ndarray:
+    """Coil maps [C, Y, X] from coil images [C, Y, X] by the named method."""
+    if images.ndim != 3:
+        raise ValueError(f"coil images must be [coils, y, x], got shape {images.shape}")
+    if images.shape[0] == 1:
+        return np.ones_like(images, dtype=np.complex64)
+    if method == "inati":
+        return inati(images, kernel)
+    if method == "walsh":
+        return walsh(images, kernel)
+    raise ValueError(f"unknown coil map method {method!r}: use 'inati' or 'walsh'")
+
+
+def combine(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """sum_c conj(csm_c) * img_c: optimal combination of prewhitened coil images [C, Y, X]."""
+    return np.sum(maps.conj() * images, axis=0).astype(np.complex64)
+
+
+def calibration_images(kspace: np.ndarray, sampled_lines: np.ndarray) -> np.ndarray:
+    """Low-resolution coil images from the contiguous block of sampled lines around the centre.
+
+    `kspace` [C, E1, RO]; `sampled_lines` bool [E1]. Fully sampled data give the full images.
+    """
+    lines = kspace.shape[1]
+    centre = lines // 2
+    if not sampled_lines[centre]:
+        raise ValueError("k-space centre line was not acquired: cannot estimate coil maps")
+    low, high = centre, centre
+    while low > 0 and sampled_lines[low - 1]:
+        low -= 1
+    while high < lines - 1 and sampled_lines[high + 1]:
+        high += 1
+    calibration = np.zeros_like(kspace)
+    calibration[:, low:high + 1] = kspace[:, low:high + 1]
+    return ifftc(calibration)

@@ -1,0 +1,243 @@
+"""The listener: one thread per connection, at most `workers` scans running at once, a bounded
+number waiting for a slot (the rest are refused with a clear error), gadget modules and torch
+imported once at start, graceful stop (stop accepting, finish running scans, return)."""
+
+import importlib
+import itertools
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from adacsc.chain.config import ChainError, config_dirs, parse_chain
+from adacsc.server import protocol as proto
+from adacsc.server.session import Session, SessionReport, SessionSettings
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_GADGET_MODULES = ("adacsc.gadgets.csc",)
+"""Gadget modules imported at start when present (written separately; absence is not an error)."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server listens and admits connections; `session` is what each scan gets."""
+
+    host: str = "127.0.0.1"
+    port: int = 9002
+    workers: int = 4
+    max_waiting: int | None = None
+    """connections that may wait for a worker (default 4 x workers); more are refused at once"""
+    wait_s: float = 120.0
+    """how long a connection waits for a worker before it is refused"""
+    extra_config_dirs: tuple[Path, ...] = ()
+    allow_modules: tuple[str, ...] = ()
+    """modules a client-sent chain XML may run besides adacsc.gadgets.* and the configured chains'"""
+    preload: bool = True
+    session: SessionSettings = field(default_factory=lambda: SessionSettings(config_dirs=()))
+
+
+def _refuse(sock: socket.socket, text: str, error_format: str) -> None:
+    """Tell a connection we will not serve it, then close it."""
+    try:
+        sock.settimeout(5.0)
+        data = proto.error_message(text) if error_format == "error" else proto.text_message(f"ERROR: {text}")
+        sock.sendall(data + proto.close_message())
+        sock.shutdown(socket.SHUT_WR)
+        proto.SocketReader(sock).drain(max_bytes=16 * proto.MiB, deadline_s=1.0)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+class Server:
+    """`start()` binds and warms up, `serve_forever()` accepts until `stop()`, then waits for the
+    running scans. Usable in a thread (tests) or as the `adacsc serve` main loop."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self._slots = threading.BoundedSemaphore(max(1, settings.workers))
+        self._threads: set[threading.Thread] = set()
+        self._threads_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting = 0
+        self.reports: list[SessionReport] = []
+        self.session_settings: SessionSettings | None = None
+        self.address: tuple[str, int] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        if self.address is None:
+            raise RuntimeError("the server is not started")
+        return self.address[1]
+
+    # ---- start-up --------------------------------------------------------------------------
+
+    def start(self) -> "Server":
+        """Resolve folders, import the gadgets once, bind and listen."""
+        dirs = tuple(config_dirs(list(self.settings.extra_config_dirs)))
+        chain_modules = self._configured_modules(dirs)
+        trusted = frozenset(chain_modules) | frozenset(self.settings.allow_modules)
+        self.session_settings = replace(self.settings.session, config_dirs=dirs, trusted_modules=trusted)
+        if self.settings.preload:
+            self._preload(sorted(chain_modules))
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.settings.host, self.settings.port))
+        listener.listen(64)
+        listener.settimeout(0.2)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        log.info("listening on %s:%d (%d workers, config folders: %s)", self.address[0], self.address[1],
+                 self.settings.workers, ", ".join(str(d) for d in dirs))
+        return self
+
+    @staticmethod
+    def _configured_modules(dirs: tuple[Path, ...]) -> set[str]:
+        """Modules named by the chain XMLs in the config folders (operator-provided, trusted)."""
+        from adacsc.gadgets.registry import GADGET_MODULES
+
+        modules = set(GADGET_MODULES) | set(OPTIONAL_GADGET_MODULES)
+        for folder in dirs:
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.xml")):
+                try:
+                    modules.update(node.module for node in parse_chain(path.read_text(), path.stem).nodes)
+                except (ChainError, OSError, UnicodeDecodeError) as err:
+                    log.debug("config %s not usable here: %s", path, err)
+        return modules
+
+    @staticmethod
+    def _preload(modules: list[str]) -> None:
+        """Import torch and every gadget module now, once per process, so no scan pays for it.
+        A module that defines `preload()` (e.g. to load its models) gets it called."""
+        started = time.perf_counter()
+        try:
+            import torch  # noqa: F401  (the CSC core; importing takes seconds)
+        except ImportError:
+            log.info("torch is not installed: CSC gadgets will not run")
+        loaded = []
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as err:
+                (log.debug if name in OPTIONAL_GADGET_MODULES else log.warning)(
+                    "gadget module %s not imported: %s", name, err)
+                continue
+            except Exception as err:
+                log.warning("gadget module %s failed to import: %s", name, err)
+                continue
+            hook = getattr(module, "preload", None)
+            if callable(hook):
+                try:
+                    hook()
+                except Exception as err:
+                    log.warning("%s.preload() failed: %s", name, err)
+            loaded.append(name)
+        log.info("imported %d gadget modules in %.2f s: %s", len(loaded), time.perf_counter() - started,
+                 ", ".join(loaded))
+
+    # ---- serving ---------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Accept connections until `stop()`; then wait for the running scans and return."""
+        if self._listener is None:
+            self.start()
+        assert self._listener is not None
+        try:
+            while not self._stop.is_set():
+                try:
+                    sock, address = self._listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError as err:
+                    if self._stop.is_set():
+                        break
+                    log.warning("accept failed: %s", err)
+                    time.sleep(0.05)
+                    continue
+                self._admit(sock, address)
+        finally:
+            self._listener.close()
+            running = self._running_threads()
+            if running:
+                log.info("stopping: waiting for %d connection(s) to finish", len(running))
+            for thread in running:
+                thread.join()
+            log.info("server stopped after %d sessions", len(self.reports))
+
+    def _admit(self, sock: socket.socket, address: tuple) -> None:
+        peer = f"{address[0]}:{address[1]}"
+        limit = self.settings.max_waiting if self.settings.max_waiting is not None else 4 * self.settings.workers
+        error_format = self.session_settings.error_format if self.session_settings else "text"
+        with self._threads_lock:
+            busy = self._waiting >= limit
+            if not busy:
+                self._waiting += 1
+        if busy:
+            log.warning("refusing %s: %d connections already wait for a worker", peer, limit)
+            threading.Thread(target=_refuse, args=(sock, "server busy: too many scans waiting, try later",
+                                                   error_format), daemon=True).start()
+            return
+        thread = threading.Thread(target=self._handle, args=(sock, peer), name=f"adacsc-conn-{peer}", daemon=True)
+        with self._threads_lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _handle(self, sock: socket.socket, peer: str) -> None:
+        assert self.session_settings is not None
+        acquired = False
+        try:
+            deadline = time.monotonic() + self.settings.wait_s
+            while not acquired and not self._stop.is_set() and time.monotonic() < deadline:
+                acquired = self._slots.acquire(timeout=0.1)
+            with self._threads_lock:
+                self._waiting -= 1
+            if not acquired:
+                reason = ("server shutting down" if self._stop.is_set()
+                          else f"server busy: no worker free within {self.settings.wait_s:g} s")
+                log.warning("refusing %s: %s", peer, reason)
+                _refuse(sock, reason, self.session_settings.error_format)
+                return
+            session = Session(sock, peer, next(self._ids), self.session_settings)
+            report = session.run()
+            with self._threads_lock:
+                self.reports.append(report)
+        except Exception:
+            log.exception("connection %s failed", peer)
+            try:
+                sock.close()
+            except OSError:
+                pass
+        finally:
+            if acquired:
+                self._slots.release()
+            with self._threads_lock:
+                self._threads.discard(threading.current_thread())
+
+    def _running_threads(self) -> list[threading.Thread]:
+        with self._threads_lock:
+            return list(self._threads)
+
+    def stop(self) -> None:
+        """Stop accepting; running scans finish, waiting connections are refused."""
+        if not self._stop.is_set():
+            log.info("stop requested: no new connections; running scans finish")
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._stop.is_set()
+
+    def active_sessions(self) -> int:
+        """Connections being served or waiting."""
+        return len(self._running_threads())

@@ -1,0 +1,525 @@
+"""One connection = one scan: config, header, optional JSON parameters, data into a running chain,
+images back as soon as the chain produces them, then CLOSE.
+
+Threads per session: the connection's own thread reads messages and feeds the chain; the chain's
+node threads process; a writer thread sends what the last node produces. The writer is fed
+through a bounded outbox, so a client that never reads its results holds at most
+`outbox_bytes` of server memory for at most `io_timeout_s` seconds before the session is dropped.
+
+Failure policy: whatever goes wrong in a session (bad input, a failing gadget, a lost client) ends
+that session only. Where the socket still works, the client gets an error report (TEXT
+"ERROR: ..." as Gadgetron's own server sends, or an ERROR message, by setting) and CLOSE. When the
+client stops sending early (CLOSE, half-close or a disconnect), the data received so far still
+run through the chain and every slice it completes is sent back.
+"""
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ismrmrd
+from gadgetron.types import ImageArray
+
+from adacsc.chain.config import ChainConfig, ChainError, load_chain, parse_chain
+from adacsc.chain.runner import Chain, NodeFailure
+from adacsc.io.header import HeaderError, parse_header
+from adacsc.io.images import split_image_array
+from adacsc.server import protocol as proto
+
+log = logging.getLogger(__name__)
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What every session of a server shares."""
+
+    config_dirs: tuple[Path, ...]
+    trusted_modules: frozenset[str] = frozenset()
+    """modules a client-sent chain XML (CONFIG_TEXT) may run, besides adacsc.gadgets.*"""
+    strict: bool = False
+    """round-trip every hop through gadgetron-python's serialisers (slower; see Chain)"""
+    io_timeout_s: float = 300.0
+    """a client silent this long, or not reading its results this long, is dropped"""
+    outbox_bytes: int = 64 * proto.MiB
+    limits: proto.Limits = proto.Limits()
+    max_scan_bytes: int = 16 * GiB
+    error_format: str = "text"
+    """"text": TEXT "ERROR: ..." (Gadgetron's server); "error": ERROR (id 8, uint64 length)"""
+    max_queued_items: int = 4096
+    """readouts waiting in front of the first gadget before reading pauses (back-pressure)"""
+    socket_send_buffer: int | None = None
+    """SO_SNDBUF for session sockets (None: the system default)"""
+
+    def trusts(self, module: str) -> bool:
+        """Whether a client-sent chain may name `module`."""
+        return module in self.trusted_modules or module.startswith("adacsc.gadgets.")
+
+
+class SessionError(RuntimeError):
+    """Something the client should be told about; ends the session."""
+
+
+class _Dropped(Exception):
+    """The client stopped reading or went away."""
+
+
+class Outbox:
+    """Bounded (by bytes) queue of encoded messages from the chain to the writer thread."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: list[tuple[str, bytes]] = []
+        self._bytes = 0
+        self._finished = False
+        self._aborted = False
+        self._cond = threading.Condition()
+
+    def put(self, kind: str, data: bytes, timeout: float) -> bool:
+        """Queue a message; False when the outbox was aborted or stayed full for `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._aborted and self._items and self._bytes + len(data) > self._capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            if self._aborted:
+                return False
+            self._items.append((kind, data))
+            self._bytes += len(data)
+            self._cond.notify_all()
+            return True
+
+    def take(self) -> list[tuple[str, bytes]] | None:
+        """Everything queued (waits for something); None once finished and empty, or aborted."""
+        with self._cond:
+            while not self._items and not self._finished and not self._aborted:
+                self._cond.wait()
+            if self._aborted or not self._items:
+                return None
+            items, self._items, self._bytes = self._items, [], 0
+            self._cond.notify_all()
+            return items
+
+    def finish(self) -> None:
+        """No more messages: the writer ends once it has sent what is queued."""
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Discard everything; later puts fail at once."""
+        with self._cond:
+            self._aborted = True
+            self._items, self._bytes = [], 0
+            self._cond.notify_all()
+
+
+@dataclass
+class SessionReport:
+    """What one session did (also logged)."""
+
+    session_id: int
+    peer: str
+    config: str | None = None
+    acquisitions: int = 0
+    noise_readouts: int = 0
+    waveforms: int = 0
+    images_in: int = 0
+    pushed: int = 0
+    images_sent: Counter = field(default_factory=Counter)
+    outputs_not_sent: Counter = field(default_factory=Counter)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    closed_by_client: bool = False
+    errors: list[str] = field(default_factory=list)
+    dropped: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Finished without errors and without being dropped."""
+        return not self.errors and self.dropped is None
+
+
+class _Prefixed(logging.LoggerAdapter):
+    def process(self, msg: str, kwargs: Any) -> tuple[str, Any]:
+        return f"{self.extra['prefix']}: {msg}", kwargs
+
+
+class Session:
+    """Serves one connection; `run()` returns when the scan is done and the socket closed."""
+
+    def __init__(self, sock: socket.socket, peer: str, session_id: int, settings: SessionSettings) -> None:
+        self.sock = sock
+        self.settings = settings
+        self.report = SessionReport(session_id, peer)
+        self.log = _Prefixed(log, {"prefix": f"session {session_id} ({peer})"})
+        self._reader = proto.SocketReader(sock)
+        self._outbox = Outbox(settings.outbox_bytes)
+        self._writer = threading.Thread(target=self._write_loop, name=f"adacsc-send-{session_id}", daemon=True)
+        self._config_name: str | None = None
+        self._config_text: str | None = None
+        self._header: bytes | None = None
+        self._json_config: str | None = None
+        self._overrides: dict[str, str] = {}
+        self._chain: Chain | None = None
+        self._chain_name: str | None = None
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._anything_received = False
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._outbox.take()
+            if batch is None:
+                return
+            try:
+                self.sock.sendall(b"".join(data for _, data in batch))
+            except OSError as err:
+                reason = ("the client did not read its results for "
+                          f"{self.settings.io_timeout_s:g} s" if isinstance(err, TimeoutError)
+                          else f"sending failed ({err})")
+                self._drop(reason)
+                return
+            for kind, data in batch:
+                self.report.bytes_out += len(data)
+                if kind.startswith("image_"):
+                    self.report.images_sent[kind] += 1
+
+    def _drop(self, reason: str) -> None:
+        """Give up on the client: discard pending output and unblock the reading side."""
+        with self._lock:
+            if self.report.dropped is not None:
+                return
+            self.report.dropped = reason
+        self.log.warning("dropping the session: %s; results not yet sent are discarded", reason)
+        self._outbox.abort()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send(self, kind: str, data: bytes) -> None:
+        if self.report.dropped is not None:
+            raise _Dropped()
+        if not self._outbox.put(kind, data, self.settings.io_timeout_s):
+            self._drop(f"the client did not read its results for {self.settings.io_timeout_s:g} s")
+            raise _Dropped()
+
+    def _send_error(self, text: str) -> None:
+        self.report.errors.append(text)
+        self.log.error("%s", text)
+        data = (proto.error_message(text) if self.settings.error_format == "error"
+                else proto.text_message(f"ERROR: {text}"))
+        try:
+            self._send("error", data)
+        except _Dropped:
+            pass
+
+    def _send_warning(self, text: str) -> None:
+        self.log.warning("%s", text)
+        try:
+            self._send("text", proto.text_message(f"WARNING: {text}"))
+        except _Dropped:
+            pass
+
+    def _on_output(self, item: object) -> None:
+        """Called by the chain's last node for every item it produces."""
+        if isinstance(item, ImageArray):
+            images = split_image_array(item)
+        elif isinstance(item, ismrmrd.Image):
+            images = [item]
+        else:
+            name = type(item).__name__
+            if not self.report.outputs_not_sent[name]:
+                self.log.warning("the chain produced a %s: only images are sent back", name)
+            self.report.outputs_not_sent[name] += 1
+            return
+        for image in images:
+            if self.report.dropped is not None:
+                self.report.outputs_not_sent["Image (session dropped)"] += 1
+                continue
+            try:
+                self._send(f"image_{image.image_series_index}", proto.item_message(image))
+            except _Dropped:
+                self.report.outputs_not_sent["Image (session dropped)"] += 1
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def run(self) -> SessionReport:
+        """Serve the connection to its end."""
+        self._configure_socket()
+        self._writer.start()
+        fatal = False
+        try:
+            fatal = self._read_loop()
+        except Exception as err:  # a bug must end this session only
+            self.log.exception("unexpected failure")
+            self._send_error(f"internal server error: {err}")
+            fatal = True
+        finally:
+            self._finish(fatal)
+        return self.report
+
+    def _configure_socket(self) -> None:
+        self.sock.settimeout(self.settings.io_timeout_s)
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.settings.socket_send_buffer:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.socket_send_buffer)
+        except OSError:
+            pass
+
+    def _read_loop(self) -> bool:
+        """Read until CLOSE or the end; True when it ended on an error the client caused."""
+        limits = self.settings.limits
+        while True:
+            try:
+                message = proto.read_message(self._reader, limits)
+            except proto.EndOfStream:
+                if self.report.dropped is None:
+                    (self.log.warning if self._anything_received else self.log.info)(
+                        "the client ended the stream without CLOSE%s",
+                        ": finishing the scan with the data received" if self._chain else "")
+                return False
+            except proto.TruncatedMessage as err:
+                if self.report.dropped is None:
+                    self.log.warning("client disconnected mid-message (%s): finishing the scan with the "
+                                     "data received", err)
+                return False
+            except proto.ProtocolError as err:
+                self._send_error(f"protocol error: {err}")
+                return True
+            except TimeoutError:
+                self._send_error(f"no data from the client for {self.settings.io_timeout_s:g} s")
+                return True
+            except OSError as err:
+                if self.report.dropped is None:
+                    self.log.warning("connection lost: %s", err)
+                return False
+            self._anything_received = True
+            self.report.bytes_in += message.size
+            if self.report.bytes_in > self.settings.max_scan_bytes:
+                self._send_error(f"the scan exceeds {self.settings.max_scan_bytes} bytes")
+                return True
+            try:
+                if not self._handle(message):
+                    return False
+            except SessionError as err:
+                self._send_error(str(err))
+                return True
+
+    def _handle(self, message: proto.Message) -> bool:
+        """Act on one message; False when the client closed the stream."""
+        mid = message.mid
+        if mid in (proto.ACQUISITION, proto.WAVEFORM, proto.IMAGE):
+            self._push(message)
+        elif mid == proto.CLOSE:
+            self.report.closed_by_client = True
+            return False
+        elif mid in (proto.CONFIG_FILE, proto.CONFIG_TEXT):
+            if self._chain is not None or self._config_name is not None or self._config_text is not None:
+                raise SessionError(f"a second config ({message.name}) in one stream")
+            if mid == proto.CONFIG_FILE:
+                if not message.payload:
+                    raise SessionError("CONFIG_FILE with an empty name")
+                self._config_name = message.payload
+            else:
+                self._config_text = message.payload
+            self.log.debug("config %s received", message.name)
+        elif mid == proto.HEADER:
+            if self._chain is not None or self._header is not None:
+                raise SessionError("a second ISMRMRD header in one stream")
+            try:
+                parse_header(message.payload)
+            except HeaderError as err:
+                raise SessionError(str(err)) from err
+            self._header = message.payload
+        elif mid == proto.TEXT:
+            self._text(message.payload)
+        elif mid == proto.ERROR:
+            self.log.warning("the client reported an error: %s", message.payload[:500])
+        return True
+
+    def _text(self, text: str) -> None:
+        """TEXT: JSON parameters (python-ismrmrd-server style) before the data, else logged."""
+        stripped = text.strip()
+        if not stripped.startswith("{"):
+            self.log.info("client text: %s", stripped[:500])
+            return
+        if self._chain is not None:
+            self._send_warning("JSON parameters after the data started are ignored")
+            return
+        try:
+            document = json.loads(stripped)
+        except json.JSONDecodeError as err:
+            self._send_warning(f"TEXT looks like JSON but does not parse ({err}): ignored")
+            return
+        if not isinstance(document, dict):
+            self._send_warning("JSON parameters must be an object: ignored")
+            return
+        parameters = document.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            self._send_warning("JSON 'parameters' must be an object: ignored")
+            return
+        for key in ("config", "customconfig"):
+            for source in (document, parameters):
+                value = source.get(key)
+                if isinstance(value, str) and value.strip():
+                    self._json_config = value.strip()
+        for key, value in parameters.items():
+            if key in ("config", "customconfig"):
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (int, float, str)):
+                value = str(value)
+            else:
+                self._send_warning(f"parameter {key!r}: only strings, numbers and booleans are used")
+                continue
+            self._overrides[str(key)] = value
+        self.log.info("JSON parameters: config %s, %d propert%s", self._json_config or "(unchanged)",
+                      len(self._overrides), "y" if len(self._overrides) == 1 else "ies")
+
+    # ---- the chain -------------------------------------------------------------------------
+
+    def _resolve_chain(self) -> ChainConfig:
+        if self._json_config is not None:
+            if self._config_name or self._config_text:
+                self.log.info("JSON parameters choose config %r over the CONFIG message", self._json_config)
+            chain = load_chain(self._json_config, list(self.settings.config_dirs), allow_paths=False)
+        elif self._config_name is not None:
+            chain = load_chain(self._config_name, list(self.settings.config_dirs), allow_paths=False)
+        elif self._config_text is not None:
+            chain = parse_chain(self._config_text, "client-config")
+            untrusted = sorted({n.module for n in chain.nodes if not self.settings.trusts(n.module)})
+            if untrusted:
+                raise ChainError(f"the config sent by the client runs module(s) {', '.join(untrusted)}, "
+                                 "which this server does not allow")
+        else:
+            raise SessionError("data arrived before the config: send CONFIG (id 1 or 2) first")
+        applied: dict[str, str] = {}
+        for key, value in self._overrides.items():
+            try:
+                chain.with_overrides({key: value})
+            except ChainError as err:
+                self._send_warning(f"parameter {key!r} ignored: {err}")
+                continue
+            applied[key] = value
+        return chain.with_overrides(applied) if applied else chain
+
+    def _start_chain(self) -> None:
+        if self._config_name is None and self._config_text is None and self._json_config is None:
+            raise SessionError("data arrived before the config: send CONFIG (id 1 or 2) first")
+        if self._header is None:
+            raise SessionError("data arrived before the ISMRMRD header (id 3)")
+        try:
+            chain = self._resolve_chain()
+            self._chain = Chain(chain, self._header, self._on_output, strict=self.settings.strict).start()
+        except (ChainError, HeaderError, ValueError) as err:
+            raise SessionError(f"cannot run the config: {err}") from err
+        self._chain_name = chain.name
+        self.report.config = chain.name
+        self.log.info("running chain %s (%d nodes)", chain.name, len(chain.nodes))
+
+    def _push(self, message: proto.Message) -> None:
+        if self._chain is None:
+            self._start_chain()
+        item = message.payload
+        if message.mid == proto.ACQUISITION:
+            self.report.acquisitions += 1
+            if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+                self.report.noise_readouts += 1
+        elif message.mid == proto.WAVEFORM:
+            self.report.waveforms += 1
+        else:
+            self.report.images_in += 1
+        self._chain.push(item)
+        self.report.pushed += 1
+        if not self.report.pushed % 64:
+            self._throttle()
+
+    def _throttle(self) -> None:
+        """Pause reading while too many items wait in front of the first gadget, so a fast sender
+        is slowed by TCP instead of filling memory. (Chain has no public queue length; its first
+        queue is looked at when present.)"""
+        queues = getattr(self._chain, "_queues", None)
+        if not queues:
+            return
+        first = queues[0]
+        limit = self.settings.max_queued_items
+        while first.qsize() > limit and not self._chain.failed and self.report.dropped is None:
+            time.sleep(0.001)
+
+    def _finish(self, fatal: bool) -> None:
+        """End the chain, send what it produced, report, CLOSE, close the socket."""
+        if self._chain is None and self.report.closed_by_client and not fatal and (
+                self._header is not None and (self._config_name or self._config_text or self._json_config)):
+            try:
+                self._start_chain()  # a scan without data: still validate the config and header
+            except SessionError as err:
+                self._send_error(str(err))
+        elif self._chain is None and self._anything_received and not fatal and self.report.dropped is None:
+            missing = [what for what, present in (("config", self._config_name or self._config_text or
+                                                   self._json_config), ("header", self._header)) if not present]
+            if missing:
+                self._send_warning(f"the stream ended without {' and '.join(missing)}: nothing to reconstruct")
+        if self._chain is not None:
+            try:
+                self._chain.close()
+            except NodeFailure as err:
+                self._send_error(str(err))
+            except Exception as err:
+                self.log.exception("chain failure")
+                self._send_error(f"chain failure: {err}")
+        self._account()
+        try:
+            self._send("close", proto.close_message())
+        except _Dropped:
+            pass
+        self._outbox.finish()
+        self._writer.join()
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if fatal and self.report.dropped is None:
+            # the client may still be sending: read (and discard) a little, so that closing
+            # does not reset the connection before it has read the error report
+            self._reader.drain(max_bytes=64 * proto.MiB, deadline_s=2.0)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.report.seconds = time.monotonic() - self._started
+        sent = self.report.images_sent
+        self.log.info("finished in %.2f s, sent %s: %s", self.report.seconds,
+                      ", ".join(f"{name} x{count}" for name, count in sorted(sent.items())) or "no images",
+                      "ok" if self.report.ok else (self.report.dropped or "; ".join(self.report.errors)))
+
+    def _account(self) -> None:
+        r = self.report
+        chain = self._chain
+        if chain is not None:
+            self.log.info("received %d acquisitions (%d noise), %d waveforms, %d images; %d items went into "
+                          "chain %s, which produced %d outputs (the gadgets account for dropped readouts)",
+                          r.acquisitions, r.noise_readouts, r.waveforms, r.images_in, chain.items_in,
+                          self._chain_name, chain.items_out)
+            if chain.items_in != r.pushed:
+                self.log.error("accounting mismatch: %d items received, %d in the chain", r.pushed, chain.items_in)
+        elif r.acquisitions or r.waveforms or r.images_in:
+            self.log.warning("received %d acquisitions that never reached a chain", r.acquisitions)
+        if r.outputs_not_sent:
+            self.log.warning("outputs not sent: %s",
+                             ", ".join(f"{name} x{count}" for name, count in sorted(r.outputs_not_sent.items())))

@@ -1,0 +1,1 @@
+"""A low-field scanner simulator writing ISMRMRD files with stored ground truth."""

@@ -1,0 +1,332 @@
+"""Convolutional dictionary learning (CDL) on training slices, with the core's operators.
+
+Problem, over a fixed set of B training crops x_b (complex, high-pass filtered) of size c x c:
+
+    min_{d, s}  sum_b  1/2 || W (sum_k d_k * s_bk - x_b) ||^2  +  lam sum_{b,k} (|Re s_bk| + |Im s_bk|)
+    subject to  ||d_k||_2 <= 1  (all filters normalised to exactly 1 at the end),
+
+with d_k real h x w filters, * the circular convolution of `adacsc.core.convolution` (filter centre
+at the origin; the spectra come from `filter_spectra`, i.e. the same D as the solver), and W a
+mask that drops a border of half a filter width on each side of the crop, so the circular
+wrap-around of the crop never enters the data term. The l1 term acts on real and imaginary parts
+separately (`adacsc.core.fista.soft_threshold`), as in the reconstruction.
+
+Algorithm: alternating minimisation. Each outer iteration runs a few warm-started FISTA
+iterations on all codes (step 1/L with the exact L = max_f sum_k |d_k^(f)|^2), then a few
+accelerated projected-gradient steps on the filters with the codes fixed (step from a
+warm-started power iteration on the filter operator; projection onto the unit ball). Filters
+that stay unused are re-seeded from the crops where the residual is largest. The final objective
+is that of a fresh FISTA solve (s_0 = 0) with the final, unit-norm filters.
+
+Data: crops of the high-pass part x - x_low of training images, x_low = `adacsc.core.lowpass`
+with the reconstruction's default beta: the dictionary learns exactly what the CSC solver has to
+represent. Crops are chosen at random (seeded) among positions with enough high-pass energy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from adacsc.core.convolution import filter_spectra
+from adacsc.core.dictionary import Dictionary
+from adacsc.core.fista import soft_threshold
+from adacsc.core.lowpass import lowpass
+from adacsc.core.reconstruct import DEFAULT_BETA
+
+__all__ = ["CDLConfig", "CDLResult", "highpass", "training_crops", "learn_dictionary",
+           "sparse_code", "cdl_objective", "dictionary_name"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CDLConfig:
+    """Settings of one learning run (all recorded in the dictionary's metadata)."""
+
+    num_filters: int = 32
+    filter_size: int = 9
+    lam: float = 0.05
+    iterations: int = 150  # outer (alternating) iterations
+    code_steps: int = 8  # warm-started FISTA iterations per outer iteration
+    filter_steps: int = 8  # projected-gradient steps on the filters per outer iteration
+    crops: int = 64  # number of training crops (B)
+    crop_size: int = 48
+    beta: float = DEFAULT_BETA  # high-pass: x - (I + beta grad^H grad)^-1 x
+    final_code_steps: int = 150  # FISTA iterations of the final objective (from s_0 = 0)
+    reseed_every: int = 25  # re-seed unused filters every so many outer iterations (0: never)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_filters < 1:
+            raise ValueError(f"num_filters must be >= 1, got {self.num_filters}")
+        if self.filter_size < 1 or self.filter_size % 2 == 0:
+            raise ValueError(f"filter_size must be odd and >= 1, got {self.filter_size}")
+        if not (self.lam > 0 and math.isfinite(self.lam)):
+            raise ValueError(f"lam must be a finite number > 0, got {self.lam}")
+        if self.crop_size < 2 * self.filter_size + 2:
+            raise ValueError(f"crop_size {self.crop_size} is too small for {self.filter_size}x"
+                             f"{self.filter_size} filters (needs >= {2 * self.filter_size + 2})")
+        for name in ("iterations", "code_steps", "filter_steps", "crops", "final_code_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class CDLResult:
+    """A learned dictionary with its learning history."""
+
+    dictionary: Dictionary
+    filters: torch.Tensor  # float32 [K, h, w], unit norm
+    history: list[dict] = field(default_factory=list)  # per logged iteration
+    final: dict = field(default_factory=dict)  # objective, data, l1, relative residual, density
+    seconds: float = 0.0
+
+
+def dictionary_name(num_filters: int, filter_size: int, lam: float, seed: int | None = None) -> str:
+    """Standard file stem: cdl_k32_9x9_l0.05 (plus _s<seed> when seed is given and not 0)."""
+    stem = f"cdl_k{num_filters}_{filter_size}x{filter_size}_l{lam:g}"
+    return stem + (f"_s{seed}" if seed else "")
+
+
+def highpass(x: torch.Tensor, beta: float = DEFAULT_BETA) -> torch.Tensor:
+    """x - x_low with the solver's low-pass, for complex images [B, H, W]."""
+    if not x.is_complex():
+        x = x.to(torch.complex64)
+    return x - lowpass(x, beta)
+
+
+def training_crops(images: torch.Tensor, count: int, size: int, *, seed: int = 0,
+                   beta: float = DEFAULT_BETA, min_energy: float = 0.5) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """`count` crops [count, size, size] of the high-pass part of `images` [N, H, W] and their
+    (image index, row, column). Candidate crops whose high-pass energy is below `min_energy` x
+    the mean over candidates are skipped (background); deterministic for a given seed."""
+    if images.ndim != 3 or images.shape[-1] < size or images.shape[-2] < size:
+        raise ValueError(f"images [N, H, W] must be at least {size}x{size}, got {tuple(images.shape)}")
+    hp = highpass(images, beta)
+    rng = np.random.default_rng(seed)
+    n, h, w = hp.shape
+    pool = 8 * count
+    idx = rng.integers(0, n, pool)
+    rows = rng.integers(0, h - size + 1, pool)
+    cols = rng.integers(0, w - size + 1, pool)
+    energy = torch.stack([hp[i, r:r + size, c:c + size].abs().pow(2).sum()
+                          for i, r, c in zip(idx, rows, cols)]).numpy()
+    ok = np.flatnonzero(energy >= min_energy * energy.mean())
+    if ok.size < count:
+        ok = np.argsort(-energy)[:count]
+    pick = ok[:count]
+    crops = torch.stack([hp[idx[j], rows[j]:rows[j] + size, cols[j]:cols[j] + size] for j in pick])
+    return crops.to(torch.complex64).contiguous(), [(int(idx[j]), int(rows[j]), int(cols[j])) for j in pick]
+
+
+def _interior_mask(size: int, filter_size: int) -> torch.Tensor:
+    p = filter_size // 2
+    m = torch.zeros(size, size)
+    m[p:size - p, p:size - p] = 1
+    return m
+
+
+def _code_lipschitz(spec: torch.Tensor) -> float:
+    return float((spec.real ** 2 + spec.imag ** 2).sum(dim=0).max())
+
+
+def _synth(spec: torch.Tensor, s_hat: torch.Tensor) -> torch.Tensor:
+    """D s from code spectra [B, K, c, c] (unnormalised fft2) and filter spectra [K, c, c]."""
+    return torch.fft.ifft2((s_hat * spec).sum(dim=1))
+
+
+def sparse_code(filters: torch.Tensor, x: torch.Tensor, lam: float, n_iter: int, *,
+                mask: torch.Tensor | None = None, s0: torch.Tensor | None = None) -> torch.Tensor:
+    """FISTA for min_s 1/2 ||W (D s - x)||^2 + lam ||s||_1 (re/im separately), warm start s0.
+
+    filters: real [K, h, w]; x: complex [B, c, c]; returns codes [B, K, c, c]."""
+    spec = filter_spectra(filters.detach(), x.shape[-2:], x.dtype)
+    inv_l = 1.0 / _code_lipschitz(spec)
+    tau = lam * inv_l
+    spec_c = spec.conj()
+    s = x.new_zeros((x.shape[0], spec.shape[0]) + tuple(x.shape[-2:])) if s0 is None else s0
+    s_hat = torch.fft.fft2(s)
+    s_prev, s_hat_prev = s, s_hat
+    t = 1.0
+    for _ in range(n_iter):
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        mu = (t - 1.0) / t_next
+        z = s + mu * (s - s_prev)
+        z_hat = s_hat + mu * (s_hat - s_hat_prev)
+        r = torch.fft.ifft2((z_hat * spec).sum(dim=1)) - x
+        if mask is not None:
+            r = r * mask
+        grad = torch.fft.ifft2(spec_c * torch.fft.fft2(r)[:, None])
+        s_prev, s_hat_prev = s, s_hat
+        s = soft_threshold(z - inv_l * grad, tau)
+        s_hat = torch.fft.fft2(s)
+        t = t_next
+    return s
+
+
+def cdl_objective(filters: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lam: float,
+                  mask: torch.Tensor | None = None) -> dict:
+    """Terms of the CDL objective, averaged per crop: objective, data, l1, relative residual
+    ||W(Ds - x)|| / ||W x|| and code density (fraction of non-zero real code coefficients)."""
+    spec = filter_spectra(filters.detach(), x.shape[-2:], x.dtype)
+    r = _synth(spec, torch.fft.fft2(s)) - x
+    wx = x
+    if mask is not None:
+        r, wx = r * mask, x * mask
+    data = 0.5 * float(r.abs().pow(2).sum())
+    l1 = float(s.real.abs().sum() + s.imag.abs().sum())
+    b = x.shape[0]
+    return {"objective": (data + lam * l1) / b, "data": data / b, "l1": l1 / b,
+            "relative_residual": float(r.abs().pow(2).sum().sqrt() / wx.abs().pow(2).sum().sqrt()),
+            "density": float(((s.real != 0).sum() + (s.imag != 0).sum()) / (2 * s.numel()))}
+
+
+def _project(d: torch.Tensor) -> torch.Tensor:
+    norms = d.flatten(1).norm(dim=1).clamp(min=1.0)
+    return d / norms[:, None, None]
+
+
+class _FilterStep:
+    """Accelerated projected gradient on the filters with the codes fixed."""
+
+    def __init__(self, shape: tuple[int, int, int], grid: tuple[int, int], generator: torch.Generator):
+        self.grid = grid
+        self.v = torch.randn(shape, generator=generator)
+
+    def _grad(self, d: torch.Tensor, s_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        d = d.detach().requires_grad_(True)
+        r = (_synth(filter_spectra(d, self.grid, s_hat.dtype), s_hat) - x) * mask
+        loss = 0.5 * (r.real.pow(2) + r.imag.pow(2)).sum()
+        (g,) = torch.autograd.grad(loss, d)
+        return g
+
+    def lipschitz(self, s_hat: torch.Tensor, mask: torch.Tensor, n_iter: int = 6) -> float:
+        zero = torch.zeros(1, *self.grid, dtype=s_hat.dtype)
+        est = 0.0
+        for _ in range(n_iter):
+            self.v = self.v / self.v.norm()
+            w = self._grad(self.v, s_hat, zero, mask)
+            est = float(w.norm())
+            self.v = w
+        return 1.05 * est
+
+    def run(self, d: torch.Tensor, s_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+            steps: int) -> torch.Tensor:
+        lip = self.lipschitz(s_hat, mask)
+        if lip <= 0:
+            return d
+        y, d_prev, t = d, d, 1.0
+        for _ in range(steps):
+            d_new = _project(y - self._grad(y, s_hat, x, mask) / lip)
+            t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            y = d_new + ((t - 1.0) / t_next) * (d_new - d_prev)
+            d_prev, t = d_new, t_next
+        return d_prev
+
+
+def _initial_filters(x: torch.Tensor, k: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random patches of the (complex) crops, real or imaginary part, zero mean, unit norm."""
+    b, c, _ = x.shape
+    out = []
+    for _ in range(k):
+        i, r, q = rng.integers(0, b), rng.integers(0, c - size + 1), rng.integers(0, c - size + 1)
+        patch = x[i, r:r + size, q:q + size]
+        patch = patch.real if rng.random() < 0.5 else patch.imag
+        patch = patch - patch.mean() + 0.01 * torch.from_numpy(rng.standard_normal((size, size))).float()
+        out.append(patch / patch.norm())
+    return torch.stack(out).float()
+
+
+def learn_dictionary(crops: torch.Tensor, config: CDLConfig, *, name: str | None = None,
+                     metadata: dict | None = None, progress: bool = True,
+                     log_every: int = 10) -> CDLResult:
+    """Learn K filters from training crops [B, c, c] (complex high-pass images, as returned by
+    `training_crops`). Returns a `CDLResult` whose `dictionary` carries the provenance metadata
+    (config, history summary and final objective, plus `metadata`)."""
+    if crops.ndim != 3 or not crops.is_complex():
+        raise ValueError(f"crops must be complex [B, c, c], got {tuple(crops.shape)} {crops.dtype}")
+    start = time.perf_counter()
+    torch_gen = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    k, f = config.num_filters, config.filter_size
+    x = crops.to(torch.complex64)
+    grid = tuple(x.shape[-2:])
+    mask = _interior_mask(grid[0], f) if grid[0] == grid[1] else torch.ones(grid)
+    d = _initial_filters(x, k, f, rng)
+    s = None
+    step = _FilterStep((k, f, f), grid, torch_gen)
+    history: list[dict] = []
+    iterator = range(config.iterations)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(iterator, desc=f"CDL K={k} {f}x{f} lam={config.lam:g}", unit="it", leave=False)
+        iterator = bar
+    for it in iterator:
+        s = sparse_code(d, x, config.lam, config.code_steps, mask=mask, s0=s)
+        s_hat = torch.fft.fft2(s)
+        d = step.run(d, s_hat, x, mask, config.filter_steps)
+        if config.reseed_every and (it + 1) % config.reseed_every == 0 and it + 1 < config.iterations:
+            d, s = _reseed_unused(d, s, x, mask, rng)
+        if (it + 1) % log_every == 0 or it + 1 == config.iterations:
+            terms = cdl_objective(d, x, s, config.lam, mask)
+            terms.update(iteration=it + 1, seconds=round(time.perf_counter() - start, 2))
+            history.append(terms)
+            if bar is not None:
+                bar.set_postfix(obj=f"{terms['objective']:.4g}", res=f"{terms['relative_residual']:.3f}",
+                                dens=f"{terms['density']:.4f}")
+            log.debug("CDL iteration %d: %s", it + 1, terms)
+    if bar is not None:
+        bar.close()
+    # unit norm exactly, then a fresh solve for the final objective
+    d = d / d.flatten(1).norm(dim=1)[:, None, None]
+    s_final = sparse_code(d, x, config.lam, config.final_code_steps, mask=mask)
+    final = cdl_objective(d, x, s_final, config.lam, mask)
+    usage = (s_final.abs().pow(2).sum(dim=(0, 2, 3)) > 0)
+    final["filters_used"] = int(usage.sum())
+    seconds = time.perf_counter() - start
+    final["seconds"] = round(seconds, 2)
+    meta = dict(metadata or {})
+    meta.update(cdl_config=asdict(config), final_objective=final,
+                history=[{key: (round(v, 6) if isinstance(v, float) else v) for key, v in h.items()}
+                         for h in history])
+    name = name or dictionary_name(k, f, config.lam, config.seed)
+    dictionary = Dictionary(d.numpy().astype(np.float32), name,
+                            source=meta.pop("source", "convolutional dictionary learning (adacsc.training.cdl)"),
+                            metadata=meta)
+    return CDLResult(dictionary, torch.from_numpy(dictionary.filters.copy()), history, final, seconds)
+
+
+def _reseed_unused(d: torch.Tensor, s: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace filters whose codes are all zero by patches of the largest residual; their codes restart at 0."""
+    energy = s.abs().pow(2).sum(dim=(0, 2, 3))
+    unused = torch.nonzero(energy == 0).flatten().tolist()
+    if not unused:
+        return d, s
+    spec = filter_spectra(d, x.shape[-2:], x.dtype)
+    r = ((_synth(spec, torch.fft.fft2(s)) - x) * mask)
+    size = d.shape[-1]
+    b, c, _ = x.shape
+    # residual energy of every patch position (box sum via cumulative sums)
+    e = torch.nn.functional.avg_pool2d(r.abs().pow(2)[:, None].float(), size, stride=1)[:, 0]
+    flat = torch.argsort(e.flatten(), descending=True)[: 4 * len(unused)].tolist()
+    chosen = rng.choice(len(flat), size=min(len(unused), len(flat)), replace=False)
+    d = d.clone()
+    for k, j in zip(unused, chosen):
+        bi, rem = divmod(flat[int(j)], e.shape[1] * e.shape[2])
+        ri, ci = divmod(rem, e.shape[2])
+        patch = x[bi, ri:ri + size, ci:ci + size]
+        patch = patch.real if rng.random() < 0.5 else patch.imag
+        patch = patch - patch.mean()
+        if float(patch.norm()) > 0:
+            d[k] = patch / patch.norm()
+    log.debug("re-seeded %d unused filters", len(unused))
+    return d, s

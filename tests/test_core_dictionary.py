@@ -1,0 +1,152 @@
+"""Dictionaries as data: file format, validation, shipped dictionaries and name resolution."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from adacsc.core.analytic import dct_dictionary, gabor_dictionary, shipped_dictionaries
+from adacsc.core.dictionary import (Dictionary, DictionaryError, load_dictionary, random_dictionary,
+                                    save_dictionary, validate_filters)
+from adacsc.core.registry import (DEFAULT_DICTIONARY, SHIPPED_DIR, get_dictionary, list_dictionaries,
+                                  resolve_dictionary)
+
+
+def _norms(f: np.ndarray) -> np.ndarray:
+    return np.sqrt((f.astype(np.float64) ** 2).sum(axis=(1, 2)))
+
+
+def test_roundtrip_keeps_filters_and_metadata(tmp_path):
+    d = random_dictionary(5, (3, 5), seed=3)
+    path = save_dictionary(d, tmp_path / "r.npz")
+    back = load_dictionary(path)
+    np.testing.assert_array_equal(back.filters, d.filters)
+    assert back.filters.dtype == np.float32 and back.filters.shape == (5, 3, 5)
+    assert back.name == d.name and back.source == d.source
+    assert back.metadata["created_by"] == d.metadata["created_by"]
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["metadata_json"]))
+    assert meta["patch_size"] == [3, 5] and meta["num_filters"] == 5 and meta["name"] == d.name
+
+
+def test_random_dictionary_is_deterministic_and_unit_norm():
+    a, b, c = random_dictionary(8, 7, seed=1), random_dictionary(8, 7, seed=1), random_dictionary(8, 7, seed=2)
+    np.testing.assert_array_equal(a.filters, b.filters)
+    assert not np.array_equal(a.filters, c.filters)
+    np.testing.assert_allclose(_norms(a.filters), 1.0, atol=1e-6)
+    np.testing.assert_allclose(a.filters.sum(axis=(1, 2)), 0.0, atol=1e-5)
+
+
+def test_renormalisation_is_logged(caplog):
+    f = np.random.default_rng(0).standard_normal((3, 3, 3)) * 5
+    with caplog.at_level(logging.INFO, logger="adacsc.core.dictionary"):
+        out = validate_filters(f, "x")
+    np.testing.assert_allclose(_norms(out), 1.0, atol=1e-6)
+    assert "renormalising 3 of 3" in caplog.text
+
+
+@pytest.mark.parametrize("filters, message", [
+    (np.ones((2, 4, 3)), "even"),
+    (np.ones((2, 3, 6)), "even"),
+    (np.ones((3, 3)), "3-D"),
+    (np.ones((0, 3, 3)), "no filters"),
+    (np.stack([np.ones((3, 3)), np.zeros((3, 3))]), r"\[1\] are all zero"),
+    (np.full((1, 3, 3), np.nan), "NaN"),
+    (np.ones((1, 3, 3), dtype=np.complex64), "real"),
+])
+def test_validation_errors(filters, message):
+    with pytest.raises(DictionaryError, match=message):
+        validate_filters(filters, "bad")
+
+
+def test_dictionary_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        Dictionary(np.ones((1, 2, 2)), "even")
+
+
+def test_load_rejects_bad_files(tmp_path):
+    np.savez(tmp_path / "nometa.npz", filters=np.ones((1, 3, 3), np.float32))
+    with pytest.raises(DictionaryError, match="metadata_json"):
+        load_dictionary(tmp_path / "nometa.npz")
+    np.savez(tmp_path / "pickled.npz", filters=np.ones((1, 3, 3), np.float32),
+             metadata_json=np.array([{"name": "x"}], dtype=object))
+    with pytest.raises(DictionaryError, match="cannot read|single string"):
+        load_dictionary(tmp_path / "pickled.npz")
+    np.savez(tmp_path / "badjson.npz", filters=np.ones((1, 3, 3), np.float32), metadata_json=np.array("{nope"))
+    with pytest.raises(DictionaryError, match="JSON"):
+        load_dictionary(tmp_path / "badjson.npz")
+    with pytest.raises(DictionaryError, match="does not exist"):
+        load_dictionary(tmp_path / "missing.npz")
+
+
+def test_analytic_dictionaries():
+    dct = dct_dictionary(7)
+    assert dct.name == "dct7x7_k48" and dct.filters.shape == (48, 7, 7)
+    flat = dct.filters.reshape(48, -1).astype(np.float64)
+    np.testing.assert_allclose(flat @ flat.T, np.eye(48), atol=1e-6)  # orthonormal atoms
+    np.testing.assert_allclose(flat.sum(axis=1), 0.0, atol=1e-6)      # no DC
+    gab = gabor_dictionary(9)
+    assert gab.name == "gabor9x9_k32" and gab.filters.shape == (32, 9, 9)
+    np.testing.assert_allclose(gab.filters.sum(axis=(1, 2)), 0.0, atol=1e-5)
+
+
+def test_shipped_files_match_their_generator():
+    names = list_dictionaries()
+    assert DEFAULT_DICTIONARY in names and len(names) >= 2
+    for generated in shipped_dictionaries():
+        d = get_dictionary(generated.name)
+        np.testing.assert_allclose(d.filters, generated.filters, atol=1e-7)
+        np.testing.assert_allclose(_norms(d.filters), 1.0, atol=1e-5)
+        assert d.source.startswith("analytic") and "adacsc.core.analytic" in d.metadata["created_by"]
+
+
+def test_resolve_registry_and_folder(tmp_path):
+    assert resolve_dictionary("dct7x7_k48") == SHIPPED_DIR / "dct7x7_k48.npz"
+    save_dictionary(random_dictionary(4, 3), tmp_path / "site_k4.npz")
+    assert resolve_dictionary("site_k4.npz", tmp_path) == (tmp_path / "site_k4.npz").resolve()
+    assert resolve_dictionary("site_k4", tmp_path) == (tmp_path / "site_k4.npz").resolve()
+    assert get_dictionary("site_k4.npz", tmp_path).num_filters == 4
+    assert "site_k4.npz" in list_dictionaries(tmp_path)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("/etc/passwd", "not a path"),
+    ("../x.npz", "not a path"),
+    ("sub/x.npz", "not a path"),
+    ("a\\b.npz", "not a path"),
+    ("..npz", r"invalid"),
+    (".hidden.npz", "invalid"),
+    ("", "empty"),
+    ("nosuchdict", "unknown dictionary"),
+    ("x.npz", "no dictionary folder"),
+])
+def test_resolve_rejects_paths_and_unknown_names(name, message):
+    with pytest.raises(DictionaryError, match=message):
+        resolve_dictionary(name)
+
+
+def test_resolve_rejects_symlink_escape_and_missing(tmp_path):
+    outside = tmp_path / "outside"
+    inside = tmp_path / "dicts"
+    outside.mkdir()
+    inside.mkdir()
+    save_dictionary(random_dictionary(2, 3), outside / "secret.npz")
+    os.symlink(outside / "secret.npz", inside / "link.npz")
+    with pytest.raises(DictionaryError, match="outside"):
+        resolve_dictionary("link.npz", inside)
+    with pytest.raises(DictionaryError, match="not found"):
+        resolve_dictionary("absent.npz", inside)
+    with pytest.raises(DictionaryError, match="does not exist"):
+        resolve_dictionary("absent.npz", tmp_path / "nofolder")
+
+
+def test_permuted_dictionary():
+    d = random_dictionary(4, 3)
+    p = d.permuted([2, 0, 3, 1])
+    np.testing.assert_array_equal(p.filters, d.filters[[2, 0, 3, 1]])
+    with pytest.raises(DictionaryError, match="permutation"):
+        d.permuted([0, 0, 1, 2])

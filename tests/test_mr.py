@@ -1,0 +1,117 @@
+"""Numerical MR building blocks: prewhitening, bandwidth scaling, oversampling, coil maps."""
+
+import numpy as np
+import pytest
+
+from adacsc.mr import coil_maps
+from adacsc.mr.fft import fftc, ifftc
+from adacsc.mr.noise import NoiseAccumulator, bandwidth_scale, match_channels, whitening_matrix
+from adacsc.mr.oversampling import remove_readout_oversampling
+
+
+def random_covariance(channels: int, rng: np.random.Generator) -> np.ndarray:
+    mixing = rng.standard_normal((channels, channels)) + 1j * rng.standard_normal((channels, channels))
+    return mixing @ mixing.conj().T / channels + np.eye(channels)
+
+
+def correlated_noise(covariance: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    white = (rng.standard_normal((covariance.shape[0], samples)) + 1j * rng.standard_normal((covariance.shape[0], samples)))
+    return np.linalg.cholesky(covariance) @ white / np.sqrt(2)
+
+
+def test_whitening_gives_identity_covariance() -> None:
+    rng = np.random.default_rng(1)
+    covariance = random_covariance(6, rng)
+    acc = NoiseAccumulator()
+    for _ in range(50):
+        acc.add(correlated_noise(covariance, 256, rng))
+    estimate = acc.covariance()
+    assert np.abs(estimate - covariance).max() < 0.1 * np.abs(covariance).max()
+    white = whitening_matrix(estimate) @ correlated_noise(covariance, 200_000, rng)
+    result = white @ white.conj().T / white.shape[1]
+    # sampling error of a covariance from n samples is about 1/sqrt(n) per entry
+    assert np.abs(result - np.eye(6)).max() < 0.03
+
+
+def test_bandwidth_scale_follows_gadgetron() -> None:
+    assert bandwidth_scale(10.0, 5.0, 0.793) == pytest.approx(np.sqrt(2 * 2 * 0.793))
+    assert bandwidth_scale(10.0, 5.0, None) == pytest.approx(np.sqrt(2 * 2 * 0.793))
+    assert bandwidth_scale(0.0, 5.0, 0.9) == 1.0
+
+
+def test_whitening_rejects_singular_covariance() -> None:
+    with pytest.raises(ValueError, match="not positive definite"):
+        whitening_matrix(np.ones((3, 3), dtype=complex))
+
+
+def test_noise_accumulator_rejects_channel_change() -> None:
+    acc = NoiseAccumulator()
+    acc.add(np.ones((4, 8), np.complex64))
+    with pytest.raises(ValueError, match="channels"):
+        acc.add(np.ones((3, 8), np.complex64))
+
+
+def test_match_channels_reorders_by_label() -> None:
+    covariance = np.diag([1.0, 2.0, 3.0]).astype(complex)
+    reordered = match_channels(covariance, ["a", "b", "c"], ["c", "a", "b"])
+    assert np.allclose(np.diag(reordered), [3.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="do not match"):
+        match_channels(covariance, ["a", "b", "c"], ["a", "b", "x"])
+
+
+def test_oversampling_removal_crops_image_centre_and_keeps_noise_level() -> None:
+    rng = np.random.default_rng(2)
+    image = np.zeros((8, 128), complex)
+    image[:, 32:96] = rng.standard_normal((8, 64))
+    cropped = remove_readout_oversampling(fftc(image, axes=(-1,)), 64)
+    assert np.allclose(ifftc(cropped, axes=(-1,)), image[:, 32:96], atol=1e-5)
+    noise = (rng.standard_normal((64, 256)) + 1j * rng.standard_normal((64, 256))) / np.sqrt(2)
+    assert np.std(remove_readout_oversampling(noise, 128)) == pytest.approx(1.0, rel=0.03)
+
+
+def smooth_maps(coils: int, size: int) -> np.ndarray:
+    y, x = np.mgrid[:size, :size] / size - 0.5
+    maps = []
+    for c in range(coils):
+        angle = 2 * np.pi * c / coils
+        cy, cx = 0.7 * np.sin(angle), 0.7 * np.cos(angle)
+        maps.append(np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.3) * np.exp(1j * (angle + x)))
+    return np.array(maps)
+
+
+@pytest.mark.parametrize("method", ["inati", "walsh"])
+def test_coil_combination_recovers_ideal_image(method: str) -> None:
+    rng = np.random.default_rng(3)
+    size = 96
+    y, x = np.mgrid[:size, :size] / size - 0.5
+    obj = ((x ** 2 + y ** 2) < 0.16) * (1 + 0.5 * np.cos(12 * x)) * np.exp(2j * y)
+    maps = smooth_maps(4, size)
+    noisy = maps * obj + 0.01 * (rng.standard_normal(maps.shape) + 1j * rng.standard_normal(maps.shape))
+    combined = coil_maps.combine(noisy, coil_maps.estimate(noisy, method))
+    ideal = np.abs(obj) * np.sqrt(np.sum(np.abs(maps) ** 2, axis=0))
+    support = np.abs(obj) > 0
+    nrmse = np.linalg.norm((np.abs(combined) - ideal)[support]) / np.linalg.norm(ideal[support])
+    assert nrmse < 0.03
+
+
+def test_estimated_maps_are_normalised_and_single_coil_passes() -> None:
+    rng = np.random.default_rng(4)
+    images = rng.standard_normal((3, 32, 32)) + 1j * rng.standard_normal((3, 32, 32))
+    maps = coil_maps.estimate(images, "inati")
+    assert np.allclose(np.sum(np.abs(maps) ** 2, axis=0), 1.0, atol=1e-4)
+    single = coil_maps.estimate(images[:1], "walsh")
+    assert np.all(single == 1)
+    with pytest.raises(ValueError, match="unknown coil map method"):
+        coil_maps.estimate(images, "espirit")
+
+
+def test_calibration_region_is_the_central_block() -> None:
+    kspace = np.ones((2, 16, 8), complex)
+    lines = np.zeros(16, bool)
+    lines[::2] = True
+    lines[6:11] = True
+    images = coil_maps.calibration_images(kspace, lines)
+    assert images.shape == kspace.shape
+    lines[8] = False
+    with pytest.raises(ValueError, match="centre line"):
+        coil_maps.calibration_images(kspace, lines)

@@ -1,0 +1,241 @@
+"""Helpers for the server and send tests (no tests here): small scans, a server in a thread,
+raw-socket exchanges."""
+
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import ismrmrd
+import ismrmrd.xsd as xsd
+import numpy as np
+
+from adacsc.mr.fft import fftc
+from adacsc.server import Server, ServerSettings, SessionSettings
+from adacsc.server import protocol as proto
+
+FRONTEND = "adacsc_frontend"
+
+SERVER_LAUNCHER = """
+import argparse, logging, sys
+from adacsc.commands import serve
+logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+parser = argparse.ArgumentParser(); sub = parser.add_subparsers(dest="command")
+serve.add_parser(sub)
+args = parser.parse_args(["serve"] + sys.argv[1:])
+sys.exit(args.func(args))
+"""
+
+
+def frontend_text(**properties: str) -> str:
+    """The front-end chain as XML text (what -C sends), with coil_combination properties."""
+    props = "".join(f'<property name="{k}" value="{v}"/>' for k, v in properties.items())
+    return ("<configuration><version>2</version><stream>"
+            '<external><execute name="adacsc.gadgets.noise_adjust" target="noise_adjust" type="python"/>'
+            "<configuration/></external>"
+            '<external><execute name="adacsc.gadgets.readout_buffer" target="readout_buffer" type="python"/>'
+            "<configuration/></external>"
+            '<external><execute name="adacsc.gadgets.coil_combination" target="coil_combination" type="python"/>'
+            f'<configuration><property name="output" value="images"/>{props}</configuration></external>'
+            "</stream></configuration>")
+
+
+def chain_text(*nodes: tuple[str, str]) -> str:
+    """A chain XML of the given (module, target) nodes."""
+    body = "".join(f'<external><execute name="{m}" target="{t}" type="python"/><configuration/></external>'
+                   for m, t in nodes)
+    return f"<configuration><version>2</version><stream>{body}</stream></configuration>"
+
+
+def make_scan(path: Path, coils: int = 4, lines: int = 16, slices: int = 2, noise: int = 16,
+              seed: int = 0, tr_ms: float = 5.0) -> Path:
+    """A tiny 2-D Cartesian scan: readouts of 2 x lines samples (2x oversampled), `lines` lines per
+    slice, noise readouts first, ACQ_LAST_IN_SLICE on each slice's last line."""
+    samples = 2 * lines
+    rng = np.random.default_rng(seed)
+    header = xsd.ismrmrdHeader(
+        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=2341761))
+    header.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
+        systemFieldStrength_T=0.055, receiverChannels=coils, relativeReceiverNoiseBandwidth=0.793,
+        coilLabel=[xsd.coilLabelType(coilNumber=c, coilName=f"c{c}") for c in range(coils)])
+    header.measurementInformation = xsd.measurementInformationType(
+        measurementID=f"test_{path.stem}_{seed}", patientPosition=xsd.patientPositionType.HFS)
+    header.encoding = [xsd.encodingType(
+        encodedSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=samples, y=lines, z=1),
+                                           fieldOfView_mm=xsd.fieldOfViewMm(x=400, y=200, z=5)),
+        reconSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=lines, y=lines, z=1),
+                                         fieldOfView_mm=xsd.fieldOfViewMm(x=200, y=200, z=5)),
+        encodingLimits=xsd.encodingLimitsType(
+            kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=lines - 1, center=lines // 2),
+            slice=xsd.limitType(minimum=0, maximum=slices - 1, center=0)),
+        trajectory=xsd.trajectoryType.CARTESIAN)]
+    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    dataset.write_xml_header(xsd.ToXML(header))
+    for n in range(noise):
+        white = (rng.standard_normal((coils, samples)) + 1j * rng.standard_normal((coils, samples))) / np.sqrt(2)
+        acquisition = ismrmrd.Acquisition.from_array(white.astype(np.complex64))
+        acquisition.setFlag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+        acquisition.sample_time_us = 5.0
+        acquisition.acquisition_time_stamp = 1000 + n
+        dataset.append_acquisition(acquisition)
+    yy, xx = np.mgrid[:lines, :samples]
+    obj = ((((xx - lines) / (lines / 2)) ** 2 + ((yy - lines / 2) / (lines / 2.5)) ** 2) < 1).astype(complex)
+    for s in range(slices):
+        coil_images = np.stack([obj * (1 + 0.2 * c) * np.exp(1j * c * xx / samples) for c in range(coils)])
+        kspace = fftc(coil_images) * (5 + s)
+        kspace += 0.1 * (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape))
+        for line in range(lines):
+            acquisition = ismrmrd.Acquisition.from_array(kspace[:, line, :].astype(np.complex64))
+            acquisition.idx.kspace_encode_step_1 = line
+            acquisition.idx.slice = s
+            acquisition.sample_time_us = 10.0
+            acquisition.center_sample = lines
+            acquisition.scan_counter = noise + s * lines + line + 1
+            acquisition.acquisition_time_stamp = int(2000 + (s * lines + line) * tr_ms / 2.5)
+            if line == lines - 1:
+                acquisition.setFlag(ismrmrd.ACQ_LAST_IN_SLICE)
+            dataset.append_acquisition(acquisition)
+    dataset.close()
+    return path
+
+
+def scan_messages(path: Path) -> tuple[bytes, list[bytes]]:
+    """(header XML, encoded ACQUISITION messages) of a file."""
+    from adacsc.client import read_acquisitions
+    from adacsc.io.dataset import InputScan
+
+    with InputScan(path) as scan:
+        header, group = scan.header_bytes(), scan.group
+    return header, [proto.item_message(a) for a in read_acquisitions(path, group)]
+
+
+def read_images(path: Path, group: str | None = None) -> dict[str, list[ismrmrd.Image]]:
+    """Image series of `group` (default: the only/newest group) of an output file."""
+    with h5py.File(path, "r") as f:
+        group = group or sorted(f.keys())[-1]
+        names = sorted(n for n in f[group] if n.startswith("image_"))
+    dataset = ismrmrd.Dataset(str(path), group, create_if_needed=False)
+    try:
+        return {n: [dataset.read_image(n, i) for i in range(dataset.number_of_images(n))] for n in names}
+    finally:
+        dataset.close()
+
+
+def assert_same_images(a: dict[str, list[ismrmrd.Image]], b: dict[str, list[ismrmrd.Image]]) -> None:
+    """Identical pixel data, headers (attribute_string_len aside: set only by serialisation) and meta."""
+    assert sorted(a) == sorted(b) and a
+    for name in a:
+        assert len(a[name]) == len(b[name])
+        for x, y in zip(sorted(a[name], key=lambda i: (i.slice, i.image_index)),
+                        sorted(b[name], key=lambda i: (i.slice, i.image_index))):
+            assert np.array_equal(x.data, y.data)
+            hx, hy = ismrmrd.ImageHeader.from_buffer_copy(x.getHead()), ismrmrd.ImageHeader.from_buffer_copy(y.getHead())
+            hx.attribute_string_len = hy.attribute_string_len = 0
+            assert bytes(hx) == bytes(hy)
+            assert x.attribute_string == y.attribute_string
+
+
+class ThreadedServer:
+    """A Server on a free loopback port, serving in a thread."""
+
+    def __init__(self, **settings: object) -> None:
+        session = settings.pop("session", None) or SessionSettings(config_dirs=())
+        session_overrides = {k: settings.pop(k) for k in list(settings) if k in SessionSettings.__dataclass_fields__}
+        session = replace(session, **session_overrides)
+        settings.setdefault("preload", False)
+        self.server = Server(ServerSettings(port=0, session=session, **settings)).start()
+        self.port = self.server.port
+        self.thread = threading.Thread(target=self.server.serve_forever, name="test-server", daemon=True)
+        self.thread.start()
+
+    def report(self, count: int, timeout: float = 20.0) -> list:
+        """Wait until `count` sessions have finished; their reports."""
+        deadline = time.monotonic() + timeout
+        while len(self.server.reports) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.server.reports) >= count, f"only {len(self.server.reports)} sessions finished"
+        return self.server.reports
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "server did not stop"
+
+
+@contextmanager
+def threaded_server(**settings: object):
+    server = ThreadedServer(**settings)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def exchange(port: int, data: bytes, half_close: bool = True, timeout: float = 20.0,
+             close_abruptly: bool = False) -> list[proto.Message]:
+    """Send raw bytes, then read the server's messages until CLOSE or the end (bounded)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # the server may have closed early; read what it said
+        if close_abruptly:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            return []
+        if half_close:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        return read_replies(sock)
+    finally:
+        sock.close()
+
+
+def read_replies(sock: socket.socket, limit: int = 10_000) -> list[proto.Message]:
+    """Messages from the server until CLOSE (included), EOF or an error (bounded count)."""
+    reader = proto.SocketReader(sock)
+    replies = []
+    for _ in range(limit):
+        try:
+            message = proto.read_message(reader)
+        except (proto.EndOfStream, proto.ProtocolError, OSError):
+            break
+        replies.append(message)
+        if message.mid == proto.CLOSE:
+            break
+    return replies
+
+
+def error_texts(replies: list[proto.Message]) -> list[str]:
+    """The error reports among replies (TEXT 'ERROR: ...' or ERROR)."""
+    return [m.payload for m in replies
+            if m.mid == proto.ERROR or (m.mid == proto.TEXT and m.payload.startswith("ERROR"))]
+
+
+def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
+    """`adacsc serve` in a subprocess on a free port: (process, port, log file)."""
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w")
+    process = subprocess.Popen([sys.executable, "-c", SERVER_LAUNCHER, "--port", "0", *args],
+                               stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 60
+    import re
+    while time.monotonic() < deadline:
+        match = re.search(r"listening on [^ ]+:(\d+)", log_path.read_text())
+        if match:
+            return process, int(match.group(1)), log_path
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
