@@ -3,10 +3,12 @@
 For an N x N grid and K filters, times one forward pass of the map network (light default, and the
 published configuration) for one slice, and the reference solver cost: `iterations` x (forward +
 inverse orthonormal FFT of a [K, N, N] complex64 tensor), which is the FFT work of FISTA. Prints the
-times and the ratios map-network / reference.
+times and the ratios map-network / reference, both wall-clock and CPU time of the process (the
+latter is less sensitive to other load on a shared machine); minimum over interleaved rounds.
 
     python benchmarks/bench_network.py                      # 256x256, K = 32 and 128
     python benchmarks/bench_network.py --ks 32 --threads 2 --configs light light-ds4
+    python benchmarks/bench_network.py --solver   # also time the real solver (scalar Lambda, 2x SR)
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ CONFIGS = {
 }
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of this process summed over its threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def conv_macs_per_map(config: NetworkConfig, size: int) -> float:
@@ -58,6 +61,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=64, help="FISTA iterations of the reference")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (minimum reported)")
     parser.add_argument("--published-repeats", type=int, default=1, help="rounds that time the (slow) published net")
+    parser.add_argument("--solver", action="store_true",
+                        help="also time adacsc.core.reconstruct.CSCReconstructor (scalar Lambda, acquired "
+                             "block half the grid) and report map-network / solver")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--configs", nargs="+", default=["light", "light-ds4", "published"], choices=sorted(CONFIGS))
     args = parser.parse_args()
@@ -66,10 +72,13 @@ def main() -> None:
     torch.manual_seed(0)
     n = args.size
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, grid {n}x{n}, "
-          f"filters {args.filter_size}x{args.filter_size}, reference = {args.iterations} x (fft2 + ifft2) of [K,{n},{n}] complex64")
+          f"filters {args.filter_size}x{args.filter_size}, "
+          f"reference = {args.iterations} x (fft2 + ifft2) of [K,{n},{n}] complex64")
     for name in args.configs:
-        print(f"  {name:10s} {CONFIGS[name].to_json()}  conv MACs/map {conv_macs_per_map(CONFIGS[name], n) / 1e6:.0f} M")
-    header = f"{'K':>4} {'network':>10} {'time [s]':>9} {'FFT ref [s]':>11} {'net/ref':>8}"
+        macs = conv_macs_per_map(CONFIGS[name], n)
+        print(f"  {name:10s} {CONFIGS[name].to_json()}  conv MACs/map {macs / 1e6:.0f} M")
+    header = (f"{'K':>4} {'network':>10} {'wall [s]':>9} {'ref wall':>9} {'net/ref':>8}   "
+              f"{'cpu [s]':>8} {'ref cpu':>8} {'net/ref':>8}")
     print(header)
     print("-" * len(header))
     x0 = torch.randn(1, n, n, dtype=torch.complex64)
@@ -85,24 +94,46 @@ def main() -> None:
             return z
 
         nets = {name: MapNetwork(CONFIGS[name]).eval() for name in args.configs}
-        times: dict[str, list[float]] = {"reference": [], **{name: [] for name in nets}}
+        times: dict[str, list[tuple[float, float]]] = {"reference": [], **{name: [] for name in nets}}
+        if args.solver:
+            from adacsc.core.reconstruct import CSCReconstructor
+
+            solver = CSCReconstructor(filters, n_iter=args.iterations)
+            kspace = torch.randn(1, n // 2, n // 2, dtype=torch.complex64)
+            times["solver"] = []
         with torch.inference_mode():
             reference()  # warm-up
+            if args.solver:
+                solver.infer(kspace, (n, n), 0.05)
             for net in nets.values():
                 net(x0, filters)
             # interleaved rounds, minimum per item: robust against other load on a shared machine
             for round_ in range(args.repeats):
                 times["reference"].append(timed(reference))
+                if args.solver:
+                    times["solver"].append(timed(lambda: solver.infer(kspace, (n, n), 0.05)))
                 for name, net in nets.items():
                     if name == "published" and round_ >= args.published_repeats:
                         continue
                     times[name].append(timed(lambda: net(x0, filters)))
-        t_ref = min(times["reference"])
+
+        def best(name: str) -> tuple[float, float]:
+            return min(t[0] for t in times[name]), min(t[1] for t in times[name])
+
+        ref_wall, ref_cpu = best("reference")
         for name in nets:
-            t_net = min(times[name])
-            print(f"{k:>4} {name:>10} {t_net:9.3f} {t_ref:11.3f} {t_net / t_ref:8.1%}")
+            wall, cpu = best(name)
+            print(f"{k:>4} {name:>10} {wall:9.3f} {ref_wall:9.3f} {wall / ref_wall:8.1%}   "
+                  f"{cpu:8.3f} {ref_cpu:8.3f} {cpu / ref_cpu:8.1%}")
+        if args.solver:
+            solver_wall, solver_cpu = best("solver")
+            print(f"{k:>4} {'solver':>10} {solver_wall:9.3f} {ref_wall:9.3f} {solver_wall / ref_wall:8.1%}   "
+                  f"{solver_cpu:8.3f} {ref_cpu:8.3f} {solver_cpu / ref_cpu:8.1%}")
+            for name in nets:
+                print(f"{k:>4} {name} / solver = {best(name)[0] / solver_wall:.1%} (wall)")
         if "published" in nets and "light" in nets:
-            print(f"{k:>4} published / light = {min(times['published']) / min(times['light']):.1f}x")
+            print(f"{k:>4} published / light = {best('published')[0] / best('light')[0]:.1f}x (wall), "
+                  f"{best('published')[1] / best('light')[1]:.1f}x (cpu)")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
 """Streaming server figures: throughput (protocol overhead) and per-slice latency under pacing.
 
-Starts `adacsc serve` in a subprocess on a free loopback port, writes a synthetic scan (4 coils,
+Starts `adacsc serve` in a subprocess on a free loopback port, writes synthetic scans (4 coils,
 256-sample readouts by default: 2x oversampled 128 x 128 slices, noise readouts first), then
 
-  throughput   N concurrent clients (N = 1 and 4 by default) each send the scan as fast as the
-               server takes it (acquisitions pre-encoded, so the client costs little), through the
-               front-end chain only (adacsc_frontend: no CSC). Reports readouts/s from the first
-               byte sent to the last CLOSE received, summed over the scans, and the send-phase rate.
-  latency      one client paces the readouts (--pace readouts/s, as a scanner would) and measures,
-               per slice, the time from its last readout sent to its images received; compared with
-               the offline reconstruction time per slice (adacsc.replay, same chain, same machine).
+  throughput   N concurrent clients (N = 1 and 4 by default) send the scan as fast as the server
+               takes it (acquisitions pre-encoded, so the clients cost little), through
+                 passthrough      one gadget passing readouts on: the protocol alone (decode,
+                                  queue into the chain, accounting)
+                 readouts         prewhitening + oversampling removal + buffering
+                 adacsc_frontend  the whole front end with coil maps and images back (no CSC)
+               Reports readouts/s from the first byte sent to the last CLOSE received (all scans
+               together), the send-phase rate and the server's CPU time per readout.
+  latency      a client paces the readouts (--pace, as a scanner would) and measures, per slice,
+               the time from its last readout sent to its images received; the same paced stream
+               is fed to the same chain in process (no sockets) for the reconstruction's own share.
+
+Runs are repeated (--repeat) because shared machines are noisy; medians and best values are shown.
 
     python benchmarks/bench_server.py                               # both, front-end chain
-    python benchmarks/bench_server.py --mode latency --config adacsc_lowfield --pace 200
-    python benchmarks/bench_server.py --mode throughput --scans 1 4 8 --strict
+    python benchmarks/bench_server.py --mode throughput --chains passthrough --scans 1 4 8
+    python benchmarks/bench_server.py --mode latency --config adacsc_lowfield --slices 4 --pace 20
+    python benchmarks/bench_server.py --strict                      # strict hops, for comparison
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ import ismrmrd.xsd as xsd
 import numpy as np
 
 from adacsc.chain.config import load_chain
-from adacsc.client import StreamClient, read_acquisitions, send_scan, stream
-from adacsc.io.dataset import InputScan
+from adacsc.chain.runner import Chain
+from adacsc.commands.recon import parse_overrides
+from adacsc.io.images import split_image_array
+from gadgetron.types import ImageArray
+from adacsc.client import Pacer, StreamClient, open_scan, read_acquisitions, send_scan, stream
 from adacsc.mr.fft import fftc
-from adacsc.replay import replay
 from adacsc.server import protocol as proto
 
 SERVER_LAUNCHER = """
@@ -162,10 +171,18 @@ def chain_text(name: str) -> str | None:
     return None if nodes is None else f"<configuration><version>2</version><stream>{''.join(nodes)}</stream></configuration>"
 
 
-def throughput(port: int, scan: Path, scans: int, config: str) -> dict[str, float]:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def throughput(port: int, scan: Path, scans: int, config: str, server_pid: int = 0) -> dict[str, float]:
     """N concurrent scans sent unpaced from pre-encoded messages."""
-    with InputScan(scan) as opened:
-        header, group = opened.header_bytes(), opened.group
+    header, group = open_scan(scan)
     messages = [proto.item_message(a) for a in read_acquisitions(scan, group)]
     clients = [StreamClient("127.0.0.1", port, timeout=600) for _ in range(scans)]
     done = []
@@ -176,6 +193,7 @@ def throughput(port: int, scan: Path, scans: int, config: str) -> dict[str, floa
         stream(client, header, messages, config_name=None if text else config, config_text=text)
         done.append(time.perf_counter())
 
+    cpu_before = process_cpu_seconds(server_pid)
     started = time.perf_counter()
     threads = [threading.Thread(target=run, args=(c,)) for c in clients]
     for thread in threads:
@@ -185,19 +203,50 @@ def throughput(port: int, scan: Path, scans: int, config: str) -> dict[str, floa
     sent = max(done) - started
     results = [c.wait(600) for c in clients]
     total = time.perf_counter() - started
+    cpu = process_cpu_seconds(server_pid) - cpu_before
     failures = [r.errors for r in results if not r.ok]
     if failures:
         raise RuntimeError(f"scans failed: {failures}")
     readouts = sum(r.acquisitions for r in results)
     images = sum(sum(r.images.values()) for r in results)
     return {"scans": scans, "readouts": readouts, "images": images, "seconds": total,
-            "readouts_per_s": readouts / total, "send_readouts_per_s": readouts / sent}
+            "readouts_per_s": readouts / total, "send_readouts_per_s": readouts / sent,
+            "server_cpu_us_per_readout": cpu / readouts * 1e6}
 
 
-def offline_seconds_per_slice(scan: Path, config: str, strict: bool, out: Path) -> float:
-    chain = load_chain(config)
-    result = replay(scan, out, chain, "offline", strict=strict)
-    return result.seconds / result.slices
+def inprocess_latencies(scan: Path, config: str, pace: str, strict: bool,
+                        overrides: dict[str, str] | None = None) -> dict[tuple[int, int], float]:
+    """The same paced stream fed straight into the chain in this process (no sockets): per slice,
+    last readout pushed -> its images out. This is the reconstruction's own share of the latency."""
+    header, group = open_scan(scan)
+    chain = load_chain(config).with_overrides(overrides or {})
+    outputs: dict[tuple[int, int], float] = {}
+
+    def on_output(item: object) -> None:
+        images = split_image_array(item) if isinstance(item, ImageArray) else [item]
+        for image in images:
+            if isinstance(image, ismrmrd.Image):
+                outputs[(image.slice, image.repetition)] = time.perf_counter()
+
+    running = Chain(chain, header, on_output, strict=strict).start()
+    pacer = Pacer(pace)
+    pushed: dict[tuple[int, int], float] = {}
+    for acquisition in read_acquisitions(scan, group):
+        pacer.wait(acquisition)
+        running.push(acquisition)
+        if not acquisition.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            pushed[(acquisition.idx.slice, acquisition.idx.repetition)] = time.perf_counter()
+    running.close()
+    return {key: outputs[key] - t for key, t in pushed.items() if key in outputs}
+
+
+def _ms(values: list[float]) -> str:
+    return f"median {statistics.median(values) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms"
+
+
+def count_readouts(scan: Path) -> int:
+    header, group = open_scan(scan)
+    return sum(1 for _ in read_acquisitions(scan, group))
 
 
 def main() -> None:
@@ -208,43 +257,65 @@ def main() -> None:
                         help="chains for the throughput runs")
     parser.add_argument("--coils", type=int, default=4)
     parser.add_argument("--samples", type=int, default=256, help="samples per readout (2x oversampled)")
-    parser.add_argument("--slices", type=int, default=16)
+    parser.add_argument("--slices", type=int, default=16, help="slices of the latency scan")
+    parser.add_argument("--throughput-slices", type=int, default=64, help="slices of the throughput scan")
     parser.add_argument("--config", default="adacsc_frontend", help="chain for the latency run")
-    parser.add_argument("--pace", default="1000", help="latency run: readouts/s or realtime[:F]")
+    parser.add_argument("--pace", default="500", help="latency run: readouts/s or realtime[:F]")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PROPERTY=VALUE",
+                        help="latency run: chain property override (in process and sent as JSON parameters)")
     parser.add_argument("--strict", action="store_true", help="server round-trips every hop (slower)")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="latency: discarded runs first (first-use loading of models, caches)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each measurement (shared machines are noisy): median and best are shown")
     parser.add_argument("--keep", type=Path, help="folder for the scan, outputs and the server log")
     args = parser.parse_args()
+    overrides = parse_overrides(args.overrides)
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_server_"))
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ADACSC_NOISE_DIR", str(folder / "noise"))
-    scan = make_scan(folder / "scan.h5", args.coils, args.samples, args.slices)
-    with InputScan(scan) as opened:
-        count = opened.number_of_acquisitions()
-    print(f"scan: {count} readouts ({args.coils} coils x {args.samples} samples), {args.slices} slices; "
-          f"server: {'strict' if args.strict else 'non-strict'}, {args.workers} workers, cpus={os.cpu_count()}")
+    print(f"server: {'strict' if args.strict else 'non-strict'}, {args.workers} workers; cpus={os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     server_args = ["--workers", str(args.workers)] + (["--strict"] if args.strict else [])
     server = ServerProcess(server_args, folder / "server.log")
     try:
         if args.mode in ("both", "throughput"):
-            throughput(server.port, scan, 1, "adacsc_frontend")  # warm-up
+            scan = make_scan(folder / "throughput.h5", args.coils, args.samples, args.throughput_slices)
+            print(f"throughput scan: {count_readouts(scan)} readouts of {args.coils} coils x {args.samples} samples, "
+                  f"{args.throughput_slices} slices, sent unpaced from pre-encoded messages")
+            throughput(server.port, scan, 1, "passthrough")  # warm-up
             for name, scans in ((name, scans) for name in args.chains for scans in args.scans):
-                figures = throughput(server.port, scan, scans, name)
-                print(f"throughput, {name}, {scans} concurrent scan(s): {figures['readouts_per_s']:,.0f} "
-                      f"readouts/s end to end ({figures['readouts']} readouts, {figures['images']} images, "
-                      f"{figures['seconds']:.2f} s); send phase {figures['send_readouts_per_s']:,.0f} readouts/s")
+                runs = [throughput(server.port, scan, scans, name, server.process.pid) for _ in range(args.repeat)]
+                rates = sorted(r["readouts_per_s"] for r in runs)
+                sends = sorted(r["send_readouts_per_s"] for r in runs)
+                print(f"  {name:16s} {scans} concurrent scan(s): {statistics.median(rates):9,.0f} readouts/s end to end "
+                      f"(median of {len(runs)}, best {rates[-1]:,.0f}; {runs[0]['readouts']} readouts, "
+                      f"{runs[0]['images']} images per run); send phase median {statistics.median(sends):,.0f}/s; "
+                      f"server CPU {statistics.median(r['server_cpu_us_per_readout'] for r in runs):.0f} us/readout")
         if args.mode in ("both", "latency"):
-            per_slice = offline_seconds_per_slice(scan, args.config, args.strict, folder / "offline.h5")
-            result = send_scan(scan, folder / "online.h5", port=server.port, config_name=args.config,
-                               pace=args.pace, group="online")
-            if not result.ok:
-                raise RuntimeError(f"paced scan failed: {result.errors}")
-            latencies = list(result.latencies().values())
-            median = statistics.median(latencies)
-            print(f"latency, {args.config}, paced at {args.pace} readouts/s: median {median * 1000:.1f} ms, "
-                  f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} slices; offline reconstruction "
-                  f"{per_slice * 1000:.1f} ms per slice (latency / offline = {median / per_slice:.2f})")
+            scan = make_scan(folder / "latency.h5", args.coils, args.samples, args.slices)
+            print(f"latency scan: {count_readouts(scan)} readouts, {args.slices} slices, paced at {args.pace} "
+                  f"readouts/s, chain {args.config}; runs alternate in process / over the server")
+            local: list[float] = []
+            online: list[float] = []
+            for run in range(-args.warmup, args.repeat):  # negative runs warm caches up (discarded)
+                if run < 0:
+                    inprocess_latencies(scan, args.config, args.pace, args.strict, overrides)
+                    send_scan(scan, None, port=server.port, config_name=args.config, pace=args.pace,
+                              overrides=overrides or None)
+                    continue
+                local += inprocess_latencies(scan, args.config, args.pace, args.strict, overrides).values()
+                result = send_scan(scan, folder / "online.h5", port=server.port, config_name=args.config,
+                                   pace=args.pace, group=f"online{run}", overrides=overrides or None)
+                if not result.ok:
+                    raise RuntimeError(f"paced scan failed: {result.errors}")
+                online += result.latencies().values()
+            print(f"  in process (reconstruction alone): {_ms(local)} over {len(local)} slices")
+            print(f"  over the server:                   {_ms(online)} over {len(online)} slices")
+            print(f"  server overhead: median {(statistics.median(online) - statistics.median(local)) * 1000:+.1f} ms, "
+                  f"ratio {statistics.median(online) / statistics.median(local):.2f} (target <= 1.20)")
     finally:
         server.stop()
     print(f"files in {folder}")

@@ -19,6 +19,15 @@ from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.mr.fft import fftc
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Small problems: one torch thread is as fast and far more robust on a shared, busy CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def crandn(gen, *shape, dtype=torch.complex128):
     real = torch.float64 if dtype == torch.complex128 else torch.float32
     return torch.complex(torch.randn(shape, generator=gen, dtype=real), torch.randn(shape, generator=gen, dtype=real))
@@ -129,23 +138,24 @@ def test_converges_to_independent_admm_solution(maps):
     noise = torch.from_numpy(rng.standard_normal(phi.shape[0]) + 1j * rng.standard_normal(phi.shape[0]))
     y = phi @ s_true + 0.05 * noise
     lam = torch.from_numpy(0.05 * (0.5 + rng.random(n))) if maps else 0.05
-    s_admm = admm(phi, y, lam, rho=1.0, n_iter=3000)
+    s_admm = admm(phi, y, lam, rho=0.3, n_iter=1000)
     f_admm = dense_objective(phi, y, s_admm, lam)
 
     op = make_op(filters, acq, grid, torch.complex64)
     y_t = y.reshape(1, *acq).to(torch.complex64)
     lam_t = lam.reshape((1, k) + grid).to(torch.float32) if maps else lam
     history = []
-    checkpoints = {0, 9, 49, 199, 999}
+    checkpoints = {0, 9, 49, 199, 499}
 
     def record(i, s):
         if i in checkpoints:
             history.append(dense_objective(phi, y, s.reshape(-1).to(torch.complex128), lam))
 
-    s = fista(op, y_t, lam_t, lipschitz_constant(op), n_iter=1000, callback=record)
+    s = fista(op, y_t, lam_t, lipschitz_constant(op), n_iter=500, callback=record)
     f_fista = dense_objective(phi, y, s.reshape(-1).to(torch.complex128), lam)
     f_zero = dense_objective(phi, y, torch.zeros_like(s_admm), lam)
-    assert f_fista <= 1.01 * f_admm and f_admm <= 1.001 * f_fista, (f_fista, f_admm)
+    # required: within 1 %; in practice 500 float32 iterations get within ~1e-4
+    assert f_fista <= 1.001 * f_admm and f_admm <= (1 + 1e-6) * f_fista, (f_fista, f_admm)
     assert all(a > b for a, b in zip([f_zero] + history, history)), history
     # the solver's own objective agrees with the dense one
     assert abs(float(objective(op, y_t, s, lam_t)[0]) - f_fista) < 1e-4 * f_fista
@@ -185,10 +195,10 @@ def test_sizes_run_and_reduce_the_objective(k, size):
     gen = torch.Generator().manual_seed(k + size)
     acq, grid = (16, 16), (32, 32)
     op = make_op(random_dictionary(k, size, seed=k).filters, acq, grid)
-    y = crandn(gen, 2, *acq, dtype=torch.complex64)
+    y = crandn(gen, 1, *acq, dtype=torch.complex64)
     lam = 0.02
     s = fista(op, y, lam, lipschitz_constant(op), 64)
-    assert s.shape == (2, k) + grid and s.dtype == torch.complex64 and bool(torch.isfinite(s.real).all())
+    assert s.shape == (1, k) + grid and s.dtype == torch.complex64 and bool(torch.isfinite(s.real).all())
     f0 = objective(op, y, torch.zeros_like(s), lam)
     assert bool((objective(op, y, s, lam) < 0.5 * f0).all())
 

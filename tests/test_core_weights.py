@@ -129,7 +129,9 @@ def test_torch_save_file_is_refused(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("content", [b"", b"abc", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", b"hello world, this is text"])
+@pytest.mark.parametrize(
+    "content", [b"", b"abc", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!", b"hello world, this is text"]
+)
 def test_garbage_files(tmp_path, content):
     path = tmp_path / "garbage.safetensors"
     path.write_bytes(content)
@@ -161,7 +163,8 @@ def test_wrong_keys(tmp_path):
     state["unet.extra"] = torch.zeros(3)
     path = tmp_path / "keys.safetensors"
     save_file(state, str(path), metadata=_metadata(model))
-    with pytest.raises(WeightsError, match=r"missing tensors \['unet.head.weight'\].*unexpected tensors \['unet.extra'\]"):
+    message = r"missing tensors \['unet.head.weight'\].*unexpected tensors \['unet.extra'\]"
+    with pytest.raises(WeightsError, match=message):
         load_model(path)
 
 
@@ -170,7 +173,8 @@ def test_shape_mismatch(tmp_path):
     path = tmp_path / "shapes.safetensors"
     # metadata claims 8 base channels, tensors are for 4
     save_file(small.state_dict(), str(path), metadata=_metadata(MapNetwork(NetworkConfig(base_channels=8))))
-    with pytest.raises(WeightsError, match=r"tensor 'unet.encoder.0.0.weight' has shape \[4, 2, 3, 3\].*expects \[8, 2, 3, 3\]"):
+    message = r"tensor 'unet.encoder.0.0.weight' has shape \[4, 2, 3, 3\].*expects \[8, 2, 3, 3\]"
+    with pytest.raises(WeightsError, match=message):
         load_model(path)
 
 

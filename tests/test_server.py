@@ -308,13 +308,20 @@ def test_mid_scan_disconnect_then_a_good_scan(small_scan, server, offline, tmp_p
     header, acquisitions = scan_messages(small_scan)
     before = len(server.server.reports)
     with caplog.at_level(logging.INFO, logger="adacsc.server"):
-        exchange(server.port, _config_and_header(small_scan) + b"".join(acquisitions[:30]) + acquisitions[30][:50],
-                 close_abruptly=True)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(_config_and_header(small_scan) + b"".join(acquisitions[:30]) + acquisitions[30][:50])
+        sock.close()  # gone mid-message, without reading anything
         report = server.report(before + 1)[before]
     assert report.acquisitions == report.pushed == 30  # every received readout went into the chain
     assert any("30 acquisitions" in r.getMessage() and "went into" in r.getMessage() for r in caplog.records)
     good_scan(server.port, small_scan, tmp_path / "after.h5", config_name=FRONTEND)
     assert_same_images(read_images(tmp_path / "after.h5", "g"), offline())
+
+
+def test_connection_reset_mid_scan_then_a_good_scan(small_scan, server, tmp_path):
+    header, acquisitions = scan_messages(small_scan)
+    exchange(server.port, _config_and_header(small_scan) + b"".join(acquisitions[:20]), close_abruptly=True)
+    good_scan(server.port, small_scan, tmp_path / "after.h5", config_name=FRONTEND)
 
 
 def test_silent_client_is_dropped_after_the_timeout(small_scan):
@@ -368,7 +375,7 @@ def test_config_and_header_without_data_validates_and_closes(small_scan, server)
     _expect_error(replies, "missing_config")
 
 
-def test_error_format_error_uses_message_id_8(server):
+def test_error_format_error_uses_message_id_8():
     with threaded_server(workers=1, error_format="error") as running:
         replies = exchange(running.port, struct.pack("<H", 999), half_close=False)
     assert replies[0].mid == proto.ERROR and "unknown message id 999" in replies[0].payload

@@ -107,11 +107,9 @@ def make_scan(path: Path, coils: int = 4, lines: int = 16, slices: int = 2, nois
 
 def scan_messages(path: Path) -> tuple[bytes, list[bytes]]:
     """(header XML, encoded ACQUISITION messages) of a file."""
-    from adacsc.client import read_acquisitions
-    from adacsc.io.dataset import InputScan
+    from adacsc.client import open_scan, read_acquisitions
 
-    with InputScan(path) as scan:
-        header, group = scan.header_bytes(), scan.group
+    header, group = open_scan(path)
     return header, [proto.item_message(a) for a in read_acquisitions(path, group)]
 
 

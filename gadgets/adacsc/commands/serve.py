@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.dictionary_dir.is_dir():
             raise ValueError(f"--dictionary-dir {args.dictionary_dir}: not a folder")
         os.environ[folders.DICTIONARY_DIR] = str(args.dictionary_dir.resolve())
+    log.info("dictionary folder for client-named dictionaries: %s", folders.dictionary_dir() or "none (shipped only)")
     server = Server(settings_from_args(args))
     server.start()
 

@@ -178,6 +178,7 @@ def random_dictionary(num_filters: int, size: int | tuple[int, int] = 7, seed: i
     filters = rng.standard_normal((num_filters, h, w))
     if zero_mean and h * w > 1:
         filters -= filters.mean(axis=(1, 2), keepdims=True)
+    filters /= np.sqrt((filters ** 2).sum(axis=(1, 2), keepdims=True))
     return Dictionary(
         filters, f"random{h}x{w}_k{num_filters}_s{seed}",
         source="i.i.d. Gaussian filters" + (", zero mean" if zero_mean else "") + ", unit l2 norm",

@@ -4,9 +4,9 @@ The l1 term acts on the real and imaginary parts separately (2K real code maps),
 step soft-thresholds Re and Im with Lambda / L. s_0 = 0, fixed iteration count, step 1/L.
 
 Cost: per iteration one forward FFT (thresholded codes -> acquired frequencies) and one inverse
-FFT (gradient, zero outside the acquired block) of the K code maps, see `adacsc.core.spectral`.
-The momentum is applied to both the image-domain codes and their (small) block spectra, so the
-extrapolated point never needs its own FFT.
+FFT (of the gradient step, taken in the Fourier domain) of the K code maps, see
+`adacsc.core.spectral`. The solver keeps the spectra of the codes; the momentum (linear) is
+applied to the spectra, so the extrapolated point never needs its own FFT.
 
 Blocks of filters (`chunk_size`) are processed one after the other within each iteration: on a
 CPU a block that fits in cache (a few MB) runs the FFTs and elementwise passes much faster than
@@ -138,44 +138,55 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     inv_l = (1.0 / lipschitz).reshape(-1, 1, 1)
     real = torch.view_as_real
 
-    # Per block: s = x_{k-1} (image domain, real view [B, k, H, W, 2]), s_prev = x_{k-2}, and
-    # spec / spec_prev their spectra at the acquired frequencies (real views). Lerp runs on the
-    # real views: complex lerp is several times slower on CPU.
-    s: list[torch.Tensor] | None = None
-    s_prev: list[torch.Tensor] | None = None
-    spec: list[torch.Tensor] | None = None
+    # State per filter block: the full spectra (uncentred, orthonormal FFT) of s = x_{k-1} and
+    # s_prev = x_{k-2}, and their acquired-frequency parts. The gradient step is taken in the
+    # Fourier domain: v = ifft2(lerp(S_prev, S, 1 + mu) - embed(G^H r / L)), where the
+    # subtraction touches only the acquired block, in place; then s_new = soft(v) and
+    # S_new = fft2(s_new). Elementwise passes run on real views (complex lerp is slow on CPU).
+    spec: list[torch.Tensor] | None = None       # full spectra of s (complex)
     spec_prev: list[torch.Tensor] | None = None
+    blk: list[torch.Tensor] | None = None        # acquired parts (complex, small)
+    blk_prev: list[torch.Tensor] | None = None
+    codes: list[torch.Tensor] = []
     t, mu = 1.0, 0.0
     for it in range(n_iter):
-        # residual of the extrapolated point z = s + mu (s - s_prev), from the block spectra
+        # residual at the extrapolated point z = s + mu (s - s_prev), on the acquired block
         resid = -y_blk
-        if spec is not None:
+        if blk is not None:
             for j in range(len(blocks)):
-                z_spec = spec[j] if (mu == 0.0 or spec_prev is None) else torch.lerp(spec_prev[j], spec[j], 1.0 + mu)
-                resid = resid + (g_blocks[j] * torch.view_as_complex(z_spec)).sum(dim=1)
+                if blk_prev is None:
+                    z_blk = blk[j]
+                else:
+                    z_blk = torch.view_as_complex(torch.lerp(real(blk_prev[j]), real(blk[j]), 1.0 + mu))
+                resid = resid + (g_blocks[j] * z_blk).sum(dim=1)
         resid = (resid * inv_l)[:, None]  # the step 1/L folded into the small residual
-        new_s, new_spec = [], []
+        new_spec, new_blk, codes = [], [], []
         for j in range(len(blocks)):
-            step = real(op.expand(gc_blocks[j] * resid))  # (1/L) (A D)^H (A D z - y'), this block
-            if s is None:
-                v = -step
-            elif mu == 0.0 or s_prev is None:
-                v = s[j] - step
+            grad = gc_blocks[j] * resid  # (1/L) (A D)^H (A D z - y') on the acquired block
+            if spec is None:
+                v_spec = op.embed(-grad)
             else:
-                v = torch.lerp(s_prev[j], s[j], 1.0 + mu) - step
-            s_new = _soft_real(v, *taus[j])
-            new_s.append(s_new)
-            new_spec.append(real(op.restrict(torch.view_as_complex(s_new))))
+                if spec_prev is None:
+                    z_spec = spec[j].clone()
+                else:
+                    z_spec = torch.view_as_complex(torch.lerp(real(spec_prev[j]), real(spec[j]), 1.0 + mu))
+                v_spec = op.subtract_block_(z_spec, grad)
+            v = torch.fft.ifft2(v_spec, norm="ortho")
+            s_new = torch.view_as_complex(_soft_real(real(v), *taus[j]))
+            s_spec = torch.fft.fft2(s_new, norm="ortho")
+            codes.append(s_new)
+            new_spec.append(s_spec)
+            new_blk.append(op.gather(s_spec))
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         mu = (t - 1.0) / t_next
         t = t_next
-        s_prev, s = s, new_s
         spec_prev, spec = spec, new_spec
+        blk_prev, blk = blk, new_blk
         if callback is not None:
-            callback(it, torch.view_as_complex(torch.cat(s, dim=1)))
-    if s is None:
+            callback(it, torch.cat(codes, dim=1))
+    if not codes:
         return y.new_zeros((batch, k_all) + grid)
-    return torch.view_as_complex(s[0] if len(s) == 1 else torch.cat(s, dim=1))
+    return codes[0] if len(codes) == 1 else torch.cat(codes, dim=1)
 
 
 def objective(op: SpectralCodeOperator, y: torch.Tensor, s: torch.Tensor,

@@ -213,7 +213,8 @@ class UNet(nn.Module):
             previous = width
         self.decoder = nn.ModuleList()
         for level in reversed(range(depth)):
-            self.decoder.append(_Stage(widths[level + 1] + widths[level], widths[level], convs_per_stage, negative_slope))
+            in_channels_up = widths[level + 1] + widths[level]  # up-sampled features + skip
+            self.decoder.append(_Stage(in_channels_up, widths[level], convs_per_stage, negative_slope))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

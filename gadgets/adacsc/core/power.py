@@ -62,8 +62,13 @@ def power_iteration(normal: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
 
 
 def tensor_identity(t: torch.Tensor) -> tuple:
-    """A cheap identity key for a tensor's current contents (no device sync)."""
-    return (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
+    """A cheap identity key for a tensor's current contents (no device sync).
+
+    Storage address and shape, plus the version counter that in-place edits bump (inference
+    tensors have none: edit filters in place only outside inference mode).
+    """
+    version = -1 if t.is_inference() else t._version
+    return (t.data_ptr(), version, tuple(t.shape), t.dtype, str(t.device))
 
 
 def _mask_key(mask: torch.Tensor | None) -> tuple:

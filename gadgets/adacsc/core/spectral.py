@@ -89,24 +89,40 @@ class SpectralCodeOperator(LinearOperator):
         return torch.fft.fftshift(t, dim=(-2, -1)) if self._full else t
 
     # --- fused pieces (internal order) ---------------------------------------------------------
-    def restrict(self, s: torch.Tensor) -> torch.Tensor:
-        """fft2(s, ortho) at the acquired frequencies: [..., H, W] -> [..., M1, M2]."""
-        spec = torch.fft.fft2(s, norm="ortho")
+    def gather(self, spec: torch.Tensor) -> torch.Tensor:
+        """The acquired frequencies of a full (uncentred) spectrum: [..., H, W] -> [..., M1, M2]."""
         if self._full:
             return spec
         # contiguous slices + cat: about twice as fast as index_select on CPU
         return torch.cat([torch.cat([spec[..., r_full, c_full] for c_full, _ in self.col_pieces], dim=-1)
                           for r_full, _ in self.row_pieces], dim=-2)
 
-    def expand(self, g: torch.Tensor) -> torch.Tensor:
-        """ifft2(ortho) of the block spectrum g [..., M1, M2] zero-filled to the grid."""
+    def embed(self, g: torch.Tensor) -> torch.Tensor:
+        """A block spectrum [..., M1, M2] zero-filled to the full (uncentred) spectrum [..., H, W]."""
         if self._full:
-            return torch.fft.ifft2(g, norm="ortho")
+            return g
         full = g.new_zeros(g.shape[:-2] + self.grid_shape)
         for r_full, r_blk in self.row_pieces:
             for c_full, c_blk in self.col_pieces:
                 full[..., r_full, c_full] = g[..., r_blk, c_blk]
-        return torch.fft.ifft2(full, norm="ortho")
+        return full
+
+    def subtract_block_(self, spec: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """In place: spec[acquired frequencies] -= g (spec must be a fresh, writable tensor)."""
+        if self._full:
+            return spec.sub_(g)
+        for r_full, r_blk in self.row_pieces:
+            for c_full, c_blk in self.col_pieces:
+                spec[..., r_full, c_full].sub_(g[..., r_blk, c_blk])
+        return spec
+
+    def restrict(self, s: torch.Tensor) -> torch.Tensor:
+        """fft2(s, ortho) at the acquired frequencies: [..., H, W] -> [..., M1, M2]."""
+        return self.gather(torch.fft.fft2(s, norm="ortho"))
+
+    def expand(self, g: torch.Tensor) -> torch.Tensor:
+        """ifft2(ortho) of the block spectrum g [..., M1, M2] zero-filled to the grid."""
+        return torch.fft.ifft2(self.embed(g), norm="ortho")
 
     def to_block(self, y: torch.Tensor) -> torch.Tensor:
         """Data [B, M1, M2] (centred k-space block) -> the layout of the fused iteration."""

@@ -122,7 +122,9 @@ class ModelInfo:
         num_filters = data.get("num_filters")
         if kind == "v1":
             if isinstance(num_filters, bool) or not isinstance(num_filters, int) or num_filters < 1:
-                raise WeightsError(f"model metadata{where}: a V1 network needs a positive 'num_filters', got {num_filters!r}")
+                raise WeightsError(
+                    f"model metadata{where}: a V1 network needs a positive 'num_filters', got {num_filters!r}"
+                )
         elif num_filters is not None:
             raise WeightsError(f"model metadata{where}: 'num_filters' must be null for kind {kind!r}")
         scalars = data.get("scalars", {})

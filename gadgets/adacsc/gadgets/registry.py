@@ -9,6 +9,7 @@ GADGET_MODULES = (
     "adacsc.gadgets.noise_adjust",
     "adacsc.gadgets.readout_buffer",
     "adacsc.gadgets.coil_combination",
+    "adacsc.gadgets.csc",
 )
 """Every gadget module; each defines SPEC and a function of the same name as its target."""
 

@@ -16,9 +16,9 @@ grows with data that actually arrived. Texts may be NUL-terminated (trailing NUL
 """
 
 import ctypes
-import io
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,14 +75,19 @@ class Limits:
     """one waveform's samples x channels x 4"""
 
 
-@dataclass(frozen=True)
 class Message:
     """One decoded message: its id and payload (str for texts, bytes for the header, an ismrmrd
     object for data, None for CLOSE) and its size on the wire."""
 
-    mid: int
-    payload: Any
-    size: int
+    __slots__ = ("mid", "payload", "size")
+
+    def __init__(self, mid: int, payload: Any, size: int) -> None:
+        self.mid = mid
+        self.payload = payload
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Message({self.name}, {self.size} bytes)"
 
     @property
     def name(self) -> str:
@@ -94,7 +99,7 @@ class SocketReader:
     """Reads exact byte counts from a socket through a small buffer; never reads ahead more than
     one chunk and never allocates for bytes that have not arrived."""
 
-    def __init__(self, sock: socket.socket, chunk: int = 256 * 1024) -> None:
+    def __init__(self, sock: socket.socket, chunk: int = 1024 * 1024) -> None:
         self._sock = sock
         self._chunk = chunk
         self._buffer = b""
@@ -134,14 +139,19 @@ class SocketReader:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def drain(self, max_bytes: int, deadline_s: float) -> int:
-        """Discard what the peer still sends (up to `max_bytes`, for at most `deadline_s`), so that
-        closing does not reset the connection before the peer read our last messages."""
+        """Discard what the peer still sends (at most `max_bytes`, for at most `deadline_s` in
+        all), so that closing does not reset the connection before the peer read our last
+        messages. Returns the number of bytes discarded."""
         discarded = len(self._buffer) - self._pos
         self._buffer, self._pos = b"", 0
+        end = time.monotonic() + deadline_s
         previous = self._sock.gettimeout()
         try:
-            self._sock.settimeout(deadline_s)
             while discarded < max_bytes:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._sock.settimeout(remaining)
                 data = self._sock.recv(self._chunk)
                 if not data:
                     break

@@ -164,6 +164,9 @@ class Server:
                     log.warning("accept failed: %s", err)
                     time.sleep(0.05)
                     continue
+                if self._stop.is_set():
+                    _refuse(sock, "server shutting down", self.session_settings.error_format)
+                    break
                 self._admit(sock, address)
         finally:
             self._listener.close()
@@ -178,35 +181,40 @@ class Server:
         peer = f"{address[0]}:{address[1]}"
         limit = self.settings.max_waiting if self.settings.max_waiting is not None else 4 * self.settings.workers
         error_format = self.session_settings.error_format if self.session_settings else "text"
-        with self._threads_lock:
-            busy = self._waiting >= limit
-            if not busy:
-                self._waiting += 1
-        if busy:
-            log.warning("refusing %s: %d connections already wait for a worker", peer, limit)
-            threading.Thread(target=_refuse, args=(sock, "server busy: too many scans waiting, try later",
-                                                   error_format), daemon=True).start()
-            return
-        thread = threading.Thread(target=self._handle, args=(sock, peer), name=f"adacsc-conn-{peer}", daemon=True)
+        acquired = self._slots.acquire(blocking=False)
+        if not acquired:
+            with self._threads_lock:
+                busy = self._waiting >= limit
+                if not busy:
+                    self._waiting += 1
+            if busy:
+                log.warning("refusing %s: all %d workers busy and %d connections waiting", peer,
+                            self.settings.workers, limit)
+                threading.Thread(target=_refuse, args=(sock, "server busy: too many scans at once, try later",
+                                                       error_format), daemon=True).start()
+                return
+            log.info("%s waits for a free worker", peer)
+        thread = threading.Thread(target=self._handle, args=(sock, peer, acquired), name=f"adacsc-conn-{peer}",
+                                  daemon=True)
         with self._threads_lock:
             self._threads.add(thread)
         thread.start()
 
-    def _handle(self, sock: socket.socket, peer: str) -> None:
+    def _handle(self, sock: socket.socket, peer: str, acquired: bool) -> None:
         assert self.session_settings is not None
-        acquired = False
         try:
-            deadline = time.monotonic() + self.settings.wait_s
-            while not acquired and not self._stop.is_set() and time.monotonic() < deadline:
-                acquired = self._slots.acquire(timeout=0.1)
-            with self._threads_lock:
-                self._waiting -= 1
             if not acquired:
-                reason = ("server shutting down" if self._stop.is_set()
-                          else f"server busy: no worker free within {self.settings.wait_s:g} s")
-                log.warning("refusing %s: %s", peer, reason)
-                _refuse(sock, reason, self.session_settings.error_format)
-                return
+                deadline = time.monotonic() + self.settings.wait_s
+                while not acquired and not self._stop.is_set() and time.monotonic() < deadline:
+                    acquired = self._slots.acquire(timeout=0.1)
+                with self._threads_lock:
+                    self._waiting -= 1
+                if not acquired:
+                    reason = ("server shutting down" if self._stop.is_set()
+                              else f"server busy: no worker free within {self.settings.wait_s:g} s")
+                    log.warning("refusing %s: %s", peer, reason)
+                    _refuse(sock, reason, self.session_settings.error_format)
+                    return
             session = Session(sock, peer, next(self._ids), self.session_settings)
             report = session.run()
             with self._threads_lock:

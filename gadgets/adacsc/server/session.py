@@ -35,6 +35,8 @@ from adacsc.server import protocol as proto
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
+DIRECT_SEND_BYTES = 4 * proto.MiB
+"""messages up to this size are written by the producing thread itself when the socket is idle"""
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,14 @@ class _Dropped(Exception):
     """The client stopped reading or went away."""
 
 
+class _ChainFailed(Exception):
+    """A gadget failed: reading stops; closing the chain reports which one and why."""
+
+
 class Outbox:
-    """Bounded (by bytes) queue of encoded messages from the chain to the writer thread."""
+    """Bounded (by bytes) queue of encoded messages for the writer thread, and the token that
+    says who writes to the socket: a producer may send a small message itself when nothing is
+    queued and nobody is sending (one thread hand-off less per slice), else it queues."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
@@ -80,6 +88,7 @@ class Outbox:
         self._bytes = 0
         self._finished = False
         self._aborted = False
+        self._busy = False
         self._cond = threading.Condition()
 
     def put(self, kind: str, data: bytes, timeout: float) -> bool:
@@ -98,14 +107,30 @@ class Outbox:
             self._cond.notify_all()
             return True
 
-    def take(self) -> list[tuple[str, bytes]] | None:
-        """Everything queued (waits for something); None once finished and empty, or aborted."""
+    def claim(self) -> bool:
+        """True when nothing is queued and nobody is sending: the caller sends now, then release()."""
         with self._cond:
-            while not self._items and not self._finished and not self._aborted:
+            if self._aborted or self._items or self._busy:
+                return False
+            self._busy = True
+            return True
+
+    def release(self) -> None:
+        """The socket is free again."""
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def take(self) -> list[tuple[str, bytes]] | None:
+        """Everything queued, once nobody else is sending (the caller then sends and calls
+        release()); waits for something; None once finished and empty, or aborted."""
+        with self._cond:
+            while not self._aborted and (self._busy or (not self._items and not self._finished)):
                 self._cond.wait()
             if self._aborted or not self._items:
                 return None
             items, self._items, self._bytes = self._items, [], 0
+            self._busy = True
             self._cond.notify_all()
             return items
 
@@ -187,15 +212,22 @@ class Session:
             try:
                 self.sock.sendall(b"".join(data for _, data in batch))
             except OSError as err:
-                reason = ("the client did not read its results for "
-                          f"{self.settings.io_timeout_s:g} s" if isinstance(err, TimeoutError)
-                          else f"sending failed ({err})")
-                self._drop(reason)
+                self._outbox.release()
+                self._drop(self._send_failure(err))
                 return
+            self._outbox.release()
             for kind, data in batch:
-                self.report.bytes_out += len(data)
-                if kind.startswith("image_"):
-                    self.report.images_sent[kind] += 1
+                self._sent(kind, data)
+
+    def _send_failure(self, err: OSError) -> str:
+        if isinstance(err, TimeoutError):
+            return f"the client did not read its results for {self.settings.io_timeout_s:g} s"
+        return f"sending failed ({err})"
+
+    def _sent(self, kind: str, data: bytes) -> None:
+        self.report.bytes_out += len(data)
+        if kind.startswith("image_"):
+            self.report.images_sent[kind] += 1
 
     def _drop(self, reason: str) -> None:
         """Give up on the client: discard pending output and unblock the reading side."""
@@ -211,8 +243,19 @@ class Session:
             pass
 
     def _send(self, kind: str, data: bytes) -> None:
+        """Send now when the socket is free and the message small, else queue it for the writer."""
         if self.report.dropped is not None:
             raise _Dropped()
+        if len(data) <= DIRECT_SEND_BYTES and self._outbox.claim():
+            try:
+                self.sock.sendall(data)
+            except OSError as err:
+                self._outbox.release()
+                self._drop(self._send_failure(err))
+                raise _Dropped() from err
+            self._outbox.release()
+            self._sent(kind, data)
+            return
         if not self._outbox.put(kind, data, self.settings.io_timeout_s):
             self._drop(f"the client did not read its results for {self.settings.io_timeout_s:g} s")
             raise _Dropped()
@@ -243,7 +286,7 @@ class Session:
         else:
             name = type(item).__name__
             if not self.report.outputs_not_sent[name]:
-                self.log.warning("the chain produced a %s: only images are sent back", name)
+                self.log.warning("the chain produced %s items: only images are sent back", name)
             self.report.outputs_not_sent[name] += 1
             return
         for image in images:
@@ -318,6 +361,9 @@ class Session:
                     return False
             except SessionError as err:
                 self._send_error(str(err))
+                return True
+            except _ChainFailed:
+                self.log.warning("a gadget failed after %d items: no more data is read", self.report.pushed)
                 return True
 
     def _handle(self, message: proto.Message) -> bool:
@@ -447,6 +493,8 @@ class Session:
             self.report.images_in += 1
         self._chain.push(item)
         self.report.pushed += 1
+        if self._chain.failed:
+            raise _ChainFailed()
         if not self.report.pushed % 64:
             self._throttle()
 

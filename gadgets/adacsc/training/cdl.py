@@ -2,25 +2,28 @@
 
 Problem, over a fixed set of B training crops x_b (complex, high-pass filtered) of size c x c:
 
-    min_{d, s}  sum_b  1/2 || W (sum_k d_k * s_bk - x_b) ||^2  +  lam sum_{b,k} (|Re s_bk| + |Im s_bk|)
+    min_{d, s}  sum_b  1/2 || sum_k d_k * s_bk - x_b ||^2  +  lam sum_{b,k} (|Re s_bk| + |Im s_bk|)
     subject to  ||d_k||_2 <= 1  (all filters normalised to exactly 1 at the end),
 
-with d_k real h x w filters, * the circular convolution of `adacsc.core.convolution` (filter centre
-at the origin; the spectra come from `filter_spectra`, i.e. the same D as the solver), and W a
-mask that drops a border of half a filter width on each side of the crop, so the circular
-wrap-around of the crop never enters the data term. The l1 term acts on real and imaginary parts
-separately (`adacsc.core.fista.soft_threshold`), as in the reconstruction.
+with d_k real h x w filters and * the circular convolution of `adacsc.core.convolution` (filter
+centre at the origin; the spectra come from `filter_spectra`, i.e. the same D as the solver). The
+crops are multiplied by a Tukey window (`crop_window`) that takes them smoothly to zero at their
+borders, so the circular boundary of the crop grid adds no wrap-around edges and the whole problem
+stays diagonal in the Fourier domain. The l1 term acts on real and imaginary parts separately
+(`adacsc.core.fista.soft_threshold`), as in the reconstruction.
 
 Algorithm: alternating minimisation. Each outer iteration runs a few warm-started FISTA
 iterations on all codes (step 1/L with the exact L = max_f sum_k |d_k^(f)|^2), then a few
-accelerated projected-gradient steps on the filters with the codes fixed (step from a
-warm-started power iteration on the filter operator; projection onto the unit ball). Filters
+accelerated projected-gradient steps on the filters with the codes fixed (per-frequency K x K
+Gram matrices, step from a warm-started power iteration; projection onto the unit ball). Filters
 that stay unused are re-seeded from the crops where the residual is largest. The final objective
 is that of a fresh FISTA solve (s_0 = 0) with the final, unit-norm filters.
 
 Data: crops of the high-pass part x - x_low of training images, x_low = `adacsc.core.lowpass`
 with the reconstruction's default beta: the dictionary learns exactly what the CSC solver has to
 represent. Crops are chosen at random (seeded) among positions with enough high-pass energy.
+Cost per outer iteration: 2 x code_steps FFTs of B x K crop-sized maps, plus B K^2 c^2 for the Gram
+matrices.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from adacsc.core.fista import soft_threshold
 from adacsc.core.lowpass import lowpass
 from adacsc.core.reconstruct import DEFAULT_BETA
 
-__all__ = ["CDLConfig", "CDLResult", "highpass", "training_crops", "learn_dictionary",
+__all__ = ["CDLConfig", "CDLResult", "highpass", "crop_window", "training_crops", "learn_dictionary",
            "sparse_code", "cdl_objective", "dictionary_name"]
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class CDLConfig:
     filter_steps: int = 8  # projected-gradient steps on the filters per outer iteration
     crops: int = 64  # number of training crops (B)
     crop_size: int = 48
+    taper: int = 8  # width (pixels) of the raised-cosine edge of the crop window
     beta: float = DEFAULT_BETA  # high-pass: x - (I + beta grad^H grad)^-1 x
     final_code_steps: int = 150  # FISTA iterations of the final objective (from s_0 = 0)
     reseed_every: int = 25  # re-seed unused filters every so many outer iterations (0: never)
@@ -69,9 +73,10 @@ class CDLConfig:
             raise ValueError(f"filter_size must be odd and >= 1, got {self.filter_size}")
         if not (self.lam > 0 and math.isfinite(self.lam)):
             raise ValueError(f"lam must be a finite number > 0, got {self.lam}")
-        if self.crop_size < 2 * self.filter_size + 2:
+        if self.crop_size < 2 * self.filter_size + 2 * self.taper:
             raise ValueError(f"crop_size {self.crop_size} is too small for {self.filter_size}x"
-                             f"{self.filter_size} filters (needs >= {2 * self.filter_size + 2})")
+                             f"{self.filter_size} filters and taper {self.taper} (needs >= "
+                             f"{2 * self.filter_size + 2 * self.taper})")
         for name in ("iterations", "code_steps", "filter_steps", "crops", "final_code_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -102,10 +107,11 @@ def highpass(x: torch.Tensor, beta: float = DEFAULT_BETA) -> torch.Tensor:
 
 
 def training_crops(images: torch.Tensor, count: int, size: int, *, seed: int = 0,
-                   beta: float = DEFAULT_BETA, min_energy: float = 0.5) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
-    """`count` crops [count, size, size] of the high-pass part of `images` [N, H, W] and their
-    (image index, row, column). Candidate crops whose high-pass energy is below `min_energy` x
-    the mean over candidates are skipped (background); deterministic for a given seed."""
+                   beta: float = DEFAULT_BETA, taper: int = 8,
+                   min_energy: float = 0.5) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """`count` windowed crops [count, size, size] of the high-pass part of `images` [N, H, W]
+    and their (image index, row, column). Candidate crops whose high-pass energy is below
+    `min_energy` x the mean over candidates are skipped (background); deterministic for a seed."""
     if images.ndim != 3 or images.shape[-1] < size or images.shape[-2] < size:
         raise ValueError(f"images [N, H, W] must be at least {size}x{size}, got {tuple(images.shape)}")
     hp = highpass(images, beta)
@@ -122,68 +128,89 @@ def training_crops(images: torch.Tensor, count: int, size: int, *, seed: int = 0
         ok = np.argsort(-energy)[:count]
     pick = ok[:count]
     crops = torch.stack([hp[idx[j], rows[j]:rows[j] + size, cols[j]:cols[j] + size] for j in pick])
+    crops = crops * crop_window(size, taper)
     return crops.to(torch.complex64).contiguous(), [(int(idx[j]), int(rows[j]), int(cols[j])) for j in pick]
 
 
-def _interior_mask(size: int, filter_size: int) -> torch.Tensor:
-    p = filter_size // 2
-    m = torch.zeros(size, size)
-    m[p:size - p, p:size - p] = 1
-    return m
+def crop_window(size: int, taper: int) -> torch.Tensor:
+    """Separable Tukey window [size, size]: 1 inside, a raised-cosine ramp of `taper` pixels to
+    zero at each edge. Windowed crops are (nearly) zero at their borders, so the circular
+    convolution on the crop grid sees no wrap-around edges."""
+    w = torch.ones(size, dtype=torch.float64)
+    if taper > 0:
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(taper, dtype=torch.float64) + 0.5) / taper)
+        w[:taper] = ramp
+        w[size - taper:] = ramp.flip(0)
+    return (w[:, None] * w[None, :]).float()
 
 
 def _code_lipschitz(spec: torch.Tensor) -> float:
     return float((spec.real ** 2 + spec.imag ** 2).sum(dim=0).max())
 
 
-def _synth(spec: torch.Tensor, s_hat: torch.Tensor) -> torch.Tensor:
-    """D s from code spectra [B, K, c, c] (unnormalised fft2) and filter spectra [K, c, c]."""
-    return torch.fft.ifft2((s_hat * spec).sum(dim=1))
+_CHUNK_BYTES = 3 * 2 ** 20
+
+
+def _crop_chunks(batch: int, num_filters: int, grid: tuple[int, int], chunk_bytes: int = _CHUNK_BYTES) -> list[slice]:
+    per_crop = num_filters * grid[0] * grid[1] * 8
+    n = max(1, min(batch, chunk_bytes // max(per_crop, 1)))
+    return [slice(i, min(i + n, batch)) for i in range(0, batch, n)]
 
 
 def sparse_code(filters: torch.Tensor, x: torch.Tensor, lam: float, n_iter: int, *,
-                mask: torch.Tensor | None = None, s0: torch.Tensor | None = None) -> torch.Tensor:
-    """FISTA for min_s 1/2 ||W (D s - x)||^2 + lam ||s||_1 (re/im separately), warm start s0.
+                s0: torch.Tensor | None = None, return_spectra: bool = False
+                ) -> "torch.Tensor | tuple[torch.Tensor, torch.Tensor]":
+    """FISTA for min_s 1/2 ||D s - x||^2 + lam ||s||_1 (re/im separately) on the grid of x,
+    with a warm start s0 (the momentum restarts at every call).
 
-    filters: real [K, h, w]; x: complex [B, c, c]; returns codes [B, K, c, c]."""
+    D is diagonal in the Fourier domain, so the extrapolation and the gradient step are done on
+    the code spectra: per iteration one inverse FFT (then the soft-threshold) and one forward FFT
+    of the K code maps. Crops are independent given the filters and are processed in chunks
+    that fit in the CPU cache.
+
+    filters: real [K, h, w]; x: complex [B, c, c]; returns codes [B, K, c, c] (and their
+    unnormalised spectra fft2(s) with return_spectra=True)."""
     spec = filter_spectra(filters.detach(), x.shape[-2:], x.dtype)
     inv_l = 1.0 / _code_lipschitz(spec)
     tau = lam * inv_l
-    spec_c = spec.conj()
-    s = x.new_zeros((x.shape[0], spec.shape[0]) + tuple(x.shape[-2:])) if s0 is None else s0
-    s_hat = torch.fft.fft2(s)
-    s_prev, s_hat_prev = s, s_hat
-    t = 1.0
-    for _ in range(n_iter):
-        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        mu = (t - 1.0) / t_next
-        z = s + mu * (s - s_prev)
-        z_hat = s_hat + mu * (s_hat - s_hat_prev)
-        r = torch.fft.ifft2((z_hat * spec).sum(dim=1)) - x
-        if mask is not None:
-            r = r * mask
-        grad = torch.fft.ifft2(spec_c * torch.fft.fft2(r)[:, None])
-        s_prev, s_hat_prev = s, s_hat
-        s = soft_threshold(z - inv_l * grad, tau)
-        s_hat = torch.fft.fft2(s)
-        t = t_next
-    return s
+    spec_c = spec.conj() * inv_l
+    b, k = x.shape[0], spec.shape[0]
+    s_out = x.new_empty((b, k) + tuple(x.shape[-2:]))
+    hat_out = torch.empty_like(s_out) if return_spectra else None
+    for c in _crop_chunks(b, k, tuple(x.shape[-2:])):
+        x_hat = torch.fft.fft2(x[c])
+        if s0 is None:
+            s = x.new_zeros((x_hat.shape[0], k) + tuple(x.shape[-2:]))
+            s_hat = torch.zeros_like(s)
+        else:
+            s = s0[c]
+            s_hat = torch.fft.fft2(s)
+        s_hat_prev = s_hat
+        t = 1.0
+        for it in range(n_iter):
+            t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            mu = (t - 1.0) / t_next
+            z_hat = s_hat if it == 0 else torch.lerp(s_hat_prev, s_hat, 1.0 + mu)
+            r_hat = (z_hat * spec).sum(dim=1, keepdim=True) - x_hat[:, None]
+            s = soft_threshold(torch.fft.ifft2(z_hat - spec_c * r_hat), tau)
+            s_hat_prev, s_hat = s_hat, torch.fft.fft2(s)
+            t = t_next
+        s_out[c] = s
+        if hat_out is not None:
+            hat_out[c] = s_hat
+    return (s_out, hat_out) if return_spectra else s_out
 
 
-def cdl_objective(filters: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lam: float,
-                  mask: torch.Tensor | None = None) -> dict:
+def cdl_objective(filters: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lam: float) -> dict:
     """Terms of the CDL objective, averaged per crop: objective, data, l1, relative residual
-    ||W(Ds - x)|| / ||W x|| and code density (fraction of non-zero real code coefficients)."""
+    ||D s - x|| / ||x|| and code density (fraction of non-zero real code coefficients)."""
     spec = filter_spectra(filters.detach(), x.shape[-2:], x.dtype)
-    r = _synth(spec, torch.fft.fft2(s)) - x
-    wx = x
-    if mask is not None:
-        r, wx = r * mask, x * mask
+    r = torch.fft.ifft2((torch.fft.fft2(s) * spec).sum(dim=1)) - x
     data = 0.5 * float(r.abs().pow(2).sum())
     l1 = float(s.real.abs().sum() + s.imag.abs().sum())
     b = x.shape[0]
     return {"objective": (data + lam * l1) / b, "data": data / b, "l1": l1 / b,
-            "relative_residual": float(r.abs().pow(2).sum().sqrt() / wx.abs().pow(2).sum().sqrt()),
+            "relative_residual": float(r.abs().pow(2).sum().sqrt() / x.abs().pow(2).sum().sqrt()),
             "density": float(((s.real != 0).sum() + (s.imag != 0).sum()) / (2 * s.numel()))}
 
 
@@ -193,37 +220,55 @@ def _project(d: torch.Tensor) -> torch.Tensor:
 
 
 class _FilterStep:
-    """Accelerated projected gradient on the filters with the codes fixed."""
+    """Accelerated projected gradient on the filters with the codes fixed, in the Fourier domain.
+
+    With S_b = fft2(s_b), X_b = fft2(x_b) (unnormalised, N = c^2 pixels) the data term is
+    (1/2N) sum_f [ d^H G d - 2 Re(d^H h) ] + const per frequency f, with the K x K Gram matrices
+    G(f) = sum_b S_b(f)^H S_b(f) and h(f) = sum_b S_b(f)^H X_b(f), computed once per update;
+    each gradient step then costs FFTs of the K filters and a K x K product per frequency:
+    grad = Re( P^T ifft2(G d^ - h) ), P the zero-padding (centre at the origin) of filter_spectra.
+    """
 
     def __init__(self, shape: tuple[int, int, int], grid: tuple[int, int], generator: torch.Generator):
         self.grid = grid
+        self.size = shape[-2:]
         self.v = torch.randn(shape, generator=generator)
 
-    def _grad(self, d: torch.Tensor, s_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        d = d.detach().requires_grad_(True)
-        r = (_synth(filter_spectra(d, self.grid, s_hat.dtype), s_hat) - x) * mask
-        loss = 0.5 * (r.real.pow(2) + r.imag.pow(2)).sum()
-        (g,) = torch.autograd.grad(loss, d)
-        return g
+    def _grad(self, d: torch.Tensor, gram: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+        k = d.shape[0]
+        dh = filter_spectra(d, self.grid, gram.dtype).reshape(k, -1).T.contiguous()  # [N, K]
+        g = torch.bmm(gram, dh[:, :, None])[:, :, 0]
+        if h is not None:
+            g = g - h
+        img = torch.fft.ifft2(g.T.reshape(k, *self.grid)).real
+        hh, ww = self.size
+        img = torch.roll(img, shifts=(hh // 2, ww // 2), dims=(-2, -1))
+        return img[:, :hh, :ww].contiguous()
 
-    def lipschitz(self, s_hat: torch.Tensor, mask: torch.Tensor, n_iter: int = 6) -> float:
-        zero = torch.zeros(1, *self.grid, dtype=s_hat.dtype)
+    def lipschitz(self, gram: torch.Tensor, n_iter: int = 5) -> float:
         est = 0.0
         for _ in range(n_iter):
             self.v = self.v / self.v.norm()
-            w = self._grad(self.v, s_hat, zero, mask)
+            w = self._grad(self.v, gram, None)
             est = float(w.norm())
             self.v = w
-        return 1.05 * est
+        return 1.1 * est
 
-    def run(self, d: torch.Tensor, s_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-            steps: int) -> torch.Tensor:
-        lip = self.lipschitz(s_hat, mask)
+    def run(self, d: torch.Tensor, s_hat: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Tensor:
+        """`steps` accelerated projected-gradient steps from d, for code spectra s_hat [B, K, c, c]."""
+        b, k = s_hat.shape[:2]
+        n = s_hat.shape[-1] * s_hat.shape[-2]
+        x_hat = torch.fft.fft2(x).reshape(b, n).T  # [N, B]
+        sc = s_hat.reshape(b, k, n).permute(2, 1, 0).contiguous()  # [N, K, B]
+        gram = torch.matmul(sc.conj(), sc.transpose(1, 2))  # [N, K, K]
+        h = torch.matmul(sc.conj(), x_hat[:, :, None])[:, :, 0]  # [N, K]
+        del sc
+        lip = self.lipschitz(gram)
         if lip <= 0:
             return d
         y, d_prev, t = d, d, 1.0
         for _ in range(steps):
-            d_new = _project(y - self._grad(y, s_hat, x, mask) / lip)
+            d_new = _project(y - self._grad(y, gram, h) / lip)
             t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
             y = d_new + ((t - 1.0) / t_next) * (d_new - d_prev)
             d_prev, t = d_new, t_next
@@ -257,7 +302,6 @@ def learn_dictionary(crops: torch.Tensor, config: CDLConfig, *, name: str | None
     k, f = config.num_filters, config.filter_size
     x = crops.to(torch.complex64)
     grid = tuple(x.shape[-2:])
-    mask = _interior_mask(grid[0], f) if grid[0] == grid[1] else torch.ones(grid)
     d = _initial_filters(x, k, f, rng)
     s = None
     step = _FilterStep((k, f, f), grid, torch_gen)
@@ -270,13 +314,12 @@ def learn_dictionary(crops: torch.Tensor, config: CDLConfig, *, name: str | None
         bar = tqdm(iterator, desc=f"CDL K={k} {f}x{f} lam={config.lam:g}", unit="it", leave=False)
         iterator = bar
     for it in iterator:
-        s = sparse_code(d, x, config.lam, config.code_steps, mask=mask, s0=s)
-        s_hat = torch.fft.fft2(s)
-        d = step.run(d, s_hat, x, mask, config.filter_steps)
+        s, s_hat = sparse_code(d, x, config.lam, config.code_steps, s0=s, return_spectra=True)
+        d = step.run(d, s_hat, x, config.filter_steps)
         if config.reseed_every and (it + 1) % config.reseed_every == 0 and it + 1 < config.iterations:
-            d, s = _reseed_unused(d, s, x, mask, rng)
+            d, s = _reseed_unused(d, s, x, rng)
         if (it + 1) % log_every == 0 or it + 1 == config.iterations:
-            terms = cdl_objective(d, x, s, config.lam, mask)
+            terms = cdl_objective(d, x, s, config.lam)
             terms.update(iteration=it + 1, seconds=round(time.perf_counter() - start, 2))
             history.append(terms)
             if bar is not None:
@@ -287,8 +330,8 @@ def learn_dictionary(crops: torch.Tensor, config: CDLConfig, *, name: str | None
         bar.close()
     # unit norm exactly, then a fresh solve for the final objective
     d = d / d.flatten(1).norm(dim=1)[:, None, None]
-    s_final = sparse_code(d, x, config.lam, config.final_code_steps, mask=mask)
-    final = cdl_objective(d, x, s_final, config.lam, mask)
+    s_final = sparse_code(d, x, config.lam, config.final_code_steps)
+    final = cdl_objective(d, x, s_final, config.lam)
     usage = (s_final.abs().pow(2).sum(dim=(0, 2, 3)) > 0)
     final["filters_used"] = int(usage.sum())
     seconds = time.perf_counter() - start
@@ -304,18 +347,17 @@ def learn_dictionary(crops: torch.Tensor, config: CDLConfig, *, name: str | None
     return CDLResult(dictionary, torch.from_numpy(dictionary.filters.copy()), history, final, seconds)
 
 
-def _reseed_unused(d: torch.Tensor, s: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _reseed_unused(d: torch.Tensor, s: torch.Tensor, x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace filters whose codes are all zero by patches of the largest residual; their codes restart at 0."""
     energy = s.abs().pow(2).sum(dim=(0, 2, 3))
     unused = torch.nonzero(energy == 0).flatten().tolist()
     if not unused:
         return d, s
     spec = filter_spectra(d, x.shape[-2:], x.dtype)
-    r = ((_synth(spec, torch.fft.fft2(s)) - x) * mask)
+    r = torch.fft.ifft2((torch.fft.fft2(s) * spec).sum(dim=1)) - x
     size = d.shape[-1]
     b, c, _ = x.shape
-    # residual energy of every patch position (box sum via cumulative sums)
+    # mean residual energy of every patch position
     e = torch.nn.functional.avg_pool2d(r.abs().pow(2)[:, None].float(), size, stride=1)[:, 0]
     flat = torch.argsort(e.flatten(), descending=True)[: 4 * len(unused)].tolist()
     chosen = rng.choice(len(flat), size=min(len(unused), len(flat)), replace=False)

@@ -1,0 +1,135 @@
+"""Benchmark of the CSC solver: time per FISTA iteration against the FFTs it cannot avoid.
+
+Default problem: 256x256 grid, 128x128 acquired block (2x super-resolution), one slice,
+K = 32 and 128 filters (9x9), 64 FISTA iterations.
+
+Reported per K and lambda mode (scalar float / [B, K, H, W] maps), in milliseconds, median and
+minimum over the repeats (the kinds of run are interleaved so that all see the same machine load):
+  fft_ref     one forward + one inverse FFT of the K code maps [B, K, H, W] as one tensor
+              (torch.fft.fft2 + ifft2): the minimum FFT work of one iteration
+  fft_blocked the same FFTs run on the solver's filter blocks (its cache-sized chunks)
+  iter        one FISTA iteration (64-iteration solve / 64)
+  ratio       iter / fft_ref   (target <= 1.5)   and iter / fft_blocked
+  slice       a whole reconstruction of one slice (x0, scaling, x_low, L, FISTA, synthesis),
+              without the map network (maps mode: constant maps given as a tensor)
+
+Usage:  python benchmarks/bench_solver.py [--k 32 128] [--repeats 5] [--device cpu] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from adacsc.core.dictionary import random_dictionary
+from adacsc.core.fista import default_chunk_size, fista
+from adacsc.core.power import lipschitz_constant
+from adacsc.core.reconstruct import CSCReconstructor
+
+log = logging.getLogger("bench_solver")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    grid, acq, batch = (args.grid, args.grid), (args.grid // 2, args.grid // 2), args.batch
+    gen = torch.Generator().manual_seed(0)
+    y = torch.complex(torch.randn((batch,) + acq, generator=gen), torch.randn((batch,) + acq, generator=gen))
+    y = (y * 3).to(device)
+    rec = CSCReconstructor(random_dictionary(k, args.filter_size, seed=k), n_iter=args.iterations,
+                           chunk_size=args.chunk).to(device)
+    codes = torch.complex(torch.randn((batch, k) + grid, generator=gen),
+                          torch.randn((batch, k) + grid, generator=gen)).to(device)
+    chunk = args.chunk or default_chunk_size(batch, k, grid, device)
+    blocks = [codes[:, i:i + chunk].contiguous() for i in range(0, k, chunk)]
+
+    with torch.inference_mode():
+        op = rec.operator(rec.filters, acq, grid, None, device, torch.complex64)
+        lip = lipschitz_constant(op)
+        y_high = y / 10
+        lam = args.lam if mode == "scalar" else torch.full((batch, k) + grid, args.lam, device=device)
+
+        def fft_ref():
+            torch.fft.ifft2(torch.fft.fft2(codes, norm="ortho"), norm="ortho")
+
+        def fft_blocked():
+            for b in blocks:
+                torch.fft.ifft2(torch.fft.fft2(b, norm="ortho"), norm="ortho")
+
+        def solve():
+            fista(op, y_high, lam, lip, args.iterations, args.chunk)
+
+        def whole_slice():
+            rec.forward(y, grid, lam)
+
+        for fn in (fft_ref, fft_blocked, solve, whole_slice):  # warm-up (plans, allocator)
+            fn()
+        times: dict[str, list[float]] = {"fft_ref": [], "fft_blocked": [], "iter": [], "slice": []}
+        for _ in range(args.repeats):
+            times["fft_ref"].append(_timed(fft_ref, device))
+            times["fft_blocked"].append(_timed(fft_blocked, device))
+            times["iter"].append(_timed(solve, device) / args.iterations)
+            times["slice"].append(_timed(whole_slice, device) / batch)
+    out = {}
+    for name, values in times.items():
+        out[name] = statistics.median(values) * 1e3
+        out[name + "_min"] = min(values) * 1e3
+    out["ratio"] = out["iter"] / out["fft_ref"]
+    out["ratio_min"] = out["iter_min"] / out["fft_ref_min"]
+    out["ratio_blocked"] = out["iter"] / out["fft_blocked"]
+    out["chunk"] = chunk
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=int, nargs="+", default=[32, 128], help="numbers of filters")
+    parser.add_argument("--grid", type=int, default=256, help="grid size (acquired = grid / 2)")
+    parser.add_argument("--batch", type=int, default=1, help="slices per batch")
+    parser.add_argument("--filter-size", type=int, default=9)
+    parser.add_argument("--iterations", type=int, default=64)
+    parser.add_argument("--lam", type=float, default=0.05)
+    parser.add_argument("--modes", nargs="+", default=["scalar", "maps"], choices=["scalar", "maps"],
+                        help="lambda as a float (softshrink) and/or as [B, K, H, W] maps (clamp)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chunk", type=int, default=None, help="filters per block (default: automatic)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    log.info("bench_solver: %s, torch %s, grid %d^2 (acquired %d^2), batch %d, %d iterations, %d repeats",
+             name, torch.__version__, args.grid, args.grid // 2, args.batch, args.iterations, args.repeats)
+    log.info("%5s %6s %5s | %16s | %16s | %16s | %11s | %7s | %16s", "K", "lambda", "chunk",
+             "fft_ref ms med/min", "fft_blocked ms", "iter ms med/min", "ratio", "/blocked", "slice ms med/min")
+    for k in args.k:
+        for mode in args.modes:
+            r = bench(k, mode, args, device)
+            log.info("%5d %6s %5d | %7.2f / %6.2f | %7.2f / %6.2f | %7.2f / %6.2f | %4.2f / %4.2f | %7.2f | "
+                     "%7.1f / %6.1f", k, mode, r["chunk"], r["fft_ref"], r["fft_ref_min"], r["fft_blocked"],
+                     r["fft_blocked_min"], r["iter"], r["iter_min"], r["ratio"], r["ratio_min"],
+                     r["ratio_blocked"], r["slice"], r["slice_min"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

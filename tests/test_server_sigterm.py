@@ -1,0 +1,53 @@
+"""`adacsc serve` as a process: gadgets imported at start, SIGTERM finishes the running scan."""
+
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from adacsc.client import send_scan
+from test_server_support import FRONTEND, make_scan, start_server_process
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_sigterm_stops_accepting_and_finishes_the_running_scan(tmp_path: Path) -> None:
+    scan = make_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
+    dictionaries = tmp_path / "dictionaries"
+    dictionaries.mkdir()
+    process, port, log_path = start_server_process(tmp_path, "--workers", "2", "--dictionary-dir", str(dictionaries))
+    try:
+        assert "imported" in log_path.read_text() and "adacsc.gadgets.coil_combination" in log_path.read_text()
+        outcome = {}
+        client = threading.Thread(target=lambda: outcome.update(result=send_scan(
+            scan, tmp_path / "out.h5", port=port, config_name=FRONTEND, pace="20", timeout=60)))
+        client.start()
+        deadline = time.monotonic() + 30
+        while "running chain" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)  # the scan is under way (paced: about 2 s in all)
+        process.send_signal(signal.SIGTERM)
+        refused = False
+        for _ in range(40):  # bounded: the listener closes within a fraction of a second
+            time.sleep(0.05)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except OSError:
+                refused = True
+                break
+        assert refused, "the server still accepts connections after SIGTERM"
+        assert client.is_alive(), "the scan should still be running"
+        client.join(60)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    result = outcome["result"]
+    assert result.ok and result.images == {"image_1": 2}
+    log = log_path.read_text()
+    assert f"dictionary folder for client-named dictionaries: {dictionaries}" in log
+    assert "session 1 " in log and "ok" in log.split("session 1 ")[-1]
+    assert "SIGTERM received" in log and "finished in" in log and "server stopped after" in log
