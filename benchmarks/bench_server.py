@@ -45,7 +45,8 @@ from adacsc.chain.runner import Chain
 from adacsc.commands.recon import parse_overrides
 from adacsc.io.images import split_image_array
 from gadgetron.types import ImageArray
-from adacsc.client import Pacer, StreamClient, open_scan, read_acquisitions, send_scan, stream
+from adacsc.client import Pacer, StreamClient, send_scan, stream
+from adacsc.io.dataset import InputScan
 from adacsc.mr.fft import fftc
 from adacsc.server import protocol as proto
 
@@ -182,8 +183,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 def throughput(port: int, scan: Path, scans: int, config: str, server_pid: int = 0) -> dict[str, float]:
     """N concurrent scans sent unpaced from pre-encoded messages."""
-    header, group = open_scan(scan)
-    messages = [proto.item_message(a) for a in read_acquisitions(scan, group)]
+    header, messages = read_messages(scan)
     clients = [StreamClient("127.0.0.1", port, timeout=600) for _ in range(scans)]
     done = []
 
@@ -218,7 +218,8 @@ def inprocess_latencies(scan: Path, config: str, pace: str, strict: bool,
                         overrides: dict[str, str] | None = None) -> dict[tuple[int, int], float]:
     """The same paced stream fed straight into the chain in this process (no sockets): per slice,
     last readout pushed -> its images out. This is the reconstruction's own share of the latency."""
-    header, group = open_scan(scan)
+    opened = InputScan(scan)
+    header = opened.header_bytes()
     chain = load_chain(config).with_overrides(overrides or {})
     outputs: dict[tuple[int, int], float] = {}
 
@@ -231,12 +232,13 @@ def inprocess_latencies(scan: Path, config: str, pace: str, strict: bool,
     running = Chain(chain, header, on_output, strict=strict).start()
     pacer = Pacer(pace)
     pushed: dict[tuple[int, int], float] = {}
-    for acquisition in read_acquisitions(scan, group):
+    for acquisition in opened.acquisitions():
         pacer.wait(acquisition)
         running.push(acquisition)
         if not acquisition.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             pushed[(acquisition.idx.slice, acquisition.idx.repetition)] = time.perf_counter()
     running.close()
+    opened.close()
     return {key: outputs[key] - t for key, t in pushed.items() if key in outputs}
 
 
@@ -245,8 +247,14 @@ def _ms(values: list[float]) -> str:
 
 
 def count_readouts(scan: Path) -> int:
-    header, group = open_scan(scan)
-    return sum(1 for _ in read_acquisitions(scan, group))
+    with InputScan(scan) as opened:
+        return opened.number_of_acquisitions()
+
+
+def read_messages(scan: Path) -> tuple[bytes, list[bytes]]:
+    """(header, encoded ACQUISITION messages) of a file."""
+    with InputScan(scan) as opened:
+        return opened.header_bytes(), [proto.item_message(a) for a in opened.acquisitions()]
 
 
 def main() -> None:

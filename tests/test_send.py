@@ -11,7 +11,7 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from adacsc.client import Pacer, StreamClient, read_acquisitions, send_scan, stream, summarise
+from adacsc.client import Pacer, StreamClient, send_scan, stream, summarise
 from adacsc.commands import send as send_command
 from adacsc.commands import serve as serve_command
 from adacsc.io.dataset import InputScan
@@ -38,13 +38,6 @@ def parse(*argv: str) -> argparse.Namespace:
     send_command.add_parser(subparsers)
     serve_command.add_parser(subparsers)
     return parser.parse_args(list(argv))
-
-
-def test_fast_reader_matches_the_dataset_reader(scan):
-    with InputScan(scan) as opened:
-        expected = [a.to_bytes() for a in opened.acquisitions()]
-        group = opened.group
-    assert [a.to_bytes() for a in read_acquisitions(scan, group, block=5)] == expected
 
 
 def test_send_command_by_name(scan, server, tmp_path):
@@ -95,8 +88,8 @@ def test_latency_is_measured_per_slice(scan, server, tmp_path):
 
 def test_stream_client_with_encoded_messages_and_text_replies(scan, server):
     with InputScan(scan) as opened:
-        header, group = opened.header_bytes(), opened.group
-    messages = [proto.item_message(a) for a in read_acquisitions(scan, group)]
+        header = opened.header_bytes()
+        messages = [proto.item_message(a) for a in opened.acquisitions()]
     client = StreamClient("127.0.0.1", server.port, timeout=30)
     stream(client, header, messages, config_name=FRONTEND, overrides={"not_a_property": "1"})
     result = client.wait(30)

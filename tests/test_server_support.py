@@ -18,6 +18,7 @@ import numpy as np
 
 from adacsc.mr.fft import fftc
 from adacsc.server import Server, ServerSettings, SessionSettings
+from adacsc.io.dataset import InputScan
 from adacsc.server import protocol as proto
 
 FRONTEND = "adacsc_frontend"
@@ -107,10 +108,8 @@ def make_scan(path: Path, coils: int = 4, lines: int = 16, slices: int = 2, nois
 
 def scan_messages(path: Path) -> tuple[bytes, list[bytes]]:
     """(header XML, encoded ACQUISITION messages) of a file."""
-    from adacsc.client import open_scan, read_acquisitions
-
-    header, group = open_scan(path)
-    return header, [proto.item_message(a) for a in read_acquisitions(path, group)]
+    with InputScan(path) as scan:
+        return scan.header_bytes(), [proto.item_message(a) for a in scan.acquisitions()]
 
 
 def read_images(path: Path, group: str | None = None) -> dict[str, list[ismrmrd.Image]]:

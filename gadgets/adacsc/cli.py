@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("simulate", "convert", "recon")
+COMMANDS = ("simulate", "convert", "recon", "serve", "send")
 
 
 def build_parser() -> argparse.ArgumentParser:

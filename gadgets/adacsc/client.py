@@ -19,19 +19,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import ismrmrd
-import numpy as np
 
-from adacsc.io.dataset import DatasetError
+from adacsc.io.dataset import InputScan
 from adacsc.io.images import OutputWriter
 from adacsc.server import protocol as proto
 
 log = logging.getLogger(__name__)
-
-_HDF5 = threading.RLock()
-"""HDF5 calls from several client threads (concurrent sends in one process) corrupt vlen reads
-even through h5py's own lock; every file access of this module holds this lock."""
 
 TICK_S = 2.5e-3
 """ISMRMRD acquisition_time_stamp tick (Siemens convention, also the simulator's)."""
@@ -272,73 +266,27 @@ def stream(client: StreamClient, header: bytes, acquisitions: Iterable[ismrmrd.A
     result.send_seconds = time.perf_counter() - started
 
 
-def open_scan(path: str | Path, group: str | None = None) -> tuple[bytes, str]:
-    """(XML header, group name) of an ISMRMRD file, opened read-only (several clients may replay
-    the same file at once; ismrmrd.Dataset opens files for writing)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
-    if not h5py.is_hdf5(path):
-        raise DatasetError(f"{path}: not an ISMRMRD file (not HDF5)")
-    with _HDF5, h5py.File(path, "r") as f:
-        groups = [name for name in f if isinstance(f[name], h5py.Group) and "xml" in f[name]]
-        if group is None:
-            if not groups:
-                raise DatasetError(f"{path}: not an ISMRMRD file (no group with an 'xml' header)")
-            group = "dataset" if "dataset" in groups else groups[0]
-        elif group not in groups:
-            raise DatasetError(f"{path}: no ISMRMRD group {group!r} (found {groups})")
-        xml = f[group]["xml"][0]
-    return (xml if isinstance(xml, bytes) else str(xml).encode()), group
-
-
-def read_acquisitions(path: str | Path, group: str, block: int = 512) -> Iterable[ismrmrd.Acquisition]:
-    """The file's acquisitions in order, read `block` records at a time (ismrmrd.Dataset reads
-    one record per call, a few ms each: too slow to replay a scan at scanner speed)."""
-    offset = 0
-    while True:
-        with _HDF5, h5py.File(path, "r") as f:
-            records = f[group]["data"] if "data" in f[group] else None
-            if records is None or offset >= len(records):
-                return
-            try:
-                rows = records[offset:offset + block]
-            except Exception as err:
-                raise DatasetError(f"{path}: acquisitions {offset}.. cannot be read: {err}") from err
-        offset += len(rows)
-        for row in rows:
-            acquisition = ismrmrd.Acquisition(row["head"])
-            acquisition.data[:] = row["data"].view(np.complex64).reshape(
-                acquisition.active_channels, acquisition.number_of_samples)
-            if acquisition.traj.size:
-                acquisition.traj[:] = row["traj"].reshape(acquisition.number_of_samples,
-                                                          acquisition.trajectory_dimensions)
-            yield acquisition
-
-
 def send_scan(input_path: str | Path, output_path: str | Path | None, host: str = "127.0.0.1", port: int = 9002,
               config_name: str | None = None, config_text: str | None = None,
               overrides: dict[str, str] | None = None, pace: str | None = None, group: str | None = None,
               timeout: float | None = 600.0) -> SendResult:
     """Replay `input_path` to a server; store the images in `output_path` (None: do not store)."""
     started = time.perf_counter()
-    header, group_name = open_scan(input_path)
-    client = StreamClient(host, port, timeout=timeout)  # connect before creating the output file
+    scan = InputScan(input_path)
+    header = scan.header_bytes()
     writer = None
     try:
+        client = StreamClient(host, port, timeout=timeout)  # connect before creating the output file
+    except BaseException:
+        scan.close()
+        raise
+    try:
         if output_path is not None:
-            with _HDF5:
-                writer = OutputWriter(output_path, group)
-                writer.write_header(header)
-
-            def store(image: ismrmrd.Image, output: OutputWriter = writer) -> None:
-                with _HDF5:
-                    output.write(image)
-
-            client.on_image = store
+            writer = OutputWriter(output_path, group)
+            writer.write_header(header)
+            client.on_image = writer.write
         try:
-            stream(client, header, read_acquisitions(input_path, group_name), config_name, config_text,
-                   overrides, pace)
+            stream(client, header, scan.acquisitions(), config_name, config_text, overrides, pace)
         except OSError as err:
             client.result.errors.append(f"sending failed: {err}")
             log.error("sending failed after %d acquisitions: %s (waiting for what the server sends)",
@@ -346,9 +294,9 @@ def send_scan(input_path: str | Path, output_path: str | Path | None, host: str 
         result = client.wait(timeout)
     finally:
         client.close()
+        scan.close()
         if writer is not None:
-            with _HDF5:
-                writer.close()
+            writer.close()
     result.seconds = time.perf_counter() - started
     return result
 

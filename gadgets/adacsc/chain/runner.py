@@ -200,6 +200,11 @@ class Chain:
             raise NodeFailure(f"gadget {node.target} ({node.module}) failed: {err}") from err
 
     @property
+    def pending(self) -> int:
+        """Items waiting in front of the first node (for back-pressure)."""
+        return self._queues[0].qsize()
+
+    @property
     def failed(self) -> bool:
         """Whether a node has failed so far."""
         return bool(self._errors)

@@ -78,6 +78,14 @@ def _solver(dictionary: str, folder: str | None, beta: float, iterations: int, d
     return CSCReconstructor(_dictionary(dictionary, folder).filters, beta=beta, n_iter=iterations).to(device)
 
 
+def preload() -> None:
+    """Load the default dictionary and weights once (a long-running server calls this at start,
+    so the first scan does not pay for it)."""
+    device = str(resolve_device("auto"))
+    _dictionary(DEFAULT_DICTIONARY, None)
+    _network(DEFAULT_WEIGHTS, None, device)
+
+
 class CSCStep:
     """The reconstruction of one scan: resources resolved once from the properties."""
 

@@ -7,7 +7,6 @@ stream ends, at the end (logged as incomplete). Every readout is either used or 
 dropped with a reason.
 """
 
-import copy
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -78,8 +77,6 @@ class Accumulator:
             self.tally.drop(reason, acquisition)
             return None
         data = acquisition.data
-        if self.crop_factor != 1.0:
-            data = remove_readout_oversampling(data, int(round(data.shape[1] * self.crop_factor)))
         key = (acquisition.idx.slice, acquisition.idx.repetition)
         buffer = self.buffers.get(key)
         if buffer is None:
@@ -92,7 +89,7 @@ class Accumulator:
         if buffer.headers[line] is None:
             buffer.lines += 1
         buffer.data[:, line, :] = data.T
-        buffer.headers[line] = copy.deepcopy(acquisition.getHead())
+        buffer.headers[line] = acquisition.getHead()
         self.tally.used += 1
         if acquisition.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE):
             return self._emit(key)
@@ -117,6 +114,9 @@ class Accumulator:
         if buffer.lines < self.lines:
             log.info("slice %d repetition %d: %d of %d phase-encode lines acquired", key[0], key[1],
                      buffer.lines, self.lines)
+        if self.crop_factor != 1.0:
+            readout = int(round(buffer.data.shape[0] * self.crop_factor))
+            buffer.data = np.moveaxis(remove_readout_oversampling(np.moveaxis(buffer.data, 0, -1), readout), -1, 0)
         return _recon_data(buffer, self.encoding, self.crop_factor)
 
     def flush(self) -> list[ReconData]:

@@ -3,6 +3,7 @@ ISMRMRD or are damaged. (ismrmrd.Dataset reads each record three times and, in i
 opens files read-write; here the records are read through h5py in blocks.)"""
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,10 @@ log = logging.getLogger(__name__)
 
 _BLOCK = 256
 """Records read from the file at a time."""
+
+HDF5_LOCK = threading.RLock()
+"""Held around every HDF5 call of adacsc.io: concurrent vlen reads and writes from several
+threads of one process (a server, concurrent replays) corrupt data even through h5py's lock."""
 
 
 class DatasetError(ValueError):
@@ -42,8 +47,9 @@ class InputScan:
             raise DatasetError(f"{self.path}: no such file")
         if not h5py.is_hdf5(self.path):
             raise DatasetError(f"{self.path}: not an ISMRMRD file (not HDF5)")
-        self._file = h5py.File(self.path, "r")
-        groups = [name for name in self._file if isinstance(self._file[name], h5py.Group) and "xml" in self._file[name]]
+        with HDF5_LOCK:
+            self._file = h5py.File(self.path, "r")
+            groups = [n for n in self._file if isinstance(self._file[n], h5py.Group) and "xml" in self._file[n]]
         if group is None:
             if not groups:
                 self._file.close()
@@ -58,21 +64,24 @@ class InputScan:
     def header_bytes(self) -> bytes:
         """The XML header as stored."""
         try:
-            xml = self._group["xml"][0]
+            with HDF5_LOCK:
+                xml = self._group["xml"][0]
         except (OSError, IndexError, ValueError) as err:
             raise DatasetError(f"{self.path}: cannot read the ISMRMRD header: {err}") from err
         return xml if isinstance(xml, bytes) else str(xml).encode()
 
     def number_of_acquisitions(self) -> int:
         """How many acquisitions the file holds (0 when it has none)."""
-        return int(self._group["data"].shape[0]) if "data" in self._group else 0
+        with HDF5_LOCK:
+            return int(self._group["data"].shape[0]) if "data" in self._group else 0
 
     def acquisitions(self) -> Iterator[ismrmrd.Acquisition]:
         """Acquisitions in file order; a damaged record ends the stream with a DatasetError."""
         total = self.number_of_acquisitions()
         for start in range(0, total, _BLOCK):
             try:
-                records = self._group["data"][start:min(start + _BLOCK, total)]
+                with HDF5_LOCK:
+                    records = self._group["data"][start:min(start + _BLOCK, total)]
             except (OSError, ValueError) as err:
                 raise DatasetError(f"{self.path}: acquisitions {start}.. cannot be read: {err}") from err
             for offset, record in enumerate(records):
@@ -83,7 +92,8 @@ class InputScan:
 
     def close(self) -> None:
         """Release the file."""
-        self._file.close()
+        with HDF5_LOCK:
+            self._file.close()
 
     def __enter__(self) -> "InputScan":
         return self

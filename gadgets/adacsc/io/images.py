@@ -10,6 +10,8 @@ import numpy as np
 
 from gadgetron.types import ImageArray
 
+from adacsc.io.dataset import HDF5_LOCK
+
 log = logging.getLogger(__name__)
 
 _ACQUISITION_FIELDS = (
@@ -86,12 +88,14 @@ class OutputWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.group = group or time.strftime("%Y-%m-%d %H:%M:%S")
-        self._dataset = ismrmrd.Dataset(str(self.path), self.group, create_if_needed=True)
+        with HDF5_LOCK:
+            self._dataset = ismrmrd.Dataset(str(self.path), self.group, create_if_needed=True)
         self.counts: dict[str, int] = {}
 
     def write_header(self, xml: bytes) -> None:
         """Store the scan's header beside the images."""
-        self._dataset.write_xml_header(xml)
+        with HDF5_LOCK:
+            self._dataset.write_xml_header(xml)
 
     def write(self, item: object) -> None:
         """Write an Image or every image of an ImageArray; anything else is an error."""
@@ -102,12 +106,14 @@ class OutputWriter:
         if not isinstance(item, ismrmrd.Image):
             raise TypeError(f"cannot store a {type(item).__name__} in an image file")
         name = f"image_{item.image_series_index}"
-        self._dataset.append_image(name, item)
+        with HDF5_LOCK:
+            self._dataset.append_image(name, item)
         self.counts[name] = self.counts.get(name, 0) + 1
 
     def close(self) -> None:
         """Flush and close the file."""
-        self._dataset.close()
+        with HDF5_LOCK:
+            self._dataset.close()
         log.info("wrote %s to %s (group %r)",
                  ", ".join(f"{n} x{c}" for n, c in sorted(self.counts.items())) or "no images",
                  self.path, self.group)

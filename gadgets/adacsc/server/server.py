@@ -17,9 +17,6 @@ from adacsc.server.session import Session, SessionReport, SessionSettings
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_GADGET_MODULES = ("adacsc.gadgets.csc",)
-"""Gadget modules imported at start when present (written separately; absence is not an error)."""
-
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -104,7 +101,7 @@ class Server:
         """Modules named by the chain XMLs in the config folders (operator-provided, trusted)."""
         from adacsc.gadgets.registry import GADGET_MODULES
 
-        modules = set(GADGET_MODULES) | set(OPTIONAL_GADGET_MODULES)
+        modules = set(GADGET_MODULES)
         for folder in dirs:
             if not folder.is_dir():
                 continue
@@ -129,8 +126,7 @@ class Server:
             try:
                 module = importlib.import_module(name)
             except ImportError as err:
-                (log.debug if name in OPTIONAL_GADGET_MODULES else log.warning)(
-                    "gadget module %s not imported: %s", name, err)
+                log.warning("gadget module %s not imported: %s", name, err)
                 continue
             except Exception as err:
                 log.warning("gadget module %s failed to import: %s", name, err)

@@ -500,14 +500,9 @@ class Session:
 
     def _throttle(self) -> None:
         """Pause reading while too many items wait in front of the first gadget, so a fast sender
-        is slowed by TCP instead of filling memory. (Chain has no public queue length; its first
-        queue is looked at when present.)"""
-        queues = getattr(self._chain, "_queues", None)
-        if not queues:
-            return
-        first = queues[0]
+        is slowed by TCP instead of filling memory."""
         limit = self.settings.max_queued_items
-        while first.qsize() > limit and not self._chain.failed and self.report.dropped is None:
+        while self._chain.pending > limit and not self._chain.failed and self.report.dropped is None:
             time.sleep(0.001)
 
     def _finish(self, fatal: bool) -> None:
