@@ -3,15 +3,19 @@
 Default problem: 256x256 grid, 128x128 acquired block (2x super-resolution), one slice,
 K = 32 and 128 filters (9x9), 64 FISTA iterations.
 
-Reported per K and lambda mode (scalar float / [B, K, H, W] maps), in milliseconds, median and
-minimum over the repeats (the kinds of run are interleaved so that all see the same machine load):
+Reported per K and lambda mode (scalar float / [B, K, H, W] maps), median and minimum over the
+repeats (all kinds of run interleaved, so that they see the same machine load):
   fft_ref     one forward + one inverse FFT of the K code maps [B, K, H, W] as one tensor
               (torch.fft.fft2 + ifft2): the minimum FFT work of one iteration
-  fft_blocked the same FFTs run on the solver's filter blocks (its cache-sized chunks)
   iter        one FISTA iteration (64-iteration solve / 64)
-  ratio       iter / fft_ref   (target <= 1.5)   and iter / fft_blocked
+  ratio       iter / fft_ref (target <= 1.5): of the wall-time medians, of the wall-time minima,
+              and of the median process CPU times (the most load-robust with --threads 1)
+  /blocked    iter / the same FFTs run on the solver's filter blocks (minima)
   slice       a whole reconstruction of one slice (x0, scaling, x_low, L, FISTA, synthesis),
-              without the map network (maps mode: constant maps given as a tensor)
+              without the map network (maps mode: constant maps given as a tensor), seconds
+
+On a shared machine use --threads 1: with more torch threads than free cores, every small op
+pays for thread synchronisation and the wall times become erratic.
 
 Usage:  python benchmarks/bench_solver.py [--k 32 128] [--repeats 5] [--device cpu] [--threads N]
 """
@@ -39,12 +43,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
     _sync(device)
-    t0 = time.perf_counter()
+    w0, c0 = time.perf_counter(), time.process_time()
     fn()
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -80,20 +85,23 @@ def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> 
 
         for fn in (fft_ref, fft_blocked, solve, whole_slice):  # warm-up (plans, allocator)
             fn()
-        times: dict[str, list[float]] = {"fft_ref": [], "fft_blocked": [], "iter": [], "slice": []}
+        wall: dict[str, list[float]] = {"fft_ref": [], "fft_blocked": [], "iter": [], "slice": []}
+        cpu: dict[str, list[float]] = {name: [] for name in wall}
         for _ in range(args.repeats):
-            times["fft_ref"].append(_timed(fft_ref, device))
-            times["fft_blocked"].append(_timed(fft_blocked, device))
-            times["iter"].append(_timed(solve, device) / args.iterations)
-            times["slice"].append(_timed(whole_slice, device) / batch)
-    out = {}
-    for name, values in times.items():
-        out[name] = statistics.median(values) * 1e3
-        out[name + "_min"] = min(values) * 1e3
+            for name, fn, per in (("fft_ref", fft_ref, 1), ("fft_blocked", fft_blocked, 1),
+                                  ("iter", solve, args.iterations), ("slice", whole_slice, batch)):
+                w, c = _timed(fn, device)
+                wall[name].append(w / per)
+                cpu[name].append(c / per)
+    out: dict[str, float] = {"chunk": chunk}
+    for name in wall:
+        out[name] = statistics.median(wall[name]) * 1e3
+        out[name + "_min"] = min(wall[name]) * 1e3
+        out[name + "_cpu"] = statistics.median(cpu[name]) * 1e3
     out["ratio"] = out["iter"] / out["fft_ref"]
     out["ratio_min"] = out["iter_min"] / out["fft_ref_min"]
-    out["ratio_blocked"] = out["iter"] / out["fft_blocked"]
-    out["chunk"] = chunk
+    out["ratio_cpu"] = out["iter_cpu"] / out["fft_ref_cpu"]
+    out["ratio_blocked"] = out["iter_min"] / out["fft_blocked_min"]
     return out
 
 
@@ -119,15 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     log.info("bench_solver: %s, torch %s, grid %d^2 (acquired %d^2), batch %d, %d iterations, %d repeats",
              name, torch.__version__, args.grid, args.grid // 2, args.batch, args.iterations, args.repeats)
-    log.info("%5s %6s %5s | %16s | %16s | %16s | %11s | %7s | %16s", "K", "lambda", "chunk",
-             "fft_ref ms med/min", "fft_blocked ms", "iter ms med/min", "ratio", "/blocked", "slice ms med/min")
+    log.info("%4s %6s %5s | %-22s | %-22s | %-17s | %7s | %-15s", "K", "lambda", "chunk",
+             "fft_ref ms wall med/min", "iter ms wall med/min", "ratio med/min/cpu", "/blocked",
+             "slice s med/min")
     for k in args.k:
         for mode in args.modes:
             r = bench(k, mode, args, device)
-            log.info("%5d %6s %5d | %7.2f / %6.2f | %7.2f / %6.2f | %7.2f / %6.2f | %4.2f / %4.2f | %7.2f | "
-                     "%7.1f / %6.1f", k, mode, r["chunk"], r["fft_ref"], r["fft_ref_min"], r["fft_blocked"],
-                     r["fft_blocked_min"], r["iter"], r["iter_min"], r["ratio"], r["ratio_min"],
-                     r["ratio_blocked"], r["slice"], r["slice_min"])
+            log.info("%4d %6s %5d | %8.2f / %8.2f    | %8.2f / %8.2f    | %4.2f / %4.2f / %4.2f | %7.2f | %6.2f / %6.2f",
+                     k, mode, r["chunk"], r["fft_ref"], r["fft_ref_min"], r["iter"], r["iter_min"],
+                     r["ratio"], r["ratio_min"], r["ratio_cpu"], r["ratio_blocked"],
+                     r["slice"] / 1e3, r["slice_min"] / 1e3)
     return 0
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("simulate", "convert", "recon", "serve", "send")
+COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "learn_dictionary", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,11 +11,12 @@ applied to the spectra, so the extrapolated point never needs its own FFT.
 Blocks of filters (`chunk_size`) are processed one after the other within each iteration: on a
 CPU a block that fits in cache (~2 MB per thread) runs the FFTs and elementwise passes much
 faster than one large tensor (and avoids re-faulting large allocations); on CUDA the default is
-all filters at once. Filters only interact through the
-residual, which is summed over all blocks before the gradient step.
+all filters at once. Filters only interact through the residual, which is summed over all
+blocks before the gradient step.
 
-Differentiable: plain out-of-place torch ops (in-place writes only into freshly created
-tensors), so autograd reaches Lambda (maps or a tensor scalar) and anything upstream of y'.
+Differentiable: plain torch ops; the only in-place writes go into freshly created tensors that
+no backward formula needs, so autograd reaches Lambda (maps or a tensor scalar) and anything
+upstream of y' (x_low, hence beta). Memory for training grows with iterations x K x grid.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     blocks = _chunks(k_all, chunk_size)
+    log.debug("FISTA: B=%d, K=%d, grid %s, acquired %s, %d iterations, %d block(s) of <= %d filters, %s",
+              batch, k_all, grid, op.acquired_shape, n_iter, len(blocks), chunk_size,
+              "maps" if isinstance(tau, torch.Tensor) else "scalar lambda")
 
     def block_tau(b: slice) -> tuple["float | torch.Tensor", torch.Tensor | None]:
         if not isinstance(tau, torch.Tensor):

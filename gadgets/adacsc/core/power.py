@@ -21,7 +21,7 @@ import torch
 
 from adacsc.core.spectral import SpectralCodeOperator
 
-__all__ = ["power_iteration", "lipschitz_constant", "clear_lipschitz_cache", "tensor_identity"]
+__all__ = ["power_iteration", "lipschitz_constant", "clear_lipschitz_cache", "tensor_identity", "mask_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def tensor_identity(t: torch.Tensor) -> tuple:
     return (t.data_ptr(), version, tuple(t.shape), t.dtype, str(t.device))
 
 
-def _mask_key(mask: torch.Tensor | None) -> tuple:
+def mask_identity(mask: torch.Tensor | None) -> tuple:
+    """A key for a sampling mask's contents (shape and hash; small masks only)."""
     if mask is None:
         return ()
     m = mask.detach().to("cpu", torch.uint8).contiguous()
@@ -97,7 +98,7 @@ def lipschitz_constant(op: SpectralCodeOperator, method: str = "exact", safety: 
     if safety < 1.0:
         raise ValueError(f"the safety factor must be >= 1, got {safety}")
     filters = op.synthesis.filters
-    key = (tensor_identity(filters), op.acquired_shape, op.grid_shape, _mask_key(op.fourier.mask),
+    key = (tensor_identity(filters), op.acquired_shape, op.grid_shape, mask_identity(op.fourier.mask),
            str(op.device), op.dtype, method, float(safety), n_iter, seed)
     hit = _CACHE.get(key)
     if hit is not None:

@@ -34,7 +34,7 @@ from adacsc.core.convolution import Synthesis, as_filter_tensor
 from adacsc.core.fista import FISTA_ITERATIONS, fista
 from adacsc.core.fourier import SampledFourier, check_shape2
 from adacsc.core.lowpass import lowpass
-from adacsc.core.power import _mask_key, lipschitz_constant, tensor_identity
+from adacsc.core.power import mask_identity, lipschitz_constant, tensor_identity
 from adacsc.core.scaling import SCALE_PERCENTILE, broadcast_scale, robust_scale
 from adacsc.core.spectral import SpectralCodeOperator
 
@@ -115,7 +115,7 @@ class CSCReconstructor(nn.Module):
         """The (cached) A D operator for these filters, shapes, mask, device and dtype."""
         fourier = SampledFourier(acquired_shape, grid_shape, mask)
         key = (tensor_identity(filters), fourier.acquired_shape, fourier.grid_shape,
-               _mask_key(fourier.mask), str(device), dtype)
+               mask_identity(fourier.mask), str(device), dtype)
         hit = self._ops.get(key)
         if hit is not None:
             self._ops.move_to_end(key)
@@ -180,6 +180,8 @@ class CSCReconstructor(nn.Module):
         y_high = y_n - fourier(x_low)
         lam_used = self._lambda(lam, x0_n, f, op.num_filters)
         lip = lipschitz_constant(op, self.lipschitz_method)
+        log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
+                  grid, op.num_filters, [round(v, 4) for v in scale.tolist()], float(beta), lip.tolist())
         codes = fista(op, y_high, lam_used, lip, self.n_iter, self.chunk_size)
         x = x_low + op.synthesis(codes)
         s = broadcast_scale(scale, 3)

@@ -4,13 +4,14 @@ Why: FISTA on ||A D s - y'||^2/2 is dominated by FFTs of the K code maps. Becaus
 convolution and A keeps a block of the spectrum, A D is diagonal in the (uncentred, orthonormal)
 FFT of the codes: with S_k = fft2(s_k, norm="ortho") and P the acquired frequencies,
 
-    (A D s)[i] = phase[i] * sum_k G_k[i] * S_k[P_i],   G_k = mask * fft2(d_k)[P]   (block order),
+    (A D s)[i] = phase[i] * sum_k G_k[i] * S_k[P_i],   G_k = mask * fft2(d_k)[P],
     (A D)^H r  = ifft2_ortho( embed_P( conj(G_k) * conj(phase) * r ) ),
 
-so one FISTA iteration needs exactly one forward FFT (of the thresholded codes, of which only
-the acquired frequencies are kept) and one inverse FFT (of the gradient, zero outside P) of the
-K maps; everything else works on the small [B, K, M1, M2] block. The centring phase is folded
-into the data once (`to_block`), so the iteration never shifts.
+so one FISTA iteration needs exactly one forward FFT (of the thresholded codes) and one inverse
+FFT (of the gradient step, taken in the Fourier domain) of the K maps; the data term works on
+the small [B, K, M1, M2] block. The centring phase is folded into the data once (`to_block`),
+so the iteration never shifts. Block arrays use an internal order: the centred block order, or
+the plain FFT order when grid == acquired (no gather/scatter needed then).
 
 Also: ||A D||^2 exactly. At each frequency the normal operator (A D)^H A D is the rank-one
 matrix g g^H with g = (G_k[f])_k, so ||A D||^2 = max_f sum_k |G_k[f]|^2.
@@ -31,8 +32,9 @@ class SpectralCodeOperator(LinearOperator):
     """A D for codes [B, K, H, W] -> k-space block [B, M1, M2], built for one device and dtype.
 
     Besides forward/adjoint (the same operator as `fourier @ synthesis`), it exposes the pieces
-    the solver fuses: `restrict` (FFT of code maps, acquired frequencies only), `expand`
-    (zero-filled inverse FFT), the weights `G` / `G_conj`, and `to_block` for the data.
+    the solver fuses: `gather` / `embed` / `subtract_block_` (acquired frequencies of a full
+    spectrum), `restrict` / `expand` (with the FFTs), the weights `G` / `G_conj` and `to_block`
+    for the data.
     """
 
     def __init__(self, synthesis: Synthesis, fourier: SampledFourier,

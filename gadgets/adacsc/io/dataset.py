@@ -47,9 +47,12 @@ class InputScan:
             raise DatasetError(f"{self.path}: no such file")
         if not h5py.is_hdf5(self.path):
             raise DatasetError(f"{self.path}: not an ISMRMRD file (not HDF5)")
-        with HDF5_LOCK:
-            self._file = h5py.File(self.path, "r")
-            groups = [n for n in self._file if isinstance(self._file[n], h5py.Group) and "xml" in self._file[n]]
+        try:
+            with HDF5_LOCK:
+                self._file = h5py.File(self.path, "r")
+                groups = [n for n in self._file if isinstance(self._file[n], h5py.Group) and "xml" in self._file[n]]
+        except OSError as err:
+            raise DatasetError(f"{self.path}: damaged HDF5 file: {err}") from err
         if group is None:
             if not groups:
                 self._file.close()

@@ -43,7 +43,7 @@ from adacsc.core.lowpass import lowpass
 from adacsc.core.reconstruct import DEFAULT_BETA
 
 __all__ = ["CDLConfig", "CDLResult", "highpass", "crop_window", "training_crops", "learn_dictionary",
-           "sparse_code", "cdl_objective", "dictionary_name"]
+           "sparse_code", "cdl_objective", "dictionary_name", "heldout_objective"]
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,16 @@ class CDLConfig:
 
     num_filters: int = 32
     filter_size: int = 9
-    lam: float = 0.05
-    iterations: int = 150  # outer (alternating) iterations
-    code_steps: int = 8  # warm-started FISTA iterations per outer iteration
-    filter_steps: int = 8  # projected-gradient steps on the filters per outer iteration
-    crops: int = 64  # number of training crops (B)
+    lam: float = 0.01
+    iterations: int = 60  # outer (alternating) iterations
+    code_steps: int = 4  # warm-started FISTA iterations per outer iteration
+    filter_steps: int = 5  # projected-gradient steps on the filters per outer iteration
+    crops: int = 32  # number of training crops (B)
     crop_size: int = 48
     taper: int = 8  # width (pixels) of the raised-cosine edge of the crop window
     beta: float = DEFAULT_BETA  # high-pass: x - (I + beta grad^H grad)^-1 x
-    final_code_steps: int = 150  # FISTA iterations of the final objective (from s_0 = 0)
-    reseed_every: int = 25  # re-seed unused filters every so many outer iterations (0: never)
+    final_code_steps: int = 100  # FISTA iterations of the final objective (from s_0 = 0)
+    reseed_every: int = 20  # re-seed unused filters every so many outer iterations (0: never)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -372,3 +372,19 @@ def _reseed_unused(d: torch.Tensor, s: torch.Tensor, x: torch.Tensor, rng: np.ra
             d[k] = patch / patch.norm()
     log.debug("re-seeded %d unused filters", len(unused))
     return d, s
+
+
+def heldout_objective(filters: "torch.Tensor | Dictionary", lam: float, *, split: str = "val",
+                      count: int = 32, crop_size: int = 48, data_size: int = 160, seed: int = 99,
+                      beta: float = DEFAULT_BETA, n_iter: int = 150) -> dict:
+    """How well a dictionary represents unseen images: the CDL objective terms (`cdl_objective`)
+    after `n_iter` FISTA iterations from zero on `count` high-pass crops of `split` (default the
+    validation slabs, which no dictionary is learned from). Comparable across dictionaries for
+    the same lam and crops (the same seed gives the same crops)."""
+    from adacsc.training.slices import load_split
+
+    f = torch.as_tensor(filters.filters if isinstance(filters, Dictionary) else filters).float()
+    images = load_split(split, data_size)
+    crops, _ = training_crops(images, count, crop_size, seed=seed, beta=beta)
+    s = sparse_code(f, crops, lam, n_iter)
+    return cdl_objective(f, crops, s, lam)

@@ -331,3 +331,27 @@ def load_split(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0, cache: boo
 def split_records(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0) -> list[SliceRecord]:
     """Provenance of the images of split `name`, in the order of `load_split` (scale left NaN)."""
     return _records_of(name, size, seed)
+
+
+def describe(size: int = DEFAULT_SIZE, seed: int = 0) -> str:
+    """A markdown summary of the splits (slabs, counts, sources), as in docs/DATA.md."""
+    lines = ["| orientation | slicing axis | positions (mm) | slabs | validation slab (mm) | test slab (mm) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for orientation in ORIENTATIONS:
+        lay = slab_layout(orientation)
+        pos = lay["positions_mm"]
+        val = [r for r, s in zip(lay["slab_ranges_mm"], lay["slab_split"]) if s == "val"]
+        test = [r for r, s in zip(lay["slab_ranges_mm"], lay["slab_split"]) if s == "test"]
+        lines.append(f"| {orientation} | {lay['axis']} | {pos[0]:+.1f} .. {pos[-1]:+.1f} every {SPACING_MM:g} "
+                     f"({pos.size}) | {len(lay['slab_split'])} x {SLAB_SLICES} slices | "
+                     f"{lay['slab_split'].index('val')}: {val[0][0]:+.1f} .. {val[0][1]:+.1f} | "
+                     f"{lay['slab_split'].index('test')}: {test[0][0]:+.1f} .. {test[0][1]:+.1f} |")
+    lines += ["", "| split | images | by source and orientation |", "| --- | --- | --- |"]
+    for name in SPLITS:
+        recs = _records_of(name, size, seed)
+        counts: dict[str, int] = {}
+        for r in recs:
+            key = f"{r.source}/{r.orientation}"
+            counts[key] = counts.get(key, 0) + 1
+        lines.append(f"| {name} | {len(recs)} | " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " |")
+    return "\n".join(lines)

@@ -133,23 +133,35 @@ def world_volume(key: str) -> tuple[np.ndarray, np.ndarray]:
     return load_volume(path), _canonical_affine(path)
 
 
-def _mask(volume: np.ndarray, rel_threshold: float) -> np.ndarray:
+@lru_cache(maxsize=8)
+def _threshold(key: str, rel_threshold: float) -> float:
+    volume, _ = world_volume(key)
     positive = volume[volume > 0]
     if positive.size == 0:
-        raise ValueError("the volume is empty")
-    return volume > rel_threshold * float(np.percentile(positive, 99.0))
+        raise ValueError(f"the volume {key!r} is empty")
+    return rel_threshold * float(np.percentile(positive, 99.0))
+
+
+@lru_cache(maxsize=24)
+def _plane_counts(key: str, axis: int, rel_threshold: float) -> np.ndarray:
+    """Number of object voxels in every voxel plane perpendicular to `axis`."""
+    volume, _ = world_volume(key)
+    other = tuple(a for a in range(3) if a != axis)
+    counts = (volume > _threshold(key, rel_threshold)).sum(axis=other).astype(np.float64)
+    counts.setflags(write=False)
+    return counts
 
 
 @lru_cache(maxsize=8)
 def brain_box_mm(key: str, rel_threshold: float = 0.1) -> tuple[tuple[float, float], ...]:
     """World extent (mm) of the object (voxels above rel_threshold x the 99th percentile of the
     positive voxels) along x, y, z: ((lo, hi), (lo, hi), (lo, hi)), voxel centres."""
-    volume, affine = world_volume(key)
-    mask = _mask(volume, rel_threshold)
+    _, affine = world_volume(key)
     box = []
     for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
+        idx = np.flatnonzero(_plane_counts(key, axis, rel_threshold))
+        if idx.size == 0:
+            raise ValueError(f"the volume {key!r} is empty")
         ends = sorted(float(affine[axis, 3] + affine[axis, axis] * i) for i in (idx[0], idx[-1]))
         box.append((ends[0], ends[1]))
     return tuple(box)
@@ -163,9 +175,7 @@ def plane_fraction(key: str, orientation: str, positions_mm: np.ndarray, fov_mm:
     """
     volume, affine = world_volume(key)
     axis = ORIENTATIONS[orientation][0]
-    mask = _mask(volume, rel_threshold)
-    other = tuple(a for a in range(3) if a != axis)
-    counts = mask.sum(axis=other).astype(np.float64)
+    counts = _plane_counts(key, axis, rel_threshold)
     voxel_area = float(np.prod([abs(affine[a, a]) for a in range(3) if a != axis]))
     pos = np.atleast_1d(np.asarray(positions_mm, dtype=np.float64))
     idx = np.rint((pos - affine[axis, 3]) / affine[axis, axis]).astype(int)
@@ -175,16 +185,30 @@ def plane_fraction(key: str, orientation: str, positions_mm: np.ndarray, fov_mm:
     return out
 
 
-@lru_cache(maxsize=6)
-def _prefiltered(key: str, pixel_mm: float) -> np.ndarray:
+@lru_cache(maxsize=3)
+def _prefiltered(key: str, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The volume anti-aliased for output pixels of pixel_mm, and its voxel->world affine.
+
+    Where the pixels are much coarser than the voxels, the volume is first block-averaged by an
+    integer factor (cheap), then Gaussian filtered (FWHM about one output pixel overall)."""
     volume, affine = world_volume(key)
-    sigma = [0.42 * pixel_mm / abs(float(affine[a, a])) for a in range(3)]
-    if max(sigma) <= 0.5:
-        return volume
-    log.debug("pre-filtering %s with sigma %s voxels", key, sigma)
-    out = ndimage.gaussian_filter(volume.astype(np.float32), sigma=sigma, mode="constant", cval=0.0)
-    out.setflags(write=False)
-    return out
+    voxel = np.abs(np.diag(affine)[:3])
+    factors = [max(1, int(pixel_mm / (2.0 * v))) for v in voxel]
+    if max(factors) > 1:
+        f0, f1, f2 = factors
+        n0, n1, n2 = (dim // f for dim, f in zip(volume.shape, factors))
+        volume = volume[: n0 * f0, : n1 * f1, : n2 * f2].reshape(n0, f0, n1, f1, n2, f2).mean(
+            axis=(1, 3, 5), dtype=np.float32)
+        scale = np.diag(list(factors) + [1]).astype(np.float64)
+        shift = np.eye(4)
+        shift[:3, 3] = [(f - 1) / 2.0 for f in factors]
+        affine = affine @ shift @ scale
+    sigma = [max(0.0, 0.42 * pixel_mm / (v * f)) for v, f in zip(voxel, factors)]
+    if max(sigma) > 0.5:
+        log.debug("pre-filtering %s with sigma %s voxels", key, sigma)
+        volume = ndimage.gaussian_filter(volume.astype(np.float32), sigma=sigma, mode="constant", cval=0.0)
+    volume.setflags(write=False)
+    return volume, affine
 
 
 def resample_slices(key: str, orientation: str, positions_mm: np.ndarray, size: int, *,
@@ -200,9 +224,8 @@ def resample_slices(key: str, orientation: str, positions_mm: np.ndarray, size: 
     if size < 4:
         raise ValueError(f"slice size must be >= 4, got {size}")
     axis, row_dir, col_dir = ORIENTATIONS[orientation]
-    _, affine = world_volume(key)
     pixel_mm = fov_mm / size
-    volume = _prefiltered(key, round(pixel_mm, 6))
+    volume, affine = _prefiltered(key, round(pixel_mm, 6))
     pos = np.atleast_1d(np.asarray(positions_mm, dtype=np.float64))
     step = abs(float(affine[axis, axis]))
     n_sub = max(1, int(math.ceil(thickness_mm / step)))
