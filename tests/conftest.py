@@ -7,9 +7,28 @@ import h5py
 import ismrmrd
 import numpy as np
 import pytest
+import torch
 
 from adacsc.commands.recon import bundled_scan
+from adacsc.io.dataset import InputScan
+from adacsc.io.header import parse_header
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> None:
+    """Test problems are small: one torch thread is as fast and avoids thread-pool stalls on a
+    busy 2-core CPU (up to 10x here)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def read_scan(path: Path) -> tuple[object, list[ismrmrd.Acquisition]]:
+    """(parsed header, all acquisitions) of an ISMRMRD file."""
+    with InputScan(path) as scan:
+        return parse_header(scan.header_bytes()), list(scan.acquisitions())
 
 
 @pytest.fixture(autouse=True)

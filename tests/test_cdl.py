@@ -13,15 +13,6 @@ from adacsc.core.dictionary import load_dictionary
 from adacsc.training import cdl
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one torch thread avoids thread-pool stalls on a busy CPU (10x here)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _smooth_crops(b=6, c=32, seed=0):
     """Synthetic piecewise-smooth complex crops (edges and lines), high-pass filtered and windowed."""
     g = torch.Generator().manual_seed(seed)
@@ -141,3 +132,21 @@ def test_learn_dictionary_command(tmp_path):
     assert {c["image"] for c in meta["data"]["crops"]} <= train_ids
     assert np.isfinite(meta["final_objective"]["objective"])
     assert all(src["sha256"] for src in meta["data"]["sources"].values())
+
+
+def test_shipped_family_roles_are_disjoint_and_loadable():
+    from adacsc.training import family
+
+    names = [n for names in family.ROLES.values() for n in names]
+    assert len(names) == len(set(names))
+    for role in family.ROLES:
+        for d in family.load_family(role):
+            assert family.dictionary_role(d.name) == role
+            assert np.allclose(np.linalg.norm(d.filters.reshape(d.num_filters, -1), axis=1), 1, atol=1e-5)
+            meta = d.metadata
+            assert meta["created_by"].startswith("adacsc learn-dictionary -o gadgets/adacsc/data/dictionaries")
+            assert meta["data"]["split"] == "train"
+            assert all(c["image"].startswith("colin27_") for c in meta["data"]["crops"])
+    (big,) = family.load_family("evaluation")
+    assert big.num_filters == 128
+    assert max(d.num_filters for d in family.load_family("training")) < 128

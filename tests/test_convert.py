@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-import h5py
 import ismrmrd
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from adacsc.conversion.lowfield_mat import (
     guess_sequence,
     load_kspace,
 )
+from conftest import read_scan
 
 REPO = Path(__file__).resolve().parents[1]
 SCANS = Path(adacsc.__file__).parent / "data" / "scans"
@@ -38,25 +38,6 @@ def _data_dir() -> Path | None:
 
 DATA = _data_dir()
 needs_data = pytest.mark.skipif(DATA is None, reason="0.055 T .mat data not found (set ADACSC_LOWFIELD_DIR)")
-
-
-def read_scan(path):
-    """Header (via ismrmrd.Dataset) and all acquisitions (one bulk h5py read, checked against
-    ismrmrd.Dataset.read_acquisition for the first and last)."""
-    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False, mode="r") as ds:
-        header = ismrmrd.xsd.CreateFromDocument(ds.read_xml_header())
-        n = ds.number_of_acquisitions()
-        ends = [ds.read_acquisition(0), ds.read_acquisition(n - 1)]
-    with h5py.File(path, "r") as f:
-        records = f["dataset/data"][()]
-    acqs = []
-    for r in records:
-        a = ismrmrd.Acquisition(r["head"].tobytes())
-        a.data[:] = r["data"].view(np.complex64).reshape(a.active_channels, a.number_of_samples)
-        acqs.append(a)
-    for ref, got in zip(ends, (acqs[0], acqs[-1])):
-        assert bytes(ref.getHead()) == bytes(got.getHead()) and np.array_equal(ref.data, got.data)
-    return header, acqs
 
 
 def kspace_from_acquisitions(header, acqs):

@@ -29,31 +29,13 @@ from adacsc.simulation.noise import (
 )
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
+from conftest import read_scan
 
 SCANS = Path(adacsc.__file__).parent / "data" / "scans"
 N, C, S = 32, 4, 2
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def read_scan(path):
-    """Header (via ismrmrd.Dataset) and all acquisitions (one bulk h5py read, checked against
-    ismrmrd.Dataset.read_acquisition for the first and last)."""
-    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False, mode="r") as ds:
-        header = ismrmrd.xsd.CreateFromDocument(ds.read_xml_header())
-        n = ds.number_of_acquisitions()
-        ends = [ds.read_acquisition(0), ds.read_acquisition(n - 1)]
-    with h5py.File(path, "r") as f:
-        records = f["dataset/data"][()]
-    acqs = []
-    for r in records:
-        a = ismrmrd.Acquisition(r["head"].tobytes())
-        a.data[:] = r["data"].view(np.complex64).reshape(a.active_channels, a.number_of_samples)
-        acqs.append(a)
-    for ref, got in zip(ends, (acqs[0], acqs[-1])):
-        assert bytes(ref.getHead()) == bytes(got.getHead()) and np.array_equal(ref.data, got.data)
-    return header, acqs
 
 
 def is_noise(a):

@@ -12,7 +12,9 @@ from adacsc.core.dictionary import random_dictionary
 from adacsc.core.weights import load_model
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.training.schedules import SCHEDULES, Schedule, get_schedule
-from adacsc.training.train import CheckpointError, DictionaryPool, Trainer, default_dictionary_pools
+from adacsc.training.train import (
+    EVALUATION_ONLY_DICTIONARIES, CheckpointError, DictionaryPool, Trainer, check_pools, default_dictionary_pools,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -57,9 +59,15 @@ def test_schedules_are_consistent():
         get_schedule("forever")
 
 
-def test_default_pools_are_disjoint():
+def test_default_pools_are_disjoint_and_never_use_the_evaluation_dictionary():
     train, val = default_dictionary_pools()
     assert train and val and not set(train) & set(val)
+    assert not set(EVALUATION_ONLY_DICTIONARIES) & (set(train) | set(val))
+    check_pools(train, val)
+    with pytest.raises(ValueError, match="both"):
+        check_pools(["a", "b"], ["b"])
+    with pytest.raises(ValueError, match="evaluation"):
+        check_pools(["a", EVALUATION_ONLY_DICTIONARIES[0]], ["b"])
 
 
 def test_tiny_training_reduces_the_loss_on_a_fixed_batch(tmp_path):

@@ -5,8 +5,8 @@ dictionary per batch (adacsc.training.train).
 
 Data: the training and validation slices of adacsc.training.slices (never the test or
 out-of-distribution sets). Dictionaries: the training pool and the held-out validation pool
-(default: the learned dictionaries by the role in their metadata, see
-adacsc.training.train.default_dictionary_pools; or --train-dictionaries / --val-dictionaries).
+(default: the roles of docs/DATA.md, adacsc.training.train.TRAIN_DICTIONARIES / VAL_DICTIONARIES;
+or --train-dictionaries / --val-dictionaries; the evaluation-only K = 128 dictionary is refused).
 Writes DIR/checkpoints/ (resumable with --resume), DIR/NAME.safetensors (the weights, with beta
 and full provenance) and DIR/summary.json (history and validation: maps against the best scalar
 lambda on the held-out dictionaries).
@@ -50,9 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation and data stream) [0]")
     p.add_argument("--name", default="netv3_light", help="file stem of the weights written [netv3_light]")
     p.add_argument("--train-dictionaries", default=None, metavar="A,B,...",
-                   help="training dictionary names [learned dictionaries with role 'train']")
+                   help="training dictionary names [the training role of docs/DATA.md]")
     p.add_argument("--val-dictionaries", default=None, metavar="A,B,...",
-                   help="held-out validation dictionary names [learned dictionaries with role 'validation']")
+                   help="held-out validation dictionary names [the validation role of docs/DATA.md]")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop (with a checkpoint) once N steps are done; continue later with --resume")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch default]")
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from adacsc.training.schedules import get_schedule
     from adacsc.training.slices import load_split_with_records
     from adacsc.training.train import (
-        DictionaryPool, Trainer, default_dictionary_pools, git_commit, resolve_device,
+        DictionaryPool, Trainer, check_pools, default_dictionary_pools, git_commit, resolve_device,
     )
 
     if args.threads:
@@ -104,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
     train_names, val_names = default_dictionary_pools()
     train_names = _names(args.train_dictionaries) or train_names
     val_names = _names(args.val_dictionaries) or val_names
-    overlap = sorted(set(train_names) & set(val_names))
-    if overlap:
-        raise ValueError(f"dictionaries {overlap} are in both the training and the validation pool")
+    check_pools(train_names, val_names)
     train_pool = DictionaryPool.from_names(train_names)
     val_pool = DictionaryPool.from_names(val_names)
 

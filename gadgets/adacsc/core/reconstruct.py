@@ -180,8 +180,10 @@ class CSCReconstructor(nn.Module):
         y_high = y_n - fourier(x_low)
         lam_used = self._lambda(lam, x0_n, f, op.num_filters)
         lip = lipschitz_constant(op, self.lipschitz_method)
-        log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
-                  grid, op.num_filters, [round(v, 4) for v in scale.tolist()], float(beta), lip.tolist())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
+                      grid, op.num_filters, [round(v, 4) for v in scale.tolist()], float(beta.detach()),
+                      lip.tolist())
         codes = fista(op, y_high, lam_used, lip, self.n_iter, self.chunk_size)
         x = x_low + op.synthesis(codes)
         s = broadcast_scale(scale, 3)

@@ -40,7 +40,7 @@ class Schedule:
     train_iterations: int = 20  # unrolled FISTA iterations in training
     network: str = "light"  # NetworkConfig preset
     lr: float = 1e-3  # Adam, map network
-    lr_beta: float = 0.05  # Adam, log(beta)
+    lr_beta: float = 0.02  # Adam, log(beta)
     initial_beta: float = 1.0
     warmup_steps: int = 20
     final_lr_fraction: float = 0.1
@@ -64,7 +64,7 @@ class Schedule:
     final_validation: bool = True
     final_val_images: int = 12
     final_val_iterations: int = 64
-    lambda_grid: tuple[float, ...] = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
+    lambda_grid: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 
     def __post_init__(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
@@ -125,12 +125,12 @@ SCHEDULES: dict[str, Schedule] = {
     ),
     "cpu-30m": Schedule(
         name="cpu-30m", steps=1200, batch_size=1, crop=96, max_filters=64, train_iterations=20,
-        lr=1e-3, lr_beta=0.05, warmup_steps=30, checkpoint_every=100, validate_every=200, val_images=6,
+        lr=1e-3, lr_beta=0.02, warmup_steps=30, checkpoint_every=100, validate_every=200, val_images=6,
         final_val_images=8,
     ),
     "cpu-2h": Schedule(
         name="cpu-2h", steps=4500, batch_size=1, crop=96, max_filters=64, train_iterations=20,
-        lr=5e-4, lr_beta=0.03, warmup_steps=50, checkpoint_every=100, validate_every=500, val_images=6,
+        lr=5e-4, lr_beta=0.02, warmup_steps=50, checkpoint_every=100, validate_every=500, val_images=6,
         final_val_images=12,
     ),
     "gpu": Schedule(

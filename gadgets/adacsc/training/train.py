@@ -58,6 +58,10 @@ from adacsc.training.schedules import Schedule
 __all__ = [
     "DictionaryPool",
     "default_dictionary_pools",
+    "check_pools",
+    "TRAIN_DICTIONARIES",
+    "VAL_DICTIONARIES",
+    "EVALUATION_ONLY_DICTIONARIES",
     "Trainer",
     "TrainResult",
     "evaluate",
@@ -73,7 +77,18 @@ CHECKPOINT_FORMAT = "adacsc-train-checkpoint"
 CHECKPOINT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_\d{6,}$")
 
-#: Analytic dictionaries used when no learned (cdl_*) dictionaries are installed.
+#: Dictionary roles for training (docs/DATA.md, "Roles for adacsc train"): one of TRAIN_DICTIONARIES
+#: is drawn per batch; VAL_DICTIONARIES are held out for validation and model selection;
+#: EVALUATION_ONLY_DICTIONARIES (the unseen, larger dictionary) are never used here.
+TRAIN_DICTIONARIES = (
+    "cdl_k16_7x7_l0.01", "cdl_k16_9x9_l0.01", "cdl_k16_11x11_l0.01",
+    "cdl_k32_7x7_l0.01", "cdl_k32_9x9_l0.01", "cdl_k32_11x11_l0.01",
+    "cdl_k64_7x7_l0.01", "cdl_k64_9x9_l0.01", "cdl_k64_11x11_l0.01",
+    "cdl_k16_9x9_l0.03", "cdl_k32_11x11_l0.03", "cdl_k64_9x9_l0.03",
+)
+VAL_DICTIONARIES = ("cdl_k32_9x9_l0.01_s1", "cdl_k64_11x11_l0.03")
+EVALUATION_ONLY_DICTIONARIES = ("cdl_k128_11x11_l0.01",)
+#: Analytic dictionaries used when the learned ones are not installed.
 FALLBACK_TRAIN_DICTIONARIES = ("dct7x7_k48", "gabor9x9_k32", "gabor11x11_k64")
 FALLBACK_VAL_DICTIONARIES = ("dct9x9_k80",)
 
@@ -199,35 +214,28 @@ class DictionaryPool:
         return self.dictionaries[j].name, f[torch.from_numpy(order)].contiguous()
 
 
-def _dictionary_role(d: Dictionary) -> str | None:
-    for key in ("role", "split", "usage"):
-        value = d.metadata.get(key)
-        if isinstance(value, str):
-            return value.lower()
-    return None
-
-
-def default_dictionary_pools(dictionary_dir: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
-    """(training names, validation names) among the shipped dictionaries.
-
-    Learned dictionaries (cdl_*) carry their role in their metadata ("role": "train",
-    "validation"/"val" or "test"/"heldout"); dictionaries marked for testing are never used here.
-    Without learned dictionaries the analytic ones are used (FALLBACK_*).
-    """
-    learned = [n for n in list_dictionaries() if n.startswith("cdl_")]
-    train, val = [], []
-    for name in learned:
-        role = _dictionary_role(get_dictionary(name, dictionary_dir))
-        if role in ("train", "training"):
-            train.append(name)
-        elif role in ("val", "validation"):
-            val.append(name)
-    if train and val:
-        return train, val
-    if learned:
-        log.warning("learned dictionaries found (%s) but not both training and validation roles in their "
-                    "metadata; using the analytic dictionaries", ", ".join(learned))
+def default_dictionary_pools() -> tuple[list[str], list[str]]:
+    """(training names, validation names): the learned dictionaries' roles of docs/DATA.md when
+    they are all shipped, else the analytic dictionaries (with a warning)."""
+    shipped = set(list_dictionaries())
+    missing = sorted(set(TRAIN_DICTIONARIES + VAL_DICTIONARIES) - shipped)
+    if not missing:
+        return list(TRAIN_DICTIONARIES), list(VAL_DICTIONARIES)
+    log.warning("learned dictionaries %s are not installed; training with the analytic dictionaries "
+                "(train %s, validation %s)", ", ".join(missing), ", ".join(FALLBACK_TRAIN_DICTIONARIES),
+                ", ".join(FALLBACK_VAL_DICTIONARIES))
     return list(FALLBACK_TRAIN_DICTIONARIES), list(FALLBACK_VAL_DICTIONARIES)
+
+
+def check_pools(train_names: Sequence[str], val_names: Sequence[str]) -> None:
+    """Refuse overlapping pools and evaluation-only dictionaries (ValueError)."""
+    overlap = sorted(set(train_names) & set(val_names))
+    if overlap:
+        raise ValueError(f"dictionaries {overlap} are in both the training and the validation pool")
+    banned = sorted(set(EVALUATION_ONLY_DICTIONARIES) & (set(train_names) | set(val_names)))
+    if banned:
+        raise ValueError(f"dictionaries {banned} are reserved for evaluation (docs/DATA.md) and never used "
+                         "in training or validation")
 
 
 # ---------------------------------------------------------------------------------------------
