@@ -72,6 +72,11 @@ class SpectralCodeOperator(LinearOperator):
                       * centring_phase(w, dtype, self.device)[cols][None, :])  # [M1, M2], internal order
 
     @property
+    def full_grid(self) -> bool:
+        """True when grid == acquired (block arrays are then the full spectra themselves)."""
+        return self._full
+
+    @property
     def num_filters(self) -> int:
         return int(self.G.shape[1])
 
@@ -91,13 +96,21 @@ class SpectralCodeOperator(LinearOperator):
         return torch.fft.fftshift(t, dim=(-2, -1)) if self._full else t
 
     # --- fused pieces (internal order) ---------------------------------------------------------
-    def gather(self, spec: torch.Tensor) -> torch.Tensor:
-        """The acquired frequencies of a full (uncentred) spectrum: [..., H, W] -> [..., M1, M2]."""
+    def gather(self, spec: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The acquired frequencies of a full (uncentred) spectrum: [..., H, W] -> [..., M1, M2].
+
+        Without `out` (and when grid == acquired) the result may share memory with `spec`.
+        """
         if self._full:
-            return spec
-        # contiguous slices + cat: about twice as fast as index_select on CPU
-        return torch.cat([torch.cat([spec[..., r_full, c_full] for c_full, _ in self.col_pieces], dim=-1)
-                          for r_full, _ in self.row_pieces], dim=-2)
+            return spec if out is None else out.copy_(spec)
+        if out is None:
+            # contiguous slices + cat: about twice as fast as index_select on CPU
+            return torch.cat([torch.cat([spec[..., r_full, c_full] for c_full, _ in self.col_pieces], dim=-1)
+                              for r_full, _ in self.row_pieces], dim=-2)
+        for r_full, r_blk in self.row_pieces:
+            for c_full, c_blk in self.col_pieces:
+                out[..., r_blk, c_blk].copy_(spec[..., r_full, c_full])
+        return out
 
     def embed(self, g: torch.Tensor) -> torch.Tensor:
         """A block spectrum [..., M1, M2] zero-filled to the full (uncentred) spectrum [..., H, W]."""
