@@ -133,10 +133,12 @@ def test_saved_weights_load_and_work_with_another_dictionary(tmp_path):
     prov = info.provenance
     assert prov["created_by"] == "test" and prov["steps"] == 4 and prov["schedule"]["name"] == "tiny"
     assert [d["name"] for d in prov["train_dictionaries"]] == trainer.train_pool.names
-    assert set(prov["validation"]["mean"]) == {"0.05", "0.15"}
+    assert set(prov["validation"]["mean"]) == {"0.05", "0.15", "all_levels"}
     summary = json.loads(result.summary.read_text())
     entry = summary["validation"]["per_dictionary"][trainer.val_pool.names[0]]["0.05"]
     assert {"zero_filled", "maps", "best_scalar", "best_scalar_lambda", "scalar"} <= set(entry)
+    single = summary["validation"]["per_dictionary"][trainer.val_pool.names[0]]["all_levels"]
+    assert single["best_scalar_lambda"] in SCHEDULES["tiny"].lambda_grid and "maps_minus_best_scalar" in single
     x0 = _images(2, size=48).to(torch.complex64)
     for k, size in ((3, 5), (11, 9)):  # trained with K <= 6
         filters = torch.from_numpy(random_dictionary(k, size, seed=k).filters)

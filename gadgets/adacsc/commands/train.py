@@ -135,10 +135,18 @@ def run(args: argparse.Namespace) -> int:
     if result is None:
         return 0
     if result.validation is not None:
-        for level, m in result.validation["mean"].items():
+        mean = result.validation["mean"]
+        for level, m in mean.items():
+            if level == "all_levels":
+                continue
             log.info("validation (noise %s, %d images, %d iterations, held-out dictionaries): zero-filled "
-                     "%.2f dB, best scalar %.2f dB, maps %.2f dB (%+.2f dB)", level,
+                     "%.2f dB, best scalar for this noise level %.2f dB, maps %.2f dB (%+.2f dB)", level,
                      result.validation["images"], result.validation["iterations"], m["zero_filled"],
+                     m.get("best_scalar", float("nan")), m.get("maps", float("nan")),
+                     m.get("maps_minus_best_scalar", float("nan")))
+        if "all_levels" in mean:
+            m = mean["all_levels"]
+            log.info("validation, one scalar for all noise levels: best scalar %.2f dB, maps %.2f dB (%+.2f dB)",
                      m.get("best_scalar", float("nan")), m.get("maps", float("nan")),
                      m.get("maps_minus_best_scalar", float("nan")))
     print(result.weights)

@@ -125,12 +125,12 @@ SCHEDULES: dict[str, Schedule] = {
     ),
     "cpu-30m": Schedule(
         name="cpu-30m", steps=1200, batch_size=1, crop=96, max_filters=64, train_iterations=20,
-        lr=1e-3, lr_beta=0.02, warmup_steps=30, checkpoint_every=100, validate_every=200, val_images=6,
+        lr=3e-3, lr_beta=0.02, warmup_steps=30, checkpoint_every=100, validate_every=200, val_images=6,
         final_val_images=8,
     ),
     "cpu-2h": Schedule(
         name="cpu-2h", steps=4500, batch_size=1, crop=96, max_filters=64, train_iterations=20,
-        lr=5e-4, lr_beta=0.02, warmup_steps=50, checkpoint_every=100, validate_every=500, val_images=6,
+        lr=2e-3, lr_beta=0.02, warmup_steps=50, checkpoint_every=100, validate_every=500, val_images=6,
         final_val_images=12,
     ),
     "gpu": Schedule(

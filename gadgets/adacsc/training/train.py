@@ -253,7 +253,10 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
 
     Returns {"per_dictionary": {name: {str(level): {...}}}, "mean": {str(level): {...}}} where each
     {...} holds mean PSNRs: "zero_filled", "maps" (scale 1), "maps_x{s}", "scalar": {lam: psnr},
-    "best_scalar_lambda", "best_scalar", "maps_minus_best_scalar".
+    "best_scalar_lambda", "best_scalar" (the best lambda for that noise level: an oracle that
+    knows the noise level), "maps_minus_best_scalar"; with a lambda grid also the key
+    "all_levels": one lambda for all noise levels (the best mean over the levels), its mean PSNR
+    and that of the maps.
     """
     device = torch.device(device)
     images = images.to(torch.complex64)
@@ -304,9 +307,20 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
             if progress is not None:
                 progress(f"{name} noise {level:g}: " + ", ".join(
                     f"{k} {v:.2f}" for k, v in entry.items() if isinstance(v, float) and k != "best_scalar_lambda"))
+        # one scalar for all noise levels (what a fixed chain setting can do): best mean over levels
+        grid_keys = [f"{float(lam):g}" for lam in lambda_grid]
+        if grid_keys:
+            levels = [per[name][f"{lv:g}"] for lv in noise_levels]
+            over = {k: float(np.mean([e["scalar"][k] for e in levels])) for k in grid_keys}
+            best = max(over, key=over.get)
+            single: dict[str, Any] = {"best_scalar_lambda": float(best), "best_scalar": over[best]}
+            if network is not None:
+                single["maps"] = float(np.mean([e["maps"] for e in levels]))
+                single["maps_minus_best_scalar"] = single["maps"] - single["best_scalar"]
+            per[name]["all_levels"] = single
     mean: dict[str, Any] = {}
-    for level in noise_levels:
-        key = f"{level:g}"
+    for level in list(noise_levels) + (["all_levels"] if lambda_grid else []):
+        key = level if isinstance(level, str) else f"{level:g}"
         entries = [per[name][key] for name in per]
         agg = {}
         for k, v in entries[0].items():
