@@ -108,12 +108,12 @@ def test_learn_dictionary_command(tmp_path):
 
     if not all((TEMPLATES_DIR / s.file).is_file() for s in SOURCES.values()):
         pytest.skip("mricron-data templates not installed")
-    from adacsc.commands import learn_dictionary as cmd
+    from adacsc.cli import main
 
     old = os.environ.get("ADACSC_CACHE_DIR")
     os.environ["ADACSC_CACHE_DIR"] = str(tmp_path / "cache")
     try:
-        rc = cmd.main(["-o", str(tmp_path / "out"), "--filters", "4", "--size", "7", "--lambda", "0.02",
+        rc = main(["learn-dictionary", "-o", str(tmp_path / "out"), "--filters", "4", "--size", "7", "--lambda", "0.02",
                        "--iterations", "2", "--images", "3", "--crop-size", "32", "--data-size", "64",
                        "--seed", "3", "--no-progress"])
         train_ids = {r.id for r in slices.split_records("train", 64)}

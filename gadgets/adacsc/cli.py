@@ -4,6 +4,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sys
 
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "learn_dictionary", "train")
@@ -21,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, set up logging, run; expected errors become one clear log line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = "adacsc " + " ".join(shlex.quote(a) for a in argv)
     level = "DEBUG" if args.verbose else os.environ.get("ADACSC_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -103,10 +101,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("CDL %s: K=%d %dx%d lambda=%g on %d crops %dx%d of %d training slices (%dx%d)",
              name, config.num_filters, config.filter_size, config.filter_size, config.lam,
              crops.shape[0], config.crop_size, config.crop_size, len(records), args.data_size, args.data_size)
-    argv = getattr(args, "argv", None)
-    if argv is None and "learn-dictionary" in sys.argv:
-        argv = sys.argv[sys.argv.index("learn-dictionary") + 1:]
-    command = _COMMAND + (" " + " ".join(shlex.quote(a) for a in argv) if argv is not None else "")
+    command = getattr(args, "command_line", _COMMAND)
     files = {}
     for key in ("colin27_ch2better", "colin27_ch2"):
         p = source_path(key)
@@ -136,27 +131,5 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s: objective %.5g (data %.4g, l1 %.4g per crop), relative residual %.3f, "
              "density %.4f, %d/%d filters used, %.0f s", path, f["objective"], f["data"], f["l1"],
              f["relative_residual"], f["density"], f["filters_used"], config.num_filters, seconds)
-    print(path)
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m adacsc.commands.learn_dictionary`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=_COMMAND)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["learn-dictionary"] + argv)
-    args.argv = [a for a in argv if a not in ("-v", "--verbose")]
-    logging.basicConfig(level="DEBUG" if args.verbose else "INFO",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:
-        log.error("%s", err)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,6 +22,7 @@ import torch
 from gadgetron.types import ImageArray
 
 from adacsc import settings
+from adacsc.core.device import resolve_device
 from adacsc.core.reconstruct import DEFAULT_BETA, CSCReconstructor
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
@@ -46,19 +47,6 @@ SPEC = PropertySpec("csc", (
     Property("send_maps", parse_bool, True, "also send the mean sparsity map (series base + 2)"),
     Property("image_series_index", int, 1, "series index of the reconstruction (base)"),
 ))
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; otherwise the named device, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"device {name!r} is not a torch device") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 @functools.lru_cache(maxsize=16)

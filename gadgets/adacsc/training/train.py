@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from adacsc.core.device import resolve_device
 from adacsc.core.dictionary import Dictionary
 from adacsc.core.network import MapNetwork, NetworkConfig
 from adacsc.core.reconstruct import CSCReconstructor
@@ -100,24 +101,6 @@ class CheckpointError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else MPS when available, else CPU; else the named device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"device {name!r} is not a torch device") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
 def git_commit(path: Path | None = None) -> dict[str, Any]:
     """{"commit": HEAD or None, "dirty": bool or None} of the repository holding this file."""
     here = path or Path(__file__).resolve().parent
