@@ -117,9 +117,10 @@ def run(args: argparse.Namespace) -> int:
              time.perf_counter() - t0, ", ".join(train_names), ", ".join(val_names), schedule.name,
              schedule.steps, device, torch.get_num_threads())
     argv = getattr(args, "argv", None)
-    if argv is None and "train" in sys.argv[1:]:  # through the adacsc console script
-        argv = [a for a in sys.argv[sys.argv.index("train", 1) + 1:]]
-    command = _COMMAND + (" " + " ".join(shlex.quote(a) for a in argv) if argv is not None else "")
+    if argv is not None:  # python -m adacsc.commands.train
+        command = _COMMAND + "".join(" " + shlex.quote(a) for a in argv)
+    else:  # the adacsc console script records the command line itself
+        command = getattr(args, "command_line", None) or _COMMAND
     provenance = {
         "created_by": command,
         "description": ("NET_Theta V3 (dictionary-agnostic sparsity-level-map network) trained end to end "

@@ -25,7 +25,7 @@ __all__ = ["SHIPPED_DIR", "list_dictionaries", "resolve_dictionary", "get_dictio
 log = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(str(resources.files("adacsc") / "data" / "dictionaries"))
-DEFAULT_DICTIONARY = "dct7x7_k48"
+DEFAULT_DICTIONARY = "cdl_k32_9x9_l0.01"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
