@@ -2,7 +2,6 @@
 ISMRMRD or are damaged. (ismrmrd.Dataset reads each record three times and, in ismrmrd 1.14,
 opens files read-write; here the records are read through h5py in blocks.)"""
 
-import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,6 @@ import h5py
 import ismrmrd
 import numpy as np
 
-log = logging.getLogger(__name__)
 
 _BLOCK = 256
 """Records read from the file at a time."""

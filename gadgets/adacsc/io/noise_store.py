@@ -1,7 +1,6 @@
 """Stored noise covariances, keyed by measurementID inside one operator-configured folder."""
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -10,8 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from adacsc.settings import noise_dir
-
-log = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
