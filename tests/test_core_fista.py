@@ -19,15 +19,6 @@ from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.mr.fft import fftc
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small problems: one torch thread is as fast and far more robust on a shared, busy CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def crandn(gen, *shape, dtype=torch.complex128):
     real = torch.float64 if dtype == torch.complex128 else torch.float32
     return torch.complex(torch.randn(shape, generator=gen, dtype=real), torch.randn(shape, generator=gen, dtype=real))

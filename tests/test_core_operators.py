@@ -17,15 +17,6 @@ from adacsc.mr.fft import fftc, ifftc
 GEN = torch.Generator().manual_seed(1234)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small problems: one torch thread is as fast and far more robust on a shared, busy CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def crandn(*shape, dtype=torch.complex128):
     real = torch.float64 if dtype == torch.complex128 else torch.float32
     return torch.complex(torch.randn(shape, generator=GEN, dtype=real), torch.randn(shape, generator=GEN, dtype=real))

@@ -18,15 +18,6 @@ from adacsc.core.scaling import robust_scale
 ACQ, GRID = (24, 24), (48, 48)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small problems: one torch thread is as fast and far more robust on a shared, busy CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def phantom(n: int = 48, seed: int = 0) -> torch.Tensor:
     """A smooth-edged complex test object with max |x| = 1."""
     rng = np.random.default_rng(seed)

@@ -17,15 +17,6 @@ from adacsc.training.train import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest (and deterministic) on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _images(n: int, size: int = 40, seed: int = 0) -> torch.Tensor:
     positions = np.linspace(-30.0, 20.0, n)
     return torch.from_numpy(phantom_slices(size, positions, fov_mm=200.0, rng=np.random.default_rng(seed)))

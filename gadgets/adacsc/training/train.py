@@ -51,6 +51,7 @@ from adacsc.core.network import MapNetwork, NetworkConfig
 from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.core.registry import get_dictionary, list_dictionaries
 from adacsc.core.weights import load_model, save_model
+from adacsc.training.family import EVALUATION_DICTIONARIES, TRAINING_DICTIONARIES, VALIDATION_DICTIONARIES
 from adacsc.training.lowfield import (
     TEST_NOISE_LEVELS, LowFieldConfig, augment, fixed_lowfield, random_lowfield,
 )
@@ -81,14 +82,9 @@ _STEP_DIR = re.compile(r"^step_\d{6,}$")
 #: Dictionary roles for training (docs/DATA.md, "Roles for adacsc train"): one of TRAIN_DICTIONARIES
 #: is drawn per batch; VAL_DICTIONARIES are held out for validation and model selection;
 #: EVALUATION_ONLY_DICTIONARIES (the unseen, larger dictionary) are never used here.
-TRAIN_DICTIONARIES = (
-    "cdl_k16_7x7_l0.01", "cdl_k16_9x9_l0.01", "cdl_k16_11x11_l0.01",
-    "cdl_k32_7x7_l0.01", "cdl_k32_9x9_l0.01", "cdl_k32_11x11_l0.01",
-    "cdl_k64_7x7_l0.01", "cdl_k64_9x9_l0.01", "cdl_k64_11x11_l0.01",
-    "cdl_k16_9x9_l0.03", "cdl_k32_11x11_l0.03", "cdl_k64_9x9_l0.03",
-)
-VAL_DICTIONARIES = ("cdl_k32_9x9_l0.01_s1", "cdl_k64_11x11_l0.03")
-EVALUATION_ONLY_DICTIONARIES = ("cdl_k128_11x11_l0.01",)
+TRAIN_DICTIONARIES = TRAINING_DICTIONARIES
+VAL_DICTIONARIES = VALIDATION_DICTIONARIES
+EVALUATION_ONLY_DICTIONARIES = EVALUATION_DICTIONARIES
 #: Analytic dictionaries used when the learned ones are not installed.
 FALLBACK_TRAIN_DICTIONARIES = ("dct7x7_k48", "gabor9x9_k32", "gabor11x11_k64")
 FALLBACK_VAL_DICTIONARIES = ("dct9x9_k80",)
