@@ -45,10 +45,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--schedule", default="cpu-2h", choices=schedule_names(),
                    help="training schedule (adacsc.training.schedules) [cpu-2h]")
+    p.add_argument("--model", default="netv3", choices=("netv3", "unet-blackbox"),
+                   help="netv3: the map network through the unrolled solver; unet-blackbox: the black-box "
+                        "image-to-image U-Net reference of `adacsc evaluate`, same data and schedule [netv3]")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in DIR")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, else CPU), cpu, cuda, cuda:N [auto]")
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation and data stream) [0]")
-    p.add_argument("--name", default="netv3_light", help="file stem of the weights written [netv3_light]")
+    p.add_argument("--name", default=None,
+                   help="file stem of the weights written [netv3_light, or unet_blackbox with --model unet-blackbox]")
     p.add_argument("--train-dictionaries", default=None, metavar="A,B,...",
                    help="training dictionary names [the training role of docs/DATA.md]")
     p.add_argument("--val-dictionaries", default=None, metavar="A,B,...",
@@ -129,9 +133,11 @@ def run(args: argparse.Namespace) -> int:
         "git": git_commit(),
         "data": _data_provenance(schedule.image_size, train_records, val_records),
     }
+    if args.model == "unet-blackbox":
+        return _run_blackbox(args, schedule, device, train_images, val_images, provenance)
     trainer = Trainer(schedule, args.output, train_images=train_images, val_images=val_images,
                       train_dictionaries=train_pool, val_dictionaries=val_pool, seed=args.seed,
-                      device=device, name=args.name, provenance=provenance, progress=not args.no_progress)
+                      device=device, name=args.name or "netv3_light", provenance=provenance, progress=not args.no_progress)
     result = trainer.run(resume=args.resume, stop_after=args.stop_after)
     if result is None:
         return 0
@@ -151,6 +157,24 @@ def run(args: argparse.Namespace) -> int:
                      m.get("best_scalar", float("nan")), m.get("maps", float("nan")),
                      m.get("maps_minus_best_scalar", float("nan")))
     print(result.weights)
+    return 0
+
+
+def _run_blackbox(args: argparse.Namespace, schedule, device: torch.device, train_images: torch.Tensor,
+                  val_images: torch.Tensor, provenance: dict) -> int:
+    """Train the black-box U-Net reference on the same data stream and schedule (not resumable)."""
+    from adacsc.training.blackbox import train_blackbox
+
+    if args.resume or args.stop_after is not None:
+        raise ValueError("--resume and --stop-after apply to --model netv3 only; the black-box U-Net "
+                         "trains in one go")
+    provenance = {**provenance, "description": (
+        "Black-box residual U-Net (zero-filled image -> image), the robustness reference of adacsc "
+        "evaluate, trained on the same data stream and schedule as NET_Theta (adacsc.training.blackbox).")}
+    path = train_blackbox(schedule, args.output, train_images=train_images, val_images=val_images, seed=args.seed,
+                          device=device, provenance=provenance, name=args.name or "unet_blackbox",
+                          progress=not args.no_progress)
+    print(path)
     return 0
 
 

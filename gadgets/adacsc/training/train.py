@@ -53,7 +53,7 @@ from adacsc.core.registry import get_dictionary, list_dictionaries
 from adacsc.core.weights import load_model, save_model
 from adacsc.training.family import EVALUATION_DICTIONARIES, TRAINING_DICTIONARIES, VALIDATION_DICTIONARIES
 from adacsc.training.lowfield import (
-    TEST_NOISE_LEVELS, LowFieldConfig, augment, fixed_lowfield, random_lowfield,
+    TEST_NOISE_LEVELS, LowFieldBatch, LowFieldConfig, augment, fixed_lowfield, random_lowfield,
 )
 from adacsc.training.schedules import Schedule
 
@@ -68,6 +68,7 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "image_loss",
+    "sample_training_batch",
     "git_commit",
     "resolve_device",
     "CheckpointError",
@@ -138,7 +139,21 @@ def _step_generators(seed: int, step: int, salt: int = 0) -> tuple[np.random.Gen
     return rng, gen
 
 
-def _lr_factor(step: int, schedule: Schedule) -> float:
+def sample_training_batch(images: torch.Tensor, schedule: Schedule, lowfield: LowFieldConfig, seed: int,
+                          step: int) -> tuple[LowFieldBatch, np.random.Generator]:
+    """The degraded training batch of step `step` (random slices, crops, augmentation, random
+    low-field degradation), a function of (seed, step) only, and the step's numpy generator for
+    any further draws. Shared by every trainer, so baselines see exactly the same data stream."""
+    rng, gen = _step_generators(seed, step)
+    n, height, width = images.shape
+    idx = rng.integers(0, n, schedule.batch_size)
+    rows = rng.integers(0, height - schedule.crop + 1, schedule.batch_size)
+    cols = rng.integers(0, width - schedule.crop + 1, schedule.batch_size)
+    x = torch.stack([images[i, r:r + schedule.crop, c:c + schedule.crop] for i, r, c in zip(idx, rows, cols)])
+    return random_lowfield(augment(x, gen), gen, lowfield), rng
+
+
+def lr_factor(step: int, schedule: Schedule) -> float:
     """Warm-up (linear) then cosine decay to final_lr_fraction; step counts from 0."""
     if schedule.warmup_steps and step < schedule.warmup_steps:
         return (step + 1) / schedule.warmup_steps
@@ -325,7 +340,7 @@ class TrainResult:
     validation: dict[str, Any] | None = None
 
 
-def _pick_evenly(n_total: int, n: int) -> list[int]:
+def pick_evenly(n_total: int, n: int) -> list[int]:
     if n >= n_total:
         return list(range(n_total))
     return [int(round(i)) for i in np.linspace(0, n_total - 1, n)]
@@ -360,8 +375,9 @@ class Trainer:
         self.lowfield = LowFieldConfig(block_fraction=tuple(schedule.block_fraction),
                                        noise_level=tuple(schedule.noise_level))
         config = network_config or NetworkConfig.preset(schedule.network)
-        torch.manual_seed(self.seed)  # network initialisation
-        self.network = MapNetwork(config).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG left alone
+            torch.manual_seed(self.seed)
+            self.network = MapNetwork(config).to(self.device)
         self.recon = CSCReconstructor(self.train_pool.filters[0], beta=schedule.initial_beta,
                                       n_iter=schedule.train_iterations).to(self.device)
         self.optimizer = torch.optim.Adam([
@@ -385,16 +401,8 @@ class Trainer:
     # -- data ------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[Any, str, torch.Tensor]:
         """(LowFieldBatch on the device, dictionary name, filters) of training step `step`."""
-        s = self.schedule
-        rng, gen = _step_generators(self.seed, step)
-        n, height, width = self.train_images.shape
-        idx = rng.integers(0, n, s.batch_size)
-        rows = rng.integers(0, height - s.crop + 1, s.batch_size)
-        cols = rng.integers(0, width - s.crop + 1, s.batch_size)
-        x = torch.stack([self.train_images[i, r:r + s.crop, c:c + s.crop] for i, r, c in zip(idx, rows, cols)])
-        x = augment(x, gen)
-        batch = random_lowfield(x, gen, self.lowfield)
-        name, filters = self.train_pool.draw(rng, s.max_filters)
+        batch, rng = sample_training_batch(self.train_images, self.schedule, self.lowfield, self.seed, step)
+        name, filters = self.train_pool.draw(rng, self.schedule.max_filters)
         return batch.to(self.device), name, filters.to(self.device)
 
     def loss_on(self, batch: Any, filters: torch.Tensor, n_iter: int | None = None) -> torch.Tensor:
@@ -412,7 +420,7 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         s = self.schedule
         batch, name, filters = self.batch(self.step)
-        factor = _lr_factor(self.step, s)
+        factor = lr_factor(self.step, s)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.network.train()
@@ -445,7 +453,7 @@ class Trainer:
         s = self.schedule
         if s.val_images == 0 or self.val_images.shape[0] == 0:
             return {}
-        idx = _pick_evenly(self.val_images.shape[0], s.val_images)
+        idx = pick_evenly(self.val_images.shape[0], s.val_images)
         self.network.eval()
         losses, psnrs = [], []
         with torch.inference_mode():
@@ -462,7 +470,7 @@ class Trainer:
 
     def final_validation(self) -> dict[str, Any]:
         s = self.schedule
-        idx = _pick_evenly(self.val_images.shape[0], s.final_val_images)
+        idx = pick_evenly(self.val_images.shape[0], s.final_val_images)
         images = self.val_images[idx]
         return evaluate(self.network, self.beta, images, self.val_pool, iterations=s.final_val_iterations,
                         lambda_grid=s.lambda_grid, device=self.device, seed=self.seed,
