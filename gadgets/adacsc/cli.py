@@ -7,7 +7,8 @@ import os
 import shlex
 import sys
 
-COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "learn_dictionary", "train")
+COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "learn_dictionary", "train",
+            "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,6 +175,8 @@ def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *, train
             finite = [v for v in window if math.isfinite(v)]
             history.append({"step": done, "loss": float(np.mean(finite)) if finite else float("nan"),
                             "seconds": round(elapsed, 1)})
+            if bar is None:
+                log.info("step %d/%d: loss %.4g, %.0f s", done, schedule.steps, history[-1]["loss"], elapsed)
             window = []
         if schedule.validate_every and (done % schedule.validate_every == 0 or done == schedule.steps):
             psnr = _validation_psnr(model, val, tuple(schedule.val_noise_levels), seed, device)

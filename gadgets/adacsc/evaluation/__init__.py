@@ -1,0 +1,1 @@
+"""Evaluation of the reconstruction methods against baselines (`adacsc evaluate`)."""
