@@ -159,6 +159,17 @@ class ThreadedServer:
         assert len(self.server.reports) >= count, f"only {len(self.server.reports)} sessions finished"
         return self.server.reports
 
+    def wait_for(self, predicate, start: int = 0, timeout: float = 20.0):
+        """The first report from index `start` on that satisfies `predicate` (sessions of earlier
+        tests may finish late, so report order is not test order)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self.server.reports[start:] if predicate(r)]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError("no finished session matches")
+
     def stop(self, timeout: float = 30.0) -> None:
         self.server.stop()
         self.thread.join(timeout)
