@@ -172,8 +172,6 @@ def save_model(
     description of the training. The file is written atomically (temporary file + rename).
     Returns the ModelInfo that was written.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != WEIGHTS_SUFFIX:
         raise WeightsError(f"weights files must end with {WEIGHTS_SUFFIX!r}: {path}")
@@ -192,6 +190,16 @@ def save_model(
         metadata = {_METADATA_KEY: json.dumps(info.to_dict(), sort_keys=True, allow_nan=False)}
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"model metadata is not JSON-serialisable: {exc}") from None
+    write_state(model, path, metadata)
+    info.path = path
+    return info
+
+
+def write_state(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Write a model's state (float32, CPU) and string metadata to a safetensors file, atomically
+    (temporary file + rename), readable by everyone like any shipped data file."""
+    from safetensors.torch import save_file
+
     tensors = {
         name: tensor.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
         for name, tensor in model.state_dict().items()
@@ -201,12 +209,11 @@ def save_model(
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    info.path = path
-    return info
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from adacsc.core.network import UNet, image_scale
+from adacsc.core.weights import write_state
 from adacsc.training.lowfield import LowFieldConfig, fixed_lowfield
 from adacsc.training.schedules import Schedule
 from adacsc.training.train import image_loss, lr_factor, pick_evenly, sample_training_batch
@@ -69,21 +69,10 @@ def shipped_baselines_dir() -> Path:
 
 
 def save_blackbox(model: ImageUNet, path: str | os.PathLike[str], provenance: dict[str, Any]) -> Path:
-    """Write the weights and their metadata atomically (temporary file + rename)."""
-    from safetensors.torch import save_file
-
+    """Write the weights and their metadata (adacsc.core.weights.write_state)."""
     path = Path(path)
     meta = {"format": BLACKBOX_FORMAT, "config": asdict(model.config), "provenance": provenance}
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={_METADATA_KEY: json.dumps(meta, sort_keys=True)})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_state(model, path, {_METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return path
 
 
