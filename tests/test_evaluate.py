@@ -109,6 +109,19 @@ def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
         assert scores["bart_tv"]["psnr"][0] > scores["zero_filled"]["psnr"][0]
 
 
+def test_shipped_blackbox_resolves_by_name_and_loads():
+    from adacsc.commands.evaluate import _blackbox_file
+
+    model, meta = load_blackbox(_blackbox_file("unet_blackbox"))
+    assert meta["provenance"]["steps"] == get_schedule("cpu-2h").steps
+    x = fixed_lowfield(load_split("val")[:1], 0.15, seed=3)
+    with torch.inference_mode():
+        out = model(x.zero_filled())
+    zf = x.zero_filled()[0].abs().double().numpy()
+    ref = x.target[0].abs().double().numpy()
+    assert metrics.psnr(out[0].abs().double().numpy(), ref) > metrics.psnr(zf, ref) + 2.0
+
+
 def test_evaluate_refuses_a_missing_or_path_like_blackbox(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert cli.main(["evaluate", "-o", str(tmp_path), "--blackbox", "no_such_model", "--no-bart"]) == 2

@@ -57,7 +57,7 @@ def _blackbox_file(value: str) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"black-box weights file {path} does not exist")
         return path
-    path = shipped_baselines_dir() / f"{validate_weights_name(value)}.safetensors"
+    path = shipped_baselines_dir() / validate_weights_name(value)
     if not path.is_file():
         raise FileNotFoundError(f"no black-box weights named {value!r} in {shipped_baselines_dir()}; train them "
                                 "with `adacsc train --model unet-blackbox` or pass --no-blackbox")
