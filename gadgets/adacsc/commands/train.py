@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_blackbox(args, schedule, device, train_images, val_images, provenance)
     trainer = Trainer(schedule, args.output, train_images=train_images, val_images=val_images,
                       train_dictionaries=train_pool, val_dictionaries=val_pool, seed=args.seed,
-                      device=device, name=args.name or "netv3_light", provenance=provenance, progress=not args.no_progress)
+                      device=device, name=args.name or "netv3_light", provenance=provenance,
+                      progress=not args.no_progress)
     result = trainer.run(resume=args.resume, stop_after=args.stop_after)
     if result is None:
         return 0

@@ -17,8 +17,9 @@ import torch
 from adacsc.core.reconstruct import CSCReconstructor, CSCResult
 from adacsc.core.scaling import robust_scale
 from adacsc.training.lowfield import LowFieldBatch
+from adacsc.training.train import magnitude_psnr
 
-__all__ = ["Method", "ZeroFilled", "ScalarCSC", "MapCSC", "BlackBox", "BartPics", "tune", "batch_psnr"]
+__all__ = ["Method", "ZeroFilled", "ScalarCSC", "MapCSC", "BlackBox", "BartPics", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,6 @@ class Method(Protocol):
     name: str
 
     def __call__(self, batch: LowFieldBatch, noise_level: float) -> torch.Tensor: ...
-
-
-def batch_psnr(images: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean magnitude PSNR (dB, peak = max |target| per image) of a batch, used for tuning."""
-    a, b = images.abs().flatten(1), target.abs().flatten(1)
-    mse = (a - b).pow(2).mean(dim=1).clamp_min(1e-20)
-    return float((10 * torch.log10(b.max(dim=1).values.pow(2) / mse)).mean())
 
 
 def _level_key(level: float) -> str:
@@ -165,7 +159,7 @@ def tune(make: Callable[[float], Callable[[LowFieldBatch, float], torch.Tensor]]
     for level, batch in batches.items():
         scores[level] = {}
         for lam in grid:
-            scores[level][f"{lam:g}"] = batch_psnr(make(lam)(batch, float(level)), batch.target)
+            scores[level][f"{lam:g}"] = float(magnitude_psnr(make(lam)(batch, float(level)), batch.target).mean())
         best[level] = float(max(scores[level], key=scores[level].get))
         log.info("%s, noise %s: lambda %g (validation PSNR %.2f dB; grid %s)", label, level, best[level],
                  scores[level][f"{best[level]:g}"],

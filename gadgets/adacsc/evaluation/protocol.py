@@ -22,7 +22,7 @@ import torch
 from adacsc import metrics
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
-from adacsc.evaluation.methods import BartPics, BlackBox, MapCSC, ScalarCSC, ZeroFilled, tune
+from adacsc.evaluation.methods import BartPics, BlackBox, MapCSC, Method, ScalarCSC, ZeroFilled, tune
 from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.slices import load_split
 from adacsc.training.train import pick_evenly
@@ -77,7 +77,7 @@ def _score(images: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]
     return out
 
 
-def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[str, Method], dict[str, Any]]:
     """The methods (untuned) and facts about them for the report."""
     network, info = load_named_model(s.weights, device=device)
     beta = float(info.scalars.get("beta", 1.0))
@@ -86,7 +86,7 @@ def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[st
     filters = torch.from_numpy(np.ascontiguousarray(trained.filters)).float()
     big = torch.from_numpy(np.ascontiguousarray(unseen.filters)).float()
     order = np.random.default_rng(s.permutation_seed).permutation(filters.shape[0]).tolist()
-    methods: dict[str, Any] = {
+    methods: dict[str, Method] = {
         "zero_filled": ZeroFilled(),
         "scalar": ScalarCSC(filters, beta, s.iterations, device, name="CSC, scalar lambda tuned per noise level"),
         "scalar_one": ScalarCSC(filters, beta, s.iterations, device, name="CSC, one scalar lambda for both levels"),
@@ -117,7 +117,7 @@ def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[st
     return methods, facts
 
 
-def _tune(methods: dict[str, Any], s: EvaluationSettings) -> dict[str, Any]:
+def _tune(methods: dict[str, Method], s: EvaluationSettings) -> dict[str, Any]:
     """Grid-search the lambdas of the scalar CSC and BART on validation slices, per noise level;
     and the one scalar lambda that is best on average over the levels."""
     val = load_split("val")

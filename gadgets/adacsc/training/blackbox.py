@@ -26,7 +26,7 @@ from adacsc.core.network import UNet, image_scale
 from adacsc.core.weights import write_state
 from adacsc.training.lowfield import LowFieldConfig, fixed_lowfield
 from adacsc.training.schedules import Schedule
-from adacsc.training.train import image_loss, lr_factor, pick_evenly, sample_training_batch
+from adacsc.training.train import image_loss, lr_factor, magnitude_psnr, pick_evenly, sample_training_batch
 
 __all__ = ["BlackBoxConfig", "ImageUNet", "train_blackbox", "save_blackbox", "load_blackbox",
            "shipped_baselines_dir", "BLACKBOX_FORMAT"]
@@ -108,10 +108,7 @@ def _validation_psnr(model: ImageUNet, images: torch.Tensor, levels: tuple[float
         for j in range(images.shape[0]):
             batch = fixed_lowfield(images[j:j + 1], levels[j % len(levels)], seed=seed + 1000, start_index=j)
             batch = batch.to(device)
-            out = model(batch.zero_filled()).abs()
-            ref = batch.target.abs()
-            mse = (out - ref).pow(2).mean()
-            values.append(float(10 * torch.log10(ref.max() ** 2 / mse)))
+            values.append(float(magnitude_psnr(model(batch.zero_filled()), batch.target).mean()))
     return float(np.mean(values))
 
 

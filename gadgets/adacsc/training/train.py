@@ -69,6 +69,7 @@ __all__ = [
     "evaluate",
     "image_loss",
     "sample_training_batch",
+    "magnitude_psnr",
     "git_commit",
     "resolve_device",
     "CheckpointError",
@@ -163,7 +164,7 @@ def lr_factor(step: int, schedule: Schedule) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _psnr(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def magnitude_psnr(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR (dB) per image of the magnitudes, peak = max |target| (as adacsc.metrics.psnr)."""
     a, b = image.abs().flatten(1), target.abs().flatten(1)
     mse = (a - b).pow(2).mean(dim=1)
@@ -283,12 +284,12 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
                             else:
                                 res = recon(y, batch.grid_shape, maps * float(scale))
                             key = "maps" if float(scale) == 1.0 else f"maps_x{float(scale):g}"
-                            sums[key] = sums.get(key, 0.0) + float(_psnr(res.image, target).sum())
+                            sums[key] = sums.get(key, 0.0) + float(magnitude_psnr(res.image, target).sum())
                     zf = batch.operator.adjoint(batch.kspace).to(device)
-                    sums["zero_filled"] += float(_psnr(zf, target).sum())
+                    sums["zero_filled"] += float(magnitude_psnr(zf, target).sum())
                     for lam in scalar_sums:
                         res = recon_scalar(y, batch.grid_shape, lam)
-                        scalar_sums[lam] += float(_psnr(res.image, target).sum())
+                        scalar_sums[lam] += float(magnitude_psnr(res.image, target).sum())
             entry: dict[str, Any] = {k: v / n for k, v in sums.items()}
             if scalar_sums:
                 entry["scalar"] = {f"{k:g}": v / n for k, v in scalar_sums.items()}
@@ -465,7 +466,7 @@ class Trainer:
                 filters = self.val_pool.filters[(j // len(levels)) % len(self.val_pool)].to(self.device)
                 res = self.recon(batch.kspace, batch.grid_shape, self.network, filters=filters)
                 losses.append(float(image_loss(res.image, batch.target)))
-                psnrs.append(float(_psnr(res.image, batch.target).mean()))
+                psnrs.append(float(magnitude_psnr(res.image, batch.target).mean()))
         return {"val_loss": float(np.mean(losses)), "val_psnr": float(np.mean(psnrs))}
 
     def final_validation(self) -> dict[str, Any]:
