@@ -149,20 +149,20 @@ def test_train_command_tiny(tmp_path, monkeypatch):
         source_path("colin27_ch2better")
     except (FileNotFoundError, KeyError) as exc:
         pytest.skip(f"training volumes not installed: {exc}")
-    from adacsc.commands import train as command
+    from adacsc import cli
 
     monkeypatch.setenv("ADACSC_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
     argv = ["-o", str(out), "--schedule", "tiny", "--device", "cpu", "--no-progress", "--threads", "1",
             "--train-dictionaries", "dct7x7_k48,gabor9x9_k32", "--val-dictionaries", "gabor11x11_k64",
             "--stop-after", "4"]
-    assert command.main(argv) == 0
+    assert cli.main(["train"] + argv) == 0
     assert not (out / "netv3_light.safetensors").exists()
-    assert command.main(argv[:-2] + ["--resume"]) == 0
+    assert cli.main(["train"] + argv[:-2] + ["--resume"]) == 0
     network, info = load_model(out / "netv3_light.safetensors")
     prov = info.provenance
     assert prov["steps"] == SCHEDULES["tiny"].steps and prov["resumed_from"] == [4]
     assert prov["created_by"].startswith("adacsc train -o")
     assert prov["data"]["train"]["images"] > 0 and prov["git"]["commit"] is None or len(prov["git"]["commit"]) == 40
-    assert command.main(argv[:2] + ["--schedule", "tiny", "--train-dictionaries", "dct7x7_k48",
-                                    "--val-dictionaries", "dct7x7_k48"]) == 2
+    assert cli.main(["train"] + argv[:2] + ["--schedule", "tiny", "--train-dictionaries", "dct7x7_k48",
+                                            "--val-dictionaries", "dct7x7_k48"]) == 2

@@ -9,25 +9,20 @@ out-of-distribution sets). Dictionaries: the training pool and the held-out vali
 or --train-dictionaries / --val-dictionaries; the evaluation-only K = 128 dictionary is refused).
 Writes DIR/checkpoints/ (resumable with --resume), DIR/NAME.safetensors (the weights, with beta
 and full provenance) and DIR/summary.json (history and validation: maps against the best scalar
-lambda on the held-out dictionaries).
-
-Also runnable as `python -m adacsc.commands.train ...`.
+lambda on the held-out dictionaries). With --model unet-blackbox: the black-box U-Net reference of
+`adacsc evaluate` (adacsc.training.blackbox) on the same data stream, DIR/unet_blackbox.safetensors.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
-
-_COMMAND = "adacsc train"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -120,11 +115,7 @@ def run(args: argparse.Namespace) -> int:
              len(train_records), len(val_records), schedule.image_size, schedule.image_size,
              time.perf_counter() - t0, ", ".join(train_names), ", ".join(val_names), schedule.name,
              schedule.steps, device, torch.get_num_threads())
-    argv = getattr(args, "argv", None)
-    if argv is not None:  # python -m adacsc.commands.train
-        command = _COMMAND + "".join(" " + shlex.quote(a) for a in argv)
-    else:  # the adacsc console script records the command line itself
-        command = getattr(args, "command_line", None) or _COMMAND
+    command = getattr(args, "command_line", None) or "adacsc train"
     provenance = {
         "created_by": command,
         "description": ("NET_Theta V3 (dictionary-agnostic sparsity-level-map network) trained end to end "
@@ -177,25 +168,3 @@ def _run_blackbox(args: argparse.Namespace, schedule, device: torch.device, trai
                           progress=not args.no_progress)
     print(path)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m adacsc.commands.train`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=_COMMAND)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["train"] + argv)
-    args.argv = [a for a in argv if a not in ("-v", "--verbose")]
-    logging.basicConfig(level="DEBUG" if args.verbose else "INFO",
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError, RuntimeError) as err:
-        log.error("%s", err)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
