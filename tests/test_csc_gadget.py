@@ -92,3 +92,14 @@ def test_dictionary_names_are_not_paths(sim_scan: Path, tmp_path: Path, model_fo
     chain = load_chain("adacsc_lowfield").with_overrides({**FAST, "weights": "../x"})
     with pytest.raises(RuntimeError, match="weights"):
         replay(sim_scan, tmp_path / "out.h5", chain)
+
+
+def test_scalar_mode_takes_the_trained_beta_unless_set(model_folders: tuple[Path, Path]) -> None:
+    from adacsc.gadgets.csc import SPEC, CSCStep
+
+    defaults = SPEC.parse({"mode": "scalar", "weights": "seeded", "iterations": "2"})
+    step = CSCStep(defaults)
+    assert step.beta == 4.0 and step.lam == 0.08  # beta from the weights' metadata, the evaluated lambda
+    assert CSCStep({**defaults, "beta": 1.5}).beta == 1.5
+    with pytest.raises(ValueError, match="no weights named"):
+        CSCStep({**defaults, "weights": "missing"})

@@ -25,7 +25,7 @@ from adacsc import settings
 from adacsc.core.device import resolve_device
 from adacsc.core.reconstruct import DEFAULT_BETA, CSCReconstructor
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
-from adacsc.core.weights import load_named_model
+from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.io.images import make_image
 from adacsc.mr.fft import fftc
@@ -38,8 +38,9 @@ SPEC = PropertySpec("csc", (
     Property("dictionary", str, DEFAULT_DICTIONARY, "shipped dictionary name or a file in $ADACSC_DICTIONARY_DIR"),
     Property("weights", str, DEFAULT_WEIGHTS, "shipped NET_Theta weights name or a file in $ADACSC_WEIGHTS_DIR"),
     Property("mode", str, "maps", "maps (NET_Theta) or scalar (one lambda)", choices=("maps", "scalar")),
-    Property("lambda", float, 0.02, "scalar-mode lambda, in normalised units (bright tissue about 1)"),
-    Property("beta", float, 0.0, "low-pass weight; 0 takes the trained value (or 1 in scalar mode)"),
+    Property("lambda", float, 0.08, "scalar-mode lambda, in normalised units (bright tissue about 1); the "
+             "default is the best single value over both test noise levels (docs/evaluation)"),
+    Property("beta", float, 0.0, "low-pass weight; 0 takes the value trained with the weights (in both modes)"),
     Property("iterations", int, 64, "FISTA iterations"),
     Property("super_resolution", int, 2, "grid factor per axis (k-space zero-padding)", choices=(1, 2, 3, 4)),
     Property("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
@@ -84,14 +85,16 @@ class CSCStep:
         self.device = resolve_device(props["device"])
         dictionary_dir = settings.dictionary_dir()
         self.dictionary = _dictionary(props["dictionary"], str(dictionary_dir) if dictionary_dir else None)
-        beta = props["beta"]
+        weights_dir = settings.weights_dir()
+        weights_folder = str(weights_dir) if weights_dir else None
         self.lam: Any = props["lambda"]
+        beta = props["beta"]
         if props["mode"] == "maps":
-            weights_dir = settings.weights_dir()
-            network, info = _network(props["weights"], str(weights_dir) if weights_dir else None, str(self.device))
-            self.lam = network
-            beta = beta or float(info.scalars.get("beta", DEFAULT_BETA))
-        self.beta = beta or DEFAULT_BETA
+            self.lam, info = _network(props["weights"], weights_folder, str(self.device))
+            beta = beta or info.scalars.get("beta", DEFAULT_BETA)
+        elif not beta:  # scalar mode: the trained low-pass weight, from the weights' metadata only
+            beta = read_model_info(resolve_weights(props["weights"], weights_folder)).scalars.get("beta", DEFAULT_BETA)
+        self.beta = float(beta)
         self.solver = _solver(props["dictionary"], str(dictionary_dir) if dictionary_dir else None,
                               self.beta, props["iterations"], str(self.device))
         log.info("CSC: dictionary %s (K=%d, %dx%d), mode %s, %d iterations, super-resolution %dx, beta %.4g, %s",
