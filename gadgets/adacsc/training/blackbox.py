@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from adacsc.core.network import UNet, image_scale
 from adacsc.core.weights import write_state
-from adacsc.training.lowfield import LowFieldConfig, fixed_lowfield
+from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.schedules import Schedule
 from adacsc.training.train import image_loss, lr_factor, magnitude_psnr, pick_evenly, sample_training_batch
 
@@ -121,8 +121,7 @@ def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *, train
     the wall time stay comparable with NET_Theta's) with the same relative loss, warm-up and cosine
     decay; write OUT/NAME.safetensors and return its path."""
     device = torch.device(device)
-    stream = Schedule.from_dict({**schedule.to_dict(), "batch_size": config.batch_size})
-    lowfield = LowFieldConfig(block_fraction=tuple(schedule.block_fraction), noise_level=tuple(schedule.noise_level))
+    stream = replace(schedule, batch_size=config.batch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ImageUNet(config).to(device)
@@ -138,7 +137,7 @@ def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *, train
     elapsed, window = 0.0, []
     for step in range(schedule.steps):
         t0 = time.perf_counter()
-        batch, _ = sample_training_batch(images, stream, lowfield, seed, step)
+        batch, _ = sample_training_batch(images, stream, seed, step)
         batch = batch.to(device)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, schedule)

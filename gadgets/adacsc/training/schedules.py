@@ -24,6 +24,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from adacsc.training.lowfield import LowFieldConfig
+
 __all__ = ["Schedule", "SCHEDULES", "get_schedule", "schedule_names"]
 
 
@@ -90,14 +92,17 @@ class Schedule:
             raise ValueError(f"schedule {self.name!r}: loss must be 'relative' or 'mse', got {self.loss!r}")
         if self.grad_clip < 0:
             raise ValueError(f"schedule {self.name!r}: grad_clip must be >= 0")
-        lo, hi = self.block_fraction
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"schedule {self.name!r}: block_fraction must satisfy 0 < lo <= hi <= 1")
-        lo, hi = self.noise_level
-        if not 0 <= lo <= hi:
-            raise ValueError(f"schedule {self.name!r}: noise_level must satisfy 0 <= lo <= hi")
+        try:
+            self.lowfield  # the degradation checks its own ranges
+        except ValueError as exc:
+            raise ValueError(f"schedule {self.name!r}: {exc}") from None
         if not self.lambda_grid or any(v <= 0 for v in self.lambda_grid):
             raise ValueError(f"schedule {self.name!r}: lambda_grid must hold positive values")
+
+    @property
+    def lowfield(self) -> LowFieldConfig:
+        """The training degradation: random block fraction and noise level ranges."""
+        return LowFieldConfig(block_fraction=tuple(self.block_fraction), noise_level=tuple(self.noise_level))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

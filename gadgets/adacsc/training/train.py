@@ -53,7 +53,7 @@ from adacsc.core.registry import get_dictionary, list_dictionaries
 from adacsc.core.weights import load_model, save_model
 from adacsc.training.family import EVALUATION_DICTIONARIES, TRAINING_DICTIONARIES, VALIDATION_DICTIONARIES
 from adacsc.training.lowfield import (
-    TEST_NOISE_LEVELS, LowFieldBatch, LowFieldConfig, augment, fixed_lowfield, random_lowfield,
+    TEST_NOISE_LEVELS, LowFieldBatch, augment, fixed_lowfield, random_lowfield,
 )
 from adacsc.training.schedules import Schedule
 
@@ -140,7 +140,7 @@ def _step_generators(seed: int, step: int, salt: int = 0) -> tuple[np.random.Gen
     return rng, gen
 
 
-def sample_training_batch(images: torch.Tensor, schedule: Schedule, lowfield: LowFieldConfig, seed: int,
+def sample_training_batch(images: torch.Tensor, schedule: Schedule, seed: int,
                           step: int) -> tuple[LowFieldBatch, np.random.Generator]:
     """The degraded training batch of step `step` (random slices, crops, augmentation, random
     low-field degradation), a function of (seed, step) only, and the step's numpy generator for
@@ -151,7 +151,7 @@ def sample_training_batch(images: torch.Tensor, schedule: Schedule, lowfield: Lo
     rows = rng.integers(0, height - schedule.crop + 1, schedule.batch_size)
     cols = rng.integers(0, width - schedule.crop + 1, schedule.batch_size)
     x = torch.stack([images[i, r:r + schedule.crop, c:c + schedule.crop] for i, r, c in zip(idx, rows, cols)])
-    return random_lowfield(augment(x, gen), gen, lowfield), rng
+    return random_lowfield(augment(x, gen), gen, schedule.lowfield), rng
 
 
 def lr_factor(step: int, schedule: Schedule) -> float:
@@ -373,8 +373,6 @@ class Trainer:
         self.val_images = val_images.to(torch.complex64).contiguous()
         self.train_pool = train_dictionaries
         self.val_pool = val_dictionaries
-        self.lowfield = LowFieldConfig(block_fraction=tuple(schedule.block_fraction),
-                                       noise_level=tuple(schedule.noise_level))
         config = network_config or NetworkConfig.preset(schedule.network)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG left alone
             torch.manual_seed(self.seed)
@@ -402,7 +400,7 @@ class Trainer:
     # -- data ------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[Any, str, torch.Tensor]:
         """(LowFieldBatch on the device, dictionary name, filters) of training step `step`."""
-        batch, rng = sample_training_batch(self.train_images, self.schedule, self.lowfield, self.seed, step)
+        batch, rng = sample_training_batch(self.train_images, self.schedule, self.seed, step)
         name, filters = self.train_pool.draw(rng, self.schedule.max_filters)
         return batch.to(self.device), name, filters.to(self.device)
 
