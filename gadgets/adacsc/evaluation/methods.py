@@ -110,9 +110,12 @@ class BlackBox:
     device: torch.device = torch.device("cpu")
     name: str = "black-box U-Net"
 
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+
     def __call__(self, batch: LowFieldBatch, noise_level: float) -> torch.Tensor:
         with torch.inference_mode():
-            return self.model.to(self.device).eval()(batch.zero_filled().to(self.device)).cpu()
+            return self.model(batch.zero_filled().to(self.device)).cpu()
 
 
 @dataclass

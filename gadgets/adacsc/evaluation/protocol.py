@@ -167,7 +167,12 @@ def run_evaluation(s: EvaluationSettings) -> dict[str, Any]:
             for start in range(0, images.shape[0], s.batch_size):
                 batch = fixed_lowfield(images[start:start + s.batch_size], float(level), seed=s.seed,
                                        start_index=start)
-                outputs = {m: method(batch, float(level)) for m, method in methods.items()}
+                outputs, maps = {}, None
+                for m, method in methods.items():
+                    if m == MAPS:  # the maps are kept for the figure
+                        outputs[m], maps = method.solve(batch)
+                    else:
+                        outputs[m] = method(batch, float(level))
                 reference = outputs[MAPS]
                 diff = (outputs[PERMUTED] - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
                 worst_permutation = max(worst_permutation, float(diff.max()))
@@ -176,13 +181,10 @@ def run_evaluation(s: EvaluationSettings) -> dict[str, Any]:
                         scores[m][k].extend(v)
                 if level == figure_level and start <= example < start + batch.target.shape[0]:
                     j = example - start
-                    single = fixed_lowfield(images[example:example + 1], float(level), seed=s.seed,
-                                            start_index=example)
-                    _, maps = methods[MAPS].solve(single)
                     examples[label] = {"slice": int(chosen[example]), "noise_level": float(level),
                                        "target": batch.target[j].abs().numpy(),
                                        "outputs": {m: out[j].abs().numpy() for m, out in outputs.items()},
-                                       "maps": maps[0].numpy()}
+                                       "maps": maps[j].numpy()}
             results[label][key] = scores
             log.info("%s, noise %s (%d slices, %.0f s): %s", label, key, images.shape[0],
                      time.perf_counter() - t_level, ", ".join(
