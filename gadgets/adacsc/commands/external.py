@@ -17,7 +17,6 @@ import itertools
 import logging
 import os
 import selectors
-import signal
 import socket
 import struct
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 from gadgetron.external.connection import Connection
 
 from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.server.signals import serve_until_signalled
 
 log = logging.getLogger("adacsc.commands.external")
 
@@ -334,18 +334,7 @@ def run(args: argparse.Namespace) -> int:
     server = ExternalServer(args.gadget, args.host, args.port, args.workers, args.idle_timeout,
                             preload=not args.no_preload)
     server.start()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        if server.stopping:
-            log.warning("%s again: still waiting for %d running scan(s)", name, len(server._running()))
-        else:
-            log.info("%s received: no new scans; running scans finish", name)
-        server.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.serve_forever()
+    serve_until_signalled(server, lambda: len(server._running()))
     return 0
 
 

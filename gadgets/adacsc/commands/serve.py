@@ -3,12 +3,12 @@
 import argparse
 import logging
 import os
-import signal
 from pathlib import Path
 
 from adacsc import settings as folders
 from adacsc.server import Limits, Server, ServerSettings, SessionSettings
 from adacsc.server.protocol import MiB
+from adacsc.server.signals import serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("dictionary folder for client-named dictionaries: %s", folders.dictionary_dir() or "none (shipped only)")
     server = Server(settings_from_args(args))
     server.start()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        if server.stopping:
-            log.warning("%s again: still waiting for %d running scan(s)", name, server.active_sessions())
-        else:
-            log.info("%s received", name)
-        server.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.serve_forever()
+    serve_until_signalled(server, server.active_sessions)
     failed = sum(1 for report in server.reports if not report.ok)
     log.info("served %d scans (%d with errors)", len(server.reports), failed)
     return 0

@@ -1,0 +1,37 @@
+"""Graceful stop on SIGTERM / SIGINT for the long-running servers (`adacsc serve`, `adacsc external`):
+no new scans are accepted, the running ones finish."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class StoppableServer(Protocol):
+    @property
+    def stopping(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def serve_forever(self) -> None: ...
+
+
+def serve_until_signalled(server: StoppableServer, running: Callable[[], int]) -> None:
+    """Stop `server` on SIGTERM or SIGINT (a second signal reports the `running()` scans still
+    being finished) and serve until it has stopped."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if server.stopping:
+            log.warning("%s again: still waiting for %d running scan(s)", name, running())
+        else:
+            log.info("%s received: no new scans; running scans finish", name)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.serve_forever()
