@@ -69,7 +69,7 @@ def _names(text: str | None) -> list[str] | None:
     return names
 
 
-def _data_provenance(size: int, train_records: list, val_records: list) -> dict:
+def _data_provenance(schedule, train_records: list, val_records: list) -> dict:
     from adacsc.training.slices import DATA_VERSION
     from adacsc.training.volumes import SOURCES, file_sha256, source_path
 
@@ -79,9 +79,9 @@ def _data_provenance(size: int, train_records: list, val_records: list) -> dict:
             path = source_path(key)
             files[key] = {"file": SOURCES[key].file, "sha256": file_sha256(str(path))}
     return {
-        "module": "adacsc.training.slices", "data_version": DATA_VERSION, "image_size": size,
-        "train": {"split": "train", "images": len(train_records)},
-        "validation": {"split": "val", "images": len(val_records)},
+        "module": "adacsc.training.slices", "data_version": DATA_VERSION, "image_size": schedule.image_size,
+        "train": {"split": "train", "images": len(train_records), "pixel_sizes_mm": list(schedule.pixel_sizes_mm)},
+        "validation": {"split": "val", "images": len(val_records), "pixel_mm": schedule.val_pixel_mm},
         "sources": files,
         "degradation": "adacsc.training.lowfield: random centred block, random noise level, "
                        "super-resolution on the crop grid (training); 50% block, test noise levels (validation)",
@@ -91,7 +91,7 @@ def _data_provenance(size: int, train_records: list, val_records: list) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) and write the weights."""
     from adacsc.training.schedules import get_schedule
-    from adacsc.training.slices import load_split_with_records
+    from adacsc.training.slices import load_split_with_records, training_size
     from adacsc.training.train import (
         DictionaryPool, Trainer, check_pools, default_dictionary_pools, git_commit, resolve_device,
     )
@@ -108,13 +108,19 @@ def run(args: argparse.Namespace) -> int:
     val_pool = DictionaryPool.from_names(val_names)
 
     t0 = time.perf_counter()
-    train_images, train_records = load_split_with_records("train", schedule.image_size)
-    val_images, val_records = load_split_with_records("val", schedule.image_size)
-    log.info("data: %d training and %d validation slices of %dx%d (%.0f s); dictionaries: train %s, "
-             "validation %s; schedule %s (%d steps), device %s, %d threads",
-             len(train_records), len(val_records), schedule.image_size, schedule.image_size,
-             time.perf_counter() - t0, ", ".join(train_names), ", ".join(val_names), schedule.name,
-             schedule.steps, device, torch.get_num_threads())
+    if schedule.pixel_sizes_mm:
+        train_sets = [load_split_with_records("train", training_size(p), pixel_mm=p) for p in schedule.pixel_sizes_mm]
+    else:
+        train_sets = [load_split_with_records("train", schedule.image_size)]
+    train_images = [images for images, _ in train_sets]
+    train_records = train_sets[0][1]
+    val_images, val_records = load_split_with_records("val", schedule.image_size, pixel_mm=schedule.val_pixel_mm)
+    log.info("data: %d training slices in %d set(s) of %s pixels, %d validation slices of %dx%d (%.0f s); "
+             "dictionaries: train %s, validation %s; schedule %s (%d steps), device %s, %d threads",
+             len(train_records), len(train_images), ", ".join(f"{images.shape[-1]}" for images in train_images),
+             len(val_records), schedule.image_size, schedule.image_size, time.perf_counter() - t0,
+             ", ".join(train_names), ", ".join(val_names), schedule.name, schedule.steps, device,
+             torch.get_num_threads())
     command = getattr(args, "command_line", None) or "adacsc train"
     provenance = {
         "created_by": command,
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                         "through the unrolled CSC solver with a random training dictionary per batch "
                         "(adacsc.training.train)."),
         "git": git_commit(),
-        "data": _data_provenance(schedule.image_size, train_records, val_records),
+        "data": _data_provenance(schedule, train_records, val_records),
     }
     if args.model == "unet-blackbox":
         return _run_blackbox(args, schedule, device, train_images, val_images, provenance)

@@ -168,6 +168,17 @@ class SampledFourier(LinearOperator):
         full[..., self._slices[0], self._slices[1]] = y
         return ifft2c(full)
 
+    def normal_diagonal(self, device: torch.device | str | None = None,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A^H A in the centred k-space of the grid: real [..., H, W], the mask inside the block
+        and 0 outside (A^H A = F^H diag(.) F)."""
+        inside = torch.ones(self.acquired_shape, dtype=dtype, device=device)
+        if self.mask is not None:
+            inside = inside * self.mask.to(device=device, dtype=dtype)
+        full = inside.new_zeros(inside.shape[:-2] + self.grid_shape)
+        full[..., self._slices[0], self._slices[1]] = inside
+        return full
+
     def __repr__(self) -> str:
         masked = ", masked" if self.mask is not None else ""
         return f"SampledFourier(acquired={self.acquired_shape}, grid={self.grid_shape}{masked})"

@@ -29,6 +29,20 @@ sigmoid out of saturation (the published bound 10 referred to k-space standardis
 With `output_scaling == "relative"` Lambda is multiplied by the same per-image statistic, which
 makes the whole reconstruction equivariant to the scale of the data.
 
+Noise-aware maps (`NetworkConfig.noise_aware`). The threshold that separates signal from noise
+scales with the noise level, so a noise-aware network is told sigma_b, the k-space noise std of
+slice b in the units of x0 (the reconstructor passes it in normalised units), and works in noise
+units throughout:
+
+    z_k = r_k / sigma_b,   features = z_k * asinh(|z_k|) / |z_k|  (Re, Im),   c_b = log(sigma_b / scale_b)
+    Lambda[b, k] = sigma_b * lambda_max * sigmoid(UNet([Re, Im, c_b]))
+
+The features are the responses' SNR, compressed logarithmically above 1 (phase kept); the constant
+third channel is the noise level relative to the image intensity. Lambda is in units of sigma, so
+doubling the noise doubles the maps unless the network decides otherwise. Permutation
+equivariance, any K and any odd filter size are kept (sigma is per image, shared by all filters),
+and the maps scale with the data (every input is a ratio of quantities in the same units).
+
 Cost. The published U-Net (32 base channels, full resolution) runs K times per slice and dominates
 the CPU time. The default "light" configuration uses 8 base channels and runs the U-Net on the
 responses average-pooled by 2; the logits are bilinearly up-sampled to the full grid before the
@@ -47,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adacsc.core.scaling import SCALE_PERCENTILE, robust_scale
+from adacsc.core.scaling import SCALE_PERCENTILE, noise_levels, robust_scale
 
 __all__ = [
     "NetworkConfig",
@@ -71,7 +85,7 @@ class NetworkConfig:
     """Architecture and output bounds of a map network; serialisable to JSON.
 
     base_channels: channels of the first U-Net stage (doubled at every max-pool).
-    depth: number of max-pool steps (published: 2, i.e. stages at 1, 1/2 and 1/4 resolution).
+    depth: number of max-pool steps (published: 1, i.e. two encoder stages of widths 32 and 64).
     convs_per_stage: 3x3 conv + LeakyReLU pairs per stage (published: 2).
     downsample: the U-Net runs on the filter responses average-pooled by this factor (1 = full
         resolution); the logits are bilinearly up-sampled back to the full grid.
@@ -81,7 +95,9 @@ class NetworkConfig:
     negative_slope: slope of the LeakyReLU.
     input_normalization: "percentile" (divide by the per-slice 99th percentile of |x0|, as
         adacsc.core.scaling), "rms" (by the RMS of |x0|) or "none".
-    output_scaling: "absolute" or "relative" (see the module docstring).
+    output_scaling: "absolute" or "relative" (see the module docstring); ignored when noise_aware.
+    noise_aware: the network takes the noise level and its maps are in units of it (see the
+        module docstring); lambda_max and initial_lambda are then multiples of sigma.
     max_chunk_mb: bound on the activation memory of one U-Net call; the (B*K) maps are processed
         in chunks of equal size (only the last may be smaller) to respect it.
     """
@@ -95,6 +111,7 @@ class NetworkConfig:
     negative_slope: float = 0.01
     input_normalization: str = "percentile"
     output_scaling: str = "absolute"
+    noise_aware: bool = False
     max_chunk_mb: float = 256.0
 
     def __post_init__(self) -> None:
@@ -128,6 +145,8 @@ class NetworkConfig:
                 f"NetworkConfig.input_normalization must be one of {_INPUT_NORMALIZATIONS}, "
                 f"got {self.input_normalization!r}"
             )
+        if not isinstance(self.noise_aware, bool):
+            raise ValueError(f"NetworkConfig.noise_aware must be a boolean, got {self.noise_aware!r}")
         if self.output_scaling not in _OUTPUT_SCALINGS:
             raise ValueError(
                 f"NetworkConfig.output_scaling must be one of {_OUTPUT_SCALINGS}, got {self.output_scaling!r}"
@@ -169,9 +188,15 @@ PRESETS: dict[str, NetworkConfig] = {
     "light": NetworkConfig(
         base_channels=8, depth=2, convs_per_stage=2, downsample=2, lambda_max=2.0, initial_lambda=0.1
     ),
-    # The configuration of the paper (bounds (0, 10) as in the published code).
+    # The configuration of the published code: two encoder stages (widths 32 and 64, one max-pool
+    # level), full resolution, bounds (0, 10).
     "published": NetworkConfig(
-        base_channels=32, depth=2, convs_per_stage=2, downsample=1, lambda_max=10.0, initial_lambda=None
+        base_channels=32, depth=1, convs_per_stage=2, downsample=1, lambda_max=10.0, initial_lambda=None
+    ),
+    # The light network told the noise level: maps in units of the k-space noise std.
+    "noise": NetworkConfig(
+        base_channels=8, depth=2, convs_per_stage=2, downsample=2, lambda_max=8.0, initial_lambda=1.5,
+        noise_aware=True,
     ),
 }
 
@@ -390,7 +415,7 @@ class _BoundedMapMixin:
 
     def _bound(self, logits: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         maps = self.config.lambda_max * torch.sigmoid(logits)
-        if self.config.output_scaling == "relative":
+        if self.config.output_scaling == "relative" and not self.config.noise_aware:
             maps = maps * scale.view(-1, *([1] * (maps.ndim - 1)))
         return maps
 
@@ -411,9 +436,9 @@ class _BoundedMapMixin:
 class MapNetwork(_BoundedMapMixin, nn.Module):
     """NET_Theta V3: one shared 2-in/1-out U-Net applied to every filter response.
 
-    forward(x0 [B, H, W] complex64, filters [K, h, w] float32) -> Lambda [B, K, H, W] float32 in
-    (0, lambda_max) (times the input scale for output_scaling="relative"). Any K, any odd filter
-    size.
+    forward(x0 [B, H, W] complex64, filters [K, h, w] float32, noise [B] (noise-aware networks
+    only)) -> Lambda [B, K, H, W] float32 in (0, lambda_max) (times the input scale for
+    output_scaling="relative", times noise for noise-aware networks). Any K, any odd filter size.
     """
 
     kind = "v3"
@@ -422,30 +447,49 @@ class MapNetwork(_BoundedMapMixin, nn.Module):
         super().__init__()
         self.config = config if config is not None else NetworkConfig()
         cfg = self.config
-        self.unet = UNet(2, 1, cfg.base_channels, cfg.depth, cfg.convs_per_stage, cfg.negative_slope)
+        channels = 3 if cfg.noise_aware else 2
+        self.unet = UNet(channels, 1, cfg.base_channels, cfg.depth, cfg.convs_per_stage, cfg.negative_slope)
         self._init_head(self.unet.head)
 
     @property
     def lambda_max(self) -> float:
         return self.config.lambda_max
 
-    def forward(self, x0: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    @property
+    def uses_noise(self) -> bool:
+        """Whether forward needs the noise level (the reconstructor passes it when True)."""
+        return self.config.noise_aware
+
+    def forward(self, x0: torch.Tensor, filters: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         x0 = _check_image(x0)
         batch, height, width = x0.shape
         self._check_size(height, width)
         scale = image_scale(x0, self.config.input_normalization)  # [B]
-        # responses of the normalised image, pooled to the U-Net resolution: [B, K, h, w]
-        responses = pooled_filter_responses(x0 / scale.view(batch, 1, 1), filters, self.config.downsample)
+        sigma = None
+        if self.config.noise_aware:
+            if noise is None:
+                raise ValueError("this network is noise-aware: pass the noise level (k-space noise std per image)")
+            sigma = noise_levels(noise, batch, x0.device)
+        divisor = scale if sigma is None else sigma
+        # responses in the network's input units, pooled to the U-Net resolution: [B, K, h, w]
+        responses = pooled_filter_responses(x0 / divisor.view(batch, 1, 1), filters, self.config.downsample)
         k, low_h, low_w = responses.shape[1:]
+        if sigma is not None:  # SNR, compressed above 1 with its phase kept
+            magnitude = responses.abs()
+            responses = responses * (torch.asinh(magnitude) / magnitude.clamp_min(1e-12))
         # fold K into the batch; [Re, Im] as channels: [B*K, 2, h, w] (a channels-last view)
         inputs = torch.view_as_real(responses).reshape(batch * k, low_h, low_w, 2).permute(0, 3, 1, 2)
-        chunk = self._chunk_size(2, height, width)
+        if sigma is not None:
+            level = torch.log(sigma / scale).repeat_interleave(k).view(batch * k, 1, 1, 1)
+            inputs = torch.cat([inputs, level.expand(batch * k, 1, low_h, low_w)], dim=1)
+        chunk = self._chunk_size(inputs.shape[1], height, width)
         logits = [
             self._full_resolution(self.unet(inputs[start : start + chunk]), height, width)
             for start in range(0, batch * k, chunk)
         ]
         u = logits[0] if len(logits) == 1 else torch.cat(logits, dim=0)
-        return self._bound(u.reshape(batch, k, height, width), scale)
+        maps = self._bound(u.reshape(batch, k, height, width), scale)
+        return maps if sigma is None else maps * sigma.view(batch, 1, 1, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,6 +511,8 @@ class V1MapNetwork(_BoundedMapMixin, nn.Module):
             raise ValueError(f"num_filters must be a positive integer, got {num_filters!r}")
         self.num_filters = num_filters
         self.config = config if config is not None else NetworkConfig()
+        if self.config.noise_aware:
+            raise ValueError("the V1 baseline network has no noise-aware variant")
         cfg = self.config
         self.unet = UNet(2, num_filters, cfg.base_channels, cfg.depth, cfg.convs_per_stage, cfg.negative_slope)
         self._init_head(self.unet.head)

@@ -3,15 +3,23 @@
     y  (SNR units) -> scale_b = robust_scale(A^H y)         (adacsc.core.scaling)
     y_n = y / scale_b
     1. x0 = A^H y_n                                          zero-filled, on the grid
-    2. x_low = (I + beta grad^H grad)^-1 x0                  exact, Fourier domain
+    2. x_low = (I + beta grad^H grad)^-1 x0                  exact, Fourier domain ("tikhonov")
+       or x_low = argmin 1/2||A x - y_n||^2 + mu TV(x),     mu = tv_weight * sigma_n ("tv",
+       adacsc.core.tv: edge-preserving, follows the noise level)
     3. y'  = y_n - A x_low
     4. s*  = FISTA(min ||A D s - y'||^2/2 + ||Lambda (.) s||_1), s_0 = 0, step 1/L, L = ||A D||^2
     5. x*  = x_low + D s*
     outputs multiplied by scale_b again (SNR units).
 
 Lambda is in normalised units and is either a float (scalar mode), a tensor broadcastable to
-[B, K, H, W], or a callable `map_fn(x0_n, filters) -> [B, K, H, W]` (NET_Theta: x0_n is the
-*normalised* zero-filled image, complex [B, H, W]; filters real [K, h, w] on the same device).
+[B, K, H, W], a `NoiseMultiple(c)` (scalar mode that follows the noise: Lambda = c * sigma_n), or a
+callable `map_fn(x0_n, filters) -> [B, K, H, W]` (NET_Theta: x0_n is the *normalised* zero-filled
+image, complex [B, H, W]; filters real [K, h, w] on the same device). A callable whose attribute
+`uses_noise` is true (a noise-aware NET_Theta) is called as map_fn(x0_n, filters, sigma_n).
+
+Noise. `noise_std` is the k-space noise std per slice in the units of y (1 in SNR units after
+prewhitening; an estimate otherwise); in normalised units it is sigma_n = noise_std / scale_b.
+It is needed by noise-aware maps and by NoiseMultiple, and ignored otherwise.
 
 For inference call under `torch.inference_mode()` (or use `infer`): otherwise autograd records
 all iterations, since beta is a learnable parameter.
@@ -33,19 +41,37 @@ from torch import nn
 from adacsc.core.convolution import Synthesis, as_filter_tensor
 from adacsc.core.fista import FISTA_ITERATIONS, fista
 from adacsc.core.fourier import SampledFourier, check_shape2
-from adacsc.core.lowpass import lowpass
+from adacsc.core.lowpass import lowpass as tikhonov_lowpass
 from adacsc.core.power import mask_identity, lipschitz_constant, tensor_identity
-from adacsc.core.scaling import SCALE_PERCENTILE, broadcast_scale, robust_scale
+from adacsc.core.scaling import SCALE_PERCENTILE, broadcast_scale, noise_levels, robust_scale
 from adacsc.core.spectral import SpectralCodeOperator
+from adacsc.core.tv import tv_lowpass
 
-__all__ = ["CSCReconstructor", "CSCResult", "MapFn", "LambdaSpec", "DEFAULT_BETA"]
+__all__ = ["CSCReconstructor", "CSCResult", "MapFn", "LambdaSpec", "NoiseMultiple", "DEFAULT_BETA",
+           "DEFAULT_TV_WEIGHT", "LOWPASS_KINDS"]
 
 log = logging.getLogger(__name__)
 
-MapFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LambdaSpec = Union[float, torch.Tensor, MapFn]
+MapFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NoiseMultiple:
+    """A scalar lambda that follows the noise: Lambda = value * sigma_n (per slice)."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value >= 0):
+            raise ValueError(f"a noise-relative lambda must be a finite number >= 0, got {self.value!r}")
+
+
+LambdaSpec = Union[float, torch.Tensor, NoiseMultiple, MapFn]
 
 DEFAULT_BETA = 1.0
+LOWPASS_KINDS = ("tikhonov", "tv")
+#: TV weight of the "tv" low-pass in units of the noise std (mu = tv_weight * sigma_n)
+DEFAULT_TV_WEIGHT = 0.7
 _OP_CACHE_SIZE = 8
 
 
@@ -59,6 +85,7 @@ class CSCResult:
     codes:  s* [B, K, H, W], SNR units (image - x_low == D codes)
     lam:    Lambda used by the solver, normalised units (float or tensor broadcastable to codes)
     scale:  [B] the normalisation divisor (normalised = SNR units / scale)
+    noise:  [B] sigma_n, the k-space noise std in normalised units (None when not given)
     lipschitz: the step-size constant L used (normalised units; independent of the data)
     """
 
@@ -69,6 +96,7 @@ class CSCResult:
     lam: "float | torch.Tensor"
     scale: torch.Tensor
     lipschitz: torch.Tensor
+    noise: torch.Tensor | None = None
 
 
 class CSCReconstructor(nn.Module):
@@ -79,11 +107,14 @@ class CSCReconstructor(nn.Module):
     n_iter: FISTA iterations. percentile / per_slice_scale: see adacsc.core.scaling.
     chunk_size: filters per block in FISTA (None: automatic, see fista.default_chunk_size).
     lipschitz_method: "exact" (closed form) or "power" (power iteration, 1.01 safety).
+    lowpass: "tikhonov" (the published low-pass, weight beta) or "tv" (TV weight tv_weight times
+        the noise level; needs noise_std at every call).
     """
 
     def __init__(self, filters: "object", beta: float = DEFAULT_BETA, n_iter: int = FISTA_ITERATIONS,
                  percentile: float = SCALE_PERCENTILE, per_slice_scale: bool = True,
-                 chunk_size: int | None = None, lipschitz_method: str = "exact") -> None:
+                 chunk_size: int | None = None, lipschitz_method: str = "exact",
+                 lowpass: str = "tikhonov", tv_weight: float = DEFAULT_TV_WEIGHT) -> None:
         super().__init__()
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
             raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
@@ -91,6 +122,12 @@ class CSCReconstructor(nn.Module):
             raise ValueError(f"n_iter must be >= 0, got {n_iter}")
         if lipschitz_method not in ("exact", "power"):
             raise ValueError(f"lipschitz_method must be 'exact' or 'power', got {lipschitz_method!r}")
+        if lowpass not in LOWPASS_KINDS:
+            raise ValueError(f"lowpass must be one of {LOWPASS_KINDS}, got {lowpass!r}")
+        if not (isinstance(tv_weight, (int, float)) and math.isfinite(tv_weight) and tv_weight > 0):
+            raise ValueError(f"tv_weight must be a finite number > 0, got {tv_weight!r}")
+        self.lowpass = lowpass
+        self.tv_weight = float(tv_weight)
         self.register_buffer("filters", as_filter_tensor(filters).detach().to(torch.float32).clone())
         self.log_beta = nn.Parameter(torch.tensor(math.log(beta), dtype=torch.float32))
         self.n_iter = int(n_iter)
@@ -128,10 +165,15 @@ class CSCReconstructor(nn.Module):
             self._ops.popitem(last=False)
         return op
 
-    def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor,
-                num_filters: int) -> "float | torch.Tensor":
+    def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor, num_filters: int,
+                noise: torch.Tensor | None) -> "float | torch.Tensor":
+        needs_noise = isinstance(lam, NoiseMultiple) or getattr(lam, "uses_noise", False)
+        if needs_noise and noise is None:
+            raise ValueError("this lambda follows the noise level: pass noise_std (k-space noise std per slice)")
+        if isinstance(lam, NoiseMultiple):
+            return (lam.value * noise).to(x0_n.real.dtype).view(-1, 1, 1, 1)
         if callable(lam) and not isinstance(lam, torch.Tensor):
-            maps = lam(x0_n, filters)
+            maps = lam(x0_n, filters, noise) if needs_noise else lam(x0_n, filters)
             want = (x0_n.shape[0], num_filters) + tuple(x0_n.shape[-2:])
             if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != want:
                 got = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
@@ -147,7 +189,8 @@ class CSCReconstructor(nn.Module):
 
     def forward(self, y: torch.Tensor, grid_shape: Sequence[int], lam: LambdaSpec,
                 mask: "torch.Tensor | np.ndarray | None" = None,
-                filters: "object | None" = None) -> CSCResult:
+                filters: "object | None" = None,
+                noise_std: "torch.Tensor | float | None" = None) -> CSCResult:
         """Reconstruct slices from their acquired k-space block.
 
         y: complex [B, M1, M2], the centred acquired k-space block in SNR units (complex64, or
@@ -156,6 +199,7 @@ class CSCReconstructor(nn.Module):
         mask: optional binary mask inside the acquired block (broadcast to [B, M1, M2]).
         filters: optional dictionary overriding the stored one for this call (e.g. a random
            dictionary per training batch).
+        noise_std: k-space noise std per slice ([B] or one value) in the units of y.
         """
         if not isinstance(y, torch.Tensor) or not y.is_complex() or y.ndim != 3:
             raise ValueError(f"y must be a complex tensor [B, M1, M2], got "
@@ -175,10 +219,16 @@ class CSCReconstructor(nn.Module):
         scale = robust_scale(x0, self.percentile, self.per_slice_scale)
         y_n = y / broadcast_scale(scale, 3)
         x0_n = x0 / broadcast_scale(scale, 3)
+        noise = None if noise_std is None else noise_levels(noise_std, y.shape[0], y.device) / scale
         beta = self.beta.to(device=y.device, dtype=real)
-        x_low = lowpass(x0_n, beta)
+        if self.lowpass == "tv":
+            if noise is None:
+                raise ValueError("the TV low-pass follows the noise level: pass noise_std")
+            x_low = tv_lowpass(y_n, fourier, self.tv_weight * noise)
+        else:
+            x_low = tikhonov_lowpass(x0_n, beta)
         y_high = y_n - fourier(x_low)
-        lam_used = self._lambda(lam, x0_n, f, op.num_filters)
+        lam_used = self._lambda(lam, x0_n, f, op.num_filters, noise)
         lip = lipschitz_constant(op, self.lipschitz_method)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
@@ -188,15 +238,17 @@ class CSCReconstructor(nn.Module):
         x = x_low + op.synthesis(codes)
         s = broadcast_scale(scale, 3)
         return CSCResult(image=x * s, x0=x0, x_low=x_low * s, codes=codes * broadcast_scale(scale, 4),
-                         lam=lam_used, scale=scale, lipschitz=lip)
+                         lam=lam_used, scale=scale, lipschitz=lip, noise=noise)
 
     def infer(self, y: torch.Tensor, grid_shape: Sequence[int], lam: LambdaSpec,
-              mask: "torch.Tensor | np.ndarray | None" = None, filters: "object | None" = None) -> CSCResult:
+              mask: "torch.Tensor | np.ndarray | None" = None, filters: "object | None" = None,
+              noise_std: "torch.Tensor | float | None" = None) -> CSCResult:
         """`forward` under torch.inference_mode() (no autograd bookkeeping)."""
         with torch.inference_mode():
-            return self.forward(y, grid_shape, lam, mask, filters)
+            return self.forward(y, grid_shape, lam, mask, filters, noise_std)
 
     def extra_repr(self) -> str:
         k, h, w = self.filters.shape
-        return (f"K={k}, {h}x{w}, beta={float(self.beta):.4g}, n_iter={self.n_iter}, "
+        low = f"beta={float(self.beta):.4g}" if self.lowpass == "tikhonov" else f"tv_weight={self.tv_weight:g}"
+        return (f"K={k}, {h}x{w}, {low}, n_iter={self.n_iter}, "
                 f"lipschitz={self.lipschitz_method}")

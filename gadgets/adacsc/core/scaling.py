@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["SCALE_PERCENTILE", "robust_scale", "broadcast_scale"]
+__all__ = ["SCALE_PERCENTILE", "robust_scale", "broadcast_scale", "noise_levels"]
 
 SCALE_PERCENTILE = 99.0
 
@@ -47,3 +47,16 @@ def robust_scale(x0: torch.Tensor, percentile: float = SCALE_PERCENTILE, per_sli
 def broadcast_scale(scale: torch.Tensor, ndim: int) -> torch.Tensor:
     """Reshape a per-slice scale [B] to broadcast against a [B, ...] tensor of `ndim` dims."""
     return scale.reshape((-1,) + (1,) * (ndim - 1))
+
+
+def noise_levels(noise_std: "torch.Tensor | float", batch: int, device: torch.device | str) -> torch.Tensor:
+    """A noise std given as one value or one per slice, as a float32 tensor [B] on `device` (a
+    constant); every value must be finite and > 0."""
+    sigma = torch.as_tensor(noise_std, dtype=torch.float32).detach().flatten().to(device)
+    if sigma.numel() == 1:
+        sigma = sigma.expand(batch).clone()
+    if sigma.numel() != batch:
+        raise ValueError(f"noise_std needs one value or one per slice ({batch}), got {sigma.numel()}")
+    if not bool(torch.isfinite(sigma).all()) or bool((sigma <= 0).any()):
+        raise ValueError(f"noise_std must be finite and > 0, got {sigma.tolist()}")
+    return sigma

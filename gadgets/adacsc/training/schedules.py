@@ -9,6 +9,10 @@ Named schedules
   cpu-30m   about 30 minutes on a 2-core CPU (shared machine): a shortened cpu-2h.
   cpu-2h    about 2 hours on a 2-core CPU: 96x96 crops, batch 1, at most 64 filters per batch,
             20 unrolled FISTA iterations, the light network.
+  cpu-lowfield  about 45 minutes on one CPU thread, for the scans adacsc meets: the noise-aware
+            network ("noise" preset), training slices at 0.7-1.5 mm pixels, rectangular crops
+            of 96-128 pixels, noise up to 0.45, 32 unrolled iterations (the inference count),
+            validation on the 256 grid at 0.72 mm; cpu-lowfield-tv the same with the TV low-pass.
   gpu       a longer run for one GPU: whole 160x160 slices (the full grid), batch 4, every filter
             of the drawn dictionary, 64 unrolled iterations (as at inference), lr 1e-4 as published.
 
@@ -24,6 +28,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, LOWPASS_KINDS
 from adacsc.training.lowfield import LowFieldConfig
 
 __all__ = ["Schedule", "SCHEDULES", "get_schedule", "schedule_names"]
@@ -37,7 +42,14 @@ class Schedule:
     steps: int  # optimiser steps
     batch_size: int = 1
     crop: int = 96  # training crops (crop x crop) of the slices; the reconstruction grid in training
+    crop_min: int | None = None  # rectangular crops: each side drawn in [crop_min, crop] (even)
     image_size: int = 160  # size of the slices loaded by adacsc.training.slices.load_split
+    # training slices at these pixel sizes (one set each, field of view about 220 mm; a batch
+    # draws one set); empty: one set of image_size slices at the default field of view
+    pixel_sizes_mm: tuple[float, ...] = ()
+    val_pixel_mm: float | None = None  # pixel size of the validation slices (None: the default)
+    lowpass: str = "tikhonov"  # the low-pass part: "tikhonov" (published) or "tv"
+    tv_weight: float = DEFAULT_TV_WEIGHT  # TV weight in units of the noise std (lowpass "tv")
     max_filters: int | None = 64  # random subset of at most this many filters of the drawn dictionary
     train_iterations: int = 20  # unrolled FISTA iterations in training
     network: str = "light"  # NetworkConfig preset
@@ -83,6 +95,14 @@ class Schedule:
             positive_int("max_filters")
         if self.crop > self.image_size:
             raise ValueError(f"schedule {self.name!r}: crop {self.crop} larger than image_size {self.image_size}")
+        if self.crop_min is not None and not 2 <= self.crop_min <= self.crop:
+            raise ValueError(f"schedule {self.name!r}: crop_min must lie in [2, crop={self.crop}]")
+        if any(not p > 0 for p in self.pixel_sizes_mm) or (self.val_pixel_mm is not None and not self.val_pixel_mm > 0):
+            raise ValueError(f"schedule {self.name!r}: pixel sizes must be > 0")
+        if self.lowpass not in LOWPASS_KINDS:
+            raise ValueError(f"schedule {self.name!r}: lowpass must be one of {LOWPASS_KINDS}, got {self.lowpass!r}")
+        if not self.tv_weight > 0:
+            raise ValueError(f"schedule {self.name!r}: tv_weight must be > 0")
         for name in ("lr", "lr_beta", "initial_beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"schedule {self.name!r}: {name} must be > 0")
@@ -138,12 +158,23 @@ SCHEDULES: dict[str, Schedule] = {
         lr=2e-3, lr_beta=0.02, warmup_steps=50, checkpoint_every=100, validate_every=500, val_images=6,
         final_val_images=12,
     ),
+    "cpu-lowfield": Schedule(
+        name="cpu-lowfield", steps=3000, batch_size=1, crop=128, crop_min=96, image_size=256,
+        pixel_sizes_mm=(0.7, 0.85, 1.0, 1.2, 1.5), val_pixel_mm=0.72, max_filters=32, train_iterations=32,
+        network="noise", lr=2e-3, lr_beta=0.02, warmup_steps=50, block_fraction=(0.35, 0.75),
+        noise_level=(0.02, 0.45), checkpoint_every=100, validate_every=500, val_images=6,
+        val_noise_levels=(0.05, 0.15, 0.3), final_val_images=8, final_val_iterations=32,
+        lambda_grid=(0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
+    ),
     "gpu": Schedule(
         name="gpu", steps=20000, batch_size=4, crop=160, max_filters=None, train_iterations=64,
         lr=1e-4, lr_beta=0.01, warmup_steps=200, log_every=50, checkpoint_every=500, validate_every=1000,
         val_images=12, final_val_images=36,
     ),
 }
+
+
+SCHEDULES["cpu-lowfield-tv"] = dataclasses.replace(SCHEDULES["cpu-lowfield"], name="cpu-lowfield-tv", lowpass="tv")
 
 
 def schedule_names() -> list[str]:

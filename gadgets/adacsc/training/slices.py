@@ -56,6 +56,7 @@ __all__ = [
     "split_records",
     "load_split",
     "load_split_with_records",
+    "training_size",
     "cache_dir",
     "DATA_VERSION",
 ]
@@ -164,12 +165,22 @@ def slab_layout(orientation: str) -> dict:
             "slab": slab, "split": split, "slab_split": slab_split, "slab_ranges_mm": ranges}
 
 
-def _human_records(size: int, seed: int) -> list[SliceRecord]:
+def _human_fov(size: int, pixel_mm: float | None) -> float:
+    """Field of view of the human slices: HUMAN_FOV_MM, or size x pixel_mm when a pixel size is asked."""
+    if pixel_mm is None:
+        return HUMAN_FOV_MM
+    if not (isinstance(pixel_mm, (int, float)) and math.isfinite(pixel_mm) and pixel_mm > 0):
+        raise ValueError(f"pixel_mm must be a positive number, got {pixel_mm!r}")
+    return round(size * float(pixel_mm), 4)
+
+
+def _human_records(size: int, seed: int, pixel_mm: float | None = None) -> list[SliceRecord]:
     records = []
+    fov = _human_fov(size, pixel_mm)
     for orientation in ORIENTATIONS:
         layout = slab_layout(orientation)
         pos = layout["positions_mm"]
-        frac = plane_fraction(REFERENCE_VOLUME, orientation, pos, HUMAN_FOV_MM)
+        frac = plane_fraction(REFERENCE_VOLUME, orientation, pos, fov)
         for source in HUMAN_VOLUMES:
             for j, p in enumerate(pos):
                 split = layout["split"][j]
@@ -177,7 +188,7 @@ def _human_records(size: int, seed: int) -> list[SliceRecord]:
                     continue
                 s = int(layout["slab"][j])
                 records.append(_record(source, SOURCES[source].file, orientation, float(p), split, s,
-                                       layout["slab_ranges_mm"][s], THICKNESS_MM, HUMAN_FOV_MM, size,
+                                       layout["slab_ranges_mm"][s], THICKNESS_MM, fov, size,
                                        float(frac[j]), seed))
     return records
 
@@ -230,11 +241,20 @@ def _check_split(name: str) -> None:
         raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
 
 
-def _records_of(name: str, size: int, seed: int) -> list[SliceRecord]:
+def training_size(pixel_mm: float) -> int:
+    """The even slice size that covers the human field of view HUMAN_FOV_MM at `pixel_mm`."""
+    if not pixel_mm > 0:
+        raise ValueError(f"pixel_mm must be > 0, got {pixel_mm!r}")
+    return 2 * int(round(HUMAN_FOV_MM / pixel_mm / 2))
+
+
+def _records_of(name: str, size: int, seed: int, pixel_mm: float | None = None) -> list[SliceRecord]:
     _check_split(name)
     _check_size(size)
     if name in IN_DISTRIBUTION:
-        return [r for r in _human_records(size, seed) if r.split == name]
+        return [r for r in _human_records(size, seed, pixel_mm) if r.split == name]
+    if pixel_mm is not None:
+        raise ValueError(f"pixel_mm applies to the human splits {IN_DISTRIBUTION} only, not {name!r}")
     if name == "ood_macaque":
         return _macaque_records(size, seed)
     return _phantom_records(size, seed)
@@ -283,22 +303,27 @@ def _render(records: list[SliceRecord]) -> tuple[np.ndarray, list[SliceRecord]]:
     return out, done
 
 
-def _cache_key(name: str, size: int, seed: int) -> str:
+def _cache_key(name: str, size: int, seed: int, pixel_mm: float | None = None) -> str:
     files = {}
     keys = HUMAN_VOLUMES if name in IN_DISTRIBUTION else ((MACAQUE_VOLUME,) if name == "ood_macaque" else ())
     for key in keys:
         path = str(source_path(key))
         files[key] = {"path": path, "sha256": file_sha256(path)}
-    blob = json.dumps({"version": DATA_VERSION, "name": name, "size": size, "seed": seed, "files": files},
-                      sort_keys=True)
+    key = {"version": DATA_VERSION, "name": name, "size": size, "seed": seed, "files": files}
+    if pixel_mm is not None:
+        key["pixel_mm"] = float(pixel_mm)
+    blob = json.dumps(key, sort_keys=True)
     return f"{name}_{size}_s{seed}_{zlib.crc32(blob.encode()):08x}"
 
 
-def load_split_with_records(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0,
-                            cache: bool = True) -> tuple[torch.Tensor, list[SliceRecord]]:
-    """Images complex64 [N, size, size] of split `name` and their provenance records."""
-    records = _records_of(name, size, seed)
-    path = cache_dir() / "training_slices" / (_cache_key(name, size, seed) + ".npz") if cache else None
+def load_split_with_records(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0, cache: bool = True,
+                            pixel_mm: float | None = None) -> tuple[torch.Tensor, list[SliceRecord]]:
+    """Images complex64 [N, size, size] of split `name` and their provenance records. `pixel_mm`
+    (human splits only) sets the pixel size, i.e. the field of view size x pixel_mm; by default the
+    field of view is HUMAN_FOV_MM whatever the size."""
+    records = _records_of(name, size, seed, pixel_mm)
+    path = (cache_dir() / "training_slices" / (_cache_key(name, size, seed, pixel_mm) + ".npz")
+            if cache else None)
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -322,10 +347,11 @@ def load_split_with_records(name: str, size: int = DEFAULT_SIZE, *, seed: int = 
     return torch.from_numpy(images), records
 
 
-def load_split(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0, cache: bool = True) -> torch.Tensor:
+def load_split(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0, cache: bool = True,
+               pixel_mm: float | None = None) -> torch.Tensor:
     """Images of split `name` ('train', 'val', 'test', 'ood_macaque', 'ood_phantom'):
-    complex64 tensor [N, size, size], deterministic for given (size, seed)."""
-    return load_split_with_records(name, size, seed=seed, cache=cache)[0]
+    complex64 tensor [N, size, size], deterministic for given (size, seed, pixel_mm)."""
+    return load_split_with_records(name, size, seed=seed, cache=cache, pixel_mm=pixel_mm)[0]
 
 
 def split_records(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0) -> list[SliceRecord]:

@@ -48,7 +48,7 @@ import torch
 from adacsc.core.device import resolve_device
 from adacsc.core.dictionary import Dictionary
 from adacsc.core.network import MapNetwork, NetworkConfig
-from adacsc.core.reconstruct import CSCReconstructor
+from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor
 from adacsc.core.registry import get_dictionary, list_dictionaries
 from adacsc.core.weights import load_model, save_model
 from adacsc.training.family import EVALUATION_DICTIONARIES, TRAINING_DICTIONARIES, VALIDATION_DICTIONARIES
@@ -140,17 +140,25 @@ def _step_generators(seed: int, step: int, salt: int = 0) -> tuple[np.random.Gen
     return rng, gen
 
 
-def sample_training_batch(images: torch.Tensor, schedule: Schedule, seed: int,
+def sample_training_batch(images: torch.Tensor | Sequence[torch.Tensor], schedule: Schedule, seed: int,
                           step: int) -> tuple[LowFieldBatch, np.random.Generator]:
     """The degraded training batch of step `step` (random slices, crops, augmentation, random
     low-field degradation), a function of (seed, step) only, and the step's numpy generator for
-    any further draws. Shared by every trainer, so baselines see exactly the same data stream."""
+    any further draws. Shared by every trainer, so baselines see exactly the same data stream.
+
+    images: one set [N, H, W] or several (e.g. one per pixel size); a batch draws one set. With
+    schedule.crop_min each side of the crop is drawn in [crop_min, crop] (even)."""
     rng, gen = _step_generators(seed, step)
-    n, height, width = images.shape
+    sets = [images] if isinstance(images, torch.Tensor) else list(images)
+    chosen = sets[int(rng.integers(len(sets)))] if len(sets) > 1 else sets[0]
+    n, height, width = chosen.shape
+    crop_h = crop_w = schedule.crop
+    if schedule.crop_min is not None:
+        crop_h, crop_w = (2 * int(v) for v in rng.integers(schedule.crop_min // 2, schedule.crop // 2 + 1, 2))
     idx = rng.integers(0, n, schedule.batch_size)
-    rows = rng.integers(0, height - schedule.crop + 1, schedule.batch_size)
-    cols = rng.integers(0, width - schedule.crop + 1, schedule.batch_size)
-    x = torch.stack([images[i, r:r + schedule.crop, c:c + schedule.crop] for i, r, c in zip(idx, rows, cols)])
+    rows = rng.integers(0, height - crop_h + 1, schedule.batch_size)
+    cols = rng.integers(0, width - crop_w + 1, schedule.batch_size)
+    x = torch.stack([chosen[i, r:r + crop_h, c:c + crop_w] for i, r, c in zip(idx, rows, cols)])
     return random_lowfield(augment(x, gen), gen, schedule.lowfield), rng
 
 
@@ -240,11 +248,14 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
              *, noise_levels: Sequence[float] = TEST_NOISE_LEVELS, iterations: int = 64,
              lambda_grid: Sequence[float] = (), map_scales: Sequence[float] = (1.0,),
              scalar_beta: float | None = None, device: torch.device | str = "cpu", batch_size: int = 6,
-             seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             seed: int = 0, progress: Callable[[str], None] | None = None, lowpass: str = "tikhonov",
+             tv_weight: float = DEFAULT_TV_WEIGHT) -> dict[str, Any]:
     """PSNR of zero-filled, maps (times each of `map_scales`) and every scalar lambda of
     `lambda_grid`, on `images` [N, H, W] (the ground truth on the grid) degraded with the test
     degradation (fixed 50% block = 2x super-resolution, fixed noise `noise_levels`, noise seeded
     per image), for each dictionary of the pool. Scalar lambdas use `scalar_beta` (default: beta).
+    Every solve is told the true noise level (as a noise scan tells the gadget); `lowpass` and
+    `tv_weight` select the low-pass part (adacsc.core.reconstruct).
 
     Returns {"per_dictionary": {name: {str(level): {...}}}, "mean": {str(level): {...}}} where each
     {...} holds mean PSNRs: "zero_filled", "maps" (scale 1), "maps_x{s}", "scalar": {lam: psnr},
@@ -260,8 +271,9 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
     if network is not None:
         network = network.to(device).eval()
     for name, filters in zip(dictionaries.names, dictionaries.filters):
-        recon = CSCReconstructor(filters, beta=float(beta), n_iter=iterations).to(device)
-        recon_scalar = (CSCReconstructor(filters, beta=float(scalar_beta), n_iter=iterations).to(device)
+        options = {"n_iter": iterations, "lowpass": lowpass, "tv_weight": tv_weight}
+        recon = CSCReconstructor(filters, beta=float(beta), **options).to(device)
+        recon_scalar = (CSCReconstructor(filters, beta=float(scalar_beta), **options).to(device)
                         if scalar_beta is not None else recon)
         per[name] = {}
         for level in noise_levels:
@@ -272,23 +284,24 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
                 batch = fixed_lowfield(x, float(level), seed=seed, start_index=start)
                 y = batch.kspace.to(device)
                 target = batch.target.to(device)
+                noise = batch.noise_std.to(device)
                 with torch.inference_mode():
                     if network is not None:
                         maps = None
                         for scale in map_scales:
                             if maps is None:  # the network runs once; other scales reuse its maps
-                                res = recon(y, batch.grid_shape, network)
+                                res = recon(y, batch.grid_shape, network, noise_std=noise)
                                 maps = res.lam
                                 if float(scale) != 1.0:
-                                    res = recon(y, batch.grid_shape, maps * float(scale))
+                                    res = recon(y, batch.grid_shape, maps * float(scale), noise_std=noise)
                             else:
-                                res = recon(y, batch.grid_shape, maps * float(scale))
+                                res = recon(y, batch.grid_shape, maps * float(scale), noise_std=noise)
                             key = "maps" if float(scale) == 1.0 else f"maps_x{float(scale):g}"
                             sums[key] = sums.get(key, 0.0) + float(magnitude_psnr(res.image, target).sum())
                     zf = batch.operator.adjoint(batch.kspace).to(device)
                     sums["zero_filled"] += float(magnitude_psnr(zf, target).sum())
                     for lam in scalar_sums:
-                        res = recon_scalar(y, batch.grid_shape, lam)
+                        res = recon_scalar(y, batch.grid_shape, lam, noise_std=noise)
                         scalar_sums[lam] += float(magnitude_psnr(res.image, target).sum())
             entry: dict[str, Any] = {k: v / n for k, v in sums.items()}
             if scalar_sums:
@@ -323,7 +336,7 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
                 agg[k] = float(np.mean([e[k] for e in entries]))
         mean[key] = agg
     return {"per_dictionary": per, "mean": mean, "images": n, "iterations": iterations,
-            "noise_levels": list(noise_levels), "beta": float(beta),
+            "noise_levels": list(noise_levels), "beta": float(beta), "lowpass": lowpass,
             "scalar_beta": float(scalar_beta if scalar_beta is not None else beta)}
 
 
@@ -350,11 +363,13 @@ def pick_evenly(n_total: int, n: int) -> list[int]:
 class Trainer:
     """Holds the network, beta, optimiser, data and dictionary pools of one training run.
 
-    train_images / val_images: complex [N, S, S] ground-truth slices (S >= schedule.crop);
+    train_images: complex [N, S, S] ground-truth slices (S >= schedule.crop), or several such sets
+    (e.g. one per pixel size; a batch draws one); val_images: complex [N, S, S];
     train_dictionaries / val_dictionaries: DictionaryPool (training pool / held-out pool).
     """
 
-    def __init__(self, schedule: Schedule, out_dir: str | os.PathLike, *, train_images: torch.Tensor,
+    def __init__(self, schedule: Schedule, out_dir: str | os.PathLike, *,
+                 train_images: torch.Tensor | Sequence[torch.Tensor],
                  val_images: torch.Tensor, train_dictionaries: DictionaryPool,
                  val_dictionaries: DictionaryPool, seed: int = 0, device: torch.device | str = "cpu",
                  name: str = "netv3_light", network_config: NetworkConfig | None = None,
@@ -366,10 +381,12 @@ class Trainer:
         self.name = name
         self.progress = progress
         self.provenance = dict(provenance or {})
-        if train_images.ndim != 3 or min(train_images.shape[-2:]) < schedule.crop:
-            raise ValueError(f"training images [N, S, S] with S >= crop {schedule.crop} needed, "
-                             f"got {tuple(train_images.shape)}")
-        self.train_images = train_images.to(torch.complex64).contiguous()
+        sets = [train_images] if isinstance(train_images, torch.Tensor) else list(train_images)
+        for images in sets:
+            if images.ndim != 3 or min(images.shape[-2:]) < schedule.crop:
+                raise ValueError(f"training images [N, S, S] with S >= crop {schedule.crop} needed, "
+                                 f"got {tuple(images.shape)}")
+        self.train_images = [images.to(torch.complex64).contiguous() for images in sets]
         self.val_images = val_images.to(torch.complex64).contiguous()
         self.train_pool = train_dictionaries
         self.val_pool = val_dictionaries
@@ -378,7 +395,8 @@ class Trainer:
             torch.manual_seed(self.seed)
             self.network = MapNetwork(config).to(self.device)
         self.recon = CSCReconstructor(self.train_pool.filters[0], beta=schedule.initial_beta,
-                                      n_iter=schedule.train_iterations).to(self.device)
+                                      n_iter=schedule.train_iterations, lowpass=schedule.lowpass,
+                                      tv_weight=schedule.tv_weight).to(self.device)
         self.optimizer = torch.optim.Adam([
             {"params": list(self.network.parameters()), "lr": schedule.lr, "base_lr": schedule.lr},
             {"params": [self.recon.log_beta], "lr": schedule.lr_beta, "base_lr": schedule.lr_beta},
@@ -397,6 +415,14 @@ class Trainer:
     def beta(self) -> float:
         return float(self.recon.beta.detach().cpu())
 
+    def scalars(self) -> dict[str, float]:
+        """The reconstruction settings stored with the weights, which the gadget follows: beta,
+        the unrolled iteration count, and tv_weight when trained with the TV low-pass."""
+        out = {"beta": self.beta, "iterations": float(self.schedule.train_iterations)}
+        if self.schedule.lowpass == "tv":
+            out["tv_weight"] = self.schedule.tv_weight
+        return out
+
     # -- data ------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[Any, str, torch.Tensor]:
         """(LowFieldBatch on the device, dictionary name, filters) of training step `step`."""
@@ -409,7 +435,8 @@ class Trainer:
         if n_iter is not None:
             old, self.recon.n_iter = self.recon.n_iter, n_iter
         try:
-            res = self.recon(batch.kspace, batch.grid_shape, self.network, filters=filters)
+            res = self.recon(batch.kspace, batch.grid_shape, self.network, filters=filters,
+                             noise_std=batch.noise_std)
         finally:
             if n_iter is not None:
                 self.recon.n_iter = old
@@ -433,7 +460,8 @@ class Trainer:
                 norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
             else:
                 norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in params if p.grad is not None))
-            ok = bool(torch.isfinite(norm)) and bool(torch.isfinite(self.recon.log_beta.grad).all())
+            beta_grad = self.recon.log_beta.grad  # None with the TV low-pass (beta unused)
+            ok = bool(torch.isfinite(norm)) and (beta_grad is None or bool(torch.isfinite(beta_grad).all()))
         if ok:
             self.optimizer.step()
         else:
@@ -462,7 +490,8 @@ class Trainer:
                 batch = fixed_lowfield(x, levels[j % len(levels)], seed=self.seed + 1000, start_index=i)
                 batch = batch.to(self.device)
                 filters = self.val_pool.filters[(j // len(levels)) % len(self.val_pool)].to(self.device)
-                res = self.recon(batch.kspace, batch.grid_shape, self.network, filters=filters)
+                res = self.recon(batch.kspace, batch.grid_shape, self.network, filters=filters,
+                                 noise_std=batch.noise_std)
                 losses.append(float(image_loss(res.image, batch.target)))
                 psnrs.append(float(magnitude_psnr(res.image, batch.target).mean()))
         return {"val_loss": float(np.mean(losses)), "val_psnr": float(np.mean(psnrs))}
@@ -473,6 +502,7 @@ class Trainer:
         images = self.val_images[idx]
         return evaluate(self.network, self.beta, images, self.val_pool, iterations=s.final_val_iterations,
                         lambda_grid=s.lambda_grid, device=self.device, seed=self.seed,
+                        noise_levels=s.val_noise_levels, lowpass=s.lowpass, tv_weight=s.tv_weight,
                         progress=lambda msg: log.info("final validation: %s", msg))
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -500,7 +530,7 @@ class Trainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        save_model(self.network, tmp / "model.safetensors", scalars={"beta": self.beta},
+        save_model(self.network, tmp / "model.safetensors", scalars=self.scalars(),
                    provenance={"checkpoint_step": self.step, "schedule": self.schedule.name, "seed": self.seed})
         tensors: dict[str, torch.Tensor] = {"log_beta": self.recon.log_beta.detach().cpu().reshape(1).clone()}
         for pname, p in self._named_parameters():
@@ -690,7 +720,7 @@ class Trainer:
             provenance["validation"] = {"iterations": validation["iterations"], "images": validation["images"],
                                         "mean": validation["mean"]}
         weights = self.out_dir / f"{self.name}.safetensors"
-        save_model(self.network, weights, scalars={"beta": self.beta}, provenance=provenance)
+        save_model(self.network, weights, scalars=self.scalars(), provenance=provenance)
         summary = self.out_dir / "summary.json"
         summary.write_text(json.dumps({"weights": weights.name, "provenance": provenance,
                                        "validation": validation, "history": self.history}, indent=1))

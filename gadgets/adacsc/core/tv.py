@@ -1,0 +1,55 @@
+"""Total-variation low-pass part: the edge-preserving alternative to the Tikhonov low-pass.
+
+    x_tv = argmin_x 1/2 ||A x - y||^2 + mu ||grad x||_{2,1},
+
+A = S F (the sampled Fourier operator of the reconstruction), grad the circular forward
+differences, ||.||_{2,1} the isotropic TV of a complex image (per pixel the l2 norm of the two
+complex differences). Solved by ADMM on z = grad x with the scaled dual u:
+
+    x <- F^H [ (F A^H y + rho F grad^H (z - u)) / (diag(A^H A) + rho * eig(grad^H grad)) ]
+    z <- shrink(grad x + u, mu / rho)            (per pixel, isotropic)
+    u <- u + grad x - z
+
+The x-update is exact: A^H A and grad^H grad are both diagonal in the (centred) Fourier domain,
+so an iteration costs one FFT pair. rho = 4 mu per slice; 50 iterations reach the PSNR of 200
+(checked on 256 x 256 brain slices at 2x super-resolution). mu is per slice, so a batch of slices
+at different noise levels is one call. No gradient flows through the iterations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adacsc.core.fourier import SampledFourier, fft2c, ifft2c
+from adacsc.core.lowpass import forward_differences, forward_differences_adjoint, gradient_eigenvalues
+
+__all__ = ["TV_ITERATIONS", "tv_lowpass"]
+
+TV_ITERATIONS = 50
+_RHO_PER_MU = 4.0
+
+
+def tv_lowpass(y: torch.Tensor, fourier: SampledFourier, mu: torch.Tensor,
+               iterations: int = TV_ITERATIONS) -> torch.Tensor:
+    """x_tv [B, H, W] for acquired k-space y [B, M1, M2] and TV weights mu [B] (> 0, units of y)."""
+    if iterations < 1:
+        raise ValueError(f"TV iterations must be >= 1, got {iterations}")
+    mu = mu.detach().to(device=y.device, dtype=y.real.dtype).reshape(-1, 1, 1)
+    if mu.shape[0] != y.shape[0] or not bool((mu > 0).all()):
+        raise ValueError(f"need one TV weight > 0 per slice ({y.shape[0]}), got {mu.flatten().tolist()}")
+    with torch.no_grad():
+        rho = _RHO_PER_MU * mu
+        eig = torch.fft.fftshift(gradient_eigenvalues(fourier.grid_shape, y.device, y.real.dtype), dim=(-2, -1))
+        denominator = fourier.normal_diagonal(y.device, y.real.dtype) + rho * eig
+        x = fourier.adjoint(y)
+        data = fft2c(x)
+        z = forward_differences(x)
+        u = torch.zeros_like(z)
+        threshold = mu / rho
+        for _ in range(iterations):
+            x = ifft2c((data + rho * fft2c(forward_differences_adjoint(z - u))) / denominator)
+            v = forward_differences(x) + u
+            norm = torch.sqrt(v.real.square().sum(0) + v.imag.square().sum(0))
+            z = v * torch.clamp(1 - threshold / norm.clamp_min(1e-12), min=0)
+            u = v - z
+    return x
