@@ -167,3 +167,9 @@ def test_stock_fire_configs_and_unknown_names_list_the_available_chains() -> Non
     with pytest.raises(ChainError, match="available chains: adacsc_frontend, adacsc_lowfield, adacsc_lowfield_maps"):
         fire.load_named_chain("no_such_chain", config_dirs())
     assert fire.load_named_chain("adacsc_lowfield.xml", config_dirs()).name == "adacsc_lowfield"
+
+
+def test_deployment_docs_list_every_ui_parameter() -> None:
+    section = (Path(__file__).resolve().parents[1] / "docs" / "DEPLOYMENT.md").read_text().split("## 6. OpenRecon")[1]
+    for parameter in fire.UI_PARAMETERS:
+        assert f"`{parameter.id}`" in section and f"`{parameter.key}`" in section, parameter.id
