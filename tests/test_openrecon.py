@@ -150,7 +150,7 @@ def test_every_ui_parameter_reaches_its_property(label: dict, parameter: fire.Ui
              "string": lambda: "0.5" if parameter.as_text else "other_name"}[entry["type"]]()
     sent = openrecon.ui_defaults(label)
     del sent[parameter.id]
-    sent[parameter.id.lower()] = value  # scanner software has been seen to lower-case ids
+    sent[parameter.id.lower()] = value  # ids match without regard to case
     parsed = chain_properties(sent)[parameter.gadget][parameter.name]
     assert parsed == parameter.declaration.parse(value)
 

@@ -8,9 +8,9 @@ chains there are.
 
 The UI parameters (UI_PARAMETERS) are the chain properties an OpenRecon image declares in its
 label (`adacsc package openrecon`), one to one: the id is the property name in camel case
-(super_resolution -> superResolution), matched without regard to case because scanner software
-has been seen to lower-case ids. A property name (or `target.name`) is accepted as well. A UI
-parameter whose gadget is not in the chosen chain is skipped: the scanner sends every UI
+(super_resolution -> superResolution), matched without regard to case so that a hand-written JSON
+need not follow the label's capitalisation. A property name (or `target.name`) is accepted as well.
+A UI parameter whose gadget is not in the chosen chain is skipped: the scanner sends every UI
 parameter whichever config is chosen.
 """
 
