@@ -5,6 +5,7 @@ Dockerfiles as far as they can be checked without a Docker engine."""
 import fnmatch
 import importlib
 import re
+import shlex
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -14,14 +15,16 @@ import pytest
 
 from adacsc import cli
 from adacsc.chain.config import ChainError, config_dirs, load_chain, parse_chain, resolve_name
-from adacsc.commands import external, properties
+from adacsc.commands import external, package, properties
 from adacsc.gadgets.properties import PropertyError, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.packaging import openrecon
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.xml"))
 DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile*"))
 DEPLOYMENT_DOCS = [ROOT / "docs" / "DEPLOYMENT.md", ROOT / "docker" / "README.md"]
+OPENRECON = ROOT / "docker" / "Dockerfile.openrecon"
 
 # Gadgetron's readers, writers and the native gadgets a chain of ours may use, with the properties
 # they declare (NODE_PROPERTY in gadgets/mri_core/*.h) and, where the value is an enum or a bool,
@@ -239,9 +242,9 @@ def ignored(relative: str) -> bool:
     return False
 
 
-def test_both_images_exist() -> None:
+def test_the_images_exist() -> None:
     names = {p.name for p in DOCKERFILES}
-    assert {"Dockerfile.gadgetron", "Dockerfile.server"} <= names
+    assert {"Dockerfile.gadgetron", "Dockerfile.server", "Dockerfile.openrecon"} <= names
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -291,7 +294,7 @@ def test_gadgetron_image_uses_the_official_runtime_image_and_its_paths() -> None
     assert f"torch=={'${TORCH_VERSION}'}" in text and defaults["TORCH_VERSION"] == "2.13.0"
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in DOCKERFILES if p.name != OPENRECON.name], ids=lambda p: p.name)
 def test_images_run_as_an_unprivileged_user(path: Path) -> None:
     users = [expand(rest, arg_defaults(path)) for keyword, rest in instructions(path) if keyword == "USER"]
     assert users, f"{path.name} sets no USER"
@@ -306,6 +309,39 @@ def test_server_image_exposes_9002_and_checks_its_health() -> None:
     assert "9002" in keywords["HEALTHCHECK"]
     command = keywords["ENTRYPOINT"] + keywords["CMD"]
     assert '"adacsc"' in command and '"serve"' in command and '"0.0.0.0"' in command and '"9002"' in command
+
+
+def env_values(path: Path) -> dict[str, str]:
+    """NAME -> value of every ENV instruction (NAME=value form)."""
+    values = {}
+    for keyword, rest in instructions(path):
+        if keyword == "ENV":
+            values.update(word.partition("=")[::2] for word in shlex.split(rest))
+    return values
+
+
+def test_openrecon_image_carries_the_label_from_the_package_command() -> None:
+    steps = instructions(OPENRECON)
+    labels = " ".join(rest for keyword, rest in steps if keyword == "LABEL")
+    assert f'"{openrecon.LABEL_KEY}"="${{{package.BUILD_ARG}}}"' in labels
+    assert any(keyword == "ARG" and rest.startswith(f"{package.BUILD_ARG}=") for keyword, rest in steps)
+    assert any(keyword == "RUN" and f'test -n "${{{package.BUILD_ARG}}}"' in rest for keyword, rest in steps)
+
+
+def test_openrecon_image_serves_on_9002_and_writes_only_under_tmp() -> None:
+    steps = instructions(OPENRECON)
+    final = steps[max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM"):]
+    keywords = dict(final)
+    assert "9002" in keywords["EXPOSE"].split()
+    command = keywords["ENTRYPOINT"] + keywords["CMD"]
+    assert '"adacsc"' in command and '"serve"' in command and '"0.0.0.0"' in command and '"9002"' in command
+    # OpenRecon runs containers as root on a read-only image: no USER, no volume, every folder
+    # anything writes to (home, temporary files, caches, noise covariances) under /tmp
+    assert "USER" not in keywords and "VOLUME" not in keywords and keywords["WORKDIR"] == "/tmp"
+    env = env_values(OPENRECON)
+    for name in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME", "MPLCONFIGDIR", "ADACSC_NOISE_DIR"):
+        assert env[name] == "/tmp" or env[name].startswith("/tmp/"), name
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
 def test_chain_names_in_images_and_deployment_docs_resolve() -> None:

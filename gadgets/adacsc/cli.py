@@ -7,8 +7,8 @@ import os
 import shlex
 import sys
 
-COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "learn_dictionary", "train",
-            "evaluate")
+COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "learn_dictionary",
+            "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from adacsc import settings as folders
 from adacsc.server import Limits, Server, ServerSettings, SessionSettings
+from adacsc.server.host import log_host_resources
 from adacsc.server.protocol import MiB
 from adacsc.server.signals import serve_until_signalled
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--dictionary-dir {args.dictionary_dir}: not a folder")
         os.environ[folders.DICTIONARY_DIR] = str(args.dictionary_dir.resolve())
     log.info("dictionary folder for client-named dictionaries: %s", folders.dictionary_dir() or "none (shipped only)")
+    log_host_resources()
     server = Server(settings_from_args(args))
     server.start()
     serve_until_signalled(server, server.active_sessions)

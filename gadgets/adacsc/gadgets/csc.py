@@ -8,7 +8,11 @@ Loaded dictionaries, networks and solvers are cached per process and reused acro
 
 Series sent (base = image_series_index): base the reconstruction, base + 1 the zero-filled
 image A^H y on the same grid (send_zero_filled), base + 2 the mean sparsity map over filters
-(send_maps). All are magnitude float32 images in SNR units (the maps in normalised units).
+(send_maps). The images are in SNR units, the maps in normalised units; `output` chooses the
+pixel format (float32, int16 with recorded scaling, or complex) and adacsc.io.series the names,
+window, history and QA meta (dictionary, iterations, reconstruction time, map statistics, and the
+noise level with its source when the incoming image's meta has them). Images that arrive as
+images pass on unchanged.
 """
 
 import functools
@@ -27,7 +31,7 @@ from adacsc.core.reconstruct import DEFAULT_BETA, CSCReconstructor
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
-from adacsc.io.images import make_image
+from adacsc.io.series import OUTPUT_FORMATS, Series, protocol_name, scanner_image
 from adacsc.mr.fft import fftc
 
 log = logging.getLogger(__name__)
@@ -47,7 +51,13 @@ SPEC = PropertySpec("csc", (
     Property("send_zero_filled", parse_bool, True, "also send the zero-filled image (series base + 1)"),
     Property("send_maps", parse_bool, True, "also send the mean sparsity map (series base + 2)"),
     Property("image_series_index", int, 1, "series index of the reconstruction (base)"),
+    Property("output", str, "float32", "pixel format of every series: float32 (magnitude), int16 (magnitude "
+             "scaled to 0..4095, scaling in the meta, for a scanner's image injector) or complex (for a "
+             "complex-image injector)", choices=OUTPUT_FORMATS),
 ))
+
+NOISE_META = ("NoiseLevel", "NoiseSource")
+"""Entries of an incoming image's meta copied to the QA meta of its reconstruction."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -145,11 +155,36 @@ def _sampled_lines(meta: dict[str, Any], lines: int) -> np.ndarray:
     return np.array([c == "1" for c in mask])
 
 
+def output_series(props: dict[str, Any]) -> list[tuple[str, Series]]:
+    """(key of CSCStep.reconstruct's result, series) of every series the properties ask for."""
+    base = props["image_series_index"]
+    candidates = [("reconstruction", Series(base, "CSC", "", "SNR", "CSC"), True),
+                  ("zero_filled", Series(base + 1, "ZeroFilled", "_zerofilled", "SNR", "ZEROFILLED"),
+                   props["send_zero_filled"]),
+                  ("maps", Series(base + 2, "SparsityMap", "_maps", "normalised", "SPARSITYMAP"), props["send_maps"])]
+    return [(key, series) for key, series, wanted in candidates if wanted]
+
+
+def qa_meta(step: CSCStep, outputs: dict[str, np.ndarray], elapsed_ms: float,
+            incoming: dict[str, Any]) -> dict[str, object]:
+    """The scan's QA figures for the meta of every image of a slice."""
+    props, maps = step.props, outputs["maps"]
+    qa: dict[str, object] = {
+        "Dictionary": step.dictionary.name, "Filters": str(step.dictionary.num_filters),
+        "Iterations": str(props["iterations"]), "Mode": props["mode"],
+        "SuperResolution": str(props["super_resolution"]), "ReconTimeMs": f"{elapsed_ms:.1f}",
+        "MapMean": f"{float(maps.mean()):.6g}", "MapMin": f"{float(maps.min()):.6g}",
+        "MapMax": f"{float(maps.max()):.6g}"}
+    qa.update({key: incoming[key] for key in NOISE_META if key in incoming})
+    return qa
+
+
 def csc(connection: Any) -> None:
     """Gadget: ImageArray of coil-combined slices in, reconstruction (and inspection) images out."""
     props = read_properties(connection, SPEC)
     step = CSCStep(props)
-    base = props["image_series_index"]
+    series = output_series(props)
+    protocol = protocol_name(connection.header)
     count = 0
     for item in connection:
         if not isinstance(item, ImageArray):
@@ -160,14 +195,8 @@ def csc(connection: Any) -> None:
             outputs = step.reconstruct(image, _sampled_lines(meta, image.shape[0]))
             elapsed_ms = 1000 * (time.perf_counter() - started)
             count += 1
-            common = {"Dictionary": step.dictionary.name, "Filters": str(step.dictionary.num_filters),
-                      "Iterations": str(props["iterations"]), "Mode": props["mode"],
-                      "SuperResolution": str(props["super_resolution"]), "ReconTimeMs": f"{elapsed_ms:.1f}"}
-            series = [("reconstruction", 0, "CSC", True), ("zero_filled", 1, "ZeroFilled", props["send_zero_filled"]),
-                      ("maps", 2, "SparsityMap", props["send_maps"])]
-            for key, offset, role, wanted in series:
-                if wanted:
-                    connection.send(make_image(
-                        outputs[key], header, {**common, "DataRole": role, "ImageComment": role},
-                        image_series_index=base + offset, image_index=count, image_type=ismrmrd.IMTYPE_MAGNITUDE))
+            qa = qa_meta(step, outputs, elapsed_ms, meta)
+            for key, wanted in series:
+                connection.send(scanner_image(outputs[key], header, wanted, props["output"], image_index=count,
+                                              protocol=protocol, qa=qa))
             log.info("slice %d reconstructed in %.0f ms", header.slice, elapsed_ms)

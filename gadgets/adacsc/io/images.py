@@ -38,11 +38,12 @@ def make_image(array: np.ndarray, template: ismrmrd.ImageHeader, meta: dict[str,
                **fields: object) -> ismrmrd.Image:
     """An ismrmrd.Image holding a 2-D array [Y, X] with `template`'s header updated by `fields`.
 
-    complex64 and float32 are kept as they are; everything else is cast to float32.
+    Complex arrays become complex64, int16 stays int16 (a scanner's magnitude format), everything
+    else becomes float32.
     """
     if array.ndim != 2:
         raise ValueError(f"an image must be 2-D [y, x], got shape {array.shape}")
-    dtype = np.complex64 if np.iscomplexobj(array) else np.float32
+    dtype = np.complex64 if np.iscomplexobj(array) else np.int16 if array.dtype == np.int16 else np.float32
     data = np.ascontiguousarray(array, dtype=dtype)[np.newaxis, np.newaxis]
     image = ismrmrd.Image.from_array(data, transpose=False)
     header = ismrmrd.ImageHeader.from_buffer_copy(template)

@@ -26,10 +26,11 @@ from typing import Any
 import ismrmrd
 from gadgetron.types import ImageArray
 
-from adacsc.chain.config import ChainConfig, ChainError, load_chain, parse_chain
+from adacsc.chain.config import ChainConfig, ChainError, parse_chain
 from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
+from adacsc.server import fire
 from adacsc.server import protocol as proto
 
 log = logging.getLogger(__name__)
@@ -444,9 +445,9 @@ class Session:
         if self._json_config is not None:
             if self._config_name or self._config_text:
                 self.log.info("JSON parameters choose config %r over the CONFIG message", self._json_config)
-            chain = load_chain(self._json_config, list(self.settings.config_dirs), allow_paths=False)
+            chain = fire.load_named_chain(self._json_config, list(self.settings.config_dirs))
         elif self._config_name is not None:
-            chain = load_chain(self._config_name, list(self.settings.config_dirs), allow_paths=False)
+            chain = fire.load_named_chain(self._config_name, list(self.settings.config_dirs))
         elif self._config_text is not None:
             chain = parse_chain(self._config_text, "client-config")
             untrusted = sorted({n.module for n in chain.nodes if not self.settings.trusts(n.module)})
@@ -456,7 +457,7 @@ class Session:
         else:
             raise SessionError("data arrived before the config: send CONFIG (id 1 or 2) first")
         applied: dict[str, str] = {}
-        for key, value in self._overrides.items():
+        for key, value in fire.chain_overrides(self._overrides, chain).items():
             try:
                 chain.with_overrides({key: value})
             except ChainError as err:

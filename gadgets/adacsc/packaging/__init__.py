@@ -1,0 +1,1 @@
+"""Packaging adacsc for scanner hosts (OpenRecon)."""

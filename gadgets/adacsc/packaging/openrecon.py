@@ -1,0 +1,181 @@
+"""The OpenRecon label: the JSON an OpenRecon image carries, base64-encoded, in the Docker LABEL
+LABEL_KEY, generated from the gadgets' PropertySpecs.
+
+- `general`: name, semantic version, vendor, information, id and regulatory information;
+- `reconstruction`: ISMRMRD 1.4.1 on port 9002, raw data in, images out (`image`: int16
+  magnitude; `compleximage`: complex), GPU use, minimum memory and cores, RESEARCH content;
+- `parameters`: first `config` (a choice of the chains that run in adacsc itself and end in the
+  CSC gadget), then the chain properties of adacsc.server.fire.UI_PARAMETERS, one to one, with
+  the default chain's values as defaults (and `output` matching the injector).
+
+The label is checked against the schema kept in the package (data/openrecon) before it is used.
+"""
+
+import base64
+import importlib.metadata
+import importlib.resources
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from adacsc.chain.config import ChainError, config_dirs, load_chain
+from adacsc.commands.properties import format_value
+from adacsc.gadgets.properties import parse_bool
+from adacsc.packaging import schema
+from adacsc.server import fire
+
+LABEL_KEY = "com.siemens-healthineers.magneticresonance.openrecon.metadata:1.1.0"
+SCHEMA_NAME = "label_schema_1.1.0.json"
+INJECTOR_OUTPUT = {"image": "int16", "compleximage": "complex"}
+"""The csc `output` each OpenRecon injector takes."""
+MAX_PARAMETERS = 14
+
+
+class LabelError(ValueError):
+    """The label cannot be built or does not validate."""
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("adacsc")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """What the label says beyond the property specs (command-line options of `adacsc package openrecon`)."""
+
+    name: str = "adacsc"
+    version: str = field(default_factory=_package_version)
+    vendor: str = "adacsc"
+    information: str = ("Low-field MRI reconstruction by convolutional sparse coding with learned sparsity maps "
+                        "(adacsc). Research use only, not for diagnostic use.")
+    injector: str = "image"
+    default_chain: str = fire.DEFAULT_CHAIN
+    can_use_gpu: bool = False
+    min_gpu_memory_mb: int = 0
+    min_memory_mb: int = 4096
+    min_cpu_cores: int = 2
+    manufacturer_address: str = "not a medical device"
+    made_in: str = "n/a"
+    manufacture_date: str = field(default_factory=lambda: date.today().strftime("%Y/%m/%d"))
+
+    @property
+    def image_name(self) -> str:
+        """The Docker image name OpenRecon's file naming expects (lower case)."""
+        return f"openrecon_{self.vendor}_{self.name}:v{self.version}".lower()
+
+    @property
+    def package_name(self) -> str:
+        """The base name of the .tar, .pdf and .zip files uploaded to the scanner."""
+        return f"OpenRecon_{self.vendor}_{self.name}_V{self.version}"
+
+
+def label_schema() -> dict[str, Any]:
+    """The label's JSON schema kept in the package."""
+    return json.loads((importlib.resources.files("adacsc") / "data" / "openrecon" / SCHEMA_NAME).read_text())
+
+
+def scanner_chains(folders: list[Path]) -> list[str]:
+    """The chains the label offers: those that run in adacsc itself and end in the CSC gadget,
+    whose series follow the `output` parameter (and so the injector)."""
+    return [name for name in fire.available_chains(folders)
+            if load_chain(name, folders, allow_paths=False).nodes[-1].target == "csc"]
+
+
+def _chain_defaults(chain_name: str, folders: list[Path]) -> dict[str, str]:
+    """`target.name` -> value as set in the chain's XML."""
+    chain = load_chain(chain_name, folders, allow_paths=False)
+    return {f"{node.target}.{name}": value for node in chain.nodes for name, value in node.properties.items()}
+
+
+def ui_parameter(parameter: fire.UiParameter, default: str) -> dict[str, Any]:
+    """The label entry of one UI parameter, its default given as a chain would write it."""
+    prop = parameter.declaration
+    entry: dict[str, Any] = {"id": parameter.id, "label": {"en": parameter.label}, "information": {"en": prop.doc}}
+    if prop.choices:
+        values = [format_value(choice) for choice in prop.choices]
+        return {**entry, "type": "choice", "values": [{"id": v, "name": {"en": v}} for v in values], "default": default}
+    if prop.parse is parse_bool:
+        return {**entry, "type": "boolean", "default": parse_bool(default)}
+    if prop.parse is str or parameter.as_text:
+        return {**entry, "type": "string", "default": default}
+    if parameter.minimum is None or parameter.maximum is None:
+        raise LabelError(f"UI parameter {parameter.id}: a number needs a minimum and a maximum")
+    number = int if prop.parse is int else float
+    return {**entry, "type": "int" if number is int else "double", "minimum": number(parameter.minimum),
+            "maximum": number(parameter.maximum), "default": number(prop.parse(default))}
+
+
+def build_label(settings: LabelSettings, folders: list[Path] | None = None) -> dict[str, Any]:
+    """The label as a JSON object; LabelError when it does not validate against the schema."""
+    folders = folders if folders is not None else config_dirs()
+    if settings.injector not in INJECTOR_OUTPUT:
+        raise LabelError(f"injector {settings.injector!r} is not one of {', '.join(INJECTOR_OUTPUT)}")
+    chains = scanner_chains(folders)
+    if settings.default_chain not in chains:
+        raise LabelError(f"default chain {settings.default_chain!r} is not one of the chains that end in the "
+                         f"CSC gadget and run in adacsc itself ({', '.join(chains)})")
+    try:
+        chain_values = _chain_defaults(settings.default_chain, folders)
+    except ChainError as err:
+        raise LabelError(str(err)) from err
+    parameters = [{"id": fire.CONFIG_PARAMETER, "label": {"en": "Chain"}, "type": "choice",
+                   "values": [{"id": name, "name": {"en": name}} for name in chains],
+                   "default": settings.default_chain,
+                   "information": {"en": "the adacsc chain that reconstructs the scan (docs/PROPERTIES.md)"}}]
+    for parameter in fire.UI_PARAMETERS:
+        default = chain_values.get(parameter.key, format_value(parameter.declaration.default))
+        if parameter.name == "output":
+            default = INJECTOR_OUTPUT[settings.injector]
+        parameters.append(ui_parameter(parameter, default))
+    label = {
+        "general": {
+            "name": {"en": settings.name}, "version": settings.version, "vendor": settings.vendor,
+            "information": {"en": settings.information}, "id": settings.name.lower(),
+            "regulatory_information": {
+                "device_trade_name": settings.name, "production_identifier": settings.version,
+                "manufacturer_address": settings.manufacturer_address, "made_in": settings.made_in,
+                "manufacture_date": settings.manufacture_date,
+                "material_number": f"{settings.name}_{settings.version}", "gtin": "", "udi": "",
+                "safety_advices": "Research use only. Not for diagnostic use.",
+                "special_operating_instructions": "Raw data in; the chain and its properties are the UI parameters.",
+                "additional_relevant_information": "adacsc docs/DEPLOYMENT.md, section OpenRecon"},
+        },
+        "reconstruction": {
+            "transfer_protocol": {"protocol": "ISMRMRD", "version": "1.4.1"},
+            "port": 9002, "emitter": "raw", "injector": settings.injector,
+            "can_process_adjustment_data": False, "can_use_gpu": settings.can_use_gpu,
+            "min_count_required_gpus": 0, "min_required_gpu_memory": settings.min_gpu_memory_mb,
+            "min_required_memory": settings.min_memory_mb, "min_count_required_cpu_cores": settings.min_cpu_cores,
+            "content_qualification_type": "RESEARCH",
+        },
+        "parameters": parameters,
+    }
+    problems = schema.errors(label, label_schema())
+    if problems:
+        raise LabelError("the OpenRecon label does not validate:\n  " + "\n  ".join(problems))
+    return label
+
+
+def encode(label: dict[str, Any]) -> str:
+    """The LABEL value: the label's JSON, base64-encoded."""
+    return base64.b64encode(json.dumps(label, indent=2).encode()).decode("ascii")
+
+
+def decode(value: str) -> dict[str, Any]:
+    """The label JSON from a LABEL value."""
+    return json.loads(base64.b64decode(value))
+
+
+def ui_defaults(label: dict[str, Any]) -> dict[str, str]:
+    """The JSON parameters a scanner sends when nobody changes the UI: every value a string."""
+    values = {}
+    for parameter in label["parameters"]:
+        default = parameter["default"]
+        values[parameter["id"]] = format_value(default) if isinstance(default, bool) else str(default)
+    return values
+

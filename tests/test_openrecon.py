@@ -1,0 +1,175 @@
+"""The OpenRecon label (`adacsc package openrecon`) against the schema kept in the package, and the
+FIRE parameter mapping: UI parameters <-> chain properties, one to one, both ways."""
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from adacsc import cli
+from adacsc.chain.config import ChainError, config_dirs
+from adacsc.gadgets.properties import raw_properties
+from adacsc.gadgets.registry import spec_for
+from adacsc.packaging import openrecon, schema
+from adacsc.server import fire
+
+
+@pytest.fixture(scope="module")
+def label() -> dict:
+    return openrecon.build_label(openrecon.LabelSettings(manufacture_date="2026/11/30"))
+
+
+def chain_properties(parameters: dict[str, str]) -> dict[str, dict]:
+    """What the server makes of JSON parameters: the typed properties per node target of the chain
+    that `config` chooses, after the FIRE mapping."""
+    folders = config_dirs()
+    chain = fire.load_named_chain(parameters[fire.CONFIG_PARAMETER], folders)
+    rest = {key: value for key, value in parameters.items() if key != fire.CONFIG_PARAMETER}
+    chain = chain.with_overrides(fire.chain_overrides(rest, chain))
+    return {node.target: spec_for(node).parse(raw_properties(node.configuration)) for node in chain.nodes}
+
+
+# ---- the label and its schema --------------------------------------------------------------------
+
+def test_label_validates_against_the_schema(label: dict) -> None:
+    assert schema.errors(label, openrecon.label_schema()) == []
+
+
+def test_label_validates_with_jsonschema_too(label: dict) -> None:
+    if importlib.util.find_spec("jsonschema") is None:
+        pytest.skip("jsonschema is not installed: the package's own validator checked the label")
+    import jsonschema
+
+    jsonschema.Draft7Validator(openrecon.label_schema()).validate(label)
+
+
+def test_label_says_what_an_openrecon_host_needs(label: dict) -> None:
+    general, recon = label["general"], label["reconstruction"]
+    assert general["name"] == {"en": "adacsc"} and general["id"] == "adacsc" and general["version"] == "0.1.0"
+    assert general["regulatory_information"]["manufacture_date"] == "2026/11/30"
+    assert recon["transfer_protocol"] == {"protocol": "ISMRMRD", "version": "1.4.1"} and recon["port"] == 9002
+    assert recon["emitter"] == "raw" and recon["injector"] == "image"
+    assert recon["content_qualification_type"] == "RESEARCH" and recon["can_use_gpu"] is False
+    assert recon["min_required_memory"] >= 1024 and recon["min_count_required_cpu_cores"] >= 1
+    first = label["parameters"][0]
+    assert first["id"] == "config" and first["type"] == "choice" and first["default"] == fire.DEFAULT_CHAIN
+    assert [v["id"] for v in first["values"]] == ["adacsc_lowfield", "adacsc_lowfield_maps"]
+    assert len(label["parameters"]) <= openrecon.MAX_PARAMETERS
+
+
+def test_injector_chooses_the_output_format() -> None:
+    def output(injector: str) -> str:
+        built = openrecon.build_label(openrecon.LabelSettings(injector=injector))
+        return next(p["default"] for p in built["parameters"] if p["id"] == "output")
+
+    assert output("image") == "int16" and output("compleximage") == "complex"
+    with pytest.raises(openrecon.LabelError, match="injector 'raw'"):
+        openrecon.build_label(openrecon.LabelSettings(injector="raw"))
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda l: l["parameters"].extend(copy.deepcopy(l["parameters"][1:3])), "at most 14"),
+    (lambda l: l["parameters"][5].update(id="super_resolution"), "oneOf"),
+    (lambda l: l["parameters"][4].update(unit={"en": "iter"}), "oneOf"),
+    (lambda l: l["parameters"][4].update(default=0.05), "multiple of 0.1"),
+    (lambda l: l["general"].update(version="1.0"), "does not match"),
+    (lambda l: l["general"].pop("regulatory_information"), "missing required property 'regulatory_information'"),
+    (lambda l: l["reconstruction"].update(injector="raw"), "is not one of"),
+    (lambda l: l["reconstruction"].update(port="9002"), "not of type integer"),
+    (lambda l: l.update(extra={}), "property 'extra' is not allowed"),
+])
+def test_the_validator_finds_what_the_schema_forbids(label: dict, change, fragment: str) -> None:
+    broken = copy.deepcopy(label)
+    change(broken)
+    problems = schema.errors(broken, openrecon.label_schema())
+    assert any(fragment in problem for problem in problems), problems
+
+
+def test_double_and_unit_rules(label: dict) -> None:
+    beta = next(p for p in label["parameters"] if p["id"] == "beta")
+    assert beta["type"] == "double" and beta["minimum"] == 0 and beta["maximum"] == 100
+    fine = next(p for p in label["parameters"] if p["id"] == "lambda")
+    assert fine["type"] == "string" and fine["default"] == "0.08"  # finer than the UI's 0.1 steps
+    ok = copy.deepcopy(label)
+    next(p for p in ok["parameters"] if p["id"] == "iterations")["unit"] = {"en": "it"}
+    assert schema.errors(ok, openrecon.label_schema()) == []
+
+
+def test_base64_value_round_trips(label: dict) -> None:
+    assert openrecon.decode(openrecon.encode(label)) == label
+    assert openrecon.LABEL_KEY == "com.siemens-healthineers.magneticresonance.openrecon.metadata:1.1.0"
+
+
+def test_package_command_writes_label_base64_build_arg_and_fire_json(tmp_path: Path) -> None:
+    paths = {name: tmp_path / name for name in ("label.json", "label.b64", "label.arg", "adacsc_lowfield.json")}
+    assert cli.main(["package", "openrecon", "--json", str(paths["label.json"]), "--base64", str(paths["label.b64"]),
+                     "--build-arg", str(paths["label.arg"]), "--fire-json", str(paths["adacsc_lowfield.json"]),
+                     "--version", "1.2.3", "--date", "2026/01/02"]) == 0
+    written = json.loads(paths["label.json"].read_text())
+    assert written["general"]["version"] == "1.2.3"
+    assert openrecon.decode(paths["label.b64"].read_text().strip()) == written
+    name, _, value = paths["label.arg"].read_text().strip().partition("=")
+    assert name == "OPENRECON_LABEL" and openrecon.decode(value) == written
+    fire_json = json.loads(paths["adacsc_lowfield.json"].read_text())
+    assert fire_json["parameters"] == openrecon.ui_defaults(written)
+    assert all(isinstance(v, str) for v in fire_json["parameters"].values())
+    assert cli.main(["package", "openrecon", "--chain", "adacsc_frontend"]) == 2  # not a CSC chain
+    assert cli.main(["package", "openrecon", "--version", "one"]) == 2  # not a semantic version
+
+
+# ---- the parameter mapping -----------------------------------------------------------------------
+
+def test_ui_parameters_map_one_to_one_onto_chain_properties() -> None:
+    ids = [p.id for p in fire.UI_PARAMETERS]
+    assert len(set(i.lower() for i in ids)) == len(ids) and fire.CONFIG_PARAMETER not in ids
+    assert len({p.key for p in fire.UI_PARAMETERS}) == len(ids)
+    for parameter in fire.UI_PARAMETERS:
+        assert parameter.id.isalnum() and parameter.declaration.name == parameter.name
+        assert parameter.id.lower() == parameter.name.replace("_", "")  # camel case of the name
+    assert fire.UiParameter("csc", "super_resolution", "x").id == "superResolution"
+
+
+def test_defaults_round_trip_through_the_server_mapping(label: dict) -> None:
+    sent = openrecon.ui_defaults(label)
+    parsed = chain_properties(sent)
+    by_id = {p.id: p for p in fire.UI_PARAMETERS}
+    for key, value in sent.items():
+        if key == fire.CONFIG_PARAMETER:
+            continue
+        parameter = by_id[key]
+        assert parameter.declaration.parse(value) == parsed[parameter.gadget][parameter.name], key
+
+
+@pytest.mark.parametrize("parameter", fire.UI_PARAMETERS, ids=lambda p: p.id)
+def test_every_ui_parameter_reaches_its_property(label: dict, parameter: fire.UiParameter) -> None:
+    entry = next(p for p in label["parameters"] if p["id"] == parameter.id)
+    value = {"choice": lambda: entry["values"][-1]["id"], "boolean": lambda: "false" if entry["default"] else "true",
+             "int": lambda: str(entry["maximum"]), "double": lambda: "12.5",
+             "string": lambda: "0.5" if parameter.as_text else "other_name"}[entry["type"]]()
+    sent = openrecon.ui_defaults(label)
+    del sent[parameter.id]
+    sent[parameter.id.lower()] = value  # ids match without regard to case
+    parsed = chain_properties(sent)[parameter.gadget][parameter.name]
+    assert parsed == parameter.declaration.parse(value)
+
+
+def test_ui_parameters_of_gadgets_the_chain_lacks_are_skipped() -> None:
+    frontend = fire.load_named_chain("adacsc_frontend", config_dirs())
+    overrides = fire.chain_overrides({"iterations": "3", "coilMapMethod": "walsh", "image_series_index": "4"}, frontend)
+    assert overrides == {"coil_combination.coil_map_method": "walsh", "image_series_index": "4"}
+
+
+def test_stock_fire_configs_and_unknown_names_list_the_available_chains() -> None:
+    with pytest.raises(ChainError, match="python-ismrmrd-server example.*adacsc_frontend, adacsc_lowfield"):
+        fire.load_named_chain("invertcontrast", config_dirs())
+    with pytest.raises(ChainError, match="available chains: adacsc_frontend, adacsc_lowfield, adacsc_lowfield_maps"):
+        fire.load_named_chain("no_such_chain", config_dirs())
+    assert fire.load_named_chain("adacsc_lowfield.xml", config_dirs()).name == "adacsc_lowfield"
+
+
+def test_deployment_docs_list_every_ui_parameter() -> None:
+    section = (Path(__file__).resolve().parents[1] / "docs" / "DEPLOYMENT.md").read_text().split("## 6. OpenRecon")[1]
+    for parameter in fire.UI_PARAMETERS:
+        assert f"`{parameter.id}`" in section and f"`{parameter.key}`" in section, parameter.id
