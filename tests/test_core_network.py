@@ -83,16 +83,17 @@ def test_filter_responses_reject_bad_filters():
 
 
 # -- permutation equivariance -------------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["light", "published"])
+@pytest.mark.parametrize("preset", ["light", "published", "noise"])
 def test_v3_is_permutation_equivariant(preset):
     torch.manual_seed(0)
     # initial_lambda=None: sigmoid at its steepest, so untrained maps differ visibly between filters
     net = MapNetwork(NetworkConfig.preset(preset, initial_lambda=None)).eval()
     x, d = _image(height=48, width=48), _filters(16)
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(3))
+    noise = torch.tensor([0.3, 0.1]) if net.uses_noise else None
     with torch.no_grad():
-        maps = net(x, d)
-        maps_perm = net(x, d[perm])
+        maps = net(x, d, noise)
+        maps_perm = net(x, d[perm], noise)
     assert (maps_perm - maps[:, perm]).abs().max().item() <= _tol(net)
     # the maps do depend on the filter (otherwise the test would be vacuous)
     assert (maps[:, 0] - maps[:, 1]).abs().max().item() > 100 * _tol(net)
@@ -198,6 +199,27 @@ def test_scale_invariance_and_relative_output():
     assert torch.allclose(r1, a1 * scale.view(-1, 1, 1, 1), rtol=1e-5)
 
 
+def test_noise_aware_maps_are_in_units_of_the_noise():
+    torch.manual_seed(0)
+    net = MapNetwork(NetworkConfig.preset("noise", initial_lambda=None)).eval()
+    assert net.uses_noise and not MapNetwork().uses_noise
+    x, d = _image(height=32, width=32), _filters(8)
+    sigma = torch.tensor([0.2, 0.05])
+    with torch.no_grad():
+        maps = net(x, d, sigma)
+        scaled = net(25.0 * x, d, 25.0 * sigma)  # the same data in other units
+        noisier = net(x, d, 2 * sigma)
+    assert torch.allclose(25.0 * maps, scaled, rtol=1e-4)
+    assert ((maps > 0) & (maps < net.lambda_max * sigma.view(2, 1, 1, 1))).all()
+    assert not torch.allclose(maps, noisier, rtol=1e-2)  # the network sees the noise level
+    with pytest.raises(ValueError, match="noise-aware"):
+        net(x, d)
+    with pytest.raises(ValueError, match="> 0"):
+        net(x, d, torch.tensor([0.1, 0.0]))
+    with pytest.raises(ValueError, match="no noise-aware variant"):
+        V1MapNetwork(4, NetworkConfig.preset("noise"))
+
+
 def test_percentile_normalisation_matches_solver_scaling():
     from adacsc.core.scaling import robust_scale
 
@@ -245,7 +267,7 @@ def test_config_json_round_trip_and_validation():
         assert NetworkConfig.from_json(config.to_json()) == config
         json.loads(config.to_json())
     published = NetworkConfig.preset("published")
-    assert (published.base_channels, published.depth, published.downsample) == (32, 2, 1)
+    assert (published.base_channels, published.depth, published.downsample) == (32, 1, 1)
     assert published.lambda_max == 10.0 and published.initial_lambda is None
     assert (NetworkConfig().lambda_max, NetworkConfig().initial_lambda) == (2.0, 0.1)
     assert NetworkConfig() == NetworkConfig.preset("light")
@@ -265,15 +287,16 @@ def test_config_json_round_trip_and_validation():
 
 
 def test_published_unet_layout():
-    unet = UNet(2, 1, base_channels=32, depth=2, convs_per_stage=2)
-    convs = [m for m in unet.modules() if isinstance(m, torch.nn.Conv2d)]
-    # 3 encoder stages (incl. bottleneck) + 2 decoder stages, 2 convs each, + 1x1 head
-    assert len(convs) == 11
-    assert [c.out_channels for c in convs[:6]] == [32, 32, 64, 64, 128, 128]
-    assert convs[-1].kernel_size == (1, 1)
+    net = MapNetwork(NetworkConfig.preset("published"))
+    convs = [m for m in net.unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    # the published code: 2 encoder stages (widths 32 and 64, one max-pool) + 1 decoder stage,
+    # 2 convs each, + 1x1 head, at full resolution
+    assert len(convs) == 7
+    assert [c.out_channels for c in convs[:4]] == [32, 32, 64, 64]
+    assert convs[-1].kernel_size == (1, 1) and net.config.downsample == 1
     light = sum(p.numel() for p in MapNetwork().parameters())
-    published = sum(p.numel() for p in MapNetwork(NetworkConfig.preset("published")).parameters())
-    assert light < published / 10
+    published = sum(p.numel() for p in net.parameters())
+    assert light < published / 3  # and the light network runs on 4x fewer pixels
 
 
 def test_unet_split_convolution_equals_concatenation():

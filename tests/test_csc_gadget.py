@@ -11,6 +11,8 @@ import torch
 from adacsc.chain.config import load_chain
 from adacsc.core.dictionary import save_dictionary
 from adacsc.core.network import MapNetwork
+from adacsc.core.reconstruct import NoiseMultiple
+from adacsc.gadgets.csc import DEFAULT_NOISE_LAMBDA
 from adacsc.core.registry import get_dictionary
 from adacsc.core.weights import save_model
 from adacsc.metrics import psnr, ssim
@@ -99,7 +101,36 @@ def test_scalar_mode_takes_the_trained_beta_unless_set(model_folders: tuple[Path
 
     defaults = SPEC.parse({"mode": "scalar", "weights": "seeded", "iterations": "2"})
     step = CSCStep(defaults)
-    assert step.beta == 4.0 and step.lam == 0.08  # beta from the weights' metadata, the evaluated lambda
+    # beta from the weights' metadata; the default lambda follows the noise
+    assert step.beta == 4.0 and step.lam == NoiseMultiple(DEFAULT_NOISE_LAMBDA)
     assert CSCStep({**defaults, "beta": 1.5}).beta == 1.5
+    assert CSCStep({**defaults, "lambda": 0.08}).lam == 0.08
     with pytest.raises(ValueError, match="no weights named"):
         CSCStep({**defaults, "weights": "missing"})
+
+
+def test_settings_follow_the_weights_unless_set(model_folders: tuple[Path, Path]) -> None:
+    from adacsc.gadgets.csc import SPEC, CSCStep
+
+    weights, _ = model_folders
+    save_model(MapNetwork(), weights / "tv.safetensors", scalars={"beta": 2.0, "iterations": 12, "tv_weight": 0.5})
+    defaults = SPEC.parse({"weights": "tv", "dictionary": "same.npz"})
+    step = CSCStep(defaults)
+    assert (step.props["iterations"], step.lowpass, step.tv_weight) == (12, "tv", 0.5)
+    assert step.solver.n_iter == 12 and step.solver.lowpass == "tv"
+    step = CSCStep({**defaults, "iterations": 5, "lowpass": "tikhonov"})
+    assert (step.props["iterations"], step.lowpass, step.beta) == (5, "tikhonov", 2.0)
+    old = CSCStep({**defaults, "weights": "seeded"})  # weights without these settings: the published ones
+    assert (old.props["iterations"], old.lowpass) == (64, "tikhonov")
+
+
+def test_noise_level_from_the_noise_scan_or_estimated(noisy_scan: Path, tmp_path: Path) -> None:
+    base = {**FAST, "mode": "scalar", "super_resolution": "1", "send_zero_filled": "false", "send_maps": "false"}
+    replay(noisy_scan, tmp_path / "scan.h5", load_chain("adacsc_lowfield").with_overrides(base))
+    images = read_images(tmp_path / "scan.h5")["image_1"]
+    assert {(im.meta["NoiseSource"], im.meta["NoiseLevel"]) for im in images} == {("noise scan", "1")}
+    chain = load_chain("adacsc_lowfield").with_overrides({**base, "perform_noise_adjust": "false"})
+    replay(noisy_scan, tmp_path / "estimated.h5", chain)
+    images = read_images(tmp_path / "estimated.h5")["image_1"]
+    assert {im.meta["NoiseSource"] for im in images} == {"estimated from the image"}
+    assert all(float(im.meta["NoiseLevel"]) > 0 for im in images)

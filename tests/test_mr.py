@@ -5,7 +5,9 @@ import pytest
 
 from adacsc.mr import coil_maps
 from adacsc.mr.fft import fftc, ifftc
-from adacsc.mr.noise import NoiseAccumulator, bandwidth_scale, match_channels, whitening_matrix
+from adacsc.mr.noise import (
+    NoiseAccumulator, bandwidth_scale, estimate_noise_std, match_channels, whitening_matrix,
+)
 from adacsc.mr.oversampling import remove_readout_oversampling
 
 
@@ -115,3 +117,14 @@ def test_calibration_region_is_the_central_block() -> None:
     lines[8] = False
     with pytest.raises(ValueError, match="centre line"):
         coil_maps.calibration_images(kspace, lines)
+
+
+def test_noise_estimate_from_an_image() -> None:
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:192, :160]
+    obj = 40.0 * (((yy - 96) / 70) ** 2 + ((xx - 80) / 60) ** 2 < 1) * np.exp(1j * xx / 30)
+    for sigma in (0.5, 1.0, 3.0):
+        noise = sigma * (rng.standard_normal(obj.shape) + 1j * rng.standard_normal(obj.shape)) / np.sqrt(2)
+        assert estimate_noise_std(obj + noise) == pytest.approx(sigma, rel=0.05)
+    with pytest.raises(ValueError, match="2-D image"):
+        estimate_noise_std(np.ones(8))

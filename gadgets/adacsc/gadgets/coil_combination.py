@@ -4,7 +4,9 @@ k-space centre) so undersampled scans work; single-coil data pass through unchan
 
 Output: a gadgetron ImageArray per slice, data [X, Y, 1, 1, 1, 1, 1] complex64 on the encoded
 grid (after oversampling removal), with meta `SamplingMask` (one '0'/'1' per phase-encode line)
-so the reconstruction knows which k-space region was acquired.
+so the reconstruction knows which k-space region was acquired. When every readout of the slice was
+prewhitened (adacsc.gadgets.noise_adjust) the meta also says so: `NoiseLevel` 1 (the combined image
+is in SNR units, noise std 1 per pixel) and `NoiseSource` "noise scan".
 """
 
 import logging
@@ -14,6 +16,7 @@ import ismrmrd
 import numpy as np
 from gadgetron.types import ImageArray, ReconData
 
+from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
 from adacsc.gadgets.properties import Property, PropertySpec, read_properties
 from adacsc.io.images import header_from_acquisition, make_image
 from adacsc.mr import coil_maps
@@ -43,6 +46,12 @@ def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: i
         return images[0].astype(np.complex64)
     maps = coil_maps.estimate(coil_maps.calibration_images(kspace, lines), method, kernel)
     return coil_maps.combine(images, maps)
+
+
+def prewhitened(headers: np.ndarray, lines: np.ndarray) -> bool:
+    """Whether every acquired readout [E1] of a slice carries the prewhitening flag."""
+    mask = np.uint64(1) << np.uint64(PREWHITENED_FLAG - 1)
+    return all(int(np.uint64(h.flags) & mask) for h in headers[lines])
 
 
 def _reference_header(headers: np.ndarray, lines: np.ndarray, centre: int) -> ismrmrd.AcquisitionHeader:
@@ -88,6 +97,8 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any]) -> list[tuple[np
                 "CoilMapMethod": props["coil_map_method"] if kspace.shape[0] > 1 else "none",
                 "DataRole": "CoilCombined",
             }
+            if prewhitened(np.asarray(buffer.headers)[:, 0, n, s, loc], lines):
+                meta.update({"NoiseLevel": "1", "NoiseSource": "noise scan"})
             log.debug("slice %d combined from %d coils, %d of %d lines", reference.idx.slice,
                       kspace.shape[0], lines.sum(), n_lines)
             results.append((image.reshape(n_lines, readout), header, meta))

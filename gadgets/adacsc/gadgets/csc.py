@@ -2,7 +2,15 @@
 the super-resolved grid out, driven by NET_Theta sparsity maps (or a scalar lambda).
 
 The dictionary, weights, iterations, super-resolution factor and mode are chain properties, so a
-different dictionary per scan is a property change. Dictionaries and weights are names: shipped
+different dictionary per scan is a property change. The iteration count, the low-pass part and
+beta default to what the weights were trained with (their metadata), so the chain follows the
+weights.
+
+Noise. Every slice is reconstructed with its noise level: 1 (SNR units) when the incoming meta
+says the readouts were prewhitened with a noise scan (adacsc.gadgets.coil_combination), else an
+estimate from the image (adacsc.mr.noise.estimate_noise_std); the source is logged once per scan
+and stored in the QA meta. Noise-aware maps and the default scalar lambda (`noise_lambda` times
+the noise level) follow it. Dictionaries and weights are names: shipped
 ones, or files inside the operator's folders ($ADACSC_DICTIONARY_DIR, $ADACSC_WEIGHTS_DIR).
 Loaded dictionaries, networks and solvers are cached per process and reused across scans.
 
@@ -27,25 +35,34 @@ from gadgetron.types import ImageArray
 
 from adacsc import settings
 from adacsc.core.device import resolve_device
-from adacsc.core.reconstruct import DEFAULT_BETA, CSCReconstructor
+from adacsc.core.fista import FISTA_ITERATIONS
+from adacsc.core.reconstruct import DEFAULT_BETA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, NoiseMultiple
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.io.series import OUTPUT_FORMATS, Series, protocol_name, scanner_image
 from adacsc.mr.fft import fftc
+from adacsc.mr.noise import estimate_noise_std
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = "netv3_light"
+DEFAULT_NOISE_LAMBDA = 2.0
 
 SPEC = PropertySpec("csc", (
     Property("dictionary", str, DEFAULT_DICTIONARY, "shipped dictionary name or a file in $ADACSC_DICTIONARY_DIR"),
     Property("weights", str, DEFAULT_WEIGHTS, "shipped NET_Theta weights name or a file in $ADACSC_WEIGHTS_DIR"),
     Property("mode", str, "maps", "maps (NET_Theta) or scalar (one lambda)", choices=("maps", "scalar")),
-    Property("lambda", float, 0.08, "scalar-mode lambda, in normalised units (bright tissue about 1); the "
-             "default is the best single value over both test noise levels (docs/evaluation)"),
-    Property("beta", float, 0.0, "low-pass weight; 0 takes the value trained with the weights (in both modes)"),
-    Property("iterations", int, 64, "FISTA iterations"),
+    Property("lambda", float, 0.0, "scalar-mode lambda in normalised units (bright tissue about 1); 0 follows "
+             "the noise: noise_lambda times the noise level"),
+    Property("noise_lambda", float, DEFAULT_NOISE_LAMBDA, "scalar-mode lambda in units of the noise level "
+             "(used when lambda is 0); the default is the best single value over the test noise levels "
+             "(docs/evaluation)"),
+    Property("beta", float, 0.0, "Tikhonov low-pass weight; 0 takes the value trained with the weights (in both modes)"),
+    Property("lowpass", str, "auto", "low-pass part: tikhonov (published), tv (edge-preserving, follows the "
+             "noise) or auto (what the weights were trained with)", choices=("auto",) + LOWPASS_KINDS),
+    Property("tv_weight", float, 0.0, "TV low-pass weight in units of the noise level; 0 takes the trained value"),
+    Property("iterations", int, 0, "FISTA iterations; 0 takes the count the weights were trained with"),
     Property("super_resolution", int, 2, "grid factor per axis (k-space zero-padding)", choices=(1, 2, 3, 4)),
     Property("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
     Property("send_zero_filled", parse_bool, True, "also send the zero-filled image (series base + 1)"),
@@ -56,8 +73,7 @@ SPEC = PropertySpec("csc", (
              "complex-image injector)", choices=OUTPUT_FORMATS),
 ))
 
-NOISE_META = ("NoiseLevel", "NoiseSource")
-"""Entries of an incoming image's meta copied to the QA meta of its reconstruction."""
+NOISE_FROM_IMAGE = "estimated from the image"
 
 
 @functools.lru_cache(maxsize=16)
@@ -73,8 +89,10 @@ def _network(name: str, folder: str | None, device: str) -> tuple[torch.nn.Modul
 
 
 @functools.lru_cache(maxsize=16)
-def _solver(dictionary: str, folder: str | None, beta: float, iterations: int, device: str) -> CSCReconstructor:
-    return CSCReconstructor(_dictionary(dictionary, folder).filters, beta=beta, n_iter=iterations).to(device)
+def _solver(dictionary: str, folder: str | None, beta: float, iterations: int, lowpass: str, tv_weight: float,
+            device: str) -> CSCReconstructor:
+    return CSCReconstructor(_dictionary(dictionary, folder).filters, beta=beta, n_iter=iterations,
+                            lowpass=lowpass, tv_weight=tv_weight).to(device)
 
 
 def preload() -> None:
@@ -89,36 +107,41 @@ class CSCStep:
     """The reconstruction of one scan: resources resolved once from the properties."""
 
     def __init__(self, props: dict[str, Any]) -> None:
-        if props["iterations"] < 1:
-            raise ValueError(f"iterations must be >= 1, got {props['iterations']}")
-        self.props = props
+        for name in ("iterations", "lambda", "noise_lambda", "beta", "tv_weight"):
+            if props[name] < 0:
+                raise ValueError(f"{name} must be >= 0, got {props[name]}")
         self.device = resolve_device(props["device"])
         dictionary_dir = settings.dictionary_dir()
-        self.dictionary = _dictionary(props["dictionary"], str(dictionary_dir) if dictionary_dir else None)
+        dictionary_folder = str(dictionary_dir) if dictionary_dir else None
+        self.dictionary = _dictionary(props["dictionary"], dictionary_folder)
         weights_dir = settings.weights_dir()
         weights_folder = str(weights_dir) if weights_dir else None
-        self.lam: Any = props["lambda"]
-        beta = props["beta"]
         if props["mode"] == "maps":
             self.lam, info = _network(props["weights"], weights_folder, str(self.device))
-            beta = beta or info.scalars.get("beta", DEFAULT_BETA)
-        elif not beta:  # scalar mode: the trained low-pass weight, from the weights' metadata only
-            beta = read_model_info(resolve_weights(props["weights"], weights_folder)).scalars.get("beta", DEFAULT_BETA)
-        self.beta = float(beta)
-        self.solver = _solver(props["dictionary"], str(dictionary_dir) if dictionary_dir else None,
-                              self.beta, props["iterations"], str(self.device))
-        log.info("CSC: dictionary %s (K=%d, %dx%d), mode %s, %d iterations, super-resolution %dx, beta %.4g, %s",
-                 self.dictionary.name, self.dictionary.num_filters, *self.dictionary.filter_shape,
-                 props["mode"], props["iterations"], props["super_resolution"], self.beta, self.device)
+        else:  # scalar mode: the trained settings from the weights' metadata only (no torch load)
+            info = read_model_info(resolve_weights(props["weights"], weights_folder))
+            self.lam = props["lambda"] or NoiseMultiple(props["noise_lambda"])
+        trained = info.scalars
+        self.beta = float(props["beta"] or trained.get("beta", DEFAULT_BETA))
+        self.lowpass = props["lowpass"] if props["lowpass"] != "auto" else ("tv" if "tv_weight" in trained else "tikhonov")
+        self.tv_weight = float(props["tv_weight"] or trained.get("tv_weight", DEFAULT_TV_WEIGHT))
+        self.props = {**props, "iterations": int(props["iterations"] or trained.get("iterations", FISTA_ITERATIONS))}
+        self.solver = _solver(props["dictionary"], dictionary_folder, self.beta, self.props["iterations"],
+                              self.lowpass, self.tv_weight, str(self.device))
+        low = f"beta {self.beta:.4g}" if self.lowpass == "tikhonov" else f"TV weight {self.tv_weight:g} x noise"
+        log.info("CSC: dictionary %s (K=%d, %dx%d), mode %s, %d iterations, super-resolution %dx, %s low-pass, %s, %s",
+                 self.dictionary.name, self.dictionary.num_filters, *self.dictionary.filter_shape, props["mode"],
+                 self.props["iterations"], props["super_resolution"], self.lowpass, low, self.device)
 
-    def reconstruct(self, image: np.ndarray, lines: np.ndarray) -> dict[str, np.ndarray]:
-        """Images [H, W] (reconstruction, zero-filled, mean map) from a combined image [Y, X]."""
+    def reconstruct(self, image: np.ndarray, lines: np.ndarray, noise_std: float) -> dict[str, np.ndarray]:
+        """Images [H, W] (reconstruction, zero-filled, mean map) from a combined image [Y, X] whose
+        k-space noise std is `noise_std`."""
         kspace = fftc(image.astype(np.complex64))
         mask = None if lines.all() else np.broadcast_to(lines[:, None], kspace.shape).astype(np.float32)
         factor = self.props["super_resolution"]
         grid = (kspace.shape[0] * factor, kspace.shape[1] * factor)
         y = torch.from_numpy(np.ascontiguousarray(kspace)).to(self.device)[None]
-        result = self.solver.infer(y, grid, self.lam, mask)
+        result = self.solver.infer(y, grid, self.lam, mask, noise_std=noise_std)
         if isinstance(result.lam, torch.Tensor):
             mean_map = result.lam.mean(dim=1)[0].cpu().numpy()
         else:
@@ -155,6 +178,22 @@ def _sampled_lines(meta: dict[str, Any], lines: int) -> np.ndarray:
     return np.array([c == "1" for c in mask])
 
 
+def noise_level(image: np.ndarray, lines: np.ndarray, meta: dict[str, Any]) -> tuple[float, str]:
+    """(k-space noise std of a combined image, where it comes from): the incoming meta's
+    NoiseLevel (prewhitened with a noise scan), else an estimate from the image; the image's noise
+    is the k-space noise times sqrt(fraction of acquired lines)."""
+    level = meta.get("NoiseLevel")
+    if isinstance(level, list):
+        level = level[0]
+    if level:
+        source = meta.get("NoiseSource", "meta")
+        return float(level), source[0] if isinstance(source, list) else source
+    estimate = estimate_noise_std(image) / np.sqrt(max(float(lines.mean()), 1e-6))
+    if not estimate > 0:
+        raise ValueError("the noise level of this image cannot be estimated (is it all zeros?)")
+    return estimate, NOISE_FROM_IMAGE
+
+
 def output_series(props: dict[str, Any]) -> list[tuple[str, Series]]:
     """(key of CSCStep.reconstruct's result, series) of every series the properties ask for."""
     base = props["image_series_index"]
@@ -166,7 +205,7 @@ def output_series(props: dict[str, Any]) -> list[tuple[str, Series]]:
 
 
 def qa_meta(step: CSCStep, outputs: dict[str, np.ndarray], elapsed_ms: float,
-            incoming: dict[str, Any]) -> dict[str, object]:
+            noise: tuple[float, str]) -> dict[str, object]:
     """The scan's QA figures for the meta of every image of a slice."""
     props, maps = step.props, outputs["maps"]
     qa: dict[str, object] = {
@@ -174,8 +213,8 @@ def qa_meta(step: CSCStep, outputs: dict[str, np.ndarray], elapsed_ms: float,
         "Iterations": str(props["iterations"]), "Mode": props["mode"],
         "SuperResolution": str(props["super_resolution"]), "ReconTimeMs": f"{elapsed_ms:.1f}",
         "MapMean": f"{float(maps.mean()):.6g}", "MapMin": f"{float(maps.min()):.6g}",
-        "MapMax": f"{float(maps.max()):.6g}"}
-    qa.update({key: incoming[key] for key in NOISE_META if key in incoming})
+        "MapMax": f"{float(maps.max()):.6g}", "LowPass": step.lowpass,
+        "NoiseLevel": f"{noise[0]:.6g}", "NoiseSource": noise[1]}
     return qa
 
 
@@ -186,16 +225,22 @@ def csc(connection: Any) -> None:
     series = output_series(props)
     protocol = protocol_name(connection.header)
     count = 0
+    sources: set[str] = set()
     for item in connection:
         if not isinstance(item, ImageArray):
             connection.send(item)
             continue
         for image, header, meta in _slices(item):
+            lines = _sampled_lines(meta, image.shape[0])
+            noise = noise_level(image, lines, meta)
+            if noise[1] not in sources:
+                sources.add(noise[1])
+                log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
             started = time.perf_counter()
-            outputs = step.reconstruct(image, _sampled_lines(meta, image.shape[0]))
+            outputs = step.reconstruct(image, lines, noise[0])
             elapsed_ms = 1000 * (time.perf_counter() - started)
             count += 1
-            qa = qa_meta(step, outputs, elapsed_ms, meta)
+            qa = qa_meta(step, outputs, elapsed_ms, noise)
             for key, wanted in series:
                 connection.send(scanner_image(outputs[key], header, wanted, props["output"], image_index=count,
                                               protocol=protocol, qa=qa))

@@ -2,7 +2,8 @@
 
 Noise readouts (ACQ_IS_NOISE_MEASUREMENT) are consumed; their covariance gives a Cholesky
 whitening matrix, scaled for the dwell-time / receiver-bandwidth difference, applied to every
-later readout. The covariance is stored under the scan's measurementID and reused by a later scan
+later readout; whitened readouts carry PREWHITENED_FLAG, so later gadgets know their noise is
+white with unit variance (SNR units). The covariance is stored under the scan's measurementID and reused by a later scan
 that names it as its "Noise" measurementDependency (coils matched by label). Without noise the
 data pass through unchanged, with a warning. The folder of stored covariances is the operator's
 ($ADACSC_NOISE_DIR), never a chain property: a client may send the chain XML.
@@ -20,6 +21,9 @@ from adacsc.io.noise_store import NoiseStore, StoredNoise
 from adacsc.mr.noise import NoiseAccumulator, bandwidth_scale, match_channels, whitening_matrix
 
 log = logging.getLogger(__name__)
+
+PREWHITENED_FLAG = ismrmrd.ACQ_USER8
+"""Acquisition flag set on every readout this gadget whitened (noise std 1 per sample)."""
 
 SPEC = PropertySpec("noise_adjust", (
     Property("perform_noise_adjust", parse_bool, True, "prewhiten; false passes all readouts through"),
@@ -107,6 +111,7 @@ class Prewhitener:
                 f"the noise covariance {self.channels}"
             )
         acquisition.data[:] = self.matrix @ acquisition.data
+        acquisition.set_flag(PREWHITENED_FLAG)
         return acquisition
 
     def finish(self) -> None:
