@@ -2,8 +2,9 @@
 FIRE parameter mapping: UI parameters <-> chain properties, one to one, both ways."""
 
 import copy
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from adacsc import cli
 from adacsc.chain.config import ChainError, config_dirs
 from adacsc.gadgets.properties import raw_properties
 from adacsc.gadgets.registry import spec_for
-from adacsc.packaging import openrecon, schema
+from adacsc.packaging import openrecon
 from adacsc.server import fire
 
 
@@ -34,15 +35,10 @@ def chain_properties(parameters: dict[str, str]) -> dict[str, dict]:
 # ---- the label and its schema --------------------------------------------------------------------
 
 def test_label_validates_against_the_schema(label: dict) -> None:
-    assert schema.errors(label, openrecon.label_schema()) == []
-
-
-def test_label_validates_with_jsonschema_too(label: dict) -> None:
-    if importlib.util.find_spec("jsonschema") is None:
-        pytest.skip("jsonschema is not installed: the package's own validator checked the label")
     import jsonschema
 
-    jsonschema.Draft7Validator(openrecon.label_schema()).validate(label)
+    jsonschema.Draft7Validator.check_schema(openrecon.label_schema())
+    assert openrecon.validation_errors(label) == []
 
 
 def test_label_says_what_an_openrecon_host_needs(label: dict) -> None:
@@ -69,22 +65,51 @@ def test_injector_chooses_the_output_format() -> None:
         openrecon.build_label(openrecon.LabelSettings(injector="raw"))
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda l: l["parameters"].extend(copy.deepcopy(l["parameters"][1:3])), "at most 14"),
-    (lambda l: l["parameters"][5].update(id="super_resolution"), "oneOf"),
-    (lambda l: l["parameters"][4].update(unit={"en": "iter"}), "oneOf"),
-    (lambda l: l["parameters"][4].update(default=0.05), "multiple of 0.1"),
-    (lambda l: l["general"].update(version="1.0"), "does not match"),
-    (lambda l: l["general"].pop("regulatory_information"), "missing required property 'regulatory_information'"),
-    (lambda l: l["reconstruction"].update(injector="raw"), "is not one of"),
-    (lambda l: l["reconstruction"].update(port="9002"), "not of type integer"),
-    (lambda l: l.update(extra={}), "property 'extra' is not allowed"),
+@pytest.mark.parametrize("change, where, rule", [
+    (lambda l: l["parameters"].extend(copy.deepcopy(l["parameters"][1:3])), "$.parameters: ", "[maxItems 14]"),
+    (lambda l: l["parameters"][5].update(id="super_resolution"), "$.parameters[5]: ",
+     "[oneOf]; closest alternative: $.parameters[5].id: 'super_resolution' does not match"),
+    (lambda l: l["parameters"][4].update(unit={"en": "iter"}), "$.parameters[4]: ",
+     "[oneOf]; closest alternative: $.parameters[4].unit.en: 'iter' is too long [maxLength]"),
+    (lambda l: l["parameters"][4].update(default=0.05), "$.parameters[4]: ",
+     "closest alternative: $.parameters[4].default: 0.05 is not a multiple of 0.1 [multipleOf]"),
+    (lambda l: l["general"].update(version="1.0"), "$.general.version: '1.0' does not match", "[pattern"),
+    (lambda l: l["general"].pop("regulatory_information"), "$.general: 'regulatory_information' is a required",
+     "[required "),
+    (lambda l: l["reconstruction"].update(injector="raw"), "$.reconstruction.injector: 'raw' is not one of",
+     "[enum "),
+    (lambda l: l["reconstruction"].update(port="9002"), "$.reconstruction.port: '9002' is not of type 'integer'",
+     "[type \"integer\"]"),
+    (lambda l: l.update(extra={}), "$: Additional properties are not allowed ('extra' was unexpected)",
+     "[additionalProperties false]"),
 ])
-def test_the_validator_finds_what_the_schema_forbids(label: dict, change, fragment: str) -> None:
+def test_a_broken_label_is_refused_naming_path_and_rule(label: dict, change, where: str, rule: str) -> None:
     broken = copy.deepcopy(label)
     change(broken)
-    problems = schema.errors(broken, openrecon.label_schema())
-    assert any(fragment in problem for problem in problems), problems
+    problems = openrecon.validation_errors(broken)
+    assert problems == sorted(problems)
+    assert any(problem.startswith(where) and rule in problem for problem in problems), problems
+
+
+def test_build_label_refuses_an_invalid_label_listing_every_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = openrecon.label_schema()
+    schema["properties"]["reconstruction"]["properties"]["port"] = {"type": "integer", "maximum": 9001}
+    schema["properties"]["general"]["properties"]["vendor"] = {"type": "string", "maxLength": 2}
+    monkeypatch.setattr(openrecon, "label_schema", lambda: schema)
+    with pytest.raises(openrecon.LabelError) as caught:
+        openrecon.build_label(openrecon.LabelSettings())
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "the OpenRecon label does not validate:"
+    assert [line.strip() for line in lines[1:]] == [
+        "$.general.vendor: 'adacsc' is too long [maxLength 2]",
+        "$.reconstruction.port: 9002 is greater than the maximum of 9001 [maximum 9001]"]
+
+
+def test_help_imports_neither_jsonschema_nor_the_label_schema() -> None:
+    code = ("import sys\nfrom adacsc import cli\ntry:\n    cli.main(['package', 'openrecon', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
 
 
 def test_double_and_unit_rules(label: dict) -> None:
@@ -94,7 +119,7 @@ def test_double_and_unit_rules(label: dict) -> None:
     assert fine["type"] == "string" and fine["default"] == "0.08"  # finer than the UI's 0.1 steps
     ok = copy.deepcopy(label)
     next(p for p in ok["parameters"] if p["id"] == "iterations")["unit"] = {"en": "it"}
-    assert schema.errors(ok, openrecon.label_schema()) == []
+    assert openrecon.validation_errors(ok) == []
 
 
 def test_base64_value_round_trips(label: dict) -> None:

@@ -8,7 +8,8 @@ LABEL_KEY, generated from the gadgets' PropertySpecs.
   CSC gadget), then the chain properties of adacsc.server.fire.UI_PARAMETERS, one to one, with
   the default chain's values as defaults (and `output` matching the injector).
 
-The label is checked against the schema kept in the package (data/openrecon) before it is used.
+The label is checked against the schema kept in the package (data/openrecon) with the
+`jsonschema` library (draft-07) before it is used; jsonschema is imported there, not at import time.
 """
 
 import base64
@@ -23,7 +24,6 @@ from typing import Any
 from adacsc.chain.config import ChainError, config_dirs, load_chain
 from adacsc.commands.properties import format_value
 from adacsc.gadgets.properties import parse_bool
-from adacsc.packaging import schema
 from adacsc.server import fire
 
 LABEL_KEY = "com.siemens-healthineers.magneticresonance.openrecon.metadata:1.1.0"
@@ -77,6 +77,38 @@ class LabelSettings:
 def label_schema() -> dict[str, Any]:
     """The label's JSON schema kept in the package."""
     return json.loads((importlib.resources.files("adacsc") / "data" / "openrecon" / SCHEMA_NAME).read_text())
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 60]} ... {text[-50:]}"
+
+
+def _describe(error: Any) -> str:
+    """One line per jsonschema error: the JSON path of the offending value, what is wrong, and the
+    rule (keyword and, when short, its value); for oneOf/anyOf also the errors of the alternative
+    that came closest (fewest errors)."""
+    value = json.dumps(error.validator_value)
+    rule = f"{error.validator} {value}" if len(value) <= 80 and not isinstance(error.validator_value, dict) \
+        else str(error.validator)
+    line = f"{error.json_path}: {_short(error.message)} [{rule}]"
+    if error.context:
+        alternatives: dict[Any, list[Any]] = {}
+        for sub in error.context:
+            alternatives.setdefault(sub.schema_path[0], []).append(sub)
+        closest = min(alternatives.values(), key=lambda subs: (len(subs), -max(len(s.path) for s in subs)))
+        line += "; closest alternative: " + "; ".join(
+            sorted(f"{sub.json_path}: {_short(sub.message)} [{sub.validator}]" for sub in closest))
+    return line
+
+
+def validation_errors(label: dict[str, Any], schema: dict[str, Any] | None = None) -> list[str]:
+    """Every way `label` fails the label schema (jsonschema, draft-07), one sorted line each: JSON
+    path, problem, rule. Empty when the label validates."""
+    import jsonschema
+
+    schema = label_schema() if schema is None else schema
+    validator = jsonschema.Draft7Validator(schema)
+    return sorted(_describe(error) for error in validator.iter_errors(label))
 
 
 def scanner_chains(folders: list[Path]) -> list[str]:
@@ -155,7 +187,7 @@ def build_label(settings: LabelSettings, folders: list[Path] | None = None) -> d
         },
         "parameters": parameters,
     }
-    problems = schema.errors(label, label_schema())
+    problems = validation_errors(label)
     if problems:
         raise LabelError("the OpenRecon label does not validate:\n  " + "\n  ".join(problems))
     return label
