@@ -11,8 +11,7 @@ import torch
 from adacsc.chain.config import load_chain
 from adacsc.core.dictionary import save_dictionary
 from adacsc.core.network import MapNetwork
-from adacsc.core.reconstruct import NoiseMultiple
-from adacsc.gadgets.csc import DEFAULT_NOISE_LAMBDA
+from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, NoiseMultiple
 from adacsc.core.registry import get_dictionary
 from adacsc.core.weights import save_model
 from adacsc.metrics import psnr, ssim

@@ -11,7 +11,7 @@ import torch
 
 from adacsc import cli, metrics
 from adacsc.core.weights import shipped_weights_dir
-from adacsc.evaluation.protocol import MAPS, PERMUTED, TEST_SETS, UNSEEN
+from adacsc.evaluation.protocol import MAPS, PERMUTED, TEST_SETS, TEST_SETS_256, UNSEEN
 from adacsc.evaluation.report import targets
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.training.blackbox import BlackBoxConfig, ImageUNet, load_blackbox, save_blackbox, train_blackbox
@@ -74,7 +74,8 @@ def test_blackbox_loader_refuses_other_files(tmp_path):
 
 def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
     out = tmp_path / "eval"
-    args = ["evaluate", "-o", str(out), "--images", "1", "--val-images", "1", "--iterations", "5",
+    args = ["evaluate", "-o", str(out), "--images", "1", "--images-256", "1", "--val-images", "1",
+            "--iterations", "5", "--scalar-grid", "0.04,0.16", "--bart-grid", "0.01", "--real-scan", "sim_brain_4coil_64.h5",
             "--blackbox", str(tiny_blackbox), "--threads", "1"]
     if not HAVE_BART:
         args.append("--no-bart")
@@ -83,12 +84,13 @@ def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
     assert (out / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((out / "results.json").read_text())
     report = (out / "EVALUATION.md").read_text()
-    expected = {"zero_filled", "scalar", "scalar_one", MAPS, PERMUTED, UNSEEN, "unet"}
+    expected = {"zero_filled", "scalar", "scalar_one", "scalar_default", MAPS, PERMUTED, UNSEEN, "unet"}
     if HAVE_BART:
         expected |= {"bart_wavelet", "bart_wavelet_shifts", "bart_tv"}
     assert set(result["methods"]) == expected
-    assert list(result["results"]) == list(TEST_SETS)
-    for label in TEST_SETS:
+    assert list(result["results"]) == list(TEST_SETS) + list(TEST_SETS_256)
+    assert list(result["results"][next(iter(TEST_SETS_256))]) == ["0.05", "0.15", "0.3"]
+    for label in list(TEST_SETS) + list(TEST_SETS_256):
         assert f"## {label}" in report
     for name in result["methods"].values():
         assert f"| {name} |" in report
@@ -139,18 +141,24 @@ def _fake_result(maps_gain: float, unseen: float, ood_drop_maps: float, ood_drop
     def entry(psnr: float) -> dict:
         return {"psnr": [psnr], "ssim": [0.9], "nrmse": [0.1]}
 
-    results = {}
+    def row(drop_m: float, drop_u: float, scalar_shift: float, tv_gap: float) -> dict:
+        maps = 30.0 + 3.0 - drop_m
+        return {"zero_filled": entry(30.0), "scalar": entry(33.0 - maps_gain + scalar_shift),
+                "scalar_one": entry(32.0 - maps_gain), MAPS: entry(maps), PERMUTED: entry(maps + permuted),
+                UNSEEN: entry(maps + unseen), "unet": entry(34.0 - drop_u), "bart_wavelet": entry(maps - bart_gap),
+                "bart_wavelet_shifts": entry(maps - bart_gap - 1.0), "bart_tv": entry(maps - tv_gap)}
+
+    results, grids = {}, {}
     for i, label in enumerate(labels):
         drop_m = 0.0 if i == 0 else ood_drop_maps
-        drop_u = 0.0 if i == 0 else ood_drop_unet
-        maps = 30.0 + 3.0 - drop_m
-        results[label] = {"0.15": {
-            "zero_filled": entry(30.0), "scalar": entry(33.0 - maps_gain + (0 if i == 0 else -drop_m)),
-            "scalar_one": entry(32.0 - maps_gain), MAPS: entry(maps), PERMUTED: entry(maps + permuted),
-            UNSEEN: entry(maps + unseen), "unet": entry(34.0 - drop_u), "bart_wavelet": entry(maps - bart_gap),
-            "bart_wavelet_shifts": entry(maps - bart_gap - 1.0), "bart_tv": entry(maps - bart_gap - 0.5)}}
+        results[label] = {"0.15": row(drop_m, 0.0 if i == 0 else ood_drop_unet, 0 if i == 0 else -drop_m,
+                                      bart_gap + 0.5)}
+        grids[label] = "160"
+    for label in TEST_SETS_256:
+        results[label] = {lv: row(0.0, 0.0, 0.0, bart_gap) for lv in ("0.05", "0.15", "0.3")}
+        grids[label] = "256"
     methods = {k: k for k in results[labels[0]]["0.15"]}
-    return {"results": results, "methods": methods, "permutation_max_relative_difference": 1e-6}
+    return {"results": results, "methods": methods, "grids": grids, "permutation_max_relative_difference": 1e-6}
 
 
 def test_targets_report_what_is_met_and_what_is_not():
@@ -163,3 +171,5 @@ def test_targets_report_what_is_met_and_what_is_not():
     assert not any(row["met"] for row in bad if "black-box" in row["target"])
     assert not any(row["met"] for row in bad if "BART" in row["target"])
     assert not any(row["met"] for row in bad if "tuned per noise level" in row["target"])
+    assert not any(row["met"] for row in bad if "bart_tv" in row["target"])
+    assert sum("0.5 dB" in row["target"] for row in bad) == 3 and sum("bart_tv" in row["target"] for row in bad) == 2

@@ -116,7 +116,8 @@ def test_double_and_unit_rules(label: dict) -> None:
     beta = next(p for p in label["parameters"] if p["id"] == "beta")
     assert beta["type"] == "double" and beta["minimum"] == 0 and beta["maximum"] == 100
     fine = next(p for p in label["parameters"] if p["id"] == "lambda")
-    assert fine["type"] == "string" and fine["default"] == "0.08"  # finer than the UI's 0.1 steps
+    # text, so that values finer than the UI's 0.1 steps (e.g. 0.08) can be entered
+    assert fine["type"] == "string" and fine["default"] == "0.0"
     ok = copy.deepcopy(label)
     next(p for p in ok["parameters"] if p["id"] == "iterations")["unit"] = {"en": "it"}
     assert openrecon.validation_errors(ok) == []

@@ -1,7 +1,8 @@
 """`adacsc evaluate`: compare learned-map CSC with its baselines on the test sets and write
-DIR/EVALUATION.md (tables and targets), DIR/evaluation.png and DIR/results.json.
+DIR/EVALUATION.md (tables and targets), DIR/evaluation.png and DIR/results.json. The figure also
+shows one slice of a real 0.055 T scan reconstructed by the default chain (`--real-scan`).
 
-    adacsc evaluate -o docs/evaluation [--images 12] [--no-bart] [--blackbox unet_blackbox]
+    adacsc evaluate -o docs/evaluation [--images 12] [--images-256 24] [--no-bart] [--blackbox unet_blackbox]
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
+
+REAL_SCAN = "lowfield_0055T_FLAIR.h5"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,10 +32,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "figure and the per-image scores.")
     p.add_argument("-o", "--output", type=Path, default=Path("docs/evaluation"), metavar="DIR",
                    help="output folder [docs/evaluation]")
-    p.add_argument("--images", type=int, default=d.images, help=f"slices per test set [{d.images}]")
+    p.add_argument("--images", type=int, default=d.images, help=f"slices per test set of the 160 grid [{d.images}]")
+    p.add_argument("--images-256", type=int, default=d.images_256,
+                   help=f"test slices of the 256 grid [{d.images_256}]")
     p.add_argument("--val-images", type=int, default=d.val_images,
                    help=f"validation slices for tuning [{d.val_images}]")
-    p.add_argument("--iterations", type=int, default=d.iterations, help=f"FISTA iterations [{d.iterations}]")
+    p.add_argument("--iterations", type=int, default=d.iterations,
+                   help="FISTA iterations [the count the weights were trained with]")
     p.add_argument("--weights", default=d.weights, help=f"map-network weights name [{d.weights}]")
     p.add_argument("--dictionary", default=d.dictionary, help=f"training dictionary name [{d.dictionary}]")
     p.add_argument("--unseen-dictionary", default=d.unseen_dictionary,
@@ -42,10 +48,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "file [unet_blackbox]")
     p.add_argument("--no-blackbox", action="store_true", help="leave the black-box U-Net out")
     p.add_argument("--no-bart", action="store_true", help="leave BART pics out")
+    p.add_argument("--real-scan", default=REAL_SCAN, metavar="NAME",
+                   help=f"bundled real scan whose middle slice the figure shows [{REAL_SCAN}]")
+    p.add_argument("--scalar-grid", type=_grid, default=d.scalar_grid, metavar="L1,L2,...",
+                   help="scalar CSC lambdas tried in tuning (normalised units) [%(default)s]")
+    p.add_argument("--bart-grid", type=_grid, default=d.bart_grid, metavar="L1,L2,...",
+                   help="BART lambdas tried in tuning [%(default)s]")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto [cpu]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch default]")
     p.set_defaults(func=run)
     return p
+
+
+def _grid(text: str) -> tuple[float, ...]:
+    """A comma-separated list of positive lambdas."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"lambdas must be > 0, got {text!r}")
+    return values
 
 
 def _blackbox_file(value: str) -> Path:
@@ -73,17 +96,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name in ("images", "val_images", "iterations"):
+    for name in ("images", "images_256", "val_images"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.iterations < 0:
+        raise ValueError("--iterations must be at least 1 (or 0: the count the weights were trained with)")
     settings = EvaluationSettings(
-        images=args.images, val_images=args.val_images, iterations=args.iterations, weights=args.weights,
+        images=args.images, images_256=args.images_256, val_images=args.val_images, iterations=args.iterations,
+        weights=args.weights,
         dictionary=args.dictionary, unseen_dictionary=args.unseen_dictionary,
         blackbox=None if args.no_blackbox else str(_blackbox_file(args.blackbox)),
-        bart=not args.no_bart, device=str(resolve_device(args.device)))
+        bart=not args.no_bart, device=str(resolve_device(args.device)), scalar_grid=args.scalar_grid,
+        bart_grid=args.bart_grid)
     args.output.mkdir(parents=True, exist_ok=True)
     result = run_evaluation(settings)
-    figure = write_figure(result, args.output / "evaluation.png")
+    real = real_example(args.real_scan, args.weights, args.dictionary, args.iterations)
+    figure = write_figure(result, args.output / "evaluation.png", real)
     write_json(result, args.output / "results.json")
     report = write_markdown(result, args.output / "EVALUATION.md",
                             command=getattr(args, "command_line", None) or "adacsc evaluate",
@@ -92,3 +120,37 @@ def run(args: argparse.Namespace) -> int:
     log.info("wrote %s, %s and %s (%.1f min)", report, figure, args.output / "results.json",
              result["seconds"] / 60)
     return 0
+
+
+def real_example(scan: str, weights: str, dictionary: str, iterations: int) -> dict:
+    """The middle slice of a bundled real scan through the default chain with these weights and
+    dictionary: zero-filled, reconstruction and mean Lambda map (series 2, 1 and 3)."""
+    import tempfile
+
+    import h5py
+    import ismrmrd
+    import numpy as np
+
+    from adacsc.chain.config import load_chain
+    from adacsc.commands.recon import DEFAULT_CONFIG, bundled_scan
+    from adacsc.replay import replay
+
+    overrides = {"weights": weights, "dictionary": dictionary, "send_zero_filled": "true", "send_maps": "true"}
+    if iterations:
+        overrides["iterations"] = str(iterations)
+    chain = load_chain(DEFAULT_CONFIG).with_overrides(overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "real.h5"
+        replay(bundled_scan(scan), out, chain)
+        with h5py.File(out, "r") as f:
+            group = sorted(f.keys())[-1]
+        dataset = ismrmrd.Dataset(str(out), group, create_if_needed=False)
+        try:
+            series = {}
+            for key, name in (("reconstruction", "image_1"), ("zero_filled", "image_2"), ("maps", "image_3")):
+                images = sorted((dataset.read_image(name, i) for i in range(dataset.number_of_images(name))),
+                                key=lambda im: im.slice)
+                series[key] = np.abs(images[len(images) // 2].data[0, 0])
+        finally:
+            dataset.close()
+    return {"title": f"real 0.055 T scan {scan}, middle slice (default chain)", **series}

@@ -48,7 +48,7 @@ from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.core.tv import tv_lowpass
 
 __all__ = ["CSCReconstructor", "CSCResult", "MapFn", "LambdaSpec", "NoiseMultiple", "DEFAULT_BETA",
-           "DEFAULT_TV_WEIGHT", "LOWPASS_KINDS"]
+           "DEFAULT_TV_WEIGHT", "DEFAULT_NOISE_LAMBDA", "LOWPASS_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ DEFAULT_BETA = 1.0
 LOWPASS_KINDS = ("tikhonov", "tv")
 #: TV weight of the "tv" low-pass in units of the noise std (mu = tv_weight * sigma_n)
 DEFAULT_TV_WEIGHT = 0.7
+#: the default scalar-mode lambda in units of the noise std (Lambda = DEFAULT_NOISE_LAMBDA * sigma_n)
+DEFAULT_NOISE_LAMBDA = 2.0
 _OP_CACHE_SIZE = 8
 
 

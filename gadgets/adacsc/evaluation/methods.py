@@ -14,12 +14,13 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from adacsc.core.reconstruct import CSCReconstructor, CSCResult
+from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor, CSCResult, NoiseMultiple
 from adacsc.core.scaling import robust_scale
 from adacsc.training.lowfield import LowFieldBatch
 from adacsc.training.train import magnitude_psnr
 
-__all__ = ["Method", "ZeroFilled", "ScalarCSC", "MapCSC", "BlackBox", "BartPics", "tune"]
+__all__ = ["Method", "CSCSettings", "ZeroFilled", "ScalarCSC", "NoiseScalarCSC", "MapCSC", "BlackBox", "BartPics",
+           "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,34 @@ class ZeroFilled:
         return batch.zero_filled().cpu()
 
 
-@dataclass
-class _CSC:
-    """Shared set-up of the CSC methods: filters [K, h, w], beta, iterations, device."""
+@dataclass(frozen=True)
+class CSCSettings:
+    """What every CSC method of one evaluation shares: the reconstruction settings of the weights."""
 
-    filters: torch.Tensor
     beta: float
     iterations: int
+    lowpass: str = "tikhonov"
+    tv_weight: float = DEFAULT_TV_WEIGHT
     device: torch.device = torch.device("cpu")
 
+
+@dataclass
+class _CSC:
+    """Shared set-up of the CSC methods: filters [K, h, w] and the settings. Every solve is told
+    the true noise level of the data, as a noise scan tells the gadget."""
+
+    filters: torch.Tensor
+    settings: CSCSettings
+
     def __post_init__(self) -> None:
-        self.recon = CSCReconstructor(self.filters, beta=self.beta, n_iter=self.iterations).to(self.device)
+        s = self.settings
+        self.recon = CSCReconstructor(self.filters, beta=s.beta, n_iter=s.iterations, lowpass=s.lowpass,
+                                      tv_weight=s.tv_weight).to(s.device)
 
     def _solve(self, batch: LowFieldBatch, lam: object) -> CSCResult:
+        device = self.settings.device
         with torch.inference_mode():
-            return self.recon(batch.kspace.to(self.device), batch.grid_shape, lam)
+            return self.recon(batch.kspace.to(device), batch.grid_shape, lam, noise_std=batch.noise_std.to(device))
 
 
 @dataclass
@@ -79,6 +93,20 @@ class ScalarCSC(_CSC):
 
 
 @dataclass
+class NoiseScalarCSC(_CSC):
+    """CSC with lambda = `multiple` x the noise level: the scalar mode's shipped default, untuned."""
+
+    multiple: float = 1.0
+    name: str = "CSC, scalar lambda following the noise"
+
+    def __call__(self, batch: LowFieldBatch, noise_level: float) -> torch.Tensor:
+        return self._solve(batch, NoiseMultiple(self.multiple)).image.cpu()
+
+    def with_multiple(self, multiple: float) -> Callable[[LowFieldBatch, float], torch.Tensor]:
+        return lambda batch, level: self._solve(batch, NoiseMultiple(float(multiple))).image.cpu()
+
+
+@dataclass
 class MapCSC(_CSC):
     """CSC with the per-filter Lambda maps predicted by NET_Theta from the filters and x0.
     `permutation` reorders the filters (the maps follow them: the output must not change)."""
@@ -91,7 +119,7 @@ class MapCSC(_CSC):
         if self.permutation is not None:
             self.filters = self.filters[torch.as_tensor(list(self.permutation))]
         super().__post_init__()
-        self.network = self.network.to(self.device).eval()
+        self.network = self.network.to(self.settings.device).eval()
 
     def solve(self, batch: LowFieldBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, Lambda maps [N, K, H, W]) on the CPU."""

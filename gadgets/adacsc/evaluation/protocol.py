@@ -1,11 +1,16 @@
 """The evaluation protocol of `adacsc evaluate`: tune the baselines on validation slices, then run
 every method on the test sets at the test degradation and score it.
 
-Test sets (adacsc.training.slices, never used in training or tuning): the Colin27 test slabs (in
-distribution) and two out-of-distribution sets (the INIA19 macaque template and the analytic
-phantom). Degradation: adacsc.training.lowfield.fixed_lowfield (central 50 % k-space block, i.e.
-2x super-resolution, complex Gaussian noise at each test level, noise seeded per image).
-Scores: PSNR, SSIM and NRMSE of the magnitude against the ground truth magnitude (adacsc.metrics).
+Two test grids (adacsc.training.slices, never used in training or tuning):
+  160: 160 x 160 slices at 1.375 mm (80 x 80 acquired), noise 0.05 and 0.15: the Colin27 test
+       slabs (in distribution) and two out-of-distribution sets (the INIA19 macaque template and
+       the analytic phantom);
+  256: 256 x 256 slices at 0.72 mm (128 x 128 acquired), the grid of the real 0.055 T scans, noise
+       0.05, 0.15 and 0.3: the Colin27 test slabs.
+Each grid is tuned on validation slices of the same grid. Degradation:
+adacsc.training.lowfield.fixed_lowfield (central 50 % k-space block, i.e. 2x super-resolution,
+complex Gaussian noise at each test level, noise seeded per image). Scores: PSNR, SSIM and NRMSE of
+the magnitude against the ground truth magnitude (adacsc.metrics).
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ import torch
 from adacsc import metrics
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
-from adacsc.evaluation.methods import BartPics, BlackBox, MapCSC, Method, ScalarCSC, ZeroFilled, tune
+from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT
+from adacsc.evaluation.methods import (
+    BartPics, BlackBox, CSCSettings, MapCSC, Method, NoiseScalarCSC, ScalarCSC, ZeroFilled, tune,
+)
 from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.slices import load_split
 from adacsc.training.train import pick_evenly
 
-__all__ = ["EvaluationSettings", "TEST_SETS", "SCORES", "BART_SETTINGS", "run_evaluation"]
+__all__ = ["EvaluationSettings", "TestGrid", "TEST_SETS", "TEST_SETS_256", "SCORES", "BART_SETTINGS",
+           "run_evaluation", "test_grids"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,9 @@ TEST_SETS = {
     "out of distribution: macaque (INIA19)": "ood_macaque",
     "out of distribution: analytic phantom": "ood_phantom",
 }
+#: the test set of the 256 grid (the pixel size of the real 0.055 T scans)
+TEST_SETS_256 = {"256 grid, 0.72 mm: Colin27 test slabs": "test"}
+PIXEL_MM_256 = 0.72
 SCORES = ("psnr", "ssim", "nrmse")
 #: method keys in table order
 MAPS, PERMUTED, UNSEEN = "maps", "maps_permuted", "maps_unseen"
@@ -50,18 +62,21 @@ BART_SETTINGS = {"bart_wavelet": ("wavelet", False), "bart_wavelet_shifts": ("wa
 class EvaluationSettings:
     """Everything that defines one evaluation run (stored with the results)."""
 
-    images: int = 12  # per test set, evenly spaced through the split
-    val_images: int = 8  # validation slices for tuning lambdas
-    iterations: int = 64  # FISTA iterations of every CSC method
+    images: int = 12  # per test set of the 160 grid, evenly spaced through the split
+    images_256: int = 24  # test slices of the 256 grid
+    val_images: int = 8  # validation slices for tuning lambdas (per grid)
+    iterations: int = 0  # FISTA iterations of every CSC method; 0: the count the weights were trained with
     noise_levels: tuple[float, ...] = TEST_NOISE_LEVELS
+    noise_levels_256: tuple[float, ...] = (0.05, 0.15, 0.3)
     weights: str = "netv3_light"
     dictionary: str = DEFAULT_DICTIONARY  # a training dictionary
     unseen_dictionary: str = "cdl_k128_11x11_l0.01"  # never seen in training or validation
     blackbox: str | None = None  # black-box U-Net weights file; None: that row is left out
     bart: bool = True
     bart_iterations: int = 100
-    scalar_grid: tuple[float, ...] = (0.02, 0.028, 0.04, 0.057, 0.08, 0.113, 0.16, 0.226, 0.32)
+    scalar_grid: tuple[float, ...] = (0.02, 0.028, 0.04, 0.057, 0.08, 0.113, 0.16, 0.226, 0.32, 0.45, 0.64)
     bart_grid: tuple[float, ...] = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
+    noise_multiple_grid: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
     seed: int = 1  # test noise seed (validation uses seed + 100)
     batch_size: int = 4
     device: str = "cpu"
@@ -77,10 +92,35 @@ def _score(images: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]
     return out
 
 
+@dataclass(frozen=True)
+class TestGrid:
+    """One test configuration: slice size and pixel size, noise levels, the test sets on it."""
+
+    key: str
+    size: int
+    pixel_mm: float | None  # None: the splits' default field of view
+    noise_levels: tuple[float, ...]
+    sets: dict[str, str]  # label -> split
+    images: int
+    skip: tuple[str, ...] = ()  # methods not run on this grid
+
+
+def test_grids(s: EvaluationSettings) -> list[TestGrid]:
+    """The 160 grid (in and out of distribution) and the 256 grid of the real scans."""
+    return [TestGrid("160", 160, None, tuple(s.noise_levels), TEST_SETS, s.images),
+            TestGrid("256", 256, PIXEL_MM_256, tuple(s.noise_levels_256), TEST_SETS_256, s.images_256,
+                     skip=("bart_wavelet_shifts",))]  # BART's random shifts: 2.5 s a slice, never the best
+
+
 def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[str, Method], dict[str, Any]]:
     """The methods (untuned) and facts about them for the report."""
     network, info = load_named_model(s.weights, device=device)
-    beta = float(info.scalars.get("beta", 1.0))
+    trained_settings = info.scalars
+    lowpass = "tv" if "tv_weight" in trained_settings else "tikhonov"
+    settings = CSCSettings(beta=float(trained_settings.get("beta", 1.0)),
+                           iterations=s.iterations or int(trained_settings.get("iterations", 64)), lowpass=lowpass,
+                           tv_weight=float(trained_settings.get("tv_weight", DEFAULT_TV_WEIGHT)), device=device)
+    beta = settings.beta
     trained = get_dictionary(s.dictionary)
     unseen = get_dictionary(s.unseen_dictionary)
     filters = torch.from_numpy(np.ascontiguousarray(trained.filters)).float()
@@ -88,17 +128,21 @@ def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[st
     order = np.random.default_rng(s.permutation_seed).permutation(filters.shape[0]).tolist()
     methods: dict[str, Method] = {
         "zero_filled": ZeroFilled(),
-        "scalar": ScalarCSC(filters, beta, s.iterations, device, name="CSC, scalar lambda tuned per noise level"),
-        "scalar_one": ScalarCSC(filters, beta, s.iterations, device, name="CSC, one scalar lambda for both levels"),
-        MAPS: MapCSC(filters, beta, s.iterations, device, network=network,
+        "scalar": ScalarCSC(filters, settings, name="CSC, scalar lambda tuned per noise level"),
+        "scalar_one": ScalarCSC(filters, settings, name="CSC, one scalar lambda for all levels"),
+        "scalar_default": NoiseScalarCSC(filters, settings, multiple=DEFAULT_NOISE_LAMBDA,
+                                         name=f"CSC, scalar mode default ({DEFAULT_NOISE_LAMBDA:g} x noise)"),
+        MAPS: MapCSC(filters, settings, network=network,
                      name=f"CSC, learned maps ({trained.name}, K={trained.num_filters})"),
-        PERMUTED: MapCSC(filters, beta, s.iterations, device, network=network, permutation=order,
+        PERMUTED: MapCSC(filters, settings, network=network, permutation=order,
                          name=f"CSC, learned maps, {trained.name} filters permuted"),
-        UNSEEN: MapCSC(big, beta, s.iterations, device, network=network,
+        UNSEEN: MapCSC(big, settings, network=network,
                        name=f"CSC, learned maps, unseen {unseen.name} (K={unseen.num_filters})"),
     }
     facts: dict[str, Any] = {"beta": beta, "weights": s.weights, "dictionary": trained.name,
-                             "unseen_dictionary": unseen.name, "permutation": order}
+                             "unseen_dictionary": unseen.name, "permutation": order,
+                             "iterations": settings.iterations, "lowpass": lowpass, "tv_weight": settings.tv_weight,
+                             "noise_aware": bool(getattr(network, "uses_noise", False))}
     if s.blackbox:
         from adacsc.training.blackbox import load_blackbox
 
@@ -117,12 +161,13 @@ def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[st
     return methods, facts
 
 
-def _tune(methods: dict[str, Method], s: EvaluationSettings) -> dict[str, Any]:
-    """Grid-search the lambdas of the scalar CSC and BART on validation slices, per noise level;
-    and the one scalar lambda that is best on average over the levels."""
-    val = load_split("val")
+def _tune(methods: dict[str, Method], s: EvaluationSettings, grid: TestGrid) -> dict[str, Any]:
+    """Grid-search the lambdas of the scalar CSC and BART on validation slices of the test grid,
+    per noise level; the one scalar lambda that is best on average over the levels; and, for the
+    record, the one noise-relative multiple (the scalar mode's default) best on average."""
+    val = load_split("val", grid.size, pixel_mm=grid.pixel_mm)
     val = val[pick_evenly(val.shape[0], s.val_images)]
-    batches = {f"{lv:g}": fixed_lowfield(val, float(lv), seed=s.seed + 100) for lv in s.noise_levels}
+    batches = {f"{lv:g}": fixed_lowfield(val, float(lv), seed=s.seed + 100) for lv in grid.noise_levels}
     tuning: dict[str, Any] = {}
     scalar = methods["scalar"]
     scalar.lambdas, tuning["scalar"] = tune(scalar.with_lambda, s.scalar_grid, batches, "scalar CSC")
@@ -131,36 +176,39 @@ def _tune(methods: dict[str, Method], s: EvaluationSettings) -> dict[str, Any]:
     one = float(max(mean_over_levels, key=mean_over_levels.get))
     methods["scalar_one"].lambdas = {lv: one for lv in batches}
     tuning["scalar_one"] = {"lambda": one, "mean_psnr": mean_over_levels}
+    follows = methods["scalar_default"]
+    _, per_level = tune(follows.with_multiple, s.noise_multiple_grid, batches, "scalar CSC, lambda = c x noise")
+    mean_multiple = {c: float(np.mean([per_level[lv][c] for lv in batches])) for c in per_level[next(iter(batches))]}
+    tuning["noise_multiple"] = {"best": float(max(mean_multiple, key=mean_multiple.get)), "mean_psnr": mean_multiple,
+                                "shipped_default": follows.multiple}
     for key in BART_SETTINGS:
-        if key in methods:
+        if key in methods and key not in grid.skip:
             methods[key].lambdas, tuning[key] = tune(methods[key].with_lambda, s.bart_grid, batches,
                                                      methods[key].name)
     return {"validation_images": int(val.shape[0]), "grids": tuning,
-            "chosen": {k: m.lambdas for k, m in methods.items() if getattr(m, "lambdas", None)}}
+            "chosen": {k: dict(m.lambdas) for k, m in methods.items()
+                       if getattr(m, "lambdas", None) and k not in grid.skip}}
 
 
-def run_evaluation(s: EvaluationSettings) -> dict[str, Any]:
-    """Tune, run and score every method on every test set and noise level.
+def _figure_example(batch: Any, j: int, outputs: dict[str, torch.Tensor], maps: torch.Tensor,
+                    level: float, index: int) -> dict[str, Any]:
+    return {"slice": index, "noise_level": float(level), "target": batch.target[j].abs().numpy(),
+            "outputs": {m: out[j].abs().numpy() for m, out in outputs.items()}, "maps": maps[j].numpy()}
 
-    Returns {"settings", "facts", "tuning", "methods": {key: name}, "results": {set: {level: {method:
-    {score: [per image]}}}}, "permutation_max_relative_difference", "examples", "seconds"}; the
-    examples (one slice per test set at the highest noise level: magnitudes of every method, the
-    ground truth and the learned maps) feed the figure and are not JSON."""
-    t0 = time.perf_counter()
-    device = torch.device(s.device)
-    methods, facts = _build_methods(s, device)
-    tuning = _tune(methods, s)
-    results: dict[str, Any] = {}
-    examples: dict[str, Any] = {}
-    worst_permutation = 0.0
-    figure_level = max(s.noise_levels)
-    for label, split in TEST_SETS.items():
-        images = load_split(split)
-        chosen = pick_evenly(images.shape[0], s.images)
+
+def _run_grid(grid: TestGrid, methods: dict[str, Method], s: EvaluationSettings, results: dict[str, Any],
+              examples: dict[str, Any]) -> float:
+    """Run and score every method on the test sets of one grid; returns the largest relative image
+    difference between the permuted and the original dictionary."""
+    worst = 0.0
+    methods = {m: method for m, method in methods.items() if m not in grid.skip}
+    for label, split in grid.sets.items():
+        images = load_split(split, grid.size, pixel_mm=grid.pixel_mm)
+        chosen = pick_evenly(images.shape[0], grid.images)
         images = images[chosen]
         example = len(chosen) // 2
         results[label] = {}
-        for level in s.noise_levels:
+        for level in grid.noise_levels:
             key = f"{level:g}"
             scores = {m: {k: [] for k in SCORES} for m in methods}
             t_level = time.perf_counter()
@@ -175,21 +223,42 @@ def run_evaluation(s: EvaluationSettings) -> dict[str, Any]:
                         outputs[m] = method(batch, float(level))
                 reference = outputs[MAPS]
                 diff = (outputs[PERMUTED] - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
-                worst_permutation = max(worst_permutation, float(diff.max()))
+                worst = max(worst, float(diff.max()))
                 for m, out in outputs.items():
                     for k, v in _score(out, batch.target).items():
                         scores[m][k].extend(v)
-                if level == figure_level and start <= example < start + batch.target.shape[0]:
-                    j = example - start
-                    examples[label] = {"slice": int(chosen[example]), "noise_level": float(level),
-                                       "target": batch.target[j].abs().numpy(),
-                                       "outputs": {m: out[j].abs().numpy() for m, out in outputs.items()},
-                                       "maps": maps[j].numpy()}
+                if start <= example < start + batch.target.shape[0]:
+                    ex = _figure_example(batch, example - start, outputs, maps, level, int(chosen[example]))
+                    if grid.key == "256" or level == max(grid.noise_levels):
+                        examples[f"{label}, noise {key}"] = {**ex, "grid": grid.key}
             results[label][key] = scores
             log.info("%s, noise %s (%d slices, %.0f s): %s", label, key, images.shape[0],
                      time.perf_counter() - t_level, ", ".join(
                          f"{m} {np.mean(v['psnr']):.2f} dB" for m, v in scores.items()))
+    return worst
+
+
+def run_evaluation(s: EvaluationSettings) -> dict[str, Any]:
+    """Tune, run and score every method on every test grid, test set and noise level.
+
+    Returns {"settings", "facts", "tuning": {grid: ...}, "methods": {key: name}, "grids": {set label:
+    grid key}, "results": {set: {level: {method: {score: [per image]}}}},
+    "permutation_max_relative_difference", "examples", "seconds"}; the examples (per 256-grid noise
+    level, and per 160-grid test set at its highest level: magnitudes of every method, the ground
+    truth and the learned maps) feed the figure and are not JSON."""
+    t0 = time.perf_counter()
+    device = torch.device(s.device)
+    methods, facts = _build_methods(s, device)
+    tuning: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    examples: dict[str, Any] = {}
+    grids: dict[str, str] = {}
+    worst_permutation = 0.0
+    for grid in test_grids(s):
+        tuning[grid.key] = _tune(methods, s, grid)
+        worst_permutation = max(worst_permutation, _run_grid(grid, methods, s, results, examples))
+        grids.update({label: grid.key for label in grid.sets})
     return {"settings": asdict(s), "facts": facts, "tuning": tuning,
-            "methods": {k: m.name for k, m in methods.items()}, "results": results,
+            "methods": {k: m.name for k, m in methods.items()}, "grids": grids, "results": results,
             "permutation_max_relative_difference": worst_permutation, "examples": examples,
             "seconds": time.perf_counter() - t0}

@@ -36,7 +36,9 @@ from gadgetron.types import ImageArray
 from adacsc import settings
 from adacsc.core.device import resolve_device
 from adacsc.core.fista import FISTA_ITERATIONS
-from adacsc.core.reconstruct import DEFAULT_BETA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, NoiseMultiple
+from adacsc.core.reconstruct import (
+    DEFAULT_BETA, DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, NoiseMultiple,
+)
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
@@ -47,7 +49,6 @@ from adacsc.mr.noise import estimate_noise_std
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = "netv3_light"
-DEFAULT_NOISE_LAMBDA = 2.0
 
 SPEC = PropertySpec("csc", (
     Property("dictionary", str, DEFAULT_DICTIONARY, "shipped dictionary name or a file in $ADACSC_DICTIONARY_DIR"),

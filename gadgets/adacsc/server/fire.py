@@ -65,9 +65,10 @@ class UiParameter:
 UI_PARAMETERS = (
     UiParameter("csc", "output", "Pixel format"),
     UiParameter("csc", "mode", "Sparsity maps or one lambda"),
-    UiParameter("csc", "lambda", "Scalar-mode lambda", as_text=True),
+    UiParameter("csc", "lambda", "Scalar-mode lambda (0: follows the noise)", as_text=True),
     UiParameter("csc", "beta", "Low-pass weight (0: trained)", minimum=0, maximum=100),
-    UiParameter("csc", "iterations", "FISTA iterations", minimum=1, maximum=1000),
+    UiParameter("csc", "iterations", "FISTA iterations (0: trained)", minimum=0, maximum=1000),
+    UiParameter("csc", "lowpass", "Low-pass part"),
     UiParameter("csc", "super_resolution", "Super-resolution factor"),
     UiParameter("csc", "dictionary", "Dictionary"),
     UiParameter("csc", "weights", "NET_Theta weights"),
