@@ -31,6 +31,19 @@ def read_scan(path: Path) -> tuple[object, list[ismrmrd.Acquisition]]:
         return parse_header(scan.header_bytes()), list(scan.acquisitions())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nothing a test does touches the user's home: $HOME, the caches and the operator noise
+    folder point into the test's temporary folder from the start, before any module-scoped
+    fixture runs (and in every subprocess a test starts)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+        patch.setenv("ADACSC_NOISE_DIR", str(home / "noise"))
+        yield home
+
+
 @pytest.fixture(autouse=True)
 def noise_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own operator noise folder, so stored covariances never leak."""

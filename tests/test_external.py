@@ -176,7 +176,7 @@ def test_a_failing_scan_is_reported_and_the_next_one_is_served(
     process, port, _ = external_process
     header, arrays = front_end_output
     received, errors = gadgetron_side(port, connect_configuration(**{**FAST, "iterations": "0"}), header, arrays)
-    assert received == [] and len(errors) == 1 and "iterations must be >= 1" in errors[0]
+    assert received == [] and len(errors) == 1 and "iterations='0': must be >= 1" in errors[0]
     received, errors = gadgetron_side(port, connect_configuration(**FAST, no_such_property="1"), header, arrays)
     assert received == [] and "unknown property no_such_property" in errors[0]
     received, errors = gadgetron_side(port, connect_configuration(**FAST, send_maps="false"), header, arrays)

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 SPEC = PropertySpec("coil_combination", (
     Property("coil_map_method", str, "inati", "coil sensitivity estimation", choices=("inati", "walsh")),
-    Property("kernel_size", int, 7, "smoothing kernel (pixels) of the coil map estimate"),
-    Property("image_series_index", int, 1, "series index of the combined images"),
+    Property("kernel_size", int, 7, "smoothing kernel (pixels) of the coil map estimate", minimum=1, maximum=63),
+    Property("image_series_index", int, 1, "series index of the combined images", minimum=0, maximum=65535),
     Property("output", str, "image_array",
              "image_array (for a reconstruction gadget downstream) or images (final complex images)",
              choices=("image_array", "images")),

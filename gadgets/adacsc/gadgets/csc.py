@@ -22,7 +22,7 @@ import torch
 from gadgetron.types import ImageArray
 
 from adacsc import settings
-from adacsc.core.device import resolve_device
+from adacsc.core.device import parse_device_name, resolve_device
 from adacsc.core.reconstruct import DEFAULT_BETA, CSCReconstructor
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
@@ -41,12 +41,13 @@ SPEC = PropertySpec("csc", (
     Property("lambda", float, 0.08, "scalar-mode lambda, in normalised units (bright tissue about 1); the "
              "default is the best single value over both test noise levels (docs/evaluation)"),
     Property("beta", float, 0.0, "low-pass weight; 0 takes the value trained with the weights (in both modes)"),
-    Property("iterations", int, 64, "FISTA iterations"),
+    Property("iterations", int, 64, "FISTA iterations", minimum=1, operator_limit="max_iterations"),
     Property("super_resolution", int, 2, "grid factor per axis (k-space zero-padding)", choices=(1, 2, 3, 4)),
-    Property("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
+    Property("device", parse_device_name, "auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N"),
     Property("send_zero_filled", parse_bool, True, "also send the zero-filled image (series base + 1)"),
     Property("send_maps", parse_bool, True, "also send the mean sparsity map (series base + 2)"),
-    Property("image_series_index", int, 1, "series index of the reconstruction (base)"),
+    Property("image_series_index", int, 1, "series index of the reconstruction (base); base + 2 must fit in "
+             "uint16", minimum=0, maximum=65533),
 ))
 
 
