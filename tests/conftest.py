@@ -12,7 +12,13 @@ import torch
 from adacsc.commands.recon import bundled_scan
 from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
+from adacsc.simulation.brain import brain_available
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
+
+needs_brain = pytest.mark.skipif(
+    not brain_available(), reason="needs the Colin27 brain template: Debian package mricron-data "
+                                  "(apt-get install mricron-data) or $ADACSC_BRAIN_VOLUME")
+"""For tests whose data or margins need the real brain volume (the phantom fallback differs)."""
 
 
 @pytest.fixture(autouse=True)

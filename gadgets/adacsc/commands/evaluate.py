@@ -11,7 +11,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +65,8 @@ def _blackbox_file(value: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and write the report."""
+    import torch  # here: `adacsc --help` must not pay for importing torch
+
     from adacsc.core.device import resolve_device
     from adacsc.evaluation.protocol import EvaluationSettings, run_evaluation
     from adacsc.evaluation.report import write_figure, write_json, write_markdown
