@@ -133,7 +133,10 @@ class StreamClient:
         self.result = SendResult()
         self.on_image = on_image
         self._limits = limits
-        self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+        try:
+            self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except OSError as err:
+            raise ConnectionError(f"cannot connect to {host}:{port}: {err.strerror or err}") from err
         self._sock.settimeout(timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._send_lock = threading.Lock()

@@ -211,8 +211,8 @@ class Chain:
             self._targets[index](connection)
         except cancel.Cancelled as err:
             log.info("node %s stopped: %s", node.target, err)
-        except BaseException as err:  # reported by close(); the thread must not die silently
-            log.error("node %s.%s failed: %s", node.module, node.target, err)
+        except BaseException as err:  # close() raises it (its caller reports it, once)
+            log.debug("node %s.%s failed: %s", node.module, node.target, err)
             self._errors.append((node, err))
         finally:
             leftover = sum(1 for entry in list(self._queues[index].queue) if entry is not _CLOSE)

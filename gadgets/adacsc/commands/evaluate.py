@@ -77,6 +77,13 @@ def run(args: argparse.Namespace) -> int:
     for name in ("images", "val_images", "iterations"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.no_bart:
+        from adacsc.evaluation.bart import BartError, find_bart
+
+        try:
+            find_bart()
+        except BartError as err:  # checked before minutes of work, with the way out
+            raise ValueError(f"{err}, or pass --no-bart to leave the BART baselines out") from err
     settings = EvaluationSettings(
         images=args.images, val_images=args.val_images, iterations=args.iterations, weights=args.weights,
         dictionary=args.dictionary, unseen_dictionary=args.unseen_dictionary,
