@@ -21,8 +21,9 @@ class Cancelled(RuntimeError):
     """The computation was asked to stop before it finished."""
 
 
-def bind(check: Callable[[], bool]) -> None:
-    """Make `check` the stop test of the computations run on this thread (its context)."""
+def bind(check: Callable[[], bool] | None) -> None:
+    """Make `check` the stop test of the computations run on this thread (its context); None
+    removes it."""
     _CHECK.set(check)
 
 

@@ -10,9 +10,10 @@ session is dropped.
 Bounds: the header's matrix and coils are checked against the operator limits when it arrives;
 the bytes received and the buffers the gadgets allocate are charged to one budget
 (`max_scan_bytes`); each scan has a deadline (`scan_timeout_s`). A scan past its deadline, whose
-client is gone (a failed send; while the chain computes with no output for `probe_s` seconds, a
-progress TEXT probes the connection) or whose server is aborting is cancelled: the chain stops at
-the next item or solver iteration and the client, where reachable, is told why.
+client is gone (a failed send or a reset connection; while the chain computes with no output for
+`probe_s` seconds, a progress TEXT probes the connection) or whose server is aborting is
+cancelled: the chain stops at the next item or solver iteration and the client, where reachable,
+is told why.
 
 Failure policy: whatever goes wrong in a session (bad input, a failing gadget, a lost client) ends
 that session only. Where the socket still works, the client gets an error report (TEXT
@@ -68,9 +69,9 @@ class SessionSettings:
     """a client that accepts none of its results for this long is dropped (its scan is cancelled)"""
     scan_timeout_s: float = 1800.0
     """the deadline of one scan, from connection to CLOSE; past it the scan is cancelled"""
-    probe_s: float = 30.0
+    probe_s: float = 10.0
     """while the chain computes after the input ended, a progress TEXT is sent after this long
-    without output (a client that is gone then fails the send, and its scan is cancelled)"""
+    without output: a client that is gone answers it with a reset, and its scan is cancelled"""
     outbox_bytes: int = 64 * proto.MiB
     limits: proto.Limits = proto.Limits()
     max_scan_bytes: int = 16 * GiB
@@ -297,19 +298,32 @@ class Session:
             pass
 
     def _watch(self) -> None:
-        """The deadline, and a progress probe while the chain computes without output."""
+        """The deadline; once the input ended, a reset connection and, while the chain computes
+        without output, a progress probe."""
         deadline = self._started + self.settings.scan_timeout_s
         while not self._done.wait(0.1):
             now = time.monotonic()
             if now > deadline:
                 self.cancel(f"the scan exceeded its deadline of {self.settings.scan_timeout_s:g} s")
                 return
-            if (self._input_ended and self._chain is not None and self.report.dropped is None
-                    and self._cancelled is None and now - self._last_sent > self.settings.probe_s):
+            if not self._input_ended or self._chain is None or self.report.dropped is not None:
+                continue
+            if self._connection_reset():
+                self._drop("the client is gone (connection reset)")
+                return
+            if self._cancelled is None and now - self._last_sent > self.settings.probe_s:
                 try:
                     self._send("text", proto.text_message(f"INFO: reconstructing, {now - self._started:.0f} s so far"))
                 except _Dropped:
                     return
+
+    def _connection_reset(self) -> bool:
+        """Whether the peer reset the connection: a pending socket error (a read would report
+        the end of the stream first, once the client has closed its sending side)."""
+        try:
+            return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except OSError:
+            return True
 
     def _send(self, kind: str, data: bytes) -> None:
         """Send now when the socket is free and the message small, else queue it for the writer."""
@@ -590,6 +604,8 @@ class Session:
     def _push(self, message: proto.Message) -> None:
         if self._chain is None:
             self._start_chain()
+            if self._cancelled is not None:  # cancelled while the chain was starting
+                self._chain.cancel(self._cancelled)
         item = message.payload
         if message.mid == proto.ACQUISITION:
             self.report.acquisitions += 1
