@@ -86,3 +86,15 @@ def test_a_single_file_recon_shows_per_slice_progress(scan, tmp_path, monkeypatc
     monkeypatch.setattr("sys.stderr", terminal)
     replay(scan, tmp_path / "o.h5", load_chain("adacsc_frontend"), "g", progress=True)
     assert "2/2" in terminal.getvalue() and "slice/s" in terminal.getvalue()
+
+
+def test_send_logs_a_server_error_once(scan, tmp_path, caplog):
+    from test_server_support import threaded_server
+
+    with threaded_server(workers=1) as running:
+        assert main(["send", str(scan), "-o", str(tmp_path / "o.h5"), "-c", "adacsc_frontend", "--port",
+                     str(running.port), "--set", "coil_map_method=nope"]) == 1
+    client_errors = [r.getMessage() for r in caplog.records
+                     if r.levelno >= logging.ERROR and r.name.startswith(("adacsc.client", "adacsc.commands"))]
+    assert sum("coil_map_method" in text for text in client_errors) == 1, client_errors
+    assert not (tmp_path / "o.h5").exists()

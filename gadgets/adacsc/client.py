@@ -217,6 +217,7 @@ class StreamClient:
         self._reader.join(timeout)
         if self._reader.is_alive():
             self.result.errors.append(f"no CLOSE from the server within {timeout} s")
+            log.error("%s", self.result.errors[-1])
         self.close()
         if self._reader_error is not None and not any("receiving" in e for e in self.result.errors):
             self.result.errors.append(f"receiving failed: {self._reader_error}")

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
             log.warning("no images received: %s not written", args.output)
     for line in summarise(result):
         log.info("%s", line)
-    if not result.ok:
+    if not result.ok:  # each error was logged when it arrived
         log.error("the scan did not complete cleanly: %s",
-                  "; ".join(result.errors) or "no CLOSE from the server")
+                  f"{len(result.errors)} error(s), see above" if result.errors else "no CLOSE from the server")
         return 1
     return 0
