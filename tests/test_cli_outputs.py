@@ -10,9 +10,9 @@ from pathlib import Path
 import h5py
 import pytest
 
+from adacsc.chain.config import load_chain
 from adacsc.cli import main
 from adacsc.replay import replay
-from adacsc.chain.config import load_chain
 from test_server_support import make_scan
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from adacsc import settings
-from adacsc.chain.config import ChainError, resolve_name, config_dirs
+from adacsc.chain.config import ChainError, config_dirs, resolve_name
 from adacsc.core.cancel import Cancelled, bind
-from adacsc.core.device import resolve_device
 from adacsc.core.convolution import Synthesis
+from adacsc.core.device import resolve_device
 from adacsc.core.dictionary import DictionaryError, random_dictionary
 from adacsc.core.fista import fista
 from adacsc.core.fourier import SampledFourier

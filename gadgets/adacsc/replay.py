@@ -1,5 +1,6 @@
 """Offline replay: stream an ISMRMRD file through a chain in process and store the images."""
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def replay(input_path: str | Path, output_path: str | Path, chain: ChainConfig,
             bar.update(len(new))
 
         started = time.perf_counter()
-        with logging_redirect_tqdm():
+        with logging_redirect_tqdm() if progress else contextlib.nullcontext():
             running = Chain(chain, header_bytes, store, strict=strict).start()
             try:
                 for acquisition in scan.acquisitions():

@@ -261,11 +261,6 @@ class Chain:
             self._on_warning(text)
 
     @property
-    def cancelled(self) -> str | None:
-        """Why the chain was cancelled, or None."""
-        return self._cancel_reason
-
-    @property
     def pending(self) -> int:
         """Items waiting in front of the first node (for back-pressure)."""
         return self._queues[0].qsize()
