@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from adacsc.client import send_scan
+from adacsc.io.dataset import InputScan
 from adacsc.server import protocol as proto
 from test_server_support import (FRONTEND, chain_text, error_texts, exchange, frontend_text, make_scan,
                                  read_replies, scan_messages, start_server_process, threaded_server)
@@ -194,18 +195,25 @@ def test_sigterm_cancels_scans_still_running_after_the_grace_period(small_scan, 
 def test_dropped_readouts_are_reported_to_the_client(small_scan):
     header, _ = scan_messages(small_scan)
     messages = []
-    from adacsc.io.dataset import InputScan
     with InputScan(small_scan) as scan:
         for acquisition in scan.acquisitions():
-            if acquisition.idx.kspace_encode_step_1 == 3 and not acquisition.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            imaging = not acquisition.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+            if imaging and acquisition.idx.kspace_encode_step_1 == 3:
                 acquisition.data[0, 0] = np.nan
+            if imaging and acquisition.idx.kspace_encode_step_1 == 5 and acquisition.idx.slice == 0:
+                short = ismrmrd.Acquisition.from_array(acquisition.data[:, :20].copy())
+                head = acquisition.getHead()
+                head.number_of_samples = 20
+                short.setHead(head)
+                acquisition = short
             messages.append(proto.item_message(acquisition))
     with threaded_server(workers=1) as running:
         replies = exchange(running.port, proto.config_text_message(frontend_text()) + proto.header_message(header)
                            + b"".join(messages) + proto.close_message())
     texts = [m.payload for m in replies if m.mid == proto.TEXT]
     assert any(t.startswith("WARNING") and "NaN or infinite samples" in t for t in texts), texts
-    assert any("dropped: 2" in t for t in texts), texts
+    assert any(t.startswith("WARNING") and "readout length 20 differs from the slice's" in t for t in texts), texts
+    assert any("dropped: 3" in t for t in texts), texts
     assert sum(m.mid == proto.IMAGE for m in replies) == 2 and not error_texts(replies)
 
 

@@ -22,6 +22,7 @@ from adacsc.gadgets import coil_combination, csc
 from adacsc.gadgets.noise_adjust import Prewhitener
 from adacsc.gadgets.properties import PropertyError
 from adacsc.gadgets.readout_buffer import Accumulator
+from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.io.noise_store import NoiseStore, StoredNoise
 from adacsc.limits import LimitError, ScanBudget
@@ -134,3 +135,22 @@ def test_tests_never_touch_the_users_home(noise_dir_seen_by_a_module_fixture, tm
     base = tmp_path_factory.getbasetemp()
     assert noise_dir_seen_by_a_module_fixture.is_relative_to(base)
     assert Path.home().is_relative_to(base)
+
+
+def test_non_finite_combined_pixels_are_zeroed_with_a_warning(tmp_path, monkeypatch, caplog):
+    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=0)
+    header = parse_header(scan_messages(scan)[0])
+    accumulator = Accumulator(header, remove_oversampling=True)
+    with InputScan(scan) as source:
+        recon = [r for r in map(accumulator.add, source.acquisitions()) if r is not None][0]
+    real = coil_combination.combine_buffer
+
+    def with_nan(*args):
+        image = real(*args)
+        image[0, :3] = np.nan
+        return image
+
+    monkeypatch.setattr(coil_combination, "combine_buffer", with_nan)
+    props = coil_combination.SPEC.parse({})
+    [(image, _, _)] = coil_combination.combine_recon_data(recon, props)
+    assert np.isfinite(image).all() and "3 NaN or infinite pixels set to 0" in caplog.text

@@ -74,6 +74,11 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any]) -> list[tuple[np
                 log.error("slice %d repetition %d not reconstructed: %s", reference.idx.slice,
                           reference.idx.repetition, err)
                 continue
+            bad = ~np.isfinite(image)
+            if bad.any():
+                log.warning("slice %d repetition %d: %d NaN or infinite pixels set to 0", reference.idx.slice,
+                            reference.idx.repetition, int(bad.sum()))
+                image = np.where(bad, 0, image).astype(image.dtype)
             header = header_from_acquisition(
                 reference,
                 field_of_view=(sampling.encoded_FOV[0], sampling.encoded_FOV[1], sampling.encoded_FOV[2]),
