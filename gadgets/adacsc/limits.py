@@ -21,6 +21,8 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
+from adacsc.io.header import encoding, receiver_channels
+
 GiB = 1 << 30
 
 _ENVIRONMENT = {"max_matrix": "ADACSC_MAX_MATRIX", "max_channels": "ADACSC_MAX_CHANNELS",
@@ -71,8 +73,6 @@ class ScanLimits:
 def check_encoding(header: Any, limits: ScanLimits) -> None:
     """Raise LimitError when the header's first encoding or its coils exceed `limits`: matrix
     sizes per axis, receiver channels and one slice's k-space buffer against the scan budget."""
-    from adacsc.io.header import encoding, receiver_channels  # the header parser imports ismrmrd
-
     declared = encoding(header)
     for space, matrix in (("encodedSpace", declared.encoded_matrix), ("reconSpace", declared.recon_matrix)):
         for axis, size in zip("xyz", matrix):
