@@ -12,7 +12,13 @@ import torch
 from adacsc.commands.recon import bundled_scan
 from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
+from adacsc.simulation.brain import brain_available
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
+
+needs_brain = pytest.mark.skipif(
+    not brain_available(), reason="needs the Colin27 brain template: Debian package mricron-data "
+                                  "(apt-get install mricron-data) or $ADACSC_BRAIN_VOLUME")
+"""For tests whose data or margins need the real brain volume (the phantom fallback differs)."""
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +35,19 @@ def read_scan(path: Path) -> tuple[object, list[ismrmrd.Acquisition]]:
     """(parsed header, all acquisitions) of an ISMRMRD file."""
     with InputScan(path) as scan:
         return parse_header(scan.header_bytes()), list(scan.acquisitions())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nothing a test does touches the user's home: $HOME, the caches and the operator noise
+    folder point into the test's temporary folder from the start, before any module-scoped
+    fixture runs (and in every subprocess a test starts)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+        patch.setenv("ADACSC_NOISE_DIR", str(home / "noise"))
+        yield home
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ import pytest
 from adacsc import batch
 from adacsc.chain.config import load_chain
 from adacsc.cli import main
+from adacsc.io.output_file import PARTIAL_MARK
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
 from conftest import image_stack, read_images
 
@@ -56,7 +57,7 @@ def test_local_pool_reports_the_corrupt_file_and_resumes(
                      "--report", str(tmp_path / "report.json")])
     assert code == 1
     assert sorted(outputs(out)) == ["a.h5", "b.h5", "site2/c.h5"]
-    assert not list(out.rglob(f"*{batch.PARTIAL_MARK}*")), "no temporary file left behind"
+    assert not list(out.rglob(f"*{PARTIAL_MARK}*")), "no temporary file left behind"
     assert "FAILED" in caplog.text and "corrupt.h5" in caplog.text
     assert "3 reconstructed, 0 skipped (already complete), 1 failed" in caplog.text
     report = json.loads((tmp_path / "report.json").read_text())

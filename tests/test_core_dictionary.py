@@ -50,8 +50,6 @@ def test_renormalisation_is_logged(caplog):
 
 
 @pytest.mark.parametrize("filters, message", [
-    (np.ones((2, 4, 3)), "even"),
-    (np.ones((2, 3, 6)), "even"),
     (np.ones((3, 3)), "3-D"),
     (np.ones((0, 3, 3)), "no filters"),
     (np.stack([np.ones((3, 3)), np.zeros((3, 3))]), r"\[1\] are all zero"),
@@ -65,7 +63,39 @@ def test_validation_errors(filters, message):
 
 def test_dictionary_error_is_a_value_error():
     with pytest.raises(ValueError):
-        Dictionary(np.ones((1, 2, 2)), "even")
+        Dictionary(np.ones((0, 3, 3)), "empty")
+
+
+@pytest.mark.parametrize("shape, padded", [((8, 8), (9, 9)), ((12, 12), (13, 13)), ((4, 3), (5, 3))])
+def test_even_sizes_are_padded_keeping_the_centre_pixel(shape, padded):
+    """SPORCO-style even filters: centre h // 2, w // 2 (fftshift's); one zero row/column is
+    added at the bottom/right, so that pixel is the centre of the odd filter."""
+    h, w = shape
+    delta = np.zeros((1, h, w))
+    delta[0, h // 2, w // 2] = 1.0
+    rng = np.random.default_rng(1).standard_normal((2, h, w))
+    out = Dictionary(np.concatenate([delta, rng]), "sporco_like").filters
+    assert out.shape[1:] == padded
+    assert out[0, padded[0] // 2, padded[1] // 2] == 1.0
+    np.testing.assert_allclose(out[1:, :h, :w], rng / _norms(rng)[:, None, None], rtol=1e-6)
+    assert not out[1:, h:, :].any() and not out[1:, :, w:].any()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "'bad.npz' is empty"),
+    (None, "'bad.npz' is a single .npy array, not an .npz archive"),
+    (b"filters = [[1, 2], [3, 4]]\n", "'bad.npz' is not an .npz archive"),
+])
+def test_files_that_are_not_npz_archives_are_named(content, message, tmp_path):
+    path = tmp_path / "bad.npz"
+    if content is None:
+        with open(path, "wb") as fh:
+            np.save(fh, np.ones((1, 3, 3)))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DictionaryError) as caught:
+        load_dictionary(path)
+    assert message in str(caught.value)
 
 
 def test_load_rejects_bad_files(tmp_path):

@@ -17,7 +17,7 @@ from adacsc.core.weights import save_model
 from adacsc.metrics import psnr, ssim
 from adacsc.replay import replay
 from adacsc.simulation.ground_truth import ideal_combined_magnitude, read_ground_truth
-from conftest import image_stack, read_images, simulated
+from conftest import image_stack, needs_brain, read_images, simulated
 
 FAST = {"iterations": "24"}
 
@@ -44,6 +44,7 @@ def model_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     return weights, dictionaries
 
 
+@needs_brain
 def test_scalar_csc_beats_zero_filled(noisy_scan: Path, tmp_path: Path) -> None:
     chain = load_chain("adacsc_lowfield").with_overrides(
         {**FAST, "mode": "scalar", "lambda": "0.3", "beta": "4", "super_resolution": "1"})

@@ -19,6 +19,7 @@ from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.schedules import get_schedule
 from adacsc.training.slices import load_split
 from adacsc.training.train import pick_evenly
+from conftest import needs_brain
 
 HAVE_BART = shutil.which("bart") is not None
 
@@ -72,6 +73,7 @@ def test_blackbox_loader_refuses_other_files(tmp_path):
     assert load_blackbox(path)[1]["config"]["depth"] == 1
 
 
+@needs_brain
 def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
     out = tmp_path / "eval"
     args = ["evaluate", "-o", str(out), "--images", "1", "--images-256", "1", "--val-images", "1",
@@ -111,6 +113,7 @@ def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
         assert scores["bart_tv"]["psnr"][0] > scores["zero_filled"]["psnr"][0]
 
 
+@needs_brain
 def test_shipped_blackbox_resolves_by_name_and_loads():
     from adacsc.commands.evaluate import _blackbox_file
 

@@ -175,8 +175,8 @@ def test_a_failing_scan_is_reported_and_the_next_one_is_served(
         external_process: tuple[subprocess.Popen, int, Path], front_end_output: tuple[bytes, list[object]]) -> None:
     process, port, _ = external_process
     header, arrays = front_end_output
-    received, errors = gadgetron_side(port, connect_configuration(**{**FAST, "iterations": "0"}), header, arrays)
-    assert received == [] and len(errors) == 1 and "iterations must be >= 1" in errors[0]
+    received, errors = gadgetron_side(port, connect_configuration(**{**FAST, "iterations": "-1"}), header, arrays)
+    assert received == [] and len(errors) == 1 and "iterations='-1': must be >= 0" in errors[0]
     received, errors = gadgetron_side(port, connect_configuration(**FAST, no_such_property="1"), header, arrays)
     assert received == [] and "unknown property no_such_property" in errors[0]
     received, errors = gadgetron_side(port, connect_configuration(**FAST, send_maps="false"), header, arrays)

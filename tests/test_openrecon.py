@@ -173,7 +173,8 @@ def test_every_ui_parameter_reaches_its_property(label: dict, parameter: fire.Ui
     entry = next(p for p in label["parameters"] if p["id"] == parameter.id)
     value = {"choice": lambda: entry["values"][-1]["id"], "boolean": lambda: "false" if entry["default"] else "true",
              "int": lambda: str(entry["maximum"]), "double": lambda: "12.5",
-             "string": lambda: "0.5" if parameter.as_text else "other_name"}[entry["type"]]()
+             "string": lambda: "0.5" if parameter.as_text else {"device": "cpu"}.get(parameter.name, "other_name"),
+             }[entry["type"]]()
     sent = openrecon.ui_defaults(label)
     del sent[parameter.id]
     sent[parameter.id.lower()] = value  # ids match without regard to case

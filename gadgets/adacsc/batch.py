@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adacsc.chain.config import ChainConfig, parse_chain
+from adacsc.io.output_file import partial_path
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ SCAN_SUFFIXES = (".h5", ".hdf5", ".mrd")
 """Files a folder contributes to a batch."""
 SCHEDULER_TIMEOUT_S = 20.0
 """How long to try reaching a Dask scheduler."""
-PARTIAL_MARK = ".partial-"
-"""Temporary outputs are named `.<name>.partial-<id><suffix>`: never taken for a finished output."""
 
 
 class BatchError(ValueError):
@@ -151,11 +150,6 @@ def chain_to_xml(chain: ChainConfig) -> str:
 
 
 # ---- one job (runs in a worker) ------------------------------------------------------------------
-
-def partial_path(output: Path) -> Path:
-    """A fresh temporary name beside `output`."""
-    return output.with_name(f".{output.stem}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}{output.suffix}")
-
 
 def run_job(source: str, output: str, chain_xml: str, chain_name: str, group: str | None = None,
             overwrite: bool = False) -> Outcome:

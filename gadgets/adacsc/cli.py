@@ -4,27 +4,40 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import shlex
 import sys
 
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "learn_dictionary",
             "train", "evaluate")
+TORCH_PARSERS = ("learn_dictionary", "train", "evaluate")
+"""commands whose options come from modules that import torch: registered by name only unless
+they are the command being run, so that `adacsc --help` and the other commands start fast"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered (those in TORCH_PARSERS by name only,
+    unless `command` names one of them)."""
     parser = argparse.ArgumentParser(prog="adacsc", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"adacsc.commands.{name}").add_parser(subparsers)
+        module = importlib.import_module(f"adacsc.commands.{name}")
+        cli_name = name.replace("_", "-")
+        if name in TORCH_PARSERS and command != cli_name:
+            paragraph = (module.__doc__ or "").split("\n\n")[0].split(": ", 1)[-1].replace("\n", " ")
+            summary = re.split(r" \(|\. ", paragraph)[0].rstrip(".")
+            subparsers.add_parser(cli_name, help=summary)
+        else:
+            module.add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, set up logging, run; expected errors become one clear log line."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     args.command_line = "adacsc " + " ".join(shlex.quote(a) for a in argv)
     level = "DEBUG" if args.verbose else os.environ.get("ADACSC_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level,

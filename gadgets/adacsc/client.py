@@ -133,7 +133,10 @@ class StreamClient:
         self.result = SendResult()
         self.on_image = on_image
         self._limits = limits
-        self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+        try:
+            self._sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except OSError as err:
+            raise ConnectionError(f"cannot connect to {host}:{port}: {err.strerror or err}") from err
         self._sock.settimeout(timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._send_lock = threading.Lock()
@@ -214,6 +217,7 @@ class StreamClient:
         self._reader.join(timeout)
         if self._reader.is_alive():
             self.result.errors.append(f"no CLOSE from the server within {timeout} s")
+            log.error("%s", self.result.errors[-1])
         self.close()
         if self._reader_error is not None and not any("receiving" in e for e in self.result.errors):
             self.result.errors.append(f"receiving failed: {self._reader_error}")

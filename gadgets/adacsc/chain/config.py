@@ -16,7 +16,7 @@ class ChainError(ValueError):
     """A chain XML is missing, malformed or asks for something that cannot run."""
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def config_dirs(extra: list[Path] | None = None) -> list[Path]:
 def resolve_name(name: str, folders: list[Path]) -> Path:
     """A config file named `name` (with or without .xml) inside one of `folders`; names are names,
     never paths, so nothing outside the folders can be reached."""
-    if not _SAFE_NAME.match(name):
+    if not _SAFE_NAME.fullmatch(name):
         raise ChainError(f"config name {name!r} is not a plain name (letters, digits, '_', '.', '-')")
     filename = name if name.endswith(".xml") else f"{name}.xml"
     for folder in folders:
@@ -121,7 +121,9 @@ def resolve_name(name: str, folders: list[Path]) -> Path:
         candidate = (root / filename).resolve()
         if candidate.parent == root and candidate.is_file():
             return candidate
-    raise ChainError(f"no config {filename!r} in {', '.join(str(f) for f in folders)}")
+    available = sorted({path.stem for folder in folders if folder.is_dir() for path in folder.glob("*.xml")})
+    raise ChainError(f"no config {filename!r} in {', '.join(str(f) for f in folders)} (available: "
+                     f"{', '.join(available) or 'none'})")
 
 
 def load_chain(name_or_path: str, folders: list[Path] | None = None, allow_paths: bool = True) -> ChainConfig:

@@ -2,7 +2,12 @@
 seeing a Connection-like object with gadgetron-python's API (iteration, iter_with_mids, next,
 send, filter, header, config, raw_bytes, add_reader/add_writer). In strict mode every item that
 passes between nodes is serialised and read back with gadgetron-python's own writers and readers,
-as a real chain with one process per `<external>` node would do."""
+as a real chain with one process per `<external>` node would do.
+
+A chain can be cancelled (`cancel`): every node's next read raises `Cancelled`, and the solver,
+which checks the cancellation bound to its thread between iterations, stops too. Warnings that
+the gadgets log on the chain's threads go to `on_warning` as well (the server tells the client).
+The scan's `ScanBudget` is on every connection (`connection.budget`) for gadgets that allocate."""
 
 import importlib
 import inspect
@@ -20,9 +25,30 @@ from gadgetron.types import ImageArray, ReconData
 
 from adacsc.chain import wire
 from adacsc.chain.config import ChainConfig, ChainError, Node
+from adacsc.core import cancel
 from adacsc.io.header import parse_header
+from adacsc.limits import ScanBudget, ScanLimits
 
 log = logging.getLogger(__name__)
+_node = threading.local()
+"""`chain`: the Chain whose node runs on this thread (for routing its warnings)"""
+
+
+class _ForwardWarnings(logging.Handler):
+    """Passes warnings logged on a chain's node threads to that chain's `on_warning`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        chain = getattr(_node, "chain", None)
+        if chain is None or record.name == __name__ or getattr(_node, "forwarding", False):
+            return
+        _node.forwarding = True
+        try:
+            chain.warn(record.getMessage())
+        finally:
+            _node.forwarding = False
+
+
+logging.getLogger("adacsc").addHandler(_ForwardWarnings(logging.WARNING))
 
 _CLOSE = object()
 _MESSAGE_IDS: tuple[tuple[type, int], ...] = (
@@ -54,12 +80,15 @@ class LocalConnection:
     """What a gadget sees: the same API as gadgetron.external.Connection, backed by queues."""
 
     def __init__(self, config: ET.Element, header: Any, raw: _Raw, inbox: "queue.Queue[Any]",
-                 forward: Callable[[object], None]) -> None:
+                 forward: Callable[[object], None], cancelled: Callable[[], str | None] = lambda: None,
+                 budget: ScanBudget | None = None) -> None:
         self.config = config
         self.header = header
         self.raw_bytes = raw
         self._inbox = inbox
         self._forward = forward
+        self._cancelled = cancelled
+        self.budget = budget
         self.filters: list[Callable[[object], bool]] = []
         self.readers: dict[int, Any] = {}
         self.writers: list[Any] = []
@@ -80,9 +109,13 @@ class LocalConnection:
                 return
 
     def next(self) -> tuple[int, object]:
-        """The next item that passes the filters; others are sent on untouched."""
+        """The next item that passes the filters; others are sent on untouched. Raises
+        Cancelled once the chain is cancelled."""
         while True:
             entry = self._inbox.get()
+            reason = self._cancelled()
+            if reason is not None:
+                raise cancel.Cancelled(reason)
             if entry is _CLOSE:
                 self._inbox.put(_CLOSE)
                 raise StopIteration
@@ -133,7 +166,8 @@ class Chain:
     """A running chain: `push` items in, results arrive at `on_output`, `close` waits for the end."""
 
     def __init__(self, chain: ChainConfig, header: bytes, on_output: Callable[[object], None],
-                 strict: bool = True) -> None:
+                 strict: bool = True, budget: ScanBudget | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.chain = chain
         self.strict = strict
         self._on_output = on_output
@@ -143,6 +177,10 @@ class Chain:
         self._errors: list[tuple[Node, BaseException]] = []
         self._targets = [load_target(node) for node in chain.nodes]
         self._header = header
+        self._budget = budget if budget is not None else ScanBudget(ScanLimits.from_environment().max_scan_bytes)
+        self._on_warning = on_warning
+        self._cancel_reason: str | None = None
+        self._cancel_event = threading.Event()
         self.items_in = 0
         self.items_out = 0
 
@@ -151,6 +189,8 @@ class Chain:
 
     def _forwarder(self, index: int) -> Callable[[object], None]:
         def forward(item: object) -> None:
+            if self._cancel_event.is_set():
+                return
             if index + 1 < len(self._queues):
                 self._queues[index + 1].put(self._hop(item))
             else:
@@ -162,16 +202,21 @@ class Chain:
         node = self.chain.nodes[index]
         connection = LocalConnection(
             ET.fromstring(node.configuration_bytes()), self._parsed_header,
-            _Raw(node.configuration_bytes(), self._header), self._queues[index], self._forwarder(index))
+            _Raw(node.configuration_bytes(), self._header), self._queues[index], self._forwarder(index),
+            lambda: self._cancel_reason, self._budget)
+        cancel.bind(self._cancel_event.is_set)
+        _node.chain = self
         started = time.perf_counter()
         try:
             self._targets[index](connection)
-        except BaseException as err:  # reported by close(); the thread must not die silently
-            log.error("node %s.%s failed: %s", node.module, node.target, err)
+        except cancel.Cancelled as err:
+            log.info("node %s stopped: %s", node.target, err)
+        except BaseException as err:  # close() raises it (its caller reports it, once)
+            log.debug("node %s.%s failed: %s", node.module, node.target, err)
             self._errors.append((node, err))
         finally:
             leftover = sum(1 for entry in list(self._queues[index].queue) if entry is not _CLOSE)
-            if leftover:
+            if leftover and not self._cancel_event.is_set():
                 log.warning("node %s stopped with %d unread items", node.target, leftover)
             if index + 1 < len(self._queues):
                 self._queues[index + 1].put(_CLOSE)
@@ -191,13 +236,29 @@ class Chain:
         self._queues[0].put(self._hop(item))
 
     def close(self) -> None:
-        """End of input: wait for every node; raises NodeFailure if any node failed."""
+        """End of input: wait for every node; raises Cancelled if the chain was cancelled, else
+        NodeFailure if any node failed."""
         self._queues[0].put(_CLOSE)
         for thread in self._threads:
             thread.join()
+        if self._cancel_reason is not None:
+            raise cancel.Cancelled(self._cancel_reason)
         if self._errors:
             node, err = self._errors[0]
             raise NodeFailure(f"gadget {node.target} ({node.module}) failed: {err}") from err
+
+    def cancel(self, reason: str) -> None:
+        """Stop the chain: nodes stop at their next read or solver iteration, outputs are dropped."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+            self._cancel_event.set()
+        for inbox in self._queues:
+            inbox.put(_CLOSE)  # wakes nodes waiting for input
+
+    def warn(self, text: str) -> None:
+        """A warning from one of the nodes, for `on_warning`."""
+        if self._on_warning is not None:
+            self._on_warning(text)
 
     @property
     def pending(self) -> int:

@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +88,8 @@ def _blackbox_file(value: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and write the report."""
+    import torch  # here: `adacsc --help` must not pay for importing torch
+
     from adacsc.core.device import resolve_device
     from adacsc.evaluation.protocol import EvaluationSettings, run_evaluation
     from adacsc.evaluation.report import write_figure, write_json, write_markdown
@@ -101,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.iterations < 0:
         raise ValueError("--iterations must be at least 1 (or 0: the count the weights were trained with)")
+    if not args.no_bart:
+        from adacsc.evaluation.bart import BartError, find_bart
+
+        try:
+            find_bart()
+        except BartError as err:  # checked before minutes of work, with the way out
+            raise ValueError(f"{err}, or pass --no-bart to leave the BART baselines out") from err
     settings = EvaluationSettings(
         images=args.images, images_256=args.images_256, val_images=args.val_images, iterations=args.iterations,
         weights=args.weights,

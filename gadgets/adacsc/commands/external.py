@@ -28,6 +28,7 @@ from typing import Any
 
 from gadgetron.external.connection import Connection
 
+from adacsc.core import cancel
 from adacsc.gadgets.registry import GADGET_MODULES
 from adacsc.server.signals import serve_until_signalled
 
@@ -168,6 +169,7 @@ class ExternalServer:
         self._slots = threading.BoundedSemaphore(workers)
         self.workers = workers
         self._stop = threading.Event()
+        self._abort = threading.Event()
         self._listeners: list[socket.socket] = []
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
@@ -231,6 +233,11 @@ class ExternalServer:
         """Stop accepting; running scans finish, waiting ones are refused."""
         self._stop.set()
 
+    def abort(self) -> None:
+        """Stop accepting and cancel the running scans (their solvers stop at the next iteration)."""
+        self._stop.set()
+        self._abort.set()
+
     @property
     def stopping(self) -> bool:
         """Whether stop() was called."""
@@ -263,6 +270,7 @@ class ExternalServer:
                 log.warning("scan %d from %s refused: shutting down", scan, peer)
                 _fail(sock, "adacsc external is shutting down", drain_s=1.0)
                 return
+            cancel.bind(self._abort.is_set)
             self._serve(sock, peer, scan)
         except Exception:  # a bug must end this scan only
             log.exception("scan %d from %s: unexpected failure", scan, peer)

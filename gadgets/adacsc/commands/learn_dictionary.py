@@ -21,8 +21,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger(__name__)
 
 _COMMAND = "adacsc learn-dictionary"
@@ -77,6 +75,8 @@ def _git_commit() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Learn one dictionary and write it."""
+    import torch  # here: `adacsc --help` must not pay for importing torch
+
     from adacsc.core.dictionary import save_dictionary
     from adacsc.training.cdl import CDLConfig, dictionary_name, learn_dictionary, training_crops
     from adacsc.training.slices import DATA_VERSION, load_split_with_records

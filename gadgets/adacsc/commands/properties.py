@@ -8,10 +8,12 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from adacsc.core.device import parse_device_name
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.limits import ScanLimits
 
-_TYPE_NAMES = {parse_bool: "bool", int: "int", float: "float", str: "string"}
+_TYPE_NAMES = {parse_bool: "bool", int: "int", float: "float", str: "string", parse_device_name: "string"}
 
 MARKDOWN_INTRO = """\
 # Chain properties
@@ -31,6 +33,20 @@ operator configures ($ADACSC_DICTIONARY_DIR, $ADACSC_WEIGHTS_DIR).
 def type_name(prop: Property) -> str:
     """A readable name of a property's type."""
     return _TYPE_NAMES.get(prop.parse, getattr(prop.parse, "__name__", "value"))
+
+
+def allowed(prop: Property) -> str:
+    """The allowed values or range of a property, as the docs show it."""
+    if prop.choices:
+        return ", ".join(format_value(c) for c in prop.choices)
+    low = f"{prop.minimum:g}" if prop.minimum is not None else ""
+    if prop.maximum is not None:
+        high = f"{prop.maximum:g}"
+    elif prop.operator_limit is not None:
+        high = f"${ScanLimits().variable(prop.operator_limit)} (default {getattr(ScanLimits(), prop.operator_limit)})"
+    else:
+        high = ""
+    return f"{low or '...'} to {high or '...'}" if low or high else ""
 
 
 def format_value(value: object) -> str:
@@ -93,10 +109,9 @@ def markdown() -> str:
                   "| property | type | default | allowed | description |",
                   "| --- | --- | --- | --- | --- |"]
         for prop in spec.properties:
-            allowed = ", ".join(format_value(c) for c in prop.choices) if prop.choices else ""
             default = format_value(prop.default)
             lines.append(f"| `{prop.name}` | {type_name(prop)} | {f'`{default}`' if default else '(empty)'} | "
-                         f"{_cell(allowed)} | {_cell(prop.doc)} |")
+                         f"{_cell(allowed(prop))} | {_cell(prop.doc)} |")
         lines.append("")
     lines += ["## Shipped chains", "",
               "The chain XMLs in `configs/` (shipped in the package) and the properties each node sets; "
@@ -118,7 +133,7 @@ def plain() -> str:
         lines.append(f"{spec.gadget} ({module})")
         width = max(len(p.name) for p in spec.properties)
         for prop in spec.properties:
-            choices = f" [{'|'.join(format_value(c) for c in prop.choices)}]" if prop.choices else ""
+            choices = f" [{allowed(prop)}]" if allowed(prop) else ""
             lines.append(f"  {prop.name:<{width}}  {type_name(prop):<6} = {format_value(prop.default)}{choices}"
                          f"  {prop.doc}")
         lines.append("")

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from adacsc.chain.config import config_dirs, load_chain
+from adacsc.io.output_file import atomic_output
 from adacsc.replay import replay
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PROPERTY=VALUE",
                         help="override a chain property (name=value or target.name=value); repeatable")
     parser.add_argument("-G", "--group", help="output group name (default: current date and time)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file; in a batch, redo files whose output exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     batch = parser.add_argument_group("batch")
     batch.add_argument("--workers", type=int, help="local worker processes (default: up to 4, one per core)")
     batch.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                        help="run the files on this Dask distributed scheduler instead of a local pool "
                             "(needs adacsc[cluster]; paths must be visible to every worker)")
-    batch.add_argument("--overwrite", action="store_true", help="redo files whose output already exists")
     batch.add_argument("--report", type=Path, help="write a JSON report of every file's outcome here")
-    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     source = args.inputs[0] if args.inputs else bundled_scan()
     if not args.inputs:
         log.info("no input given: using the bundled scan %s", source)
-    result = replay(source, args.output, chain, args.group)
+    with atomic_output(args.output, args.overwrite, [source]) as temporary:
+        result = replay(source, temporary, chain, args.group, progress=not args.no_progress)
     log.info("%s -> %s: %s", source, args.output,
              ", ".join(f"{name} x{count}" for name, count in sorted(result.images.items())) or "no images")
     return 0

@@ -4,8 +4,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from adacsc.chain.config import ChainError, config_dirs, load_chain, parse_chain
 from adacsc.client import send_scan, summarise
 from adacsc.commands.recon import DEFAULT_CONFIG, parse_overrides
+from adacsc.io.output_file import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +30,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pace", metavar="realtime|realtime:F|N",
                         help="pace readouts: by their time stamps (F times faster), or N readouts per second")
     parser.add_argument("-G", "--group", help="output group name (default: current date and time)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server")
     parser.set_defaults(func=run)
+
+
+def check_overrides(overrides: dict[str, str], config_name: str | None, config_text: str | None) -> None:
+    """Refuse property names no node of the chain accepts, as `recon` does, when the chain is
+    known here (a sent XML, or a config name found in the local config folders); a name only the
+    server knows is left to the server."""
+    if not overrides:
+        return
+    try:
+        chain = (parse_chain(config_text, "the -C file") if config_text is not None
+                 else load_chain(config_name, config_dirs(), allow_paths=False))
+    except ChainError:
+        if config_text is not None:
+            raise
+        log.info("config %s is not known here: the server checks the --set names", config_name)
+        return
+    chain.with_overrides(overrides)
 
 
 def run(args: argparse.Namespace) -> int:
     """Send one file; 0 when the server answered with CLOSE and no error."""
     config_text = args.config_file.read_text() if args.config_file else None
     config_name = None if config_text is not None else (args.config or DEFAULT_CONFIG)
-    result = send_scan(args.input, args.output, args.host, args.port, config_name=config_name,
-                       config_text=config_text, overrides=parse_overrides(args.overrides), pace=args.pace,
-                       group=args.group, timeout=args.timeout)
+    overrides = parse_overrides(args.overrides)
+    check_overrides(overrides, config_name, config_text)
+    with atomic_output(args.output, args.overwrite, [args.input]) as temporary:
+        result = send_scan(args.input, temporary, args.host, args.port, config_name=config_name,
+                           config_text=config_text, overrides=overrides, pace=args.pace,
+                           group=args.group, timeout=args.timeout)
+        if not result.images:
+            temporary.unlink(missing_ok=True)
+            log.warning("no images received: %s not written", args.output)
     for line in summarise(result):
         log.info("%s", line)
-    if not result.ok:
+    if not result.ok:  # each error was logged when it arrived
         log.error("the scan did not complete cleanly: %s",
-                  "; ".join(result.errors) or "no CLOSE from the server")
+                  f"{len(result.errors)} error(s), see above" if result.errors else "no CLOSE from the server")
         return 1
     return 0

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from adacsc import settings as folders
+from adacsc.limits import GiB, ScanLimits
 from adacsc.server import Limits, Server, ServerSettings, SessionSettings
 from adacsc.server.host import log_host_resources
 from adacsc.server.protocol import MiB
@@ -20,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="serve reconstructions over TCP like Gadgetron (one scan per connection)",
         description="Listen for ISMRMRD streams (gadgetron_ismrmrd_client, python-ismrmrd-server clients, "
                     "`adacsc send`) and run the chain each one names. SIGTERM/SIGINT: stop accepting, "
-                    "finish running scans, exit.")
+                    "let running scans finish within --grace seconds, then cancel them and exit; a second "
+                    "signal cancels at once.")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=9002, help="TCP port (default 9002, 0: any free port)")
     parser.add_argument("--config-dir", type=Path, action="append", default=[],
@@ -31,17 +33,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="scans reconstructed at once (default: up to 4); further connections wait")
     parser.add_argument("--max-waiting", type=int, help="connections that may wait for a worker (default 4 x workers)")
     parser.add_argument("--wait", type=float, default=120.0, help="seconds a connection may wait for a worker")
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds a client may stay silent mid-scan or leave its results unread")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a client may stay silent mid-scan")
+    parser.add_argument("--write-stall", type=float, default=30.0,
+                        help="seconds a client may leave its results unread before its scan is cancelled")
+    parser.add_argument("--scan-timeout", type=float, default=1800.0,
+                        help="deadline of one scan in seconds; a scan past it is cancelled")
+    parser.add_argument("--grace", type=float, default=60.0,
+                        help="on SIGTERM, seconds running scans may take to finish before they are cancelled")
     parser.add_argument("--strict", action="store_true",
                         help="round-trip every item between gadgets through gadgetron-python's serialisers")
     parser.add_argument("--error-format", choices=("text", "error"), default="text",
-                        help="report errors as TEXT 'ERROR: ...' (Gadgetron's server, default) or ERROR (id 8)")
+                        help="report errors as TEXT 'ERROR: ...' (Gadgetron's server, default) or ERROR (id 8, "
+                             "what Gadgetron's external nodes send; python-ismrmrd-server's client does not "
+                             "know it)")
     parser.add_argument("--allow-module", action="append", default=[],
                         help="extra Python module a client-sent chain XML may run (repeatable)")
     parser.add_argument("--max-text-mb", type=float, default=8, help="limit for config, header and text messages")
     parser.add_argument("--max-readout-mb", type=float, default=64, help="limit for one acquisition")
-    parser.add_argument("--max-scan-gb", type=float, default=16, help="limit for one scan's data")
+    defaults = ScanLimits()
+    parser.add_argument("--max-scan-gb", type=float, default=defaults.max_scan_bytes / GiB,
+                        help="budget of one scan: bytes received plus buffers the gadgets allocate")
+    parser.add_argument("--max-matrix", type=int, default=defaults.max_matrix,
+                        help="largest encoded or recon matrix size along any axis a header may declare")
+    parser.add_argument("--max-channels", type=int, default=defaults.max_channels,
+                        help="most receiver channels a scan may have")
+    parser.add_argument("--max-iterations", type=int, default=defaults.max_iterations,
+                        help="most solver iterations a client's chain properties may ask for")
     parser.add_argument("--no-preload", action="store_true", help="do not import the gadgets (and torch) at start")
     parser.set_defaults(func=run)
 
@@ -50,12 +67,26 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """ServerSettings from the command line."""
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
+    for option in ("timeout", "write_stall", "scan_timeout", "max_scan_gb", "max_matrix", "max_channels",
+                   "max_iterations"):
+        if getattr(args, option) <= 0:
+            raise ValueError(f"--{option.replace('_', '-')} must be positive")
+    if args.grace < 0:
+        raise ValueError("--grace must be >= 0")
     limits = Limits(max_text_bytes=int(args.max_text_mb * MiB), max_readout_bytes=int(args.max_readout_mb * MiB))
-    session = SessionSettings(config_dirs=(), strict=args.strict, io_timeout_s=args.timeout, limits=limits,
-                              max_scan_bytes=int(args.max_scan_gb * (1 << 30)), error_format=args.error_format)
+    session = SessionSettings(config_dirs=(), strict=args.strict, io_timeout_s=args.timeout,
+                              write_stall_s=args.write_stall, scan_timeout_s=args.scan_timeout, limits=limits,
+                              max_scan_bytes=int(args.max_scan_gb * GiB), error_format=args.error_format)
     return ServerSettings(host=args.host, port=args.port, workers=args.workers, max_waiting=args.max_waiting,
                           wait_s=args.wait, extra_config_dirs=tuple(args.config_dir),
-                          allow_modules=tuple(args.allow_module), preload=not args.no_preload, session=session)
+                          allow_modules=tuple(args.allow_module), preload=not args.no_preload,
+                          grace_s=args.grace, session=session)
+
+
+def scan_limits_from_args(args: argparse.Namespace) -> ScanLimits:
+    """The operator limits the gadgets read (from the environment, which `run` sets)."""
+    return ScanLimits(max_matrix=args.max_matrix, max_channels=args.max_channels,
+                      max_iterations=args.max_iterations, max_scan_bytes=int(args.max_scan_gb * GiB))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ[folders.DICTIONARY_DIR] = str(args.dictionary_dir.resolve())
     log.info("dictionary folder for client-named dictionaries: %s", folders.dictionary_dir() or "none (shipped only)")
     log_host_resources()
+    os.environ.update(scan_limits_from_args(args).environment())
     server = Server(settings_from_args(args))
     server.start()
     serve_until_signalled(server, server.active_sessions)

@@ -19,8 +19,10 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ def _data_provenance(schedule, train_records: list, val_records: list) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) and write the weights."""
+    import torch  # here: `adacsc --help` must not pay for importing torch
+
     from adacsc.training.schedules import get_schedule
     from adacsc.training.slices import load_split_with_records, training_size
     from adacsc.training.train import (

@@ -8,8 +8,11 @@ File format (`.npz`, read with allow_pickle=False):
 
 Validation rules (violations raise DictionaryError, a ValueError):
   - filters are a real 3-D array [K, h, w] with K >= 1;
-  - h and w are odd: a filter must have a centre pixel, which the convolution places at the grid
-    origin (even sizes would shift the image by half a pixel); even sizes are rejected, not padded;
+  - a filter has a centre pixel, which the convolution places at the grid origin. Odd sizes have
+    one; for an even size the centre is pixel h // 2 (w // 2), the convention of numpy's fftshift
+    (the lower right of the four central pixels). Even-sized filters (e.g. SPORCO's 8x8 and 12x12)
+    are zero-padded by one row (column) at the bottom (right), which keeps that centre and gives
+    the odd size the solver and the network work with (logged);
   - all values finite, no all-zero filter;
   - every filter is normalised to unit l2 norm (renormalising is logged, not an error).
 """
@@ -54,9 +57,9 @@ def validate_filters(filters: Any, name: str = "dictionary") -> np.ndarray:
     if k < 1:
         raise DictionaryError(f"{name}: the dictionary has no filters (K = 0)")
     if h % 2 == 0 or w % 2 == 0:
-        raise DictionaryError(
-            f"{name}: filter size {h}x{w} is even; odd sizes are required so that each filter has a "
-            "centre pixel (placed at the grid origin by the convolution)")
+        arr = np.pad(arr, ((0, 0), (0, 1 - h % 2), (0, 1 - w % 2)))
+        log.info("%s: even filter size %dx%d zero-padded to %dx%d (centre pixel %d, %d kept)", name, h, w,
+                 *arr.shape[1:], h // 2, w // 2)
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
         raise DictionaryError(f"{name}: filters contain NaN or infinite values")
@@ -73,7 +76,7 @@ def validate_filters(filters: Any, name: str = "dictionary") -> np.ndarray:
 
 @dataclass
 class Dictionary:
-    """A bank of K real, odd-sized, unit-norm 2-D filters with its provenance.
+    """A bank of K real, odd-sized (even sizes are padded), unit-norm 2-D filters with its provenance.
 
     filters: float32 [K, h, w] (validated and normalised on construction)
     name: short registry-style name, e.g. "dct7x7_k48"
@@ -140,6 +143,7 @@ def load_dictionary(path: str | os.PathLike) -> Dictionary:
     path = Path(path)
     if not path.is_file():
         raise DictionaryError(f"dictionary file {str(path)!r} does not exist or is not a file")
+    _check_archive(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
@@ -166,6 +170,19 @@ def load_dictionary(path: str | os.PathLike) -> Dictionary:
     for key in ("num_filters", "patch_size"):
         meta.pop(key, None)  # derived from the filters; recomputed on save
     return Dictionary(filters, str(name), str(source), meta)
+
+
+def _check_archive(path: Path) -> None:
+    """DictionaryError naming the file when it is not an .npz archive (empty, a bare .npy, text)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not magic:
+        raise DictionaryError(f"dictionary file {path.name!r} is empty")
+    if magic == b"\x93NUMPY":
+        raise DictionaryError(f"dictionary file {path.name!r} is a single .npy array, not an .npz archive "
+                              "(save it with numpy.savez(path, filters=..., metadata_json=...))")
+    if not magic.startswith(b"PK\x03\x04"):
+        raise DictionaryError(f"dictionary file {path.name!r} is not an .npz archive (it starts with {magic!r})")
 
 
 def random_dictionary(num_filters: int, size: int | tuple[int, int] = 7, seed: int = 0,

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from adacsc.core.cancel import Cancelled, bound_check
 from adacsc.core.spectral import SpectralCodeOperator
 
 __all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "FISTA_ITERATIONS"]
@@ -134,13 +135,16 @@ def _chunks(num_filters: int, chunk_size: int) -> list[slice]:
 
 def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor",
           lipschitz: torch.Tensor, n_iter: int = FISTA_ITERATIONS, chunk_size: int | None = None,
-          callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+          callback: Callable[[int, torch.Tensor], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
     """Run FISTA from s_0 = 0; returns the codes s [B, K, H, W] (complex, y's dtype).
 
     y: k-space block [B, M1, M2] (centred, the high-pass data y').
     lam: a float, or a real tensor broadcastable to [B, K, H, W] (maps), >= 0.
     lipschitz: L >= ||A D||^2, a tensor of shape [1] or [B] (see `lipschitz_constant`).
     callback(i, s): called after iteration i with the current codes (tests; costs a concat).
+    should_stop(): asked before each iteration (default: the check bound to this thread, see
+    `adacsc.core.cancel`); True raises Cancelled.
     """
     if not y.is_complex() or y.ndim != 3 or tuple(y.shape[-2:]) != op.acquired_shape:
         raise ValueError(f"y must be complex [B, {op.acquired_shape[0]}, {op.acquired_shape[1]}], "
@@ -198,7 +202,10 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     blk_prev: list[torch.Tensor] | None = None
     codes: list[torch.Tensor] = []
     t, mu = 1.0, 0.0
+    stop = should_stop if should_stop is not None else bound_check()
     for it in range(n_iter):
+        if stop is not None and stop():
+            raise Cancelled(f"FISTA cancelled after {it} of {n_iter} iterations")
         # residual at the extrapolated point z = s + mu (s - s_prev), on the acquired block
         resid = -y_blk
         if blk is not None:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SHIPPED_DIR = Path(str(resources.files("adacsc") / "data" / "dictionaries"))
 DEFAULT_DICTIONARY = "cdl_k32_9x9_l0.01"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
 def list_dictionaries(dictionary_dir: str | os.PathLike | None = None) -> list[str]:
@@ -50,7 +50,7 @@ def _check_name(name: str) -> str:
         raise DictionaryError(
             f"dictionary {name!r}: give a registry name or a file name inside the dictionary folder, "
             "not a path")
-    if ".." in name or not _NAME_RE.match(name):
+    if ".." in name or not _NAME_RE.fullmatch(name):
         raise DictionaryError(
             f"dictionary name {name!r} is invalid: use letters, digits, '_', '-', '.' "
             "(starting with a letter or digit, no '..')")

@@ -56,7 +56,7 @@ FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
 _METADATA_KEY = "adacsc"
 _MAX_HEADER_BYTES = 100 * 2**20
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
@@ -353,7 +353,7 @@ def validate_weights_name(name: str) -> str:
         raise WeightsError(f"weights name {name!r} must not contain path separators (give a name, not a path)")
     if ".." in name:
         raise WeightsError(f"weights name {name!r} must not contain '..'")
-    if os.path.isabs(name) or not _NAME_PATTERN.match(name):
+    if os.path.isabs(name) or not _NAME_PATTERN.fullmatch(name):
         raise WeightsError(
             f"invalid weights name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
         )

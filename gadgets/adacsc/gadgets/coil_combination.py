@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 SPEC = PropertySpec("coil_combination", (
     Property("coil_map_method", str, "inati", "coil sensitivity estimation", choices=("inati", "walsh")),
-    Property("kernel_size", int, 7, "smoothing kernel (pixels) of the coil map estimate"),
-    Property("image_series_index", int, 1, "series index of the combined images"),
+    Property("kernel_size", int, 7, "smoothing kernel (pixels) of the coil map estimate", minimum=1, maximum=63),
+    Property("image_series_index", int, 1, "series index of the combined images", minimum=0, maximum=65535),
     Property("output", str, "image_array",
              "image_array (for a reconstruction gadget downstream) or images (final complex images)",
              choices=("image_array", "images")),
@@ -83,6 +83,11 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any]) -> list[tuple[np
                 log.error("slice %d repetition %d not reconstructed: %s", reference.idx.slice,
                           reference.idx.repetition, err)
                 continue
+            bad = ~np.isfinite(image)
+            if bad.any():
+                log.warning("slice %d repetition %d: %d NaN or infinite pixels set to 0", reference.idx.slice,
+                            reference.idx.repetition, int(bad.sum()))
+                image = np.where(bad, 0, image).astype(image.dtype)
             header = header_from_acquisition(
                 reference,
                 field_of_view=(sampling.encoded_FOV[0], sampling.encoded_FOV[1], sampling.encoded_FOV[2]),

@@ -34,7 +34,7 @@ import torch
 from gadgetron.types import ImageArray
 
 from adacsc import settings
-from adacsc.core.device import resolve_device
+from adacsc.core.device import parse_device_name, resolve_device
 from adacsc.core.fista import FISTA_ITERATIONS
 from adacsc.core.reconstruct import (
     DEFAULT_BETA, DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, NoiseMultiple,
@@ -55,20 +55,24 @@ SPEC = PropertySpec("csc", (
     Property("weights", str, DEFAULT_WEIGHTS, "shipped NET_Theta weights name or a file in $ADACSC_WEIGHTS_DIR"),
     Property("mode", str, "maps", "maps (NET_Theta) or scalar (one lambda)", choices=("maps", "scalar")),
     Property("lambda", float, 0.0, "scalar-mode lambda in normalised units (bright tissue about 1); 0 follows "
-             "the noise: noise_lambda times the noise level"),
+             "the noise: noise_lambda times the noise level", minimum=0),
     Property("noise_lambda", float, DEFAULT_NOISE_LAMBDA, "scalar-mode lambda in units of the noise level "
              "(used when lambda is 0); the default is the best single value over the test noise levels "
-             "(docs/evaluation)"),
-    Property("beta", float, 0.0, "Tikhonov low-pass weight; 0 takes the value trained with the weights (in both modes)"),
+             "(docs/evaluation)", minimum=0),
+    Property("beta", float, 0.0, "Tikhonov low-pass weight; 0 takes the value trained with the weights (in both "
+             "modes)", minimum=0),
     Property("lowpass", str, "auto", "low-pass part: tikhonov (published), tv (edge-preserving, follows the "
              "noise) or auto (what the weights were trained with)", choices=("auto",) + LOWPASS_KINDS),
-    Property("tv_weight", float, 0.0, "TV low-pass weight in units of the noise level; 0 takes the trained value"),
-    Property("iterations", int, 0, "FISTA iterations; 0 takes the count the weights were trained with"),
+    Property("tv_weight", float, 0.0, "TV low-pass weight in units of the noise level; 0 takes the trained value",
+             minimum=0),
+    Property("iterations", int, 0, "FISTA iterations; 0 takes the count the weights were trained with", minimum=0,
+             operator_limit="max_iterations"),
     Property("super_resolution", int, 2, "grid factor per axis (k-space zero-padding)", choices=(1, 2, 3, 4)),
-    Property("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
+    Property("device", parse_device_name, "auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N"),
     Property("send_zero_filled", parse_bool, True, "also send the zero-filled image (series base + 1)"),
     Property("send_maps", parse_bool, True, "also send the mean sparsity map (series base + 2)"),
-    Property("image_series_index", int, 1, "series index of the reconstruction (base)"),
+    Property("image_series_index", int, 1, "series index of the reconstruction (base); base + 2 must fit in "
+             "uint16", minimum=0, maximum=65533),
     Property("output", str, "float32", "pixel format of every series: float32 (magnitude), int16 (magnitude "
              "scaled to 0..4095, scaling in the meta, for a scanner's image injector) or complex (for a "
              "complex-image injector)", choices=OUTPUT_FORMATS),
@@ -108,9 +112,6 @@ class CSCStep:
     """The reconstruction of one scan: resources resolved once from the properties."""
 
     def __init__(self, props: dict[str, Any]) -> None:
-        for name in ("iterations", "lambda", "noise_lambda", "beta", "tv_weight"):
-            if props[name] < 0:
-                raise ValueError(f"{name} must be >= 0, got {props[name]}")
         self.device = resolve_device(props["device"])
         dictionary_dir = settings.dictionary_dir()
         dictionary_folder = str(dictionary_dir) if dictionary_dir else None

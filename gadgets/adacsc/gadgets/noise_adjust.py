@@ -47,6 +47,9 @@ class Prewhitener:
         if self._resolved:
             log.warning("noise readout %d after imaging data started: ignored", acquisition.scan_counter)
             return
+        if not np.isfinite(acquisition.data).all():
+            log.warning("noise readout %d has NaN or infinite samples: ignored", acquisition.scan_counter)
+            return
         self.noise.add(acquisition.data)
         self.noise_dwell_us = float(acquisition.sample_time_us)
 

@@ -5,6 +5,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from adacsc.limits import ScanLimits
+
 
 class PropertyError(ValueError):
     """A chain property is unknown or its value is invalid."""
@@ -22,13 +24,30 @@ def parse_bool(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Property:
-    """One property: its name, how to parse it, the default, allowed values and a description."""
+    """One property: its name, how to parse it, the default, allowed values and a description.
+    Numbers may have a `minimum`, a `maximum` and an `operator_limit`: the ScanLimits field that
+    caps the value on this installation (e.g. "max_iterations")."""
 
     name: str
     parse: Callable[[str], Any]
     default: Any
     doc: str
     choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    operator_limit: str | None = None
+
+    def check_range(self, value: Any) -> None:
+        """ValueError naming the bound when `value` is outside [minimum, maximum] or the operator limit."""
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be >= {self.minimum:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be <= {self.maximum:g}")
+        if self.operator_limit is not None:
+            limits = ScanLimits.from_environment()
+            cap = getattr(limits, self.operator_limit)
+            if value > cap:
+                raise ValueError(f"exceeds the operator limit of {cap} (${limits.variable(self.operator_limit)})")
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,7 @@ class PropertySpec:
                 continue
             try:
                 value = prop.parse(raw[prop.name])
+                prop.check_range(value)
             except ValueError as err:
                 raise PropertyError(f"{self.gadget}: property {prop.name}={raw[prop.name]!r}: {err}") from err
             if prop.choices and value not in prop.choices:

@@ -4,7 +4,10 @@ Combines what Gadgetron's RemoveROOversamplingGadget, AcquisitionAccumulateTrigg
 BucketToBufferGadget do for 2-D Cartesian scans: one `ReconData` per slice and repetition,
 emitted when its last readout arrives (ACQ_LAST_IN_SLICE) and, for buffers still open when the
 stream ends, at the end (logged as incomplete). Every readout is either used or counted as
-dropped with a reason.
+dropped with a reason (readouts with NaN or infinite samples are dropped too).
+
+The header's matrix and coils are checked against the operator's limits (adacsc.limits) before
+any buffer exists, and every buffer is charged to the scan's budget before it is allocated.
 """
 
 import logging
@@ -18,6 +21,7 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, Samplin
 
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.io import header as hdr
+from adacsc.limits import ScanBudget, ScanLimits, check_encoding
 from adacsc.mr.oversampling import remove_readout_oversampling
 
 log = logging.getLogger(__name__)
@@ -61,7 +65,10 @@ class Tally:
 class Accumulator:
     """Sorts readouts into per-slice buffers and turns complete buffers into ReconData."""
 
-    def __init__(self, header: Any, remove_oversampling: bool) -> None:
+    def __init__(self, header: Any, remove_oversampling: bool, budget: ScanBudget | None = None) -> None:
+        self.limits = ScanLimits.from_environment()
+        check_encoding(header, self.limits)
+        self.budget = budget if budget is not None else ScanBudget(self.limits.max_scan_bytes)
         self.encoding = hdr.encoding(header)
         encoded_x, recon_x = self.encoding.encoded_matrix[0], self.encoding.recon_matrix[0]
         self.crop_factor = recon_x / encoded_x if remove_oversampling and encoded_x > recon_x else 1.0
@@ -80,7 +87,10 @@ class Accumulator:
         key = (acquisition.idx.slice, acquisition.idx.repetition)
         buffer = self.buffers.get(key)
         if buffer is None:
-            buffer = _Buffer(np.zeros((data.shape[1], self.lines, data.shape[0]), np.complex64), [None] * self.lines)
+            shape = (data.shape[1], self.lines, data.shape[0])
+            self.budget.charge(8 * int(np.prod(shape)), f"the k-space buffer of slice {key[0]} repetition {key[1]} "
+                                                        f"({shape[0]} samples x {shape[1]} lines x {shape[2]} channels)")
+            buffer = _Buffer(np.zeros(shape, np.complex64), [None] * self.lines)
             self.buffers[key] = buffer
         if buffer.data.shape[0] != data.shape[1]:
             self.tally.drop(f"readout length {data.shape[1]} differs from the slice's {buffer.data.shape[0]}", acquisition)
@@ -101,12 +111,17 @@ class Accumulator:
             return "noise readout reached the buffer (no noise adjustment in front)"
         if acquisition.active_channels == 0 or acquisition.number_of_samples == 0:
             return "readout without channels or samples"
+        if acquisition.active_channels > self.limits.max_channels:
+            return (f"{acquisition.active_channels} channels exceed the operator limit of {self.limits.max_channels} "
+                    f"(${self.limits.variable('max_channels')})")
         if self.channels is None:
             self.channels = acquisition.active_channels
         elif acquisition.active_channels != self.channels:
             return f"{acquisition.active_channels} channels where the scan has {self.channels}"
         if not 0 <= acquisition.idx.kspace_encode_step_1 < self.lines:
             return f"phase-encode index outside the encoded matrix (0..{self.lines - 1})"
+        if not np.isfinite(acquisition.data).all():
+            return "NaN or infinite samples"
         return None
 
     def _emit(self, key: tuple[int, int]) -> ReconData:
@@ -151,7 +166,7 @@ def _recon_data(buffer: _Buffer, encoding: hdr.Encoding, crop_factor: float) -> 
 def readout_buffer(connection: Any) -> None:
     """Gadget: Acquisitions in, one ReconData per completed slice out; other items pass on."""
     props = read_properties(connection, SPEC)
-    accumulator = Accumulator(connection.header, props["remove_oversampling"])
+    accumulator = Accumulator(connection.header, props["remove_oversampling"], getattr(connection, "budget", None))
     for item in connection:
         if not isinstance(item, ismrmrd.Acquisition):
             connection.send(item)

@@ -10,7 +10,7 @@ import numpy as np
 
 from adacsc.settings import noise_dir
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,15 @@ class NoiseStore:
         self.folder = Path(folder) if folder else noise_dir()
 
     def _path(self, measurement_id: str) -> Path:
-        if not _SAFE_ID.match(measurement_id):
+        if not _SAFE_ID.fullmatch(measurement_id):
             raise ValueError(f"measurementID {measurement_id!r} is not a plain name (letters, digits, '_', '.', '-')")
         return self.folder / f"noise_{measurement_id}.npz"
 
     def save(self, measurement_id: str, noise: StoredNoise) -> Path:
-        """Store `noise` under `measurement_id`; returns the file written."""
+        """Store `noise` under `measurement_id`; returns the file written. A covariance with NaN
+        or infinite entries is refused (it would break every scan that depends on it)."""
         path = self._path(measurement_id)
+        _check_finite(noise.covariance, measurement_id)
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, covariance=noise.covariance.astype(np.complex128),
@@ -55,11 +57,18 @@ class NoiseStore:
             return None
         try:
             with np.load(path, allow_pickle=False) as f:
-                return StoredNoise(
+                stored = StoredNoise(
                     covariance=np.asarray(f["covariance"]),
                     coil_labels=list(json.loads(str(f["coil_labels"]))),
                     noise_dwell_us=float(f["noise_dwell_us"]),
                     samples=int(f["samples"]),
                 )
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, KeyError, ValueError, EOFError) as err:
             raise ValueError(f"stored noise {path} is unreadable: {err}") from err
+        _check_finite(stored.covariance, measurement_id)
+        return stored
+
+
+def _check_finite(covariance: np.ndarray, measurement_id: str) -> None:
+    if not np.isfinite(covariance).all():
+        raise ValueError(f"the noise covariance of measurement {measurement_id} has NaN or infinite entries")

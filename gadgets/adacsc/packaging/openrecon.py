@@ -133,13 +133,15 @@ def ui_parameter(parameter: fire.UiParameter, default: str) -> dict[str, Any]:
         return {**entry, "type": "choice", "values": [{"id": v, "name": {"en": v}} for v in values], "default": default}
     if prop.parse is parse_bool:
         return {**entry, "type": "boolean", "default": parse_bool(default)}
-    if prop.parse is str or parameter.as_text:
+    if prop.parse not in (int, float) or parameter.as_text:
         return {**entry, "type": "string", "default": default}
-    if parameter.minimum is None or parameter.maximum is None:
+    minimum = parameter.minimum if parameter.minimum is not None else prop.minimum
+    maximum = parameter.maximum if parameter.maximum is not None else prop.maximum
+    if minimum is None or maximum is None:
         raise LabelError(f"UI parameter {parameter.id}: a number needs a minimum and a maximum")
     number = int if prop.parse is int else float
-    return {**entry, "type": "int" if number is int else "double", "minimum": number(parameter.minimum),
-            "maximum": number(parameter.maximum), "default": number(prop.parse(default))}
+    return {**entry, "type": "int" if number is int else "double", "minimum": number(minimum),
+            "maximum": number(maximum), "default": number(prop.parse(default))}
 
 
 def build_label(settings: LabelSettings, folders: list[Path] | None = None) -> dict[str, Any]:

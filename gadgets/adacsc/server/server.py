@@ -1,6 +1,7 @@
 """The listener: one thread per connection, at most `workers` scans running at once, a bounded
 number waiting for a slot (the rest are refused with a clear error), gadget modules and torch
-imported once at start, graceful stop (stop accepting, finish running scans, return)."""
+imported once at start, graceful stop (stop accepting, let running scans finish for at most
+`grace_s` seconds, then cancel the rest and say so, and return)."""
 
 import importlib
 import itertools
@@ -33,6 +34,8 @@ class ServerSettings:
     allow_modules: tuple[str, ...] = ()
     """modules a client-sent chain XML may run besides adacsc.gadgets.* and the configured chains'"""
     preload: bool = True
+    grace_s: float = 60.0
+    """after stop(), how long running scans may take to finish before they are cancelled"""
     session: SessionSettings = field(default_factory=lambda: SessionSettings(config_dirs=()))
 
 
@@ -61,6 +64,7 @@ class Server:
         self._slots = threading.BoundedSemaphore(max(1, settings.workers))
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
+        self._sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._waiting = 0
         self.reports: list[SessionReport] = []
@@ -166,12 +170,35 @@ class Server:
                 self._admit(sock, address)
         finally:
             self._listener.close()
-            running = self._running_threads()
-            if running:
-                log.info("stopping: waiting for %d connection(s) to finish", len(running))
-            for thread in running:
-                thread.join()
+            self._drain()
             log.info("server stopped after %d sessions", len(self.reports))
+
+    def _drain(self) -> None:
+        """Wait up to `grace_s` for the running connections; then cancel them and wait for the
+        cancellation (bounded by the write stall time: an error report may still be sent)."""
+        running = self._running_threads()
+        if running:
+            log.info("stopping: waiting up to %g s for %d connection(s) to finish", self.settings.grace_s,
+                     len(running))
+        self._join(running, self.settings.grace_s)
+        with self._threads_lock:
+            sessions = list(self._sessions)
+        if sessions:
+            log.warning("grace period of %g s over: cancelling %d running scan(s)", self.settings.grace_s,
+                        len(sessions))
+            for session in sessions:
+                session.cancel("the server is shutting down")
+        left = self._join(self._running_threads(), self.settings.session.write_stall_s + 10.0)
+        if left:
+            log.error("%d connection(s) did not stop after cancelling; exiting without them", left)
+
+    @staticmethod
+    def _join(threads: list[threading.Thread], timeout: float) -> int:
+        """Join `threads` within `timeout` seconds in all; how many are still alive."""
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return sum(thread.is_alive() for thread in threads)
 
     def _admit(self, sock: socket.socket, address: tuple) -> None:
         peer = f"{address[0]}:{address[1]}"
@@ -212,7 +239,13 @@ class Server:
                     _refuse(sock, reason, self.session_settings.error_format)
                     return
             session = Session(sock, peer, next(self._ids), self.session_settings)
-            report = session.run()
+            with self._threads_lock:
+                self._sessions.add(session)
+            try:
+                report = session.run()
+            finally:
+                with self._threads_lock:
+                    self._sessions.discard(session)
             with self._threads_lock:
                 self.reports.append(report)
         except Exception:
@@ -232,10 +265,19 @@ class Server:
             return list(self._threads)
 
     def stop(self) -> None:
-        """Stop accepting; running scans finish, waiting connections are refused."""
+        """Stop accepting; running scans finish (within the grace period), waiting connections
+        are refused."""
         if not self._stop.is_set():
-            log.info("stop requested: no new connections; running scans finish")
+            log.info("stop requested: no new connections; running scans finish within %g s", self.settings.grace_s)
         self._stop.set()
+
+    def abort(self) -> None:
+        """Stop accepting and cancel every running scan now."""
+        self.stop()
+        with self._threads_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.cancel("the server is shutting down")
 
     @property
     def stopping(self) -> bool:

@@ -2,9 +2,18 @@
 images back as soon as the chain produces them, then CLOSE.
 
 Threads per session: the connection's own thread reads messages and feeds the chain; the chain's
-node threads process; a writer thread sends what the last node produces. The writer is fed
-through a bounded outbox, so a client that never reads its results holds at most
-`outbox_bytes` of server memory for at most `io_timeout_s` seconds before the session is dropped.
+node threads process; a writer thread sends what the last node produces; a watchdog enforces the
+deadline. The writer is fed through a bounded outbox, so a client that never reads its results
+holds at most `outbox_bytes` of server memory for at most `write_stall_s` seconds before the
+session is dropped.
+
+Bounds: the header's matrix and coils are checked against the operator limits when it arrives;
+the bytes received and the buffers the gadgets allocate are charged to one budget
+(`max_scan_bytes`); each scan has a deadline (`scan_timeout_s`). A scan past its deadline, whose
+client is gone (a failed send or a reset connection; while the chain computes with no output for
+`probe_s` seconds, a progress TEXT probes the connection) or whose server is aborting is
+cancelled: the chain stops at the next item or solver iteration and the client, where reachable,
+is told why.
 
 Failure policy: whatever goes wrong in a session (bad input, a failing gadget, a lost client) ends
 that session only. Where the socket still works, the client gets an error report (TEXT
@@ -19,25 +28,32 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ismrmrd
 from gadgetron.types import ImageArray
 
-from adacsc.chain.config import ChainConfig, ChainError, parse_chain
+from adacsc.chain.config import ChainConfig, ChainError, load_chain, parse_chain, resolve_name
 from adacsc.chain.runner import Chain, NodeFailure
+from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
 from adacsc.server import fire
+from adacsc.limits import LimitError, ScanBudget, ScanLimits, check_encoding
 from adacsc.server import protocol as proto
+from adacsc.server.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 GiB = 1 << 30
 DIRECT_SEND_BYTES = 4 * proto.MiB
 """messages up to this size are written by the producing thread itself when the socket is idle"""
+SEND_CHUNK_BYTES = proto.MiB
+"""sends go out in pieces of this size, each within `write_stall_s`"""
+GADGET_WARNINGS_SENT = 20
+"""gadget warnings passed on to the client per scan; later ones are only logged"""
 
 
 @dataclass(frozen=True)
@@ -50,10 +66,18 @@ class SessionSettings:
     strict: bool = False
     """round-trip every hop through gadgetron-python's serialisers (slower; see Chain)"""
     io_timeout_s: float = 300.0
-    """a client silent this long, or not reading its results this long, is dropped"""
+    """a client silent this long mid-scan is dropped"""
+    write_stall_s: float = 30.0
+    """a client that accepts none of its results for this long is dropped (its scan is cancelled)"""
+    scan_timeout_s: float = 1800.0
+    """the deadline of one scan, from connection to CLOSE; past it the scan is cancelled"""
+    probe_s: float = 10.0
+    """while the chain computes after the input ended, a progress TEXT is sent after this long
+    without output: a client that is gone answers it with a reset, and its scan is cancelled"""
     outbox_bytes: int = 64 * proto.MiB
     limits: proto.Limits = proto.Limits()
     max_scan_bytes: int = 16 * GiB
+    """the scan's budget: bytes received plus buffers allocated by the gadgets"""
     error_format: str = "text"
     """"text": TEXT "ERROR: ..." (Gadgetron's server); "error": ERROR (id 8, uint64 length)"""
     max_queued_items: int = 4096
@@ -76,77 +100,6 @@ class _Dropped(Exception):
 
 class _ChainFailed(Exception):
     """A gadget failed: reading stops; closing the chain reports which one and why."""
-
-
-class Outbox:
-    """Bounded (by bytes) queue of encoded messages for the writer thread, and the token that
-    says who writes to the socket: a producer may send a small message itself when nothing is
-    queued and nobody is sending (one thread hand-off less per slice), else it queues."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: list[tuple[str, bytes]] = []
-        self._bytes = 0
-        self._finished = False
-        self._aborted = False
-        self._busy = False
-        self._cond = threading.Condition()
-
-    def put(self, kind: str, data: bytes, timeout: float) -> bool:
-        """Queue a message; False when the outbox was aborted or stayed full for `timeout` s."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._aborted and self._items and self._bytes + len(data) > self._capacity:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            if self._aborted:
-                return False
-            self._items.append((kind, data))
-            self._bytes += len(data)
-            self._cond.notify_all()
-            return True
-
-    def claim(self) -> bool:
-        """True when nothing is queued and nobody is sending: the caller sends now, then release()."""
-        with self._cond:
-            if self._aborted or self._items or self._busy:
-                return False
-            self._busy = True
-            return True
-
-    def release(self) -> None:
-        """The socket is free again."""
-        with self._cond:
-            self._busy = False
-            self._cond.notify_all()
-
-    def take(self) -> list[tuple[str, bytes]] | None:
-        """Everything queued, once nobody else is sending (the caller then sends and calls
-        release()); waits for something; None once finished and empty, or aborted."""
-        with self._cond:
-            while not self._aborted and (self._busy or (not self._items and not self._finished)):
-                self._cond.wait()
-            if self._aborted or not self._items:
-                return None
-            items, self._items, self._bytes = self._items, [], 0
-            self._busy = True
-            self._cond.notify_all()
-            return items
-
-    def finish(self) -> None:
-        """No more messages: the writer ends once it has sent what is queued."""
-        with self._cond:
-            self._finished = True
-            self._cond.notify_all()
-
-    def abort(self) -> None:
-        """Discard everything; later puts fail at once."""
-        with self._cond:
-            self._aborted = True
-            self._items, self._bytes = [], 0
-            self._cond.notify_all()
 
 
 @dataclass
@@ -190,8 +143,16 @@ class Session:
         self.report = SessionReport(session_id, peer)
         self.log = _Prefixed(log, {"prefix": f"session {session_id} ({peer})"})
         self._reader = proto.SocketReader(sock)
+        self._wsock = sock.dup()  # the sending side, with its own (shorter) timeout
         self._outbox = Outbox(settings.outbox_bytes)
         self._writer = threading.Thread(target=self._write_loop, name=f"adacsc-send-{session_id}", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name=f"adacsc-watch-{session_id}", daemon=True)
+        self._done = threading.Event()
+        self._input_ended = False
+        self._last_sent = time.monotonic()
+        self._cancelled: str | None = None
+        self._gadget_warnings = 0
+        self._budget = ScanBudget(settings.max_scan_bytes)
         self._config_name: str | None = None
         self._config_text: str | None = None
         self._header: bytes | None = None
@@ -211,7 +172,7 @@ class Session:
             if batch is None:
                 return
             try:
-                self.sock.sendall(b"".join(data for _, data in batch))
+                self._send_bytes(b"".join(data for _, data in batch))
             except OSError as err:
                 self._outbox.release()
                 self._drop(self._send_failure(err))
@@ -220,12 +181,19 @@ class Session:
             for kind, data in batch:
                 self._sent(kind, data)
 
+    def _send_bytes(self, data: bytes) -> None:
+        """Send in pieces, each of which must leave within `write_stall_s`."""
+        view = memoryview(data)
+        for start in range(0, len(view), SEND_CHUNK_BYTES):
+            self._wsock.sendall(view[start:start + SEND_CHUNK_BYTES])
+
     def _send_failure(self, err: OSError) -> str:
         if isinstance(err, TimeoutError):
-            return f"the client did not read its results for {self.settings.io_timeout_s:g} s"
+            return f"the client did not read its results for {self.settings.write_stall_s:g} s"
         return f"sending failed ({err})"
 
     def _sent(self, kind: str, data: bytes) -> None:
+        self._last_sent = time.monotonic()
         self.report.bytes_out += len(data)
         if kind.startswith("image_"):
             self.report.images_sent[kind] += 1
@@ -238,10 +206,55 @@ class Session:
             self.report.dropped = reason
         self.log.warning("dropping the session: %s; results not yet sent are discarded", reason)
         self._outbox.abort()
+        if self._chain is not None:
+            self._chain.cancel(f"the client is gone: {reason}")
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def cancel(self, reason: str) -> None:
+        """Stop the scan (deadline, server abort): the chain stops at its next item or solver
+        iteration, reading stops, and the client is told `reason` (where it still listens)."""
+        with self._lock:
+            if self._cancelled is not None or self._done.is_set():
+                return
+            self._cancelled = reason
+        self.log.warning("cancelling the scan: %s", reason)
+        if self._chain is not None:
+            self._chain.cancel(reason)
+        try:
+            self.sock.shutdown(socket.SHUT_RD)  # wakes the reading thread
+        except OSError:
+            pass
+
+    def _watch(self) -> None:
+        """The deadline; once the input ended, a reset connection and, while the chain computes
+        without output, a progress probe."""
+        deadline = self._started + self.settings.scan_timeout_s
+        while not self._done.wait(0.1):
+            now = time.monotonic()
+            if now > deadline:
+                self.cancel(f"the scan exceeded its deadline of {self.settings.scan_timeout_s:g} s")
+                return
+            if not self._input_ended or self._chain is None or self.report.dropped is not None:
+                continue
+            if self._connection_reset():
+                self._drop("the client is gone (connection reset)")
+                return
+            if self._cancelled is None and now - self._last_sent > self.settings.probe_s:
+                try:
+                    self._send("text", proto.text_message(f"INFO: reconstructing, {now - self._started:.0f} s so far"))
+                except _Dropped:
+                    return
+
+    def _connection_reset(self) -> bool:
+        """Whether the peer reset the connection: a pending socket error (a read would report
+        the end of the stream first, once the client has closed its sending side)."""
+        try:
+            return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except OSError:
+            return True
 
     def _send(self, kind: str, data: bytes) -> None:
         """Send now when the socket is free and the message small, else queue it for the writer."""
@@ -249,7 +262,7 @@ class Session:
             raise _Dropped()
         if len(data) <= DIRECT_SEND_BYTES and self._outbox.claim():
             try:
-                self.sock.sendall(data)
+                self._send_bytes(data)
             except OSError as err:
                 self._outbox.release()
                 self._drop(self._send_failure(err))
@@ -257,8 +270,8 @@ class Session:
             self._outbox.release()
             self._sent(kind, data)
             return
-        if not self._outbox.put(kind, data, self.settings.io_timeout_s):
-            self._drop(f"the client did not read its results for {self.settings.io_timeout_s:g} s")
+        if not self._outbox.put(kind, data, self.settings.write_stall_s):
+            self._drop(f"the client did not read its results for {self.settings.write_stall_s:g} s")
             raise _Dropped()
 
     def _send_error(self, text: str) -> None:
@@ -271,12 +284,22 @@ class Session:
         except _Dropped:
             pass
 
-    def _send_warning(self, text: str) -> None:
-        self.log.warning("%s", text)
+    def _send_warning(self, text: str, logged: bool = False) -> None:
+        if not logged:
+            self.log.warning("%s", text)
         try:
             self._send("text", proto.text_message(f"WARNING: {text}"))
         except _Dropped:
             pass
+
+    def _gadget_warning(self, text: str) -> None:
+        """A warning a gadget logged (already in the server log): the client hears of it too."""
+        self._gadget_warnings += 1
+        if self._gadget_warnings <= GADGET_WARNINGS_SENT:
+            self._send_warning(text, logged=True)
+        elif self._gadget_warnings == GADGET_WARNINGS_SENT + 1:
+            self._send_warning(f"more than {GADGET_WARNINGS_SENT} gadget warnings: the rest are only in the "
+                               "server log", logged=True)
 
     def _on_output(self, item: object) -> None:
         """Called by the chain's last node for every item it produces."""
@@ -305,6 +328,7 @@ class Session:
         """Serve the connection to its end."""
         self._configure_socket()
         self._writer.start()
+        self._watchdog.start()
         fatal = False
         try:
             fatal = self._read_loop()
@@ -318,6 +342,7 @@ class Session:
 
     def _configure_socket(self) -> None:
         self.sock.settimeout(self.settings.io_timeout_s)
+        self._wsock.settimeout(self.settings.write_stall_s)
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.settings.socket_send_buffer:
@@ -327,8 +352,16 @@ class Session:
 
     def _read_loop(self) -> bool:
         """Read until CLOSE or the end; True when it ended on an error the client caused."""
+        try:
+            return self._read_messages()
+        finally:
+            self._input_ended = True
+
+    def _read_messages(self) -> bool:
         limits = self.settings.limits
         while True:
+            if self._cancelled is not None:
+                return False
             try:
                 message = proto.read_message(self._reader, limits)
             except proto.EndOfStream:
@@ -354,8 +387,10 @@ class Session:
                 return False
             self._anything_received = True
             self.report.bytes_in += message.size
-            if self.report.bytes_in > self.settings.max_scan_bytes:
-                self._send_error(f"the scan exceeds {self.settings.max_scan_bytes} bytes")
+            try:
+                self._budget.charge(message.size, f"a {message.name} message")
+            except LimitError as err:
+                self._send_error(str(err))
                 return True
             try:
                 if not self._handle(message):
@@ -381,6 +416,11 @@ class Session:
             if mid == proto.CONFIG_FILE:
                 if not message.payload:
                     raise SessionError("CONFIG_FILE with an empty name")
+                try:
+                    resolve_name(message.payload, list(self.settings.config_dirs))
+                except ChainError as err:  # JSON parameters may still name the config (FIRE clients)
+                    self._send_warning(f"{err}; unless JSON parameters name a config, the scan fails at its "
+                                       "first data")
                 self._config_name = message.payload
             else:
                 self._config_text = message.payload
@@ -388,10 +428,13 @@ class Session:
         elif mid == proto.HEADER:
             if self._chain is not None or self._header is not None:
                 raise SessionError("a second ISMRMRD header in one stream")
+            limits = replace(ScanLimits.from_environment(), max_scan_bytes=self.settings.max_scan_bytes)
             try:
-                parse_header(message.payload)
+                check_encoding(parse_header(message.payload), limits)
             except HeaderError as err:
                 raise SessionError(str(err)) from err
+            except LimitError as err:
+                raise SessionError(f"the scan is refused: {err}") from err
             self._header = message.payload
         elif mid == proto.TEXT:
             self._text(message.payload)
@@ -425,6 +468,7 @@ class Session:
                 value = source.get(key)
                 if isinstance(value, str) and value.strip():
                     self._json_config = value.strip()
+        unusable = []
         for key, value in parameters.items():
             if key in ("config", "customconfig"):
                 continue
@@ -433,9 +477,12 @@ class Session:
             elif isinstance(value, (int, float, str)):
                 value = str(value)
             else:
-                self._send_warning(f"parameter {key!r}: only strings, numbers and booleans are used")
+                unusable.append(str(key))
                 continue
             self._overrides[str(key)] = value
+        if unusable:
+            self._send_warning(f"{_listing(unusable, 'parameter')} ignored: only strings, numbers and booleans "
+                               "are used")
         self.log.info("JSON parameters: config %s, %d propert%s", self._json_config or "(unchanged)",
                       len(self._overrides), "y" if len(self._overrides) == 1 else "ies")
 
@@ -457,13 +504,17 @@ class Session:
         else:
             raise SessionError("data arrived before the config: send CONFIG (id 1 or 2) first")
         applied: dict[str, str] = {}
+        ignored = []
         for key, value in fire.chain_overrides(self._overrides, chain).items():
             try:
                 chain.with_overrides({key: value})
-            except ChainError as err:
-                self._send_warning(f"parameter {key!r} ignored: {err}")
+            except ChainError:
+                ignored.append(key)
                 continue
             applied[key] = value
+        if ignored:
+            self._send_warning(f"{_listing(ignored, 'parameter')} ignored: no node of chain {chain.name!r} "
+                               "accepts them")
         return chain.with_overrides(applied) if applied else chain
 
     def _start_chain(self) -> None:
@@ -473,7 +524,8 @@ class Session:
             raise SessionError("data arrived before the ISMRMRD header (id 3)")
         try:
             chain = self._resolve_chain()
-            self._chain = Chain(chain, self._header, self._on_output, strict=self.settings.strict).start()
+            self._chain = Chain(chain, self._header, self._on_output, strict=self.settings.strict,
+                                budget=self._budget, on_warning=self._gadget_warning).start()
         except (ChainError, HeaderError, ValueError) as err:
             raise SessionError(f"cannot run the config: {err}") from err
         self._chain_name = chain.name
@@ -483,6 +535,8 @@ class Session:
     def _push(self, message: proto.Message) -> None:
         if self._chain is None:
             self._start_chain()
+            if self._cancelled is not None:  # cancelled while the chain was starting
+                self._chain.cancel(self._cancelled)
         item = message.payload
         if message.mid == proto.ACQUISITION:
             self.report.acquisitions += 1
@@ -503,7 +557,8 @@ class Session:
         """Pause reading while too many items wait in front of the first gadget, so a fast sender
         is slowed by TCP instead of filling memory."""
         limit = self.settings.max_queued_items
-        while self._chain.pending > limit and not self._chain.failed and self.report.dropped is None:
+        while (self._chain.pending > limit and not self._chain.failed and self.report.dropped is None
+               and self._cancelled is None):
             time.sleep(0.001)
 
     def _finish(self, fatal: bool) -> None:
@@ -514,6 +569,8 @@ class Session:
                 self._start_chain()  # a scan without data: still validate the config and header
             except SessionError as err:
                 self._send_error(str(err))
+        elif self._cancelled is not None and self._chain is None:
+            self._send_error(f"the scan was cancelled: {self._cancelled}")
         elif self._chain is None and self._anything_received and not fatal and self.report.dropped is None:
             missing = [what for what, present in (("config", self._config_name or self._config_text or
                                                    self._json_config), ("header", self._header)) if not present]
@@ -522,6 +579,9 @@ class Session:
         if self._chain is not None:
             try:
                 self._chain.close()
+            except Cancelled as err:
+                if self.report.dropped is None:
+                    self._send_error(f"the scan was cancelled: {err}")
             except NodeFailure as err:
                 self._send_error(str(err))
             except Exception as err:
@@ -534,6 +594,7 @@ class Session:
             pass
         self._outbox.finish()
         self._writer.join()
+        self._done.set()
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -542,10 +603,11 @@ class Session:
             # the client may still be sending: read (and discard) a little, so that closing
             # does not reset the connection before it has read the error report
             self._reader.drain(max_bytes=64 * proto.MiB, deadline_s=2.0)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        for sock in (self._wsock, self.sock):
+            try:
+                sock.close()
+            except OSError:
+                pass
         self.report.seconds = time.monotonic() - self._started
         sent = self.report.images_sent
         self.log.info("finished in %.2f s, sent %s: %s", self.report.seconds,
@@ -567,3 +629,10 @@ class Session:
         if r.outputs_not_sent:
             self.log.warning("outputs not sent: %s",
                              ", ".join(f"{name} x{count}" for name, count in sorted(r.outputs_not_sent.items())))
+
+
+def _listing(names: list[str], noun: str, shown: int = 10) -> str:
+    """'3 parameters (a, b, c)', at most `shown` names and a count of the rest."""
+    head = ", ".join(repr(n) for n in names[:shown])
+    rest = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} {noun}{'s' if len(names) != 1 else ''} ({head}{rest})"

@@ -1,5 +1,6 @@
 """Graceful stop on SIGTERM / SIGINT for the long-running servers (`adacsc serve`, `adacsc external`):
-no new scans are accepted, the running ones finish."""
+no new scans are accepted, the running ones finish within the server's grace period; a second
+signal cancels them at once."""
 
 from __future__ import annotations
 
@@ -17,20 +18,23 @@ class StoppableServer(Protocol):
 
     def stop(self) -> None: ...
 
+    def abort(self) -> None: ...
+
     def serve_forever(self) -> None: ...
 
 
 def serve_until_signalled(server: StoppableServer, running: Callable[[], int]) -> None:
-    """Stop `server` on SIGTERM or SIGINT (a second signal reports the `running()` scans still
-    being finished) and serve until it has stopped."""
+    """Stop `server` on SIGTERM or SIGINT (a second signal cancels the `running()` scans) and
+    serve until it has stopped."""
 
     def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         if server.stopping:
-            log.warning("%s again: still waiting for %d running scan(s)", name, running())
+            log.warning("%s again: cancelling %d running scan(s)", name, running())
+            server.abort()
         else:
             log.info("%s received: no new scans; running scans finish", name)
-        server.stop()
+            server.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,108 @@
+"""Operator limits on what one scan may ask for, checked before anything is allocated.
+
+A scan's header declares its matrix and coils, and its chain properties choose the compute; a
+client controls both. The operator bounds them (environment variables, which `adacsc serve`
+options set; a Gadgetron deployment sets them in the node's environment):
+
+  ADACSC_MAX_MATRIX      largest encoded or recon matrix size along any axis (default 4096)
+  ADACSC_MAX_CHANNELS    most receiver channels (default 128)
+  ADACSC_MAX_ITERATIONS  most solver iterations a chain property may ask for (default 1000)
+  ADACSC_MAX_SCAN_GB     one scan's budget: bytes received plus buffers allocated (default 16)
+
+`check_encoding` validates a header against them; a `ScanBudget` counts what a scan has received
+and allocated, so that a header declaring a huge matrix fails with an error naming the field
+instead of allocating.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, fields
+from typing import Any
+
+from adacsc.io.header import encoding, receiver_channels
+
+GiB = 1 << 30
+
+_ENVIRONMENT = {"max_matrix": "ADACSC_MAX_MATRIX", "max_channels": "ADACSC_MAX_CHANNELS",
+                "max_iterations": "ADACSC_MAX_ITERATIONS", "max_scan_bytes": "ADACSC_MAX_SCAN_GB"}
+
+
+class LimitError(ValueError):
+    """A scan asks for more than the operator allows; the message names the field and the limit."""
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """The operator's bounds for one scan."""
+
+    max_matrix: int = 4096
+    max_channels: int = 128
+    max_iterations: int = 1000
+    max_scan_bytes: int = 16 * GiB
+
+    @classmethod
+    def from_environment(cls) -> ScanLimits:
+        """The limits set in the environment, defaults elsewhere."""
+        values: dict[str, int] = {}
+        for item in fields(cls):
+            variable = _ENVIRONMENT[item.name]
+            text = os.environ.get(variable)
+            if not text:
+                continue
+            try:
+                number = float(text)
+            except ValueError as err:
+                raise LimitError(f"${variable}={text!r} is not a number") from err
+            if number <= 0:
+                raise LimitError(f"${variable}={text!r} must be positive")
+            values[item.name] = int(number * GiB) if item.name == "max_scan_bytes" else int(number)
+        return cls(**values)
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables that reproduce these limits (for `adacsc serve`)."""
+        return {variable: str(self.max_scan_bytes / GiB if name == "max_scan_bytes" else getattr(self, name))
+                for name, variable in _ENVIRONMENT.items()}
+
+    def variable(self, name: str) -> str:
+        """The environment variable of limit `name`."""
+        return _ENVIRONMENT[name]
+
+
+def check_encoding(header: Any, limits: ScanLimits) -> None:
+    """Raise LimitError when the header's first encoding or its coils exceed `limits`: matrix
+    sizes per axis, receiver channels and one slice's k-space buffer against the scan budget."""
+    declared = encoding(header)
+    for space, matrix in (("encodedSpace", declared.encoded_matrix), ("reconSpace", declared.recon_matrix)):
+        for axis, size in zip("xyz", matrix):
+            if size > limits.max_matrix:
+                raise LimitError(f"header {space}.matrixSize.{axis} = {size} exceeds the operator limit of "
+                                 f"{limits.max_matrix} (${_ENVIRONMENT['max_matrix']})")
+    channels = receiver_channels(header)
+    if channels is not None and channels > limits.max_channels:
+        raise LimitError(f"header acquisitionSystemInformation.receiverChannels = {channels} exceeds the operator "
+                         f"limit of {limits.max_channels} (${_ENVIRONMENT['max_channels']})")
+    x, y, z = declared.encoded_matrix
+    one_slice = x * y * z * (channels or 1) * 8
+    if one_slice > limits.max_scan_bytes:
+        raise LimitError(f"header encodedSpace.matrixSize {x}x{y}x{z} with {channels or 1} channel(s) needs "
+                         f"{one_slice} bytes per slice, over the scan limit of {limits.max_scan_bytes} bytes")
+
+
+class ScanBudget:
+    """Bytes one scan has received plus bytes its gadgets allocated, against one limit.
+    Thread-safe: the connection's thread and the gadgets' threads charge the same budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def charge(self, nbytes: int, what: str) -> None:
+        """Count `nbytes` for `what`; LimitError (nothing counted) when the budget would be exceeded."""
+        with self._lock:
+            if self.used + nbytes > self.limit:
+                raise LimitError(f"{what} needs {nbytes} bytes; with the {self.used} bytes this scan already "
+                                 f"uses, that exceeds the scan limit of {self.limit} bytes")
+            self.used += nbytes
