@@ -166,3 +166,25 @@ def test_train_command_tiny(tmp_path, monkeypatch):
     assert prov["data"]["train"]["images"] > 0 and prov["git"]["commit"] is None or len(prov["git"]["commit"]) == 40
     assert cli.main(["train"] + argv[:2] + ["--schedule", "tiny", "--train-dictionaries", "dct7x7_k48",
                                             "--val-dictionaries", "dct7x7_k48"]) == 2
+
+
+def test_noise_aware_tv_training_on_several_pixel_sizes(tmp_path: Path) -> None:
+    schedule = _schedule(network="noise", lowpass="tv", tv_weight=0.5, crop=32, crop_min=20, steps=6,
+                         validate_every=3, checkpoint_every=3, final_validation=True, final_val_images=1,
+                         lambda_grid=(0.08,))
+    sets = [_images(4, size=40), _images(4, size=48, seed=5)]
+    train, val = _pools()
+    trainer = Trainer(schedule, tmp_path, train_images=sets, val_images=_images(2, seed=1), train_dictionaries=train,
+                      val_dictionaries=val, seed=3, progress=False)
+    shapes = {tuple(trainer.batch(step)[0].grid_shape) for step in range(12)}
+    assert len(shapes) > 2 and all(20 <= n <= 32 and n % 2 == 0 for shape in shapes for n in shape)
+    result = trainer.run()
+    assert all(np.isfinite(h["loss"]) for h in result.history if "loss" in h)
+    network, info = load_model(result.weights)
+    assert network.uses_noise
+    assert info.scalars["iterations"] == schedule.train_iterations and info.scalars["tv_weight"] == 0.5
+    assert result.validation["lowpass"] == "tv"
+    with pytest.raises(ValueError, match="lowpass"):
+        _schedule(lowpass="median")
+    with pytest.raises(ValueError, match="crop_min"):
+        _schedule(crop_min=64)

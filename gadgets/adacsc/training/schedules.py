@@ -13,8 +13,9 @@ Named schedules
             network ("noise" preset), training slices at 0.7-1.5 mm pixels, rectangular crops
             of 96-128 pixels, noise up to 0.45, 32 unrolled iterations (the inference count),
             validation on the 256 grid at 0.72 mm; cpu-lowfield-tv the same with the TV low-pass.
-  gpu       a longer run for one GPU: whole 160x160 slices (the full grid), batch 4, every filter
-            of the drawn dictionary, 64 unrolled iterations (as at inference), lr 1e-4 as published.
+  gpu       a longer run for one GPU, the design of cpu-lowfield-tv at full size: crops of up to
+            144 x 144 (the 1.5 mm slices are 146 wide), batch 4, every filter of the drawn
+            dictionary, lr 1e-4 as published.
 
 Learning rates. The map network uses Adam with a linear warm-up over `warmup_steps` and a cosine
 decay to `lr * final_lr_fraction`; the low-pass weight is learned as log(beta) with its own Adam
@@ -167,9 +168,12 @@ SCHEDULES: dict[str, Schedule] = {
         lambda_grid=(0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
     ),
     "gpu": Schedule(
-        name="gpu", steps=20000, batch_size=4, crop=160, max_filters=None, train_iterations=64,
-        lr=1e-4, lr_beta=0.01, warmup_steps=200, log_every=50, checkpoint_every=500, validate_every=1000,
-        val_images=12, final_val_images=36,
+        name="gpu", steps=20000, batch_size=4, crop=144, crop_min=96, image_size=256,
+        pixel_sizes_mm=(0.7, 0.85, 1.0, 1.2, 1.5), val_pixel_mm=0.72, max_filters=None, train_iterations=32,
+        network="noise", lowpass="tv", lr=1e-4, lr_beta=0.01, warmup_steps=200, block_fraction=(0.35, 0.75),
+        noise_level=(0.02, 0.45), log_every=50, checkpoint_every=500, validate_every=1000, val_images=12,
+        val_noise_levels=(0.05, 0.15, 0.3), final_val_images=36, final_val_iterations=32,
+        lambda_grid=(0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
     ),
 }
 
