@@ -188,3 +188,12 @@ def test_noise_aware_tv_training_on_several_pixel_sizes(tmp_path: Path) -> None:
         _schedule(lowpass="median")
     with pytest.raises(ValueError, match="crop_min"):
         _schedule(crop_min=64)
+
+
+def test_crops_without_signal_are_skipped(tmp_path: Path) -> None:
+    schedule = _schedule(network="noise", lowpass="tv", steps=3, checkpoint_every=3, validate_every=0)
+    train, val = _pools()
+    trainer = Trainer(schedule, tmp_path, train_images=torch.zeros(2, 40, 40, dtype=torch.complex64),
+                      val_images=_images(2, seed=1), train_dictionaries=train, val_dictionaries=val, progress=False)
+    trainer.run()
+    assert trainer.step == 3 and trainer.skipped == 3

@@ -450,8 +450,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.network.train()
-        loss = self.loss_on(batch, filters)
         self.optimizer.zero_grad(set_to_none=True)
+        # a crop of empty background has no signal, hence no noise level: nothing to learn from
+        signal = bool(batch.target.abs().flatten(1).amax(dim=1).gt(0).all())
+        loss = self.loss_on(batch, filters) if signal else torch.tensor(float("nan"))
         ok = bool(torch.isfinite(loss))
         if ok:
             loss.backward()
@@ -466,7 +468,8 @@ class Trainer:
             self.optimizer.step()
         else:
             self.skipped += 1
-            log.warning("step %d: non-finite loss or gradient; step skipped (%d so far)", self.step, self.skipped)
+            log.warning("step %d: %s; step skipped (%d so far)", self.step,
+                        "non-finite loss or gradient" if signal else "a crop without signal", self.skipped)
             norm = torch.tensor(float("nan"))
         self.step += 1
         return {"loss": float(loss.detach()), "grad_norm": float(norm), "dictionary": name,
