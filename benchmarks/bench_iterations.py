@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from adacsc import settings
 from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
@@ -43,7 +44,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    network, info = load_named_model(args.weights)
+    network, info = load_named_model(args.weights, settings.weights_dir())
     scalars = info.scalars
     lowpass = "tv" if "tv_weight" in scalars else "tikhonov"
     filters = get_dictionary(args.dictionary).filters

@@ -68,7 +68,7 @@ class EvaluationSettings:
     iterations: int = 0  # FISTA iterations of every CSC method; 0: the count the weights were trained with
     noise_levels: tuple[float, ...] = TEST_NOISE_LEVELS
     noise_levels_256: tuple[float, ...] = (0.05, 0.15, 0.3)
-    weights: str = "netv3_light"
+    weights: str = "netv3_lowfield_tv"
     dictionary: str = DEFAULT_DICTIONARY  # a training dictionary
     unseen_dictionary: str = "cdl_k128_11x11_l0.01"  # never seen in training or validation
     blackbox: str | None = None  # black-box U-Net weights file; None: that row is left out

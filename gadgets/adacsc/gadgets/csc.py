@@ -48,7 +48,7 @@ from adacsc.mr.noise import estimate_noise_std
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = "netv3_light"
+DEFAULT_WEIGHTS = "netv3_lowfield_tv"
 
 SPEC = PropertySpec("csc", (
     Property("dictionary", str, DEFAULT_DICTIONARY, "shipped dictionary name or a file in $ADACSC_DICTIONARY_DIR"),
