@@ -76,7 +76,7 @@ class EvaluationSettings:
     bart_iterations: int = 100
     scalar_grid: tuple[float, ...] = (0.02, 0.028, 0.04, 0.057, 0.08, 0.113, 0.16, 0.226, 0.32, 0.45, 0.64)
     bart_grid: tuple[float, ...] = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
-    noise_multiple_grid: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+    noise_multiple_grid: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
     seed: int = 1  # test noise seed (validation uses seed + 100)
     batch_size: int = 4
     device: str = "cpu"
