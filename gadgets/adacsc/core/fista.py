@@ -185,10 +185,10 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     # Fourier domain: v = ifft2(lerp(S_prev, S, 1 + mu) - embed(G^H r / L)), where the
     # subtraction touches only the acquired block, in place; then s_new = soft(v) and
     # S_new = fft2(s_new). Elementwise passes run on real views (complex lerp is slow on CPU).
-    # Without autograd, S_new is written into the buffer of S_prev (consumed by then), the block
-    # arrays rotate the same way and the temporaries live in a workspace: measured ~10-15 %
-    # faster on CPU than allocating fresh tensors (fewer page faults), although torch.fft's
-    # out= adds a copy.
+    # Without autograd the soft threshold overwrites v (a fresh FFT output), the block arrays
+    # rotate and the other temporaries live in a workspace. The FFTs allocate their outputs:
+    # torch.fft's out= costs a copy (~10 % of an iteration), and with the allocator's thresholds
+    # fixed (adacsc.runtime) a fresh output reuses freed memory instead of faulting pages in.
     maps_mode = isinstance(tau, torch.Tensor)
     records = torch.is_grad_enabled() and (y.requires_grad or (maps_mode and tau.requires_grad))
     work = _Workspace(not records, y.device)
@@ -228,13 +228,11 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
                     z_spec = torch.view_as_complex(torch.lerp(
                         real(spec_prev[j]), real(spec[j]), 1.0 + mu, out=None if z_buf is None else real(z_buf)))
                 v_spec = op.subtract_block_(z_spec, grad)
-            v = torch.fft.ifft2(v_spec, norm="ortho", out=work.get("v", shape, y.dtype))
-            code_buf = work.get(("codes", j), shape, y.dtype)
+            v = torch.fft.ifft2(v_spec, norm="ortho")
             clip_buf = work.get("clip", shape + (2,), v.real.dtype) if maps_mode else None
             s_new = torch.view_as_complex(_soft_real(
-                real(v), *taus[j], out=None if code_buf is None else real(code_buf), scratch=clip_buf))
-            recycled = spec_prev[j] if (spec_prev is not None and work.enabled) else None
-            s_spec = torch.fft.fft2(s_new, norm="ortho", out=recycled)
+                real(v), *taus[j], out=real(v) if work.enabled else None, scratch=clip_buf))
+            s_spec = torch.fft.fft2(s_new, norm="ortho")
             codes.append(s_new)
             new_spec.append(s_spec)
             # block arrays rotate like the spectra (blk_prev[j] is not needed any more)
