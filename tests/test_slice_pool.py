@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from adacsc import settings
 from adacsc.chain.config import load_chain
 from adacsc.client import send_scan
 from adacsc.gadgets import csc
@@ -111,9 +112,39 @@ def test_pool_shares_the_cores_a_lone_job_takes_all_a_queue_one_each():
     assert held["max"] <= 2
 
 
-def test_pool_needs_a_core():
+def test_one_worker_runs_slices_one_at_a_time_with_every_core():
+    pool = SlicePool(2, workers=1)
+    lock, running = threading.Lock(), {"now": 0, "max": 0}
+
+    def job() -> int:
+        with lock:
+            running["now"] += 1
+            running["max"] = max(running["max"], running["now"])
+        torch.ones(64).sum()
+        with lock:
+            running["now"] -= 1
+        return torch.get_num_threads()
+
+    assert [f.result(30) for f in [pool.submit(job) for _ in range(3)]] == [2, 2, 2]
+    assert running["max"] == 1
+
+
+def test_pool_needs_a_core_and_a_worker():
     with pytest.raises(ValueError, match="at least one core"):
         SlicePool(0)
+    with pytest.raises(ValueError, match="at least one worker"):
+        SlicePool(2, workers=0)
+
+
+@pytest.mark.parametrize("value, expected", [("", None), ("1", 1), (" 3 ", 3), ("0", ValueError),
+                                             ("two", ValueError)])
+def test_slice_workers_setting(value, expected, monkeypatch):
+    monkeypatch.setenv("ADACSC_SLICE_WORKERS", value)
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="ADACSC_SLICE_WORKERS"):
+            settings.slice_workers()
+    else:
+        assert settings.slice_workers() == expected
 
 
 @pytest.fixture()

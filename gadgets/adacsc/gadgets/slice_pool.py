@@ -5,13 +5,14 @@ OpenMP threads spin while a partner is descheduled when other work shares the co
 slices share nothing but the read-only solver, so running them side by side, one torch thread
 each, keeps every core busy with no barriers (measured figures: README, Benchmarks).
 
-`SlicePool` (one per process, `shared_pool()`, used by every scan of a server) runs jobs on as
-many threads as it has cores (the torch thread count of the process when it is created, so
-OMP_NUM_THREADS and the batch workers' share hold). Each job takes torch threads when it starts:
-the free cores shared among the jobs not yet started (itself included), at least one, and waits
-while every core is taken. A lone slice (streaming, or a one-slice scan) thus gets every core,
-and a queue of slices runs one thread per slice; never more threads than cores in total. Torch's
-thread count is per thread in ATen's OpenMP backend, so jobs do not disturb each other.
+`SlicePool` (one per process, `shared_pool()`, used by every scan of a server) has `cores` (the
+torch thread count of the process when it is created, so OMP_NUM_THREADS and the batch workers'
+share hold) and runs up to `workers` jobs at once (default: one per core; $ADACSC_SLICE_WORKERS,
+1 = one slice at a time with every core). Each job takes torch threads when it starts: the free
+cores shared among the jobs that could start now (itself included), at least one, and waits while
+every core is taken. A lone slice (streaming, or a one-slice scan) thus gets every core, and a
+queue of slices runs one thread per slice; never more threads than cores in total. Torch's thread
+count is per thread in ATen's OpenMP backend, so jobs do not disturb each other.
 
 `OrderedSender` takes a gadget's outputs (finished items, or jobs for the pool) and sends them in
 that order from one thread: numbering and order are those of one-at-a-time processing, and
@@ -31,6 +32,8 @@ from typing import Any
 
 import torch
 
+from adacsc import settings
+
 __all__ = ["SlicePool", "OrderedSender", "shared_pool"]
 
 log = logging.getLogger(__name__)
@@ -41,14 +44,18 @@ _END = object()
 class SlicePool:
     """Threads for slice jobs, handing out torch threads so that they never exceed `cores`."""
 
-    def __init__(self, cores: int) -> None:
+    def __init__(self, cores: int, workers: int | None = None) -> None:
         if cores < 1:
             raise ValueError(f"a slice pool needs at least one core, got {cores}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"a slice pool needs at least one worker, got {workers}")
         self.cores = cores
-        self._executor = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="adacsc-slice")
+        self.workers = workers or cores
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="adacsc-slice")
         self._lock = threading.Condition()
         self._free = cores
         self._not_started = 0
+        self._running = 0
 
     def submit(self, job: Callable[[], Any]) -> "Future[Any]":
         """Run `job()` on the pool; its torch thread count is set when it starts."""
@@ -65,8 +72,10 @@ class SlicePool:
         with self._lock:
             while self._free < 1:
                 self._lock.wait()
-            threads = max(1, self._free // max(1, self._not_started))
+            startable = max(1, min(self._not_started, self.workers - self._running))
+            threads = max(1, self._free // startable)
             self._not_started -= 1
+            self._running += 1
             self._free -= threads
             return threads
 
@@ -78,6 +87,7 @@ class SlicePool:
         finally:
             with self._lock:
                 self._free += threads
+                self._running -= 1
                 self._lock.notify_all()
 
 
@@ -90,8 +100,8 @@ def shared_pool() -> SlicePool:
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = SlicePool(max(1, torch.get_num_threads()))
-            log.info("slice pool: %d core(s)", _shared.cores)
+            _shared = SlicePool(max(1, torch.get_num_threads()), settings.slice_workers())
+            log.info("slice pool: %d core(s), up to %d slice(s) at once", _shared.cores, _shared.workers)
         return _shared
 
 
