@@ -112,6 +112,18 @@ def test_pool_shares_the_cores_a_lone_job_takes_all_a_queue_one_each():
     assert held["max"] <= 2
 
 
+def test_a_cancelled_job_does_not_hold_back_threads():
+    pool = SlicePool(2)
+    release = threading.Event()
+    blocker = pool.submit(lambda: release.wait(30))
+    queued = [pool.submit(torch.get_num_threads) for _ in range(3)]
+    assert all(future.cancel() for future in queued[1:])  # the pool's second thread holds queued[0]
+    release.set()
+    blocker.result(30)
+    queued[0].result(30)
+    assert pool.submit(torch.get_num_threads).result(30) == 2
+
+
 def test_one_worker_runs_slices_one_at_a_time_with_every_core():
     pool = SlicePool(2, workers=1)
     lock, running = threading.Lock(), {"now": 0, "max": 0}

@@ -62,11 +62,18 @@ class SlicePool:
         with self._lock:
             self._not_started += 1
         try:
-            return self._executor.submit(self._run, job)
+            future = self._executor.submit(self._run, job)
         except BaseException:
-            with self._lock:
-                self._not_started -= 1
+            self._forget()
             raise
+        future.add_done_callback(lambda done: self._forget() if done.cancelled() else None)
+        return future
+
+    def _forget(self) -> None:
+        """A job that will never start (cancelled, or not submitted) no longer waits."""
+        with self._lock:
+            self._not_started -= 1
+            self._lock.notify_all()
 
     def _take_threads(self) -> int:
         with self._lock:
