@@ -13,6 +13,8 @@ import torch
 
 from adacsc import settings
 from adacsc.chain.config import load_chain
+from adacsc.core.dictionary import random_dictionary
+from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.client import send_scan
 from adacsc.gadgets import csc
 from adacsc.gadgets.slice_pool import OrderedSender, SlicePool
@@ -110,6 +112,46 @@ def test_pool_shares_the_cores_a_lone_job_takes_all_a_queue_one_each():
     assert threads[0] == 2
     assert sorted(threads[1:])[:2] == [1, 1]  # the first two to start had others waiting
     assert held["max"] <= 2
+
+
+def _tiny_solve() -> int:
+    """A few FISTA iterations (each calls the pool's hook); the thread count afterwards."""
+    solver = CSCReconstructor(random_dictionary(4, 5, seed=0), n_iter=3)
+    solver.infer(torch.ones(1, 8, 8, dtype=torch.complex64), (16, 16), 0.1)
+    return torch.get_num_threads()
+
+
+def test_running_job_gives_a_core_to_a_new_slice_and_takes_it_back_after():
+    pool = SlicePool(2)
+    first_running, second_started = threading.Event(), threading.Event()
+    first_shrunk, second_done = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def first() -> list[int]:
+        counts = [torch.get_num_threads()]
+        first_running.set()
+        while not second_started.is_set() and len(counts) < 10_000:
+            counts.append(_tiny_solve())
+        counts.append(_tiny_solve())  # the second job holds a core meanwhile
+        first_shrunk.set()
+        while not second_done.is_set() and len(counts) < 20_000:
+            counts.append(_tiny_solve())
+        while counts[-1] != 2 and len(counts) < 30_000:
+            counts.append(_tiny_solve())
+        return counts
+
+    def second() -> None:
+        seen.append(torch.get_num_threads())
+        second_started.set()
+        assert first_shrunk.wait(30)
+
+    one = pool.submit(first)
+    assert first_running.wait(30)  # alone when it started
+    pool.submit(second).result(60)
+    second_done.set()
+    counts = one.result(60)
+    assert counts[0] == 2 and seen == [1]
+    assert 1 in counts and counts[-1] == 2  # gave a core away, took it back when alone
 
 
 def test_a_cancelled_job_does_not_hold_back_threads():

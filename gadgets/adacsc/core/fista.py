@@ -14,6 +14,10 @@ faster than one large tensor (and avoids re-faulting large allocations); on CUDA
 all filters at once. Filters only interact through the residual, which is summed over all
 blocks before the gradient step.
 
+Between iterations the solver calls this thread's iteration hook, if one is set
+(`set_iteration_hook`): the slice pool uses it to change the torch thread count of a running
+solve when other slices start or finish.
+
 Differentiable: plain torch ops; the only in-place writes go into freshly created tensors that
 no backward formula needs, so autograd reaches Lambda (maps or a tensor scalar) and anything
 upstream of y' (x_low, hence beta). Memory for training grows with iterations x K x grid.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
 
 import torch
@@ -30,7 +35,7 @@ import torch.nn.functional as F
 
 from adacsc.core.spectral import SpectralCodeOperator
 
-__all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "FISTA_ITERATIONS"]
+__all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "set_iteration_hook", "FISTA_ITERATIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,12 @@ FISTA_ITERATIONS = 64
 # aten's softshrink.out (not exposed by torch.nn.functional); fall back to allocating if absent
 _SOFTSHRINK_OUT = getattr(getattr(torch._C, "_nn", None), "softshrink", None)
 _CPU_CHUNK_BYTES_PER_THREAD = 2 * 2 ** 20  # about one L2 cache
+_hooks = threading.local()
+
+
+def set_iteration_hook(hook: Callable[[], None] | None) -> None:
+    """Have `hook()` called between the iterations of every solve in this thread (None: no hook)."""
+    _hooks.hook = hook
 
 
 def default_chunk_size(batch: int, num_filters: int, grid_shape: tuple[int, int],
@@ -198,7 +209,10 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     blk_prev: list[torch.Tensor] | None = None
     codes: list[torch.Tensor] = []
     t, mu = 1.0, 0.0
+    hook = getattr(_hooks, "hook", None)
     for it in range(n_iter):
+        if hook is not None and it:
+            hook()
         # residual at the extrapolated point z = s + mu (s - s_prev), on the acquired block
         resid = -y_blk
         if blk is not None:

@@ -8,11 +8,14 @@ each, keeps every core busy with no barriers (measured figures: README, Benchmar
 `SlicePool` (one per process, `shared_pool()`, used by every scan of a server) has `cores` (the
 torch thread count of the process when it is created, so OMP_NUM_THREADS and the batch workers'
 share hold) and runs up to `workers` jobs at once (default: one per core; $ADACSC_SLICE_WORKERS,
-1 = one slice at a time with every core). Each job takes torch threads when it starts: the free
-cores shared among the jobs that could start now (itself included), at least one, and waits while
-every core is taken. A lone slice (streaming, or a one-slice scan) thus gets every core, and a
-queue of slices runs one thread per slice; never more threads than cores in total. Torch's thread
-count is per thread in ATen's OpenMP backend, so jobs do not disturb each other.
+1 = one slice at a time with every core). Torch threads are handed out so that the jobs never
+hold more than `cores` together: a job starts with the free cores shared among the jobs that can
+start (at least one; it waits while every core is held), and between FISTA iterations
+(adacsc.core.fista.set_iteration_hook) a running job gives threads back when jobs are waiting
+for a core, or takes the free cores when none is. A lone slice (streaming, a one-slice scan, the
+last slice of a scan) thus runs on every core, and slices that arrive together run one thread
+each, with no OpenMP barrier between them. Torch's thread count is per thread in ATen's OpenMP
+backend, so jobs do not disturb each other.
 
 `OrderedSender` takes a gadget's outputs (finished items, or jobs for the pool) and sends them in
 that order from one thread: numbering and order are those of one-at-a-time processing, and
@@ -33,6 +36,7 @@ from typing import Any
 import torch
 
 from adacsc import settings
+from adacsc.core.fista import set_iteration_hook
 
 __all__ = ["SlicePool", "OrderedSender", "shared_pool"]
 
@@ -55,10 +59,11 @@ class SlicePool:
         self._lock = threading.Condition()
         self._free = cores
         self._not_started = 0
-        self._running = 0
+        self._held: dict[int, int] = {}  # running job (thread id) -> torch threads it holds
 
     def submit(self, job: Callable[[], Any]) -> "Future[Any]":
-        """Run `job()` on the pool; its torch thread count is set when it starts."""
+        """Run `job()` on the pool; its torch thread count is set when it starts and adjusted
+        between FISTA iterations."""
         with self._lock:
             self._not_started += 1
         try:
@@ -75,26 +80,47 @@ class SlicePool:
             self._not_started -= 1
             self._lock.notify_all()
 
-    def _take_threads(self) -> int:
+    def _waiting(self) -> int:
+        """Jobs that would start now if they had a core (lock held)."""
+        return max(0, min(self._not_started, self.workers - len(self._held)))
+
+    def _start(self) -> int:
         with self._lock:
             while self._free < 1:
                 self._lock.wait()
-            startable = max(1, min(self._not_started, self.workers - self._running))
-            threads = max(1, self._free // startable)
+            threads = max(1, self._free // max(1, self._waiting()))
             self._not_started -= 1
-            self._running += 1
             self._free -= threads
+            self._held[threading.get_ident()] = threads
             return threads
 
+    def _rebalance(self) -> None:
+        """In a running job: give threads back while jobs wait, take the free ones otherwise."""
+        me = threading.get_ident()
+        with self._lock:
+            held = self._held[me]
+            waiting = self._waiting()
+            if waiting:
+                target = min(held, max(1, self.cores // (len(self._held) + waiting)))
+            else:
+                target = held + self._free
+            if target == held:
+                return
+            self._free -= target - held
+            self._held[me] = target
+            self._lock.notify_all()
+        torch.set_num_threads(target)
+
     def _run(self, job: Callable[[], Any]) -> Any:
-        threads = self._take_threads()
+        threads = self._start()
         try:
             torch.set_num_threads(threads)
+            set_iteration_hook(self._rebalance)
             return job()
         finally:
+            set_iteration_hook(None)
             with self._lock:
-                self._free += threads
-                self._running -= 1
+                self._free += self._held.pop(threading.get_ident())
                 self._lock.notify_all()
 
 
