@@ -11,10 +11,12 @@ Gadgetron-started gadget process, `adacsc serve` and `adacsc recon`.
   behaviour in every process, without MALLOC_* environment variables.
 - OpenMP's wait policy. Torch's OpenMP threads spin after each parallel region; when another
   process takes the cores, a spinning thread burns the time its descheduled partner needs (the
-  README command ran 7x slower beside one 2-thread job). A short spin (GOMP_SPINCOUNT) keeps the
-  back-to-back regions of an idle machine fast and yields soon under load. It must be in the
-  environment before torch loads OpenMP, so it is set only when torch is not imported yet and
-  never overrides a value the user set.
+  README command ran 7x slower beside one 2-thread job). A shorter spin (GOMP_SPINCOUNT) yields
+  sooner under load while back-to-back regions still hand over without sleeping; the value is a
+  choice, not yet compared with others on an idle machine. Slices in parallel run one thread each
+  and do not spin at all. It must be in the environment before torch loads OpenMP, so it is set
+  only when torch is not imported yet, never overriding a value the user set (child processes
+  inherit it).
 """
 
 from __future__ import annotations
