@@ -1,7 +1,9 @@
 """The `adacsc send` client: replays an ISMRMRD file to a Gadgetron-compatible server (ours or
 Gadgetron itself) like gadgetron_ismrmrd_client does, stores the images that come back, and
 measures per-slice latency: from the moment the last readout of a slice was sent to the moment
-that slice's images arrived.
+that slice's images arrived, beside the slice's own reconstruction time when the images carry it
+(`ReconTimeMs` in their meta, as adacsc's CSC gadget writes): a latency close to the
+reconstruction time means the slice was reconstructed as soon as its readouts were complete.
 
 Sequence: CONFIG (by name, id 1, or the text of a local file, id 2), HEADER, optional TEXT with
 JSON parameters ({"parameters": {property: value}}, only when overrides are given), the
@@ -102,6 +104,8 @@ class SendResult:
     """(slice, repetition) -> time its last readout was sent (perf_counter)"""
     slice_first_image: dict[tuple[int, int], float] = field(default_factory=dict)
     slice_last_image: dict[tuple[int, int], float] = field(default_factory=dict)
+    slice_recon_s: dict[tuple[int, int], float] = field(default_factory=dict)
+    """(slice, repetition) -> its reconstruction time from the images' meta (ReconTimeMs), seconds"""
 
     @property
     def ok(self) -> bool:
@@ -161,6 +165,9 @@ class StreamClient:
                     key = (image.slice, image.repetition)
                     result.slice_first_image.setdefault(key, now)
                     result.slice_last_image[key] = now
+                    recon_ms = _recon_ms(image)
+                    if recon_ms is not None:
+                        result.slice_recon_s[key] = recon_ms / 1000
                     name = f"image_{image.image_series_index}"
                     result.images[name] = result.images.get(name, 0) + 1
                     if self.on_image is not None:
@@ -230,6 +237,17 @@ class StreamClient:
         except OSError:
             pass
         self._sock.close()
+
+
+def _recon_ms(image: ismrmrd.Image) -> float | None:
+    """The ReconTimeMs meta entry of an image, or None (absent or not a number)."""
+    if "ReconTimeMs" not in image.attribute_string:
+        return None
+    value = ismrmrd.Meta.deserialize(image.attribute_string).get("ReconTimeMs")
+    try:
+        return float(value[0] if isinstance(value, list) else value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _slice_key(acquisition: ismrmrd.Acquisition) -> tuple[int, int]:
@@ -314,8 +332,10 @@ def summarise(result: SendResult) -> list[str]:
     latencies = result.latencies()
     first = result.first_image_latencies()
     for (slice_, repetition), value in latencies.items():
+        recon = result.slice_recon_s.get((slice_, repetition))
+        own = f"; reconstruction {recon * 1000:.1f} ms, latency {value / recon:.2f}x" if recon else ""
         lines.append(f"slice {slice_} repetition {repetition}: last readout -> images "
-                     f"{value * 1000:.1f} ms (first image {first[(slice_, repetition)] * 1000:.1f} ms)")
+                     f"{value * 1000:.1f} ms (first image {first[(slice_, repetition)] * 1000:.1f} ms{own})")
     if latencies:
         values = list(latencies.values())
         lines.append(f"latency over {len(values)} slices: median {statistics.median(values) * 1000:.1f} ms, "

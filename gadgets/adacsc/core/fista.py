@@ -14,6 +14,10 @@ faster than one large tensor (and avoids re-faulting large allocations); on CUDA
 all filters at once. Filters only interact through the residual, which is summed over all
 blocks before the gradient step.
 
+Between iterations the solver calls this thread's iteration hook, if one is set
+(`set_iteration_hook`): the slice pool uses it to change the torch thread count of a running
+solve when other slices start or finish.
+
 Differentiable: plain torch ops; the only in-place writes go into freshly created tensors that
 no backward formula needs, so autograd reaches Lambda (maps or a tensor scalar) and anything
 upstream of y' (x_low, hence beta). Memory for training grows with iterations x K x grid.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
 
 import torch
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from adacsc.core.cancel import Cancelled, bound_check
 from adacsc.core.spectral import SpectralCodeOperator
 
-__all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "FISTA_ITERATIONS"]
+__all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "set_iteration_hook", "FISTA_ITERATIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,12 @@ FISTA_ITERATIONS = 64
 # aten's softshrink.out (not exposed by torch.nn.functional); fall back to allocating if absent
 _SOFTSHRINK_OUT = getattr(getattr(torch._C, "_nn", None), "softshrink", None)
 _CPU_CHUNK_BYTES_PER_THREAD = 2 * 2 ** 20  # about one L2 cache
+_hooks = threading.local()
+
+
+def set_iteration_hook(hook: Callable[[], None] | None) -> None:
+    """Have `hook()` called between the iterations of every solve in this thread (None: no hook)."""
+    _hooks.hook = hook
 
 
 def default_chunk_size(batch: int, num_filters: int, grid_shape: tuple[int, int],
@@ -189,10 +200,10 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     # Fourier domain: v = ifft2(lerp(S_prev, S, 1 + mu) - embed(G^H r / L)), where the
     # subtraction touches only the acquired block, in place; then s_new = soft(v) and
     # S_new = fft2(s_new). Elementwise passes run on real views (complex lerp is slow on CPU).
-    # Without autograd, S_new is written into the buffer of S_prev (consumed by then), the block
-    # arrays rotate the same way and the temporaries live in a workspace: measured ~10-15 %
-    # faster on CPU than allocating fresh tensors (fewer page faults), although torch.fft's
-    # out= adds a copy.
+    # Without autograd the soft threshold overwrites v (a fresh FFT output), the block arrays
+    # rotate and the other temporaries live in a workspace. The FFTs allocate their outputs:
+    # torch.fft's out= costs a copy (~10 % of an iteration), and with the allocator's thresholds
+    # fixed (adacsc.runtime) a fresh output reuses freed memory instead of faulting pages in.
     maps_mode = isinstance(tau, torch.Tensor)
     records = torch.is_grad_enabled() and (y.requires_grad or (maps_mode and tau.requires_grad))
     work = _Workspace(not records, y.device)
@@ -203,9 +214,12 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     codes: list[torch.Tensor] = []
     t, mu = 1.0, 0.0
     stop = should_stop if should_stop is not None else bound_check()
+    hook = getattr(_hooks, "hook", None)
     for it in range(n_iter):
         if stop is not None and stop():
             raise Cancelled(f"FISTA cancelled after {it} of {n_iter} iterations")
+        if hook is not None and it:
+            hook()
         # residual at the extrapolated point z = s + mu (s - s_prev), on the acquired block
         resid = -y_blk
         if blk is not None:
@@ -235,13 +249,11 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
                     z_spec = torch.view_as_complex(torch.lerp(
                         real(spec_prev[j]), real(spec[j]), 1.0 + mu, out=None if z_buf is None else real(z_buf)))
                 v_spec = op.subtract_block_(z_spec, grad)
-            v = torch.fft.ifft2(v_spec, norm="ortho", out=work.get("v", shape, y.dtype))
-            code_buf = work.get(("codes", j), shape, y.dtype)
+            v = torch.fft.ifft2(v_spec, norm="ortho")
             clip_buf = work.get("clip", shape + (2,), v.real.dtype) if maps_mode else None
             s_new = torch.view_as_complex(_soft_real(
-                real(v), *taus[j], out=None if code_buf is None else real(code_buf), scratch=clip_buf))
-            recycled = spec_prev[j] if (spec_prev is not None and work.enabled) else None
-            s_spec = torch.fft.fft2(s_new, norm="ortho", out=recycled)
+                real(v), *taus[j], out=real(v) if work.enabled else None, scratch=clip_buf))
+            s_spec = torch.fft.fft2(s_new, norm="ortho")
             codes.append(s_new)
             new_spec.append(s_spec)
             # block arrays rotate like the spectra (blk_prev[j] is not needed any more)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
 _CACHE_SIZE = 32
+_CACHE_LOCK = threading.Lock()  # slices of several scans run in parallel threads
 
 
 def power_iteration(normal: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -81,7 +83,8 @@ def mask_identity(mask: torch.Tensor | None) -> tuple:
 
 def clear_lipschitz_cache() -> None:
     """Forget all cached step sizes."""
-    _CACHE.clear()
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 def lipschitz_constant(op: SpectralCodeOperator, method: str = "exact", safety: float | None = None,
@@ -100,10 +103,11 @@ def lipschitz_constant(op: SpectralCodeOperator, method: str = "exact", safety: 
     filters = op.synthesis.filters
     key = (tensor_identity(filters), op.acquired_shape, op.grid_shape, mask_identity(op.fourier.mask),
            str(op.device), op.dtype, method, float(safety), n_iter, seed)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit[0]
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit[0]
     if method == "exact":
         value = op.lipschitz()
     else:
@@ -117,7 +121,8 @@ def lipschitz_constant(op: SpectralCodeOperator, method: str = "exact", safety: 
     value = (value * safety).detach()
     log.debug("L = %s (%s, safety %.3g) for K=%d, %s -> %s", value.cpu().tolist(), method, safety,
               op.num_filters, op.acquired_shape, op.grid_shape)
-    _CACHE[key] = (value, filters)  # keeping the filters alive keeps their identity unique
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        _CACHE[key] = (value, filters)  # keeping the filters alive keeps their identity unique
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return value

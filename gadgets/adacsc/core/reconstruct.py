@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class CSCReconstructor(nn.Module):
         self.chunk_size = chunk_size
         self.lipschitz_method = lipschitz_method
         self._ops: "OrderedDict[tuple, tuple[SpectralCodeOperator, torch.Tensor]]" = OrderedDict()
+        self._ops_lock = threading.Lock()
 
     @property
     def beta(self) -> torch.Tensor:
@@ -155,17 +157,18 @@ class CSCReconstructor(nn.Module):
         fourier = SampledFourier(acquired_shape, grid_shape, mask)
         key = (tensor_identity(filters), fourier.acquired_shape, fourier.grid_shape,
                mask_identity(fourier.mask), str(device), dtype)
-        hit = self._ops.get(key)
-        if hit is not None:
-            self._ops.move_to_end(key)
-            return hit[0]
-        real = torch.float64 if dtype == torch.complex128 else torch.float32
-        op = SpectralCodeOperator(Synthesis(filters.detach().to(device=device, dtype=real)), fourier,
-                                  device, dtype)
-        self._ops[key] = (op, filters)
-        while len(self._ops) > _OP_CACHE_SIZE:
-            self._ops.popitem(last=False)
-        return op
+        with self._ops_lock:  # slices of a scan run in parallel threads (adacsc.gadgets.slice_pool)
+            hit = self._ops.get(key)
+            if hit is not None:
+                self._ops.move_to_end(key)
+                return hit[0]
+            real = torch.float64 if dtype == torch.complex128 else torch.float32
+            op = SpectralCodeOperator(Synthesis(filters.detach().to(device=device, dtype=real)), fourier,
+                                      device, dtype)
+            self._ops[key] = (op, filters)
+            while len(self._ops) > _OP_CACHE_SIZE:
+                self._ops.popitem(last=False)
+            return op
 
     def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor, num_filters: int,
                 noise: torch.Tensor | None) -> "float | torch.Tensor":

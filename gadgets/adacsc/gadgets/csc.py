@@ -42,6 +42,7 @@ from adacsc.core.reconstruct import (
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
+from adacsc.gadgets.slice_pool import OrderedSender, shared_pool
 from adacsc.io.series import OUTPUT_FORMATS, Series, protocol_name, scanner_image
 from adacsc.mr.fft import fftc
 from adacsc.mr.noise import estimate_noise_std
@@ -221,29 +222,40 @@ def qa_meta(step: CSCStep, outputs: dict[str, np.ndarray], elapsed_ms: float,
 
 
 def csc(connection: Any) -> None:
-    """Gadget: ImageArray of coil-combined slices in, reconstruction (and inspection) images out."""
+    """Gadget: ImageArray of coil-combined slices in, reconstruction (and inspection) images out.
+
+    Slices are reconstructed on the process's slice pool while later ones arrive; everything is
+    sent in arrival order (adacsc.gadgets.slice_pool)."""
     props = read_properties(connection, SPEC)
     step = CSCStep(props)
     series = output_series(props)
     protocol = protocol_name(connection.header)
     count = 0
     sources: set[str] = set()
-    for item in connection:
-        if not isinstance(item, ImageArray):
-            connection.send(item)
-            continue
-        for image, header, meta in _slices(item):
-            lines = _sampled_lines(meta, image.shape[0])
-            noise = noise_level(image, lines, meta)
-            if noise[1] not in sources:
-                sources.add(noise[1])
-                log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
-            started = time.perf_counter()
-            outputs = step.reconstruct(image, lines, noise[0])
-            elapsed_ms = 1000 * (time.perf_counter() - started)
-            count += 1
-            qa = qa_meta(step, outputs, elapsed_ms, noise)
-            for key, wanted in series:
-                connection.send(scanner_image(outputs[key], header, wanted, props["output"], image_index=count,
-                                              protocol=protocol, qa=qa))
-            log.info("slice %d reconstructed in %.0f ms", header.slice, elapsed_ms)
+    with OrderedSender(connection.send, shared_pool()) as output:
+        for item in connection:
+            if not isinstance(item, ImageArray):
+                output.now(item)
+                continue
+            for image, header, meta in _slices(item):
+                lines = _sampled_lines(meta, image.shape[0])
+                noise = noise_level(image, lines, meta)
+                if noise[1] not in sources:
+                    sources.add(noise[1])
+                    log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
+                count += 1
+                output.later(functools.partial(_slice_images, step, series, protocol, count, image, lines, noise,
+                                               header))
+
+
+def _slice_images(step: CSCStep, series: list[tuple[str, Series]], protocol: str, count: int, image: np.ndarray,
+                  lines: np.ndarray, noise: tuple[float, str], header: ismrmrd.ImageHeader) -> list[ismrmrd.Image]:
+    """The images of one slice (a slice-pool job)."""
+    started = time.perf_counter()
+    outputs = step.reconstruct(image, lines, noise[0])
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    qa = qa_meta(step, outputs, elapsed_ms, noise)
+    log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
+             torch.get_num_threads())
+    return [scanner_image(outputs[key], header, wanted, step.props["output"], image_index=count,
+                          protocol=protocol, qa=qa) for key, wanted in series]
