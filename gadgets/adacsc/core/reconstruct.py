@@ -254,6 +254,6 @@ class CSCReconstructor(nn.Module):
 
     def extra_repr(self) -> str:
         k, h, w = self.filters.shape
-        low = f"beta={float(self.beta):.4g}" if self.lowpass == "tikhonov" else f"tv_weight={self.tv_weight:g}"
+        low = f"beta={float(self.beta.detach()):.4g}" if self.lowpass == "tikhonov" else f"tv_weight={self.tv_weight:g}"
         return (f"K={k}, {h}x{w}, {low}, n_iter={self.n_iter}, "
                 f"lipschitz={self.lipschitz_method}")
