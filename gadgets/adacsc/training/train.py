@@ -657,8 +657,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{info['loss']:.2e}", beta=f"{self.beta:.3g}")
                 if self.step % s.log_every == 0 or self.step == target:
                     finite = [v for v in window if math.isfinite(v)]
+                    finite_norms = [v for v in norms if math.isfinite(v)]
                     entry = {"step": self.step, "loss": float(np.mean(finite)) if finite else float("nan"),
-                             "grad_norm": float(np.nanmedian(norms)) if norms else float("nan"),
+                             "grad_norm": float(np.median(finite_norms)) if finite_norms else float("nan"),
                              "beta": self.beta, "lr": s.lr * info["lr_factor"], "seconds": round(self.elapsed, 1)}
                     self.history.append(entry)
                     log.debug("step %d: %s (dictionaries %s)", self.step, entry, sorted(set(window_dicts)))
