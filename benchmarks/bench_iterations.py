@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from adacsc import settings
-from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor
+from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor, trained_lowpass
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
 from adacsc.training.lowfield import fixed_lowfield
@@ -46,7 +46,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     network, info = load_named_model(args.weights, settings.weights_dir())
     scalars = info.scalars
-    lowpass = "tv" if "tv_weight" in scalars else "tikhonov"
+    lowpass = trained_lowpass(scalars)
     filters = get_dictionary(args.dictionary).filters
     images = load_split("val", 256, pixel_mm=0.72)
     images = images[pick_evenly(images.shape[0], args.images)]

@@ -49,7 +49,7 @@ from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.core.tv import tv_lowpass
 
 __all__ = ["CSCReconstructor", "CSCResult", "MapFn", "LambdaSpec", "NoiseMultiple", "DEFAULT_BETA",
-           "DEFAULT_TV_WEIGHT", "DEFAULT_NOISE_LAMBDA", "LOWPASS_KINDS"]
+           "DEFAULT_TV_WEIGHT", "DEFAULT_NOISE_LAMBDA", "LOWPASS_KINDS", "trained_lowpass"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,12 @@ class CSCResult:
     scale: torch.Tensor
     lipschitz: torch.Tensor
     noise: torch.Tensor | None = None
+
+
+def trained_lowpass(scalars: "dict[str, float]") -> str:
+    """The low-pass kind a set of weights was trained with: "tv" when their scalars hold a
+    tv_weight (adacsc.training.train.Trainer.scalars), else the published "tikhonov"."""
+    return "tv" if "tv_weight" in scalars else "tikhonov"
 
 
 class CSCReconstructor(nn.Module):

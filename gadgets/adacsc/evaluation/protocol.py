@@ -27,7 +27,7 @@ import torch
 from adacsc import metrics
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
-from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT
+from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT, trained_lowpass
 from adacsc.evaluation.methods import (
     BartPics, BlackBox, CSCSettings, MapCSC, Method, NoiseScalarCSC, ScalarCSC, ZeroFilled, tune,
 )
@@ -116,7 +116,7 @@ def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[st
     """The methods (untuned) and facts about them for the report."""
     network, info = load_named_model(s.weights, device=device)
     trained_settings = info.scalars
-    lowpass = "tv" if "tv_weight" in trained_settings else "tikhonov"
+    lowpass = trained_lowpass(trained_settings)
     settings = CSCSettings(beta=float(trained_settings.get("beta", 1.0)),
                            iterations=s.iterations or int(trained_settings.get("iterations", 64)), lowpass=lowpass,
                            tv_weight=float(trained_settings.get("tv_weight", DEFAULT_TV_WEIGHT)), device=device)

@@ -4,23 +4,22 @@ the super-resolved grid out, driven by NET_Theta sparsity maps (or a scalar lamb
 The dictionary, weights, iterations, super-resolution factor and mode are chain properties, so a
 different dictionary per scan is a property change. The iteration count, the low-pass part and
 beta default to what the weights were trained with (their metadata), so the chain follows the
-weights.
+weights. Dictionaries and weights are names: shipped ones, or files inside the operator's folders
+($ADACSC_DICTIONARY_DIR, $ADACSC_WEIGHTS_DIR). Loaded dictionaries, networks and solvers are
+cached per process and reused across scans.
 
 Noise. Every slice is reconstructed with its noise level: 1 (SNR units) when the incoming meta
 says the readouts were prewhitened with a noise scan (adacsc.gadgets.coil_combination), else an
 estimate from the image (adacsc.mr.noise.estimate_noise_std); the source is logged once per scan
-and stored in the QA meta. Noise-aware maps and the default scalar lambda (`noise_lambda` times
-the noise level) follow it. Dictionaries and weights are names: shipped
-ones, or files inside the operator's folders ($ADACSC_DICTIONARY_DIR, $ADACSC_WEIGHTS_DIR).
-Loaded dictionaries, networks and solvers are cached per process and reused across scans.
+and stored in the QA meta. Noise-aware maps, the TV low-pass and the default scalar lambda
+(`noise_lambda` times the noise level) follow it.
 
 Series sent (base = image_series_index): base the reconstruction, base + 1 the zero-filled
 image A^H y on the same grid (send_zero_filled), base + 2 the mean sparsity map over filters
 (send_maps). The images are in SNR units, the maps in normalised units; `output` chooses the
 pixel format (float32, int16 with recorded scaling, or complex) and adacsc.io.series the names,
-window, history and QA meta (dictionary, iterations, reconstruction time, map statistics, and the
-noise level with its source when the incoming image's meta has them). Images that arrive as
-images pass on unchanged.
+window, history and QA meta (dictionary, iterations, reconstruction time, map statistics, low-pass
+part, noise level and its source). Images that arrive as images pass on unchanged.
 """
 
 import functools
@@ -38,6 +37,7 @@ from adacsc.core.device import parse_device_name, resolve_device
 from adacsc.core.fista import FISTA_ITERATIONS
 from adacsc.core.reconstruct import (
     DEFAULT_BETA, DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, NoiseMultiple,
+    trained_lowpass,
 )
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
@@ -126,7 +126,7 @@ class CSCStep:
             self.lam = props["lambda"] or NoiseMultiple(props["noise_lambda"])
         trained = info.scalars
         self.beta = float(props["beta"] or trained.get("beta", DEFAULT_BETA))
-        self.lowpass = props["lowpass"] if props["lowpass"] != "auto" else ("tv" if "tv_weight" in trained else "tikhonov")
+        self.lowpass = trained_lowpass(trained) if props["lowpass"] == "auto" else props["lowpass"]
         self.tv_weight = float(props["tv_weight"] or trained.get("tv_weight", DEFAULT_TV_WEIGHT))
         self.props = {**props, "iterations": int(props["iterations"] or trained.get("iterations", FISTA_ITERATIONS))}
         self.solver = _solver(props["dictionary"], dictionary_folder, self.beta, self.props["iterations"],
