@@ -50,8 +50,7 @@ def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: i
 
 def prewhitened(headers: np.ndarray, lines: np.ndarray) -> bool:
     """Whether every acquired readout [E1] of a slice carries the prewhitening flag."""
-    mask = np.uint64(1) << np.uint64(PREWHITENED_FLAG - 1)
-    return all(int(np.uint64(h.flags) & mask) for h in headers[lines])
+    return all(h.is_flag_set(PREWHITENED_FLAG) for h in headers[lines])
 
 
 def _reference_header(headers: np.ndarray, lines: np.ndarray, centre: int) -> ismrmrd.AcquisitionHeader:
