@@ -204,7 +204,7 @@ def write_figure(result: dict[str, Any], path: Path, real: dict[str, Any] | None
 
     methods = result["methods"]
     shown = ["zero_filled"] + (["bart_tv"] if "bart_tv" in methods else []) + [MAPS]
-    rows = [(title, ex) for title, ex in result["examples"].items() if ex["grid"] == "256"]
+    rows = list(result["examples"].items())
     cols = 2 + len(shown)
     n_rows = len(rows) + (real is not None)
     fig, axes = plt.subplots(n_rows, cols, figsize=(2.2 * cols, 2.4 * n_rows), squeeze=False)
