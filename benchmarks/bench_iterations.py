@@ -14,6 +14,7 @@ Usage:  python benchmarks/bench_iterations.py [--weights NAME] [--iterations 8 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import time
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from adacsc import settings
-from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor, trained_lowpass
+from adacsc.core.reconstruct import TrainedSettings
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
 from adacsc.training.lowfield import fixed_lowfield
@@ -45,21 +46,19 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     network, info = load_named_model(args.weights, settings.weights_dir())
-    scalars = info.scalars
-    lowpass = trained_lowpass(scalars)
+    trained = TrainedSettings.from_scalars(info.scalars)
     filters = get_dictionary(args.dictionary).filters
     images = load_split("val", 256, pixel_mm=0.72)
     images = images[pick_evenly(images.shape[0], args.images)]
     batches = {level: fixed_lowfield(images, level, seed=7) for level in args.noise_levels}
     log.info("weights %s (trained with %s iterations, %s low-pass), %s, %d validation slices, %d threads",
-             args.weights, scalars.get("iterations", "?"), lowpass, args.dictionary, images.shape[0],
+             args.weights, trained.iterations, trained.lowpass, args.dictionary, images.shape[0],
              torch.get_num_threads())
     log.info("| iterations | " + " | ".join(f"PSNR noise {lv:g}" for lv in args.noise_levels)
              + " | mean PSNR | s per slice |")
     log.info("| --- |" + " --- |" * (len(args.noise_levels) + 2))
     for count in args.iterations:
-        recon = CSCReconstructor(filters, beta=float(scalars.get("beta", 1.0)), n_iter=count, lowpass=lowpass,
-                                 tv_weight=float(scalars.get("tv_weight", DEFAULT_TV_WEIGHT)))
+        recon = dataclasses.replace(trained, iterations=count).reconstructor(filters)
         psnrs, seconds = [], []
         for batch in batches.values():
             scores = []

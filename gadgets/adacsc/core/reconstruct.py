@@ -49,7 +49,7 @@ from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.core.tv import tv_lowpass
 
 __all__ = ["CSCReconstructor", "CSCResult", "MapFn", "LambdaSpec", "NoiseMultiple", "DEFAULT_BETA",
-           "DEFAULT_TV_WEIGHT", "DEFAULT_NOISE_LAMBDA", "LOWPASS_KINDS", "trained_lowpass"]
+           "DEFAULT_TV_WEIGHT", "DEFAULT_NOISE_LAMBDA", "LOWPASS_KINDS", "TrainedSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,6 @@ class CSCResult:
     scale: torch.Tensor
     lipschitz: torch.Tensor
     noise: torch.Tensor | None = None
-
-
-def trained_lowpass(scalars: "dict[str, float]") -> str:
-    """The low-pass kind a set of weights was trained with: "tv" when their scalars hold a
-    tv_weight (adacsc.training.train.Trainer.scalars), else the published "tikhonov"."""
-    return "tv" if "tv_weight" in scalars else "tikhonov"
 
 
 class CSCReconstructor(nn.Module):
@@ -263,3 +257,27 @@ class CSCReconstructor(nn.Module):
         low = f"beta={float(self.beta.detach()):.4g}" if self.lowpass == "tikhonov" else f"tv_weight={self.tv_weight:g}"
         return (f"K={k}, {h}x{w}, {low}, n_iter={self.n_iter}, "
                 f"lipschitz={self.lipschitz_method}")
+
+
+@dataclass(frozen=True)
+class TrainedSettings:
+    """The reconstruction settings a set of weights was trained with, read from their scalars
+    (written by adacsc.training.train.Trainer.scalars), with the published values where they say
+    nothing: the Tikhonov low-pass and FISTA_ITERATIONS iterations."""
+
+    beta: float = DEFAULT_BETA
+    iterations: int = FISTA_ITERATIONS
+    lowpass: str = "tikhonov"
+    tv_weight: float = DEFAULT_TV_WEIGHT
+
+    @classmethod
+    def from_scalars(cls, scalars: "dict[str, float]") -> "TrainedSettings":
+        return cls(beta=float(scalars.get("beta", DEFAULT_BETA)),
+                   iterations=int(scalars.get("iterations", FISTA_ITERATIONS)),
+                   lowpass="tv" if "tv_weight" in scalars else "tikhonov",
+                   tv_weight=float(scalars.get("tv_weight", DEFAULT_TV_WEIGHT)))
+
+    def reconstructor(self, filters: "object") -> CSCReconstructor:
+        """A CSCReconstructor with these settings for `filters`."""
+        return CSCReconstructor(filters, beta=self.beta, n_iter=self.iterations, lowpass=self.lowpass,
+                                tv_weight=self.tv_weight)

@@ -14,12 +14,12 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor, CSCResult, NoiseMultiple
+from adacsc.core.reconstruct import CSCResult, NoiseMultiple, TrainedSettings
 from adacsc.core.scaling import robust_scale
 from adacsc.training.lowfield import LowFieldBatch
 from adacsc.training.train import magnitude_psnr
 
-__all__ = ["Method", "CSCSettings", "ZeroFilled", "ScalarCSC", "NoiseScalarCSC", "MapCSC", "BlackBox", "BartPics",
+__all__ = ["Method", "ZeroFilled", "ScalarCSC", "NoiseScalarCSC", "MapCSC", "BlackBox", "BartPics",
            "tune"]
 
 log = logging.getLogger(__name__)
@@ -45,34 +45,22 @@ class ZeroFilled:
         return batch.zero_filled().cpu()
 
 
-@dataclass(frozen=True)
-class CSCSettings:
-    """What every CSC method of one evaluation shares: the reconstruction settings of the weights."""
-
-    beta: float
-    iterations: int
-    lowpass: str = "tikhonov"
-    tv_weight: float = DEFAULT_TV_WEIGHT
-    device: torch.device = torch.device("cpu")
-
-
 @dataclass
 class _CSC:
     """Shared set-up of the CSC methods: filters [K, h, w] and the settings. Every solve is told
     the true noise level of the data, as a noise scan tells the gadget."""
 
     filters: torch.Tensor
-    settings: CSCSettings
+    settings: TrainedSettings
+    device: torch.device = torch.device("cpu")
 
     def __post_init__(self) -> None:
-        s = self.settings
-        self.recon = CSCReconstructor(self.filters, beta=s.beta, n_iter=s.iterations, lowpass=s.lowpass,
-                                      tv_weight=s.tv_weight).to(s.device)
+        self.recon = self.settings.reconstructor(self.filters).to(self.device)
 
     def _solve(self, batch: LowFieldBatch, lam: object) -> CSCResult:
-        device = self.settings.device
         with torch.inference_mode():
-            return self.recon(batch.kspace.to(device), batch.grid_shape, lam, noise_std=batch.noise_std.to(device))
+            return self.recon(batch.kspace.to(self.device), batch.grid_shape, lam,
+                              noise_std=batch.noise_std.to(self.device))
 
 
 @dataclass
@@ -119,7 +107,7 @@ class MapCSC(_CSC):
         if self.permutation is not None:
             self.filters = self.filters[torch.as_tensor(list(self.permutation))]
         super().__post_init__()
-        self.network = self.network.to(self.settings.device).eval()
+        self.network = self.network.to(self.device).eval()
 
     def solve(self, batch: LowFieldBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, Lambda maps [N, K, H, W]) on the CPU."""

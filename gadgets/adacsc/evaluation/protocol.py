@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ import torch
 from adacsc import metrics
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model
-from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT, trained_lowpass
+from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, TrainedSettings
 from adacsc.evaluation.methods import (
-    BartPics, BlackBox, CSCSettings, MapCSC, Method, NoiseScalarCSC, ScalarCSC, ZeroFilled, tune,
+    BartPics, BlackBox, MapCSC, Method, NoiseScalarCSC, ScalarCSC, ZeroFilled, tune,
 )
 from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.slices import load_split
@@ -117,11 +117,9 @@ def test_grids(s: EvaluationSettings) -> list[TestGrid]:
 def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[str, Method], dict[str, Any]]:
     """The methods (untuned) and facts about them for the report."""
     network, info = load_named_model(s.weights, device=device)
-    trained_settings = info.scalars
-    lowpass = trained_lowpass(trained_settings)
-    settings = CSCSettings(beta=float(trained_settings.get("beta", 1.0)),
-                           iterations=s.iterations or int(trained_settings.get("iterations", 64)), lowpass=lowpass,
-                           tv_weight=float(trained_settings.get("tv_weight", DEFAULT_TV_WEIGHT)), device=device)
+    settings = TrainedSettings.from_scalars(info.scalars)
+    if s.iterations:
+        settings = replace(settings, iterations=s.iterations)
     beta = settings.beta
     trained = get_dictionary(s.dictionary)
     unseen = get_dictionary(s.unseen_dictionary)
@@ -130,20 +128,21 @@ def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[st
     order = np.random.default_rng(s.permutation_seed).permutation(filters.shape[0]).tolist()
     methods: dict[str, Method] = {
         "zero_filled": ZeroFilled(),
-        "scalar": ScalarCSC(filters, settings, name="CSC, scalar lambda tuned per noise level"),
-        "scalar_one": ScalarCSC(filters, settings, name="CSC, one scalar lambda for all levels"),
-        "scalar_default": NoiseScalarCSC(filters, settings, multiple=DEFAULT_NOISE_LAMBDA,
+        "scalar": ScalarCSC(filters, settings, device, name="CSC, scalar lambda tuned per noise level"),
+        "scalar_one": ScalarCSC(filters, settings, device, name="CSC, one scalar lambda for all levels"),
+        "scalar_default": NoiseScalarCSC(filters, settings, device, multiple=DEFAULT_NOISE_LAMBDA,
                                          name=f"CSC, scalar mode default ({DEFAULT_NOISE_LAMBDA:g} x noise)"),
-        MAPS: MapCSC(filters, settings, network=network,
+        MAPS: MapCSC(filters, settings, device, network=network,
                      name=f"CSC, learned maps ({trained.name}, K={trained.num_filters})"),
-        PERMUTED: MapCSC(filters, settings, network=network, permutation=order,
+        PERMUTED: MapCSC(filters, settings, device, network=network, permutation=order,
                          name=f"CSC, learned maps, {trained.name} filters permuted"),
-        UNSEEN: MapCSC(big, settings, network=network,
+        UNSEEN: MapCSC(big, settings, device, network=network,
                        name=f"CSC, learned maps, unseen {unseen.name} (K={unseen.num_filters})"),
     }
     facts: dict[str, Any] = {"beta": beta, "weights": s.weights, "dictionary": trained.name,
                              "unseen_dictionary": unseen.name, "permutation": order,
-                             "iterations": settings.iterations, "lowpass": lowpass, "tv_weight": settings.tv_weight,
+                             "iterations": settings.iterations, "lowpass": settings.lowpass,
+                             "tv_weight": settings.tv_weight,
                              "noise_aware": bool(getattr(network, "uses_noise", False))}
     if s.blackbox:
         from adacsc.training.blackbox import load_blackbox

@@ -34,10 +34,8 @@ from gadgetron.types import ImageArray
 
 from adacsc import settings
 from adacsc.core.device import parse_device_name, resolve_device
-from adacsc.core.fista import FISTA_ITERATIONS
 from adacsc.core.reconstruct import (
-    DEFAULT_BETA, DEFAULT_NOISE_LAMBDA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, NoiseMultiple,
-    trained_lowpass,
+    DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS, CSCReconstructor, NoiseMultiple, TrainedSettings,
 )
 from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
 from adacsc.core.weights import load_named_model, read_model_info, resolve_weights
@@ -124,11 +122,11 @@ class CSCStep:
         else:  # scalar mode: the trained settings from the weights' metadata only (no torch load)
             info = read_model_info(resolve_weights(props["weights"], weights_folder))
             self.lam = props["lambda"] or NoiseMultiple(props["noise_lambda"])
-        trained = info.scalars
-        self.beta = float(props["beta"] or trained.get("beta", DEFAULT_BETA))
-        self.lowpass = trained_lowpass(trained) if props["lowpass"] == "auto" else props["lowpass"]
-        self.tv_weight = float(props["tv_weight"] or trained.get("tv_weight", DEFAULT_TV_WEIGHT))
-        self.props = {**props, "iterations": int(props["iterations"] or trained.get("iterations", FISTA_ITERATIONS))}
+        trained = TrainedSettings.from_scalars(info.scalars)
+        self.beta = float(props["beta"] or trained.beta)
+        self.lowpass = trained.lowpass if props["lowpass"] == "auto" else props["lowpass"]
+        self.tv_weight = float(props["tv_weight"] or trained.tv_weight)
+        self.props = {**props, "iterations": int(props["iterations"] or trained.iterations)}
         self.solver = _solver(props["dictionary"], dictionary_folder, self.beta, self.props["iterations"],
                               self.lowpass, self.tv_weight, str(self.device))
         low = f"beta {self.beta:.4g}" if self.lowpass == "tikhonov" else f"TV weight {self.tv_weight:g} x noise"
