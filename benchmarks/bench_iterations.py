@@ -22,10 +22,10 @@ import time
 import numpy as np
 import torch
 
-from adacsc import settings
 from adacsc.core.reconstruct import TrainedSettings
-from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
-from adacsc.core.weights import load_named_model
+from adacsc.io.dictionary_file import load_named_dictionary
+from adacsc.io.weights_file import load_named_model
+from adacsc.resources import DEFAULT_DICTIONARY
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
 from adacsc.training.train import magnitude_psnr, pick_evenly
@@ -45,9 +45,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    network, info = load_named_model(args.weights, settings.weights_dir())
+    network, info = load_named_model(args.weights)
     trained = TrainedSettings.from_scalars(info.scalars)
-    filters = get_dictionary(args.dictionary).filters
+    filters = load_named_dictionary(args.dictionary).filters
     images = load_split("val", 256, pixel_mm=0.72)
     images = images[pick_evenly(images.shape[0], args.images)]
     batches = {level: fixed_lowfield(images, level, seed=7) for level in args.noise_levels}

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adacsc.client import send_scan
-from adacsc.commands.recon import bundled_scan
+from adacsc.resources import bundled_scan
 
 log = logging.getLogger("bench_scan")
 

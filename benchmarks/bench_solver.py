@@ -35,7 +35,6 @@ import torch
 
 from adacsc.core.dictionary import random_dictionary
 from adacsc.core.fista import default_chunk_size, fista
-from adacsc.core.power import lipschitz_constant
 from adacsc.core.reconstruct import CSCReconstructor
 
 log = logging.getLogger("bench_solver")
@@ -68,8 +67,7 @@ def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> 
     blocks = [codes[:, i:i + chunk].contiguous() for i in range(0, k, chunk)]
 
     with torch.inference_mode():
-        op = rec.operator(rec.filters, acq, grid, None, device, torch.complex64)
-        lip = lipschitz_constant(op)
+        op, lip = rec.operator(None, acq, grid, None, device, torch.complex64)
         y_high = y / 10
         lam = args.lam if mode == "scalar" else torch.full((batch, k) + grid, args.lam, device=device)
 

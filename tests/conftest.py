@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from adacsc.commands.recon import bundled_scan
+from adacsc.resources import bundled_scan
 from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.simulation.brain import brain_available

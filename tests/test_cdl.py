@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adacsc.core.convolution import Synthesis
-from adacsc.core.dictionary import load_dictionary
+from adacsc.io.dictionary_file import load_dictionary
 from adacsc.training import cdl
 
 

@@ -7,7 +7,8 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from adacsc.chain.config import ChainError, load_chain, parse_chain, resolve_name
+from adacsc import resources
+from adacsc.chain.config import ChainError, load_chain, parse_chain
 from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.gadgets.properties import PropertyError, raw_properties, read_properties
 from adacsc.gadgets.noise_adjust import SPEC as NOISE_SPEC
@@ -82,13 +83,13 @@ def test_config_names_never_reach_outside_the_folders(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "mine.xml").write_text(chain_xml(("adacsc.gadgets.noise_adjust", "noise_adjust")))
     (tmp_path / "secret.xml").write_text("x")
-    assert resolve_name("mine", [folder]) == (folder / "mine.xml").resolve()
+    assert resources.resolve(resources.CONFIG, "mine", [folder]) == (folder / "mine.xml").resolve()
     for hostile in ["../secret", "/etc/passwd", "..", "sub/mine", ".hidden"]:
-        with pytest.raises(ChainError):
-            resolve_name(hostile, [folder])
+        with pytest.raises(resources.ResourceError):
+            resources.resolve(resources.CONFIG, hostile, [folder])
     (folder / "link.xml").symlink_to(tmp_path / "secret.xml")
-    with pytest.raises(ChainError):
-        resolve_name("link", [folder])
+    with pytest.raises(resources.ResourceError):
+        resources.resolve(resources.CONFIG, "link", [folder])
     with pytest.raises(ChainError, match="no config"):
         load_chain("absent", [folder])
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from adacsc import cli
-from adacsc.chain.config import ChainError, config_dirs, load_chain, parse_chain, resolve_name
+from adacsc import resources
+from adacsc.chain.config import ChainError, load_chain, parse_chain
 from adacsc.commands import external, package, properties
 from adacsc.gadgets.properties import PropertyError, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
@@ -65,7 +66,7 @@ def test_the_expected_chains_are_shipped() -> None:
     names = {p.stem for p in CONFIGS}
     assert {"adacsc_frontend", "adacsc_lowfield", "adacsc_hybrid", "adacsc_lowfield_maps",
             "adacsc_lowfield_connect"} <= names
-    shipped = {p.name for p in (Path(str(config_dirs()[-1]))).glob("*.xml")}
+    shipped = {p.name for p in resources.package_data("configs").glob("*.xml")}
     assert {p.name for p in CONFIGS} <= shipped  # gadgets/adacsc/configs -> configs/
 
 
@@ -345,13 +346,12 @@ def test_openrecon_image_serves_on_9002_and_writes_only_under_tmp() -> None:
 
 
 def test_chain_names_in_images_and_deployment_docs_resolve() -> None:
-    folders = config_dirs()
     mentioned = set()
     for path in [*DOCKERFILES, *DEPLOYMENT_DOCS, ROOT / "README.md"]:
         mentioned |= set(re.findall(r"\b(adacsc_[a-z_]+)(?:\.xml)?\b", path.read_text()))
     assert {"adacsc_lowfield", "adacsc_hybrid", "adacsc_lowfield_connect"} <= mentioned
     for name in mentioned:
-        assert resolve_name(name, folders).is_file()
+        assert resources.resolve(resources.CONFIG, name).is_file()
 
 
 def command_lines(path: Path) -> list[str]:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import numpy as np
 import pytest
 
 from adacsc.core.analytic import dct_dictionary, gabor_dictionary, shipped_dictionaries
-from adacsc.core.dictionary import (Dictionary, DictionaryError, load_dictionary, random_dictionary,
-                                    save_dictionary, validate_filters)
-from adacsc.core.registry import (DEFAULT_DICTIONARY, SHIPPED_DIR, get_dictionary, list_dictionaries,
-                                  resolve_dictionary)
+from adacsc import resources
+from adacsc.core.dictionary import Dictionary, DictionaryError, random_dictionary, validate_filters
+from adacsc.io.dictionary_file import load_dictionary, load_named_dictionary, save_dictionary
 
 
 def _norms(f: np.ndarray) -> np.ndarray:
@@ -125,53 +123,13 @@ def test_analytic_dictionaries():
 
 
 def test_shipped_files_match_their_generator():
-    names = list_dictionaries()
-    assert DEFAULT_DICTIONARY in names and len(names) >= 2
+    names = resources.names(resources.DICTIONARY)
+    assert resources.DEFAULT_DICTIONARY in names and len(names) >= 2
     for generated in shipped_dictionaries():
-        d = get_dictionary(generated.name)
+        d = load_named_dictionary(generated.name)
         np.testing.assert_allclose(d.filters, generated.filters, atol=1e-7)
         np.testing.assert_allclose(_norms(d.filters), 1.0, atol=1e-5)
-        assert d.source.startswith("analytic") and "adacsc.core.analytic" in d.metadata["created_by"]
-
-
-def test_resolve_registry_and_folder(tmp_path):
-    assert resolve_dictionary("dct7x7_k48") == SHIPPED_DIR / "dct7x7_k48.npz"
-    save_dictionary(random_dictionary(4, 3), tmp_path / "site_k4.npz")
-    assert resolve_dictionary("site_k4.npz", tmp_path) == (tmp_path / "site_k4.npz").resolve()
-    assert resolve_dictionary("site_k4", tmp_path) == (tmp_path / "site_k4.npz").resolve()
-    assert get_dictionary("site_k4.npz", tmp_path).num_filters == 4
-    assert "site_k4.npz" in list_dictionaries(tmp_path)
-
-
-@pytest.mark.parametrize("name, message", [
-    ("/etc/passwd", "not a path"),
-    ("../x.npz", "not a path"),
-    ("sub/x.npz", "not a path"),
-    ("a\\b.npz", "not a path"),
-    ("..npz", r"invalid"),
-    (".hidden.npz", "invalid"),
-    ("", "empty"),
-    ("nosuchdict", "unknown dictionary"),
-    ("x.npz", "no dictionary folder"),
-])
-def test_resolve_rejects_paths_and_unknown_names(name, message):
-    with pytest.raises(DictionaryError, match=message):
-        resolve_dictionary(name)
-
-
-def test_resolve_rejects_symlink_escape_and_missing(tmp_path):
-    outside = tmp_path / "outside"
-    inside = tmp_path / "dicts"
-    outside.mkdir()
-    inside.mkdir()
-    save_dictionary(random_dictionary(2, 3), outside / "secret.npz")
-    os.symlink(outside / "secret.npz", inside / "link.npz")
-    with pytest.raises(DictionaryError, match="outside"):
-        resolve_dictionary("link.npz", inside)
-    with pytest.raises(DictionaryError, match="not found"):
-        resolve_dictionary("absent.npz", inside)
-    with pytest.raises(DictionaryError, match="does not exist"):
-        resolve_dictionary("absent.npz", tmp_path / "nofolder")
+        assert d.source.startswith("analytic") and "analytic" in d.metadata["created_by"]
 
 
 def test_permuted_dictionary():

@@ -74,7 +74,7 @@ def test_filter_responses_reject_bad_filters():
     x = _image(batch=1, height=16, width=16)
     with pytest.raises(ValueError, match="odd"):
         filter_responses(x, torch.randn(4, 8, 8))
-    with pytest.raises(ValueError, match="larger than the image"):
+    with pytest.raises(ValueError, match="exceeds the grid"):
         filter_responses(x, torch.randn(4, 17, 17))
     with pytest.raises(ValueError, match=r"\[K, h, w\]"):
         filter_responses(x, torch.randn(7, 7))

@@ -12,7 +12,7 @@ from adacsc.core.dictionary import random_dictionary
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.lowpass import lowpass
 from adacsc.core.reconstruct import CSCReconstructor
-from adacsc.core.registry import get_dictionary
+from adacsc.io.dictionary_file import load_named_dictionary
 from adacsc.core.scaling import robust_scale
 
 ACQ, GRID = (24, 24), (48, 48)
@@ -53,7 +53,8 @@ def test_steps_of_the_method(rec):
     torch.testing.assert_close(out.scale, robust_scale(x0))
     s = out.scale.reshape(-1, 1, 1)
     torch.testing.assert_close(out.x_low, lowpass(x0 / s, 1.0) * s, atol=1e-5, rtol=1e-5)
-    op = rec.operator(rec.filters, ACQ, GRID, None, torch.device("cpu"), torch.complex64)
+    op, lip = rec.operator(None, ACQ, GRID, None, torch.device("cpu"), torch.complex64)
+    torch.testing.assert_close(out.lipschitz, lip)
     torch.testing.assert_close(out.image - out.x_low, op.synthesis(out.codes), atol=1e-4, rtol=1e-5)
     assert out.image.shape == (2,) + GRID and out.codes.shape == (2, 16) + GRID
     assert out.image.dtype == torch.complex64
@@ -61,7 +62,7 @@ def test_steps_of_the_method(rec):
 
 def test_reconstruction_beats_zero_filling_and_lowpass():
     y, truth = data(snr=10.0)
-    rec = CSCReconstructor(get_dictionary("dct7x7_k48"), n_iter=64)
+    rec = CSCReconstructor(load_named_dictionary("dct7x7_k48"), n_iter=64)
     out = rec.infer(y, GRID, 0.1)
 
     def err(x):
@@ -153,3 +154,17 @@ def test_input_errors(rec, kwargs, message):
         rec.infer(**args)
     with pytest.raises(ValueError, match="beta"):
         CSCReconstructor(random_dictionary(2, 3), beta=0.0)
+
+
+def test_the_reconstructor_keeps_one_operator_per_grid_until_its_filters_change():
+    rec = CSCReconstructor(random_dictionary(4, 5, seed=1), n_iter=2)
+    cpu = torch.device("cpu")
+    op, lip = rec.operator(None, ACQ, GRID, None, cpu, torch.complex64)
+    again, lip_again = rec.operator(None, ACQ, GRID, None, cpu, torch.complex64)
+    assert again is op and lip_again is lip
+    assert rec.operator(None, ACQ, (GRID[0] + 2, GRID[1]), None, cpu, torch.complex64)[0] is not op
+    with torch.no_grad():
+        rec.filters.mul_(2.0)
+    changed, lip_changed = rec.operator(None, ACQ, GRID, None, cpu, torch.complex64)
+    assert changed is not op
+    torch.testing.assert_close(lip_changed, 4 * lip)

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from adacsc.chain.config import load_chain
-from adacsc.core.dictionary import save_dictionary
 from adacsc.core.network import MapNetwork
 from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, NoiseMultiple
-from adacsc.core.registry import get_dictionary
-from adacsc.core.weights import save_model
+from adacsc.core.app import CSCRecon, FixedLambda
+from adacsc.io.dictionary_file import load_named_dictionary, save_dictionary
+from adacsc.io.weights_file import save_model
+from adacsc.gadgets.csc import SPEC, ReconSettings, build_recon
 from adacsc.metrics import psnr, ssim
 from adacsc.replay import replay
 from adacsc.simulation.ground_truth import ideal_combined_magnitude, read_ground_truth
@@ -35,13 +36,18 @@ def model_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     dictionaries.mkdir()
     torch.manual_seed(0)
     save_model(MapNetwork(), weights / "seeded.safetensors", scalars={"beta": 4.0})
-    base = get_dictionary("gabor9x9_k32")
+    base = load_named_dictionary("gabor9x9_k32")
     order = np.random.default_rng(0).permutation(base.num_filters)
     save_dictionary(base, dictionaries / "same.npz")
     save_dictionary(base.permuted(order), dictionaries / "permuted.npz")
     monkeypatch.setenv("ADACSC_WEIGHTS_DIR", str(weights))
     monkeypatch.setenv("ADACSC_DICTIONARY_DIR", str(dictionaries))
     return weights, dictionaries
+
+
+def build(properties: dict[str, object], **changes: object) -> CSCRecon:
+    """The reconstruction the gadget builds for these (parsed) properties."""
+    return build_recon(ReconSettings.from_properties({**properties, **changes}))
 
 
 @needs_brain
@@ -97,31 +103,28 @@ def test_dictionary_names_are_not_paths(sim_scan: Path, tmp_path: Path, model_fo
 
 
 def test_scalar_mode_takes_the_trained_beta_unless_set(model_folders: tuple[Path, Path]) -> None:
-    from adacsc.gadgets.csc import SPEC, CSCStep
-
     defaults = SPEC.parse({"mode": "scalar", "weights": "seeded", "iterations": "2"})
-    step = CSCStep(defaults)
+    recon = build(defaults)
     # beta from the weights' metadata; the default lambda follows the noise
-    assert step.beta == 4.0 and step.lam == NoiseMultiple(DEFAULT_NOISE_LAMBDA)
-    assert CSCStep({**defaults, "beta": 1.5}).beta == 1.5
-    assert CSCStep({**defaults, "lambda": 0.08}).lam == 0.08
+    assert recon.lowpass.beta == 4.0 and recon.sparsity == NoiseMultiple(DEFAULT_NOISE_LAMBDA)
+    assert recon.mode == "scalar"
+    assert build(defaults, beta=1.5).lowpass.beta == 1.5
+    assert build(defaults, **{"lambda": 0.08}).sparsity == FixedLambda(0.08)
     with pytest.raises(ValueError, match="no weights named"):
-        CSCStep({**defaults, "weights": "missing"})
+        build(defaults, weights="missing")
 
 
 def test_settings_follow_the_weights_unless_set(model_folders: tuple[Path, Path]) -> None:
-    from adacsc.gadgets.csc import SPEC, CSCStep
-
     weights, _ = model_folders
     save_model(MapNetwork(), weights / "tv.safetensors", scalars={"beta": 2.0, "iterations": 12, "tv_weight": 0.5})
     defaults = SPEC.parse({"weights": "tv", "dictionary": "same.npz"})
-    step = CSCStep(defaults)
-    assert (step.props["iterations"], step.lowpass, step.tv_weight) == (12, "tv", 0.5)
-    assert step.solver.n_iter == 12 and step.solver.lowpass == "tv"
-    step = CSCStep({**defaults, "iterations": 5, "lowpass": "tikhonov"})
-    assert (step.props["iterations"], step.lowpass, step.beta) == (5, "tikhonov", 2.0)
-    old = CSCStep({**defaults, "weights": "seeded"})  # weights without these settings: the published ones
-    assert (old.props["iterations"], old.lowpass) == (64, "tikhonov")
+    recon = build(defaults)
+    assert (recon.iterations, recon.lowpass.kind, recon.lowpass.tv_weight, recon.mode) == (12, "tv", 0.5, "maps")
+    assert recon.solver.n_iter == 12 and recon.solver.lowpass == "tv"
+    recon = build(defaults, iterations=5, lowpass="tikhonov")
+    assert (recon.iterations, recon.lowpass.kind, recon.lowpass.beta) == (5, "tikhonov", 2.0)
+    old = build(defaults, weights="seeded")  # weights without these settings: the published ones
+    assert (old.iterations, old.lowpass.kind) == (64, "tikhonov")
 
 
 def test_noise_level_from_the_noise_scan_or_estimated(noisy_scan: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adacsc import cli, metrics
-from adacsc.core.weights import shipped_weights_dir
+from adacsc import resources
 from adacsc.evaluation.protocol import MAPS, PERMUTED, TEST_SETS, TEST_SETS_256, UNSEEN
 from adacsc.evaluation.report import targets
 from adacsc.simulation.phantom import phantom_slices
@@ -56,7 +56,7 @@ def test_blackbox_training_reduces_the_loss_and_round_trips(tiny_blackbox, tmp_p
 
 def test_blackbox_loader_refuses_other_files(tmp_path):
     with pytest.raises(ValueError, match="not a black-box U-Net"):
-        load_blackbox(shipped_weights_dir() / "netv3_light.safetensors")
+        load_blackbox(resources.package_data("data", "weights", "netv3_light.safetensors"))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="cannot read"):

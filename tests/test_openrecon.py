@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from adacsc import cli
-from adacsc.chain.config import ChainError, config_dirs
+from adacsc import resources
+from adacsc.chain.config import ChainError
 from adacsc.gadgets.properties import raw_properties
 from adacsc.gadgets.registry import spec_for
 from adacsc.packaging import openrecon
@@ -25,7 +26,7 @@ def label() -> dict:
 def chain_properties(parameters: dict[str, str]) -> dict[str, dict]:
     """What the server makes of JSON parameters: the typed properties per node target of the chain
     that `config` chooses, after the FIRE mapping."""
-    folders = config_dirs()
+    folders = resources.folders(resources.CONFIG)
     chain = fire.load_named_chain(parameters[fire.CONFIG_PARAMETER], folders)
     rest = {key: value for key, value in parameters.items() if key != fire.CONFIG_PARAMETER}
     chain = chain.with_overrides(fire.chain_overrides(rest, chain))
@@ -183,17 +184,17 @@ def test_every_ui_parameter_reaches_its_property(label: dict, parameter: fire.Ui
 
 
 def test_ui_parameters_of_gadgets_the_chain_lacks_are_skipped() -> None:
-    frontend = fire.load_named_chain("adacsc_frontend", config_dirs())
+    frontend = fire.load_named_chain("adacsc_frontend", resources.folders(resources.CONFIG))
     overrides = fire.chain_overrides({"iterations": "3", "coilMapMethod": "walsh", "image_series_index": "4"}, frontend)
     assert overrides == {"coil_combination.coil_map_method": "walsh", "image_series_index": "4"}
 
 
 def test_stock_fire_configs_and_unknown_names_list_the_available_chains() -> None:
     with pytest.raises(ChainError, match="python-ismrmrd-server example.*adacsc_frontend, adacsc_lowfield"):
-        fire.load_named_chain("invertcontrast", config_dirs())
+        fire.load_named_chain("invertcontrast", resources.folders(resources.CONFIG))
     with pytest.raises(ChainError, match="available chains: adacsc_frontend, adacsc_lowfield, adacsc_lowfield_maps"):
-        fire.load_named_chain("no_such_chain", config_dirs())
-    assert fire.load_named_chain("adacsc_lowfield.xml", config_dirs()).name == "adacsc_lowfield"
+        fire.load_named_chain("no_such_chain", resources.folders(resources.CONFIG))
+    assert fire.load_named_chain("adacsc_lowfield.xml", resources.folders(resources.CONFIG)).name == "adacsc_lowfield"
 
 
 def test_deployment_docs_list_every_ui_parameter() -> None:

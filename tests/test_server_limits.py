@@ -236,5 +236,5 @@ def test_an_unknown_config_name_is_reported_right_after_config(small_scan):
             first = proto.read_message(proto.SocketReader(sock))
         finally:
             sock.close()
-    assert first.mid == proto.TEXT and "no config 'adacsc_lowfeild.xml'" in first.payload
+    assert first.mid == proto.TEXT and "no config named 'adacsc_lowfeild'" in first.payload
     assert "available: " in first.payload and "adacsc_lowfield" in first.payload

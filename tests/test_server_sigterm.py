@@ -48,6 +48,6 @@ def test_sigterm_stops_accepting_and_finishes_the_running_scan(tmp_path: Path) -
     result = outcome["result"]
     assert result.ok and result.images == {"image_1": 2}
     log = log_path.read_text()
-    assert f"dictionary folder for client-named dictionaries: {dictionaries}" in log
+    assert f"dictionary folders for client-named dictionaries: {dictionaries}" in log
     assert "session 1 " in log and "ok" in log.split("session 1 ")[-1]
     assert "SIGTERM received" in log and "finished in" in log and "server stopped after" in log

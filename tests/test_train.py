@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adacsc.core.dictionary import random_dictionary
-from adacsc.core.weights import load_model
+from adacsc.io.weights_file import load_model
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.training.schedules import SCHEDULES, Schedule, get_schedule
 from adacsc.training.train import (

@@ -8,7 +8,8 @@ import re
 import shlex
 import sys
 
-COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "learn_dictionary",
+COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "dictionaries",
+            "learn_dictionary",
             "train", "evaluate")
 TORCH_PARSERS = ("learn_dictionary", "train", "evaluate")
 """commands whose options come from modules that import torch: registered by name only unless

@@ -2,21 +2,18 @@
 `<configuration>` elements, name resolution inside configured folders, and property overrides."""
 
 import copy
-import importlib.resources
 import os
-import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from adacsc import resources
 from adacsc.gadgets.properties import raw_properties
 
 
 class ChainError(ValueError):
     """A chain XML is missing, malformed or asks for something that cannot run."""
-
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -101,37 +98,15 @@ def parse_chain(text: str | bytes, name: str = "<text>") -> ChainConfig:
     return ChainConfig(name, tuple(nodes))
 
 
-def config_dirs(extra: list[Path] | None = None) -> list[Path]:
-    """Where config names are looked up: `extra`, $ADACSC_CONFIG_DIR, then the shipped configs."""
-    dirs = list(extra or [])
-    if os.environ.get("ADACSC_CONFIG_DIR"):
-        dirs.append(Path(os.environ["ADACSC_CONFIG_DIR"]))
-    dirs.append(Path(str(importlib.resources.files("adacsc") / "configs")))
-    return dirs
-
-
-def resolve_name(name: str, folders: list[Path]) -> Path:
-    """A config file named `name` (with or without .xml) inside one of `folders`; names are names,
-    never paths, so nothing outside the folders can be reached."""
-    if not _SAFE_NAME.fullmatch(name):
-        raise ChainError(f"config name {name!r} is not a plain name (letters, digits, '_', '.', '-')")
-    filename = name if name.endswith(".xml") else f"{name}.xml"
-    for folder in folders:
-        root = folder.resolve()
-        candidate = (root / filename).resolve()
-        if candidate.parent == root and candidate.is_file():
-            return candidate
-    available = sorted({path.stem for folder in folders if folder.is_dir() for path in folder.glob("*.xml")})
-    raise ChainError(f"no config {filename!r} in {', '.join(str(f) for f in folders)} (available: "
-                     f"{', '.join(available) or 'none'})")
-
-
-def load_chain(name_or_path: str, folders: list[Path] | None = None, allow_paths: bool = True) -> ChainConfig:
-    """Load a chain by name (from the config folders) or, where allowed (the local command line),
-    by path."""
+def load_chain(name_or_path: str, extra_dirs: Sequence[Path] = (), allow_paths: bool = True) -> ChainConfig:
+    """Load a chain by name (adacsc.resources: `extra_dirs`, $ADACSC_CONFIG_DIR, the shipped
+    configs) or, where allowed (the local command line), by path."""
     candidate = Path(name_or_path)
     if allow_paths and (candidate.suffix == ".xml" or os.sep in name_or_path) and candidate.is_file():
         path = candidate
     else:
-        path = resolve_name(name_or_path, folders if folders is not None else config_dirs())
+        try:
+            path = resources.resolve(resources.CONFIG, name_or_path, extra_dirs)
+        except resources.ResourceError as err:
+            raise ChainError(str(err)) from None
     return parse_chain(path.read_text(), path.stem)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -71,19 +72,18 @@ def _grid(text: str) -> tuple[float, ...]:
 
 
 def _blackbox_file(value: str) -> Path:
-    from adacsc.core.weights import validate_weights_name
-    from adacsc.training.blackbox import shipped_baselines_dir
+    from adacsc import resources
 
     path = Path(value)
-    if path.suffix == ".safetensors":
+    if path.suffix == resources.BASELINE.suffix and os.sep in value:
         if not path.is_file():
             raise FileNotFoundError(f"black-box weights file {path} does not exist")
         return path
-    path = shipped_baselines_dir() / validate_weights_name(value)
-    if not path.is_file():
-        raise FileNotFoundError(f"no black-box weights named {value!r} in {shipped_baselines_dir()}; train them "
-                                "with `adacsc train --model unet-blackbox` or pass --no-blackbox")
-    return path
+    try:
+        return resources.resolve(resources.BASELINE, value)
+    except resources.ResourceError as err:
+        raise FileNotFoundError(f"{err}; train them with `adacsc train --model unet-blackbox` or pass "
+                                "--no-blackbox") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +140,8 @@ def real_example(scan: str, weights: str, dictionary: str, iterations: int) -> d
     import numpy as np
 
     from adacsc.chain.config import load_chain
-    from adacsc.commands.recon import DEFAULT_CONFIG, bundled_scan
+    from adacsc.commands.recon import DEFAULT_CONFIG
+    from adacsc.resources import bundled_scan
     from adacsc.replay import replay
 
     overrides = {"weights": weights, "dictionary": dictionary, "send_zero_filled": "true", "send_maps": "true"}

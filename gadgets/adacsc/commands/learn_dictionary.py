@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     """Learn one dictionary and write it."""
     import torch  # here: `adacsc --help` must not pay for importing torch
 
-    from adacsc.core.dictionary import save_dictionary
+    from adacsc.io.dictionary_file import save_dictionary
     from adacsc.training.cdl import CDLConfig, dictionary_name, learn_dictionary, training_crops
     from adacsc.training.slices import DATA_VERSION, load_split_with_records
     from adacsc.training.volumes import SOURCES, file_sha256, source_path

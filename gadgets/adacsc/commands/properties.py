@@ -3,11 +3,11 @@ values and description, read from the gadgets' SPECs (docs/PROPERTIES.md is its 
 
 import argparse
 import importlib
-import importlib.resources
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from adacsc import resources
 from adacsc.core.device import parse_device_name
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
@@ -68,7 +68,7 @@ def specs() -> list[tuple[str, str, PropertySpec]]:
 
 def shipped_chains() -> list[tuple[str, str, list[tuple[str, dict[str, str]]]]]:
     """(name, summary, [(node label, properties set)]) of every chain XML shipped in the package."""
-    folder = Path(str(importlib.resources.files("adacsc") / "configs"))
+    folder = resources.package_data("configs")
     chains = []
     for path in sorted(folder.glob("*.xml")):
         text = path.read_text()

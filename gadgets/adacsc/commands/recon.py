@@ -7,23 +7,17 @@ that fails is reported at the end (exit status 1) without stopping the others.
 """
 
 import argparse
-import importlib.resources
 import logging
 from pathlib import Path
 
-from adacsc.chain.config import config_dirs, load_chain
+from adacsc import resources
+from adacsc.chain.config import load_chain
 from adacsc.io.output_file import atomic_output
 from adacsc.replay import replay
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SCAN = "lowfield_0055T_FSE.h5"
 DEFAULT_CONFIG = "adacsc_lowfield"
-
-
-def bundled_scan(name: str = DEFAULT_SCAN) -> Path:
-    """Path of a scan shipped with the package."""
-    return Path(str(importlib.resources.files("adacsc") / "data" / "scans" / name))
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -47,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "the end and make the exit status 1).")
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                         help=f"ISMRMRD file(s) or folder(s) of them (default: the bundled real 0.055 T scan "
-                             f"{DEFAULT_SCAN})")
+                             f"{resources.DEFAULT_SCAN})")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="output ISMRMRD file for the images; a folder for a batch")
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="chain XML: a path or a name in the config folders")
@@ -76,10 +70,10 @@ def is_batch(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Replay one file, or a batch."""
-    chain = load_chain(args.config, config_dirs(args.config_dir)).with_overrides(parse_overrides(args.overrides))
+    chain = load_chain(args.config, args.config_dir).with_overrides(parse_overrides(args.overrides))
     if is_batch(args):
         return run_batch(args, chain)
-    source = args.inputs[0] if args.inputs else bundled_scan()
+    source = args.inputs[0] if args.inputs else resources.bundled_scan()
     if not args.inputs:
         log.info("no input given: using the bundled scan %s", source)
     with atomic_output(args.output, args.overwrite, [source]) as temporary:

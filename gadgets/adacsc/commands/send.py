@@ -4,7 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from adacsc.chain.config import ChainError, config_dirs, load_chain, parse_chain
+from adacsc.chain.config import ChainError, load_chain, parse_chain
 from adacsc.client import send_scan, summarise
 from adacsc.commands.recon import DEFAULT_CONFIG, parse_overrides
 from adacsc.io.output_file import atomic_output
@@ -43,7 +43,7 @@ def check_overrides(overrides: dict[str, str], config_name: str | None, config_t
         return
     try:
         chain = (parse_chain(config_text, "the -C file") if config_text is not None
-                 else load_chain(config_name, config_dirs(), allow_paths=False))
+                 else load_chain(config_name, allow_paths=False))
     except ChainError:
         if config_text is not None:
             raise

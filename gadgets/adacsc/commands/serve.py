@@ -5,7 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from adacsc import settings as folders
+from adacsc import resources
 from adacsc.limits import GiB, ScanLimits
 from adacsc.server import Limits, Server, ServerSettings, SessionSettings
 from adacsc.server.host import log_host_resources
@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config-dir", type=Path, action="append", default=[],
                         help="folder of chain XMLs clients may name (repeatable; searched before the shipped ones)")
     parser.add_argument("--dictionary-dir", type=Path,
-                        help=f"folder of extra dictionary files clients may name (sets ${folders.DICTIONARY_DIR})")
+                        help=f"folder of extra dictionary files clients may name (sets ${resources.DICTIONARY.environment})")
     parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="scans reconstructed at once (default: up to 4); further connections wait")
     parser.add_argument("--max-waiting", type=int, help="connections that may wait for a worker (default 4 x workers)")
@@ -97,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dictionary_dir is not None:
         if not args.dictionary_dir.is_dir():
             raise ValueError(f"--dictionary-dir {args.dictionary_dir}: not a folder")
-        os.environ[folders.DICTIONARY_DIR] = str(args.dictionary_dir.resolve())
-    log.info("dictionary folder for client-named dictionaries: %s", folders.dictionary_dir() or "none (shipped only)")
+        os.environ[resources.DICTIONARY.environment] = str(args.dictionary_dir.resolve())
+    log.info("dictionary folders for client-named dictionaries: %s",
+             ", ".join(str(folder) for folder in resources.folders(resources.DICTIONARY)))
     log_host_resources()
     os.environ.update(scan_limits_from_args(args).environment())
     server = Server(settings_from_args(args))

@@ -1,4 +1,4 @@
-"""Analytic (not learned) dictionaries, and the command that writes the shipped ones.
+"""Analytic (not learned) dictionaries.
 
 They let the product run before learned dictionaries exist:
   dct{n}x{n}_k{n*n-1}: the separable orthonormal 2-D DCT-II basis of n x n patches without the DC
@@ -8,25 +8,21 @@ They let the product run before learned dictionaries exist:
       envelope, then every atom is normalised.
 
 Regenerate the shipped files with
-    python -m adacsc.core.analytic gadgets/adacsc/data/dictionaries
+    adacsc dictionaries --write-analytic gadgets/adacsc/data/dictionaries
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import math
-from pathlib import Path
 
 import numpy as np
 
-from adacsc.core.dictionary import Dictionary, DictionaryError, save_dictionary
+from adacsc.core.dictionary import Dictionary, DictionaryError
 
-__all__ = ["dct_dictionary", "gabor_dictionary", "shipped_dictionaries", "main"]
+__all__ = ["dct_dictionary", "gabor_dictionary", "shipped_dictionaries"]
 
-log = logging.getLogger(__name__)
 
-_COMMAND = "python -m adacsc.core.analytic gadgets/adacsc/data/dictionaries"
+_COMMAND = "adacsc dictionaries --write-analytic gadgets/adacsc/data/dictionaries"
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -86,20 +82,3 @@ def shipped_dictionaries() -> list[Dictionary]:
     """The analytic dictionaries shipped in adacsc/data/dictionaries."""
     return [dct_dictionary(7), dct_dictionary(9), gabor_dictionary(9, 8, (3.0, 6.0)),
             gabor_dictionary(11, 8, (3.0, 5.0, 8.0, 12.0))]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write the shipped analytic dictionaries into a folder."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path, help="folder to write NAME.npz files into")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    for d in shipped_dictionaries():
-        path = save_dictionary(d, args.out_dir / f"{d.name}.npz")
-        log.info("wrote %s (K=%d, %dx%d)", path, d.num_filters, *d.filter_shape)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

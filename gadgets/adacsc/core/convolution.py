@@ -45,8 +45,8 @@ def filter_spectra(filters: torch.Tensor, grid_shape: Sequence[int],
 
     Returns complex [K, H, W] on the filters' device, such that for codes s,
     fft2(D s) = sum_k spectra[k] * fft2(s_k)   (both FFTs with the same normalisation).
+    `filters` is a validated filter tensor (`as_filter_tensor`).
     """
-    filters = as_filter_tensor(filters)
     k, h, w = filters.shape
     height, width = (int(n) for n in grid_shape)
     if h > height or w > width:

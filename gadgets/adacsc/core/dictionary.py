@@ -1,10 +1,4 @@
-"""Convolutional dictionaries as data: a dataclass, validation and the .npz file format.
-
-File format (`.npz`, read with allow_pickle=False):
-  filters        float32 [K, h, w]
-  metadata_json  0-d unicode array holding a JSON object: at least "name" and "source"
-                 (provenance), usually also "patch_size", "num_filters", "created_by" (the
-                 command that made the file) and a free-text "description".
+"""Convolutional dictionaries as data: a dataclass and its validation (files: adacsc.io.dictionary_file).
 
 Validation rules (violations raise DictionaryError, a ValueError):
   - filters are a real 3-D array [K, h, w] with K >= 1;
@@ -21,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +24,6 @@ __all__ = [
     "Dictionary",
     "DictionaryError",
     "validate_filters",
-    "load_dictionary",
-    "save_dictionary",
     "random_dictionary",
 ]
 
@@ -124,65 +114,6 @@ class Dictionary:
     def __repr__(self) -> str:
         h, w = self.filter_shape
         return f"Dictionary({self.name!r}, K={self.num_filters}, {h}x{w}, source={self.source!r})"
-
-
-def save_dictionary(d: Dictionary, path: str | os.PathLike) -> Path:
-    """Write a dictionary as .npz (filters + metadata_json); returns the path written."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise DictionaryError(f"dictionary files must end in .npz, got {path.name!r}")
-    meta = json.dumps(d.full_metadata(), sort_keys=True)
-    with open(path, "wb") as fh:  # an open file keeps np.savez from altering the name
-        np.savez(fh, filters=d.filters.astype(np.float32), metadata_json=np.array(meta))
-    log.debug("wrote dictionary %s to %s", d.name, path)
-    return path
-
-
-def load_dictionary(path: str | os.PathLike) -> Dictionary:
-    """Read and validate a dictionary .npz file (no pickles)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DictionaryError(f"dictionary file {str(path)!r} does not exist or is not a file")
-    _check_archive(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
-            missing = {"filters", "metadata_json"} - keys
-            if missing:
-                raise DictionaryError(
-                    f"dictionary file {path.name!r} lacks array(s) {sorted(missing)} (has {sorted(keys)})")
-            filters = data["filters"]
-            meta_raw = data["metadata_json"]
-    except DictionaryError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise DictionaryError(f"cannot read dictionary file {path.name!r}: {exc}") from exc
-    if meta_raw.ndim != 0 or meta_raw.dtype.kind != "U":
-        raise DictionaryError(f"{path.name!r}: metadata_json must be a single string")
-    try:
-        meta = json.loads(str(meta_raw))
-    except json.JSONDecodeError as exc:
-        raise DictionaryError(f"{path.name!r}: metadata_json is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise DictionaryError(f"{path.name!r}: metadata_json must hold a JSON object")
-    name = meta.pop("name", None) or path.stem
-    source = meta.pop("source", "")
-    for key in ("num_filters", "patch_size"):
-        meta.pop(key, None)  # derived from the filters; recomputed on save
-    return Dictionary(filters, str(name), str(source), meta)
-
-
-def _check_archive(path: Path) -> None:
-    """DictionaryError naming the file when it is not an .npz archive (empty, a bare .npy, text)."""
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
-    if not magic:
-        raise DictionaryError(f"dictionary file {path.name!r} is empty")
-    if magic == b"\x93NUMPY":
-        raise DictionaryError(f"dictionary file {path.name!r} is a single .npy array, not an .npz archive "
-                              "(save it with numpy.savez(path, filters=..., metadata_json=...))")
-    if not magic.startswith(b"PK\x03\x04"):
-        raise DictionaryError(f"dictionary file {path.name!r} is not an .npz archive (it starts with {magic!r})")
 
 
 def random_dictionary(num_filters: int, size: int | tuple[int, int] = 7, seed: int = 0,

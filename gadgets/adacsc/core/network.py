@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adacsc.core.convolution import as_filter_tensor, filter_spectra
 from adacsc.core.scaling import SCALE_PERCENTILE, noise_levels, robust_scale
 
 __all__ = [
@@ -278,23 +279,6 @@ def _check_image(x0: torch.Tensor) -> torch.Tensor:
     return x0.to(torch.complex64)
 
 
-def _check_filters(filters: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    if not isinstance(filters, torch.Tensor):
-        raise TypeError(f"filters must be a torch.Tensor, got {type(filters).__name__}")
-    if filters.ndim != 3:
-        raise ValueError(f"filters must have shape [K, h, w], got {tuple(filters.shape)}")
-    if filters.is_complex():
-        raise ValueError("filters must be real")
-    k, h, w = filters.shape
-    if k < 1:
-        raise ValueError("at least one filter is needed")
-    if h % 2 == 0 or w % 2 == 0:
-        raise ValueError(f"filter sizes must be odd (the centre is the origin), got {h}x{w}")
-    if h > height or w > width:
-        raise ValueError(f"filters ({h}x{w}) larger than the image ({height}x{width})")
-    return filters.to(torch.float32)
-
-
 def image_scale(x0: torch.Tensor, mode: str = "percentile") -> torch.Tensor:
     """Per-image scale [B] of x0 [B, H, W], a constant (no gradient): the 99th percentile of |x0|
     ("percentile", adacsc.core.scaling.robust_scale; 1 for an all-zero slice), the RMS of |x0|
@@ -326,12 +310,7 @@ def filter_responses(x0: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
 def _correlation_transfer(filters: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
     """[K, H, W] complex: the DFT transfer functions of correlation with each filter (centre at
     the origin). Correlation with a real filter = multiplication by its conjugate spectrum."""
-    filters = _check_filters(filters, height, width).to(device)
-    k, h, w = filters.shape
-    padded = filters.new_zeros(k, height, width)
-    padded[:, :h, :w] = filters
-    padded = torch.roll(padded, shifts=(-(h // 2), -(w // 2)), dims=(-2, -1))
-    return torch.fft.fft2(padded).conj()
+    return filter_spectra(as_filter_tensor(filters).to(device=device, dtype=torch.float32), (height, width)).conj()
 
 
 def pooled_filter_responses(x0: torch.Tensor, filters: torch.Tensor, factor: int) -> torch.Tensor:

@@ -28,6 +28,7 @@ all iterations, since beta is a learnable parameter.
 from __future__ import annotations
 
 import logging
+import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -43,7 +44,7 @@ from adacsc.core.convolution import Synthesis, as_filter_tensor
 from adacsc.core.fista import FISTA_ITERATIONS, fista
 from adacsc.core.fourier import SampledFourier, check_shape2
 from adacsc.core.lowpass import lowpass as tikhonov_lowpass
-from adacsc.core.power import mask_identity, lipschitz_constant, tensor_identity
+from adacsc.core.power import lipschitz_constant
 from adacsc.core.scaling import SCALE_PERCENTILE, broadcast_scale, noise_levels, robust_scale
 from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.core.tv import tv_lowpass
@@ -138,7 +139,7 @@ class CSCReconstructor(nn.Module):
         self.per_slice_scale = bool(per_slice_scale)
         self.chunk_size = chunk_size
         self.lipschitz_method = lipschitz_method
-        self._ops: "OrderedDict[tuple, tuple[SpectralCodeOperator, torch.Tensor]]" = OrderedDict()
+        self._ops: "OrderedDict[tuple, tuple[SpectralCodeOperator, torch.Tensor, torch.Tensor]]" = OrderedDict()
         self._ops_lock = threading.Lock()
 
     @property
@@ -150,25 +151,37 @@ class CSCReconstructor(nn.Module):
     def num_filters(self) -> int:
         return int(self.filters.shape[0])
 
-    def operator(self, filters: torch.Tensor, acquired_shape: Sequence[int], grid_shape: Sequence[int],
+    def operator(self, filters: torch.Tensor | None, acquired_shape: Sequence[int], grid_shape: Sequence[int],
                  mask: "torch.Tensor | np.ndarray | None", device: torch.device,
-                 dtype: torch.dtype) -> SpectralCodeOperator:
-        """The (cached) A D operator for these filters, shapes, mask, device and dtype."""
+                 dtype: torch.dtype) -> tuple[SpectralCodeOperator, torch.Tensor]:
+        """The A D operator and its step-size constant L for these shapes, mask, device and dtype.
+
+        filters: None for the stored dictionary, whose operators are kept (the reconstructor is
+        their only cache, keyed by shapes, mask, device, dtype and the dictionary tensor: its
+        storage, which the entry keeps alive, and the version that in-place edits bump); other
+        filters (e.g. a random dictionary per training batch) get a fresh operator."""
         fourier = SampledFourier(acquired_shape, grid_shape, mask)
-        key = (tensor_identity(filters), fourier.acquired_shape, fourier.grid_shape,
-               mask_identity(fourier.mask), str(device), dtype)
+        if filters is not None:
+            return self._build(filters, fourier, device, dtype)
+        stored = self.filters
+        version = -1 if stored.is_inference() else stored._version
+        key = (stored.data_ptr(), version, fourier.acquired_shape, fourier.grid_shape, _mask_key(fourier.mask), str(device), dtype)
         with self._ops_lock:  # slices of a scan run in parallel threads (adacsc.gadgets.slice_pool)
             hit = self._ops.get(key)
             if hit is not None:
                 self._ops.move_to_end(key)
-                return hit[0]
-            real = torch.float64 if dtype == torch.complex128 else torch.float32
-            op = SpectralCodeOperator(Synthesis(filters.detach().to(device=device, dtype=real)), fourier,
-                                      device, dtype)
-            self._ops[key] = (op, filters)
+                return hit[0], hit[1]
+            op, lip = self._build(stored, fourier, device, dtype)
+            self._ops[key] = (op, lip, stored)
             while len(self._ops) > _OP_CACHE_SIZE:
                 self._ops.popitem(last=False)
-            return op
+            return op, lip
+
+    def _build(self, filters: torch.Tensor, fourier: SampledFourier, device: torch.device,
+               dtype: torch.dtype) -> tuple[SpectralCodeOperator, torch.Tensor]:
+        real = torch.float64 if dtype == torch.complex128 else torch.float32
+        op = SpectralCodeOperator(Synthesis(filters.detach().to(device=device, dtype=real)), fourier, device, dtype)
+        return op, lipschitz_constant(op, self.lipschitz_method)
 
     def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor, num_filters: int,
                 noise: torch.Tensor | None) -> "float | torch.Tensor":
@@ -215,9 +228,9 @@ class CSCReconstructor(nn.Module):
             raise ValueError("y contains NaN or infinite values")
         grid = check_shape2(grid_shape, "grid_shape")
         real = y.real.dtype
-        f = self.filters if filters is None else as_filter_tensor(filters)
-        f = f.to(device=y.device, dtype=real)
-        op = self.operator(f, y.shape[-2:], grid, mask, y.device, y.dtype)
+        override = None if filters is None else as_filter_tensor(filters)
+        f = (self.filters if override is None else override).to(device=y.device, dtype=real)
+        op, lip = self.operator(override, y.shape[-2:], grid, mask, y.device, y.dtype)
         fourier = op.fourier
 
         x0 = fourier.adjoint(y)
@@ -234,7 +247,6 @@ class CSCReconstructor(nn.Module):
             x_low = tikhonov_lowpass(x0_n, beta)
         y_high = y_n - fourier(x_low)
         lam_used = self._lambda(lam, x0_n, f, op.num_filters, noise)
-        lip = lipschitz_constant(op, self.lipschitz_method)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
                       grid, op.num_filters, [round(v, 4) for v in scale.tolist()], float(beta.detach()),
@@ -257,6 +269,14 @@ class CSCReconstructor(nn.Module):
         low = f"beta={float(self.beta.detach()):.4g}" if self.lowpass == "tikhonov" else f"tv_weight={self.tv_weight:g}"
         return (f"K={k}, {h}x{w}, {low}, n_iter={self.n_iter}, "
                 f"lipschitz={self.lipschitz_method}")
+
+
+def _mask_key(mask: torch.Tensor | None) -> tuple:
+    """A key for a sampling mask's contents (shape and hash; small masks only)."""
+    if mask is None:
+        return ()
+    m = mask.detach().to("cpu", torch.uint8).contiguous()
+    return tuple(m.shape), hashlib.sha1(m.numpy().tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)

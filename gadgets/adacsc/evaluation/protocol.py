@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from adacsc import metrics
-from adacsc.core.registry import DEFAULT_DICTIONARY, get_dictionary
-from adacsc.core.weights import load_named_model
 from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, TrainedSettings
 from adacsc.evaluation.methods import (
     BartPics, BlackBox, MapCSC, Method, NoiseScalarCSC, ScalarCSC, ZeroFilled, tune,
 )
+from adacsc.io.dictionary_file import load_named_dictionary
+from adacsc.io.weights_file import load_named_model
+from adacsc.resources import DEFAULT_DICTIONARY
 from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.slices import load_split
 from adacsc.training.train import pick_evenly
@@ -121,8 +122,8 @@ def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[st
     if s.iterations:
         settings = replace(settings, iterations=s.iterations)
     beta = settings.beta
-    trained = get_dictionary(s.dictionary)
-    unseen = get_dictionary(s.unseen_dictionary)
+    trained = load_named_dictionary(s.dictionary)
+    unseen = load_named_dictionary(s.unseen_dictionary)
     filters = torch.from_numpy(np.ascontiguousarray(trained.filters)).float()
     big = torch.from_numpy(np.ascontiguousarray(unseen.filters)).float()
     order = np.random.default_rng(s.permutation_seed).permutation(filters.shape[0]).tolist()

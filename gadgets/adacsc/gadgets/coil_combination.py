@@ -3,10 +3,10 @@ slice. Maps come from the calibration region (the contiguous block of acquired l
 k-space centre) so undersampled scans work; single-coil data pass through unchanged.
 
 Output: a gadgetron ImageArray per slice, data [X, Y, 1, 1, 1, 1, 1] complex64 on the encoded
-grid (after oversampling removal), with meta `SamplingMask` (one '0'/'1' per phase-encode line)
-so the reconstruction knows which k-space region was acquired. When every readout of the slice was
-prewhitened (adacsc.gadgets.noise_adjust) the meta also says so: `NoiseLevel` 1 (the combined image
-is in SNR units, noise std 1 per pixel) and `NoiseSource` "noise scan".
+grid (after oversampling removal), with its sampling in the meta (adacsc.io.slice_meta) so the
+reconstruction knows which k-space region was acquired. When every readout of the slice was
+prewhitened (adacsc.gadgets.noise_adjust) the meta also says so: noise level 1 (the combined image
+is in SNR units, noise std 1 per pixel) from a noise scan.
 """
 
 import logging
@@ -19,6 +19,7 @@ from gadgetron.types import ImageArray, ReconData
 from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
 from adacsc.gadgets.properties import Property, PropertySpec, read_properties
 from adacsc.io.images import header_from_acquisition, make_image
+from adacsc.io.slice_meta import SliceSampling
 from adacsc.mr import coil_maps
 from adacsc.mr.fft import ifftc
 
@@ -94,15 +95,14 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any]) -> list[tuple[np
                 image_series_index=props["image_series_index"],
                 image_index=reference.idx.slice + 1,
             )
+            whitened = prewhitened(np.asarray(buffer.headers)[:, 0, n, s, loc], lines)
             meta = {
-                "SamplingMask": "".join("1" if x else "0" for x in lines),
+                **(SliceSampling.prewhitened(lines) if whitened else SliceSampling(lines)).to_meta(),
                 "KSpaceCentreLine": str(sampling.sampling_limits[1].center),
                 "Channels": str(kspace.shape[0]),
                 "CoilMapMethod": props["coil_map_method"] if kspace.shape[0] > 1 else "none",
                 "DataRole": "CoilCombined",
             }
-            if prewhitened(np.asarray(buffer.headers)[:, 0, n, s, loc], lines):
-                meta.update({"NoiseLevel": "1", "NoiseSource": "noise scan"})
             log.debug("slice %d combined from %d coils, %d of %d lines", reference.idx.slice,
                       kspace.shape[0], lines.sum(), n_lines)
             results.append((image.reshape(n_lines, readout), header, meta))
@@ -125,10 +125,8 @@ def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -
 def coil_combination(connection: Any) -> None:
     """Gadget: ReconData in, one combined complex image per slice out; other items pass on."""
     props = read_properties(connection, SPEC)
+    connection.filter(ReconData)
     for item in connection:
-        if not isinstance(item, ReconData):
-            connection.send(item)
-            continue
         for image, header, meta in combine_recon_data(item, props):
             if props["output"] == "images":
                 connection.send(make_image(image, header, meta))

@@ -129,14 +129,18 @@ class Prewhitener:
         self._save(measurement, self.noise.covariance(), hdr.coil_labels(self.header, self.channels))
 
 
+def _nothing(item: object) -> bool:
+    """A connection filter that lets every item pass on untouched."""
+    return False
+
+
 def noise_adjust(connection: Any) -> None:
     """Gadget: consume noise readouts, prewhiten all other readouts, pass everything else on."""
     props = read_properties(connection, SPEC)
     prewhitener = Prewhitener(connection.header, NoiseStore())
+    connection.filter(ismrmrd.Acquisition if props["perform_noise_adjust"] else _nothing)
     for item in connection:
-        if not isinstance(item, ismrmrd.Acquisition) or not props["perform_noise_adjust"]:
-            connection.send(item)
-        elif item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+        if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             prewhitener.add_noise(item)
         else:
             connection.send(prewhitener.apply(item))

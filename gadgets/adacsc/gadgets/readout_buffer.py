@@ -167,10 +167,8 @@ def readout_buffer(connection: Any) -> None:
     """Gadget: Acquisitions in, one ReconData per completed slice out; other items pass on."""
     props = read_properties(connection, SPEC)
     accumulator = Accumulator(connection.header, props["remove_oversampling"], getattr(connection, "budget", None))
+    connection.filter(ismrmrd.Acquisition)
     for item in connection:
-        if not isinstance(item, ismrmrd.Acquisition):
-            connection.send(item)
-            continue
         complete = accumulator.add(item)
         if complete is not None:
             connection.send(complete)

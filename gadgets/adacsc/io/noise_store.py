@@ -1,16 +1,13 @@
 """Stored noise covariances, keyed by measurementID inside one operator-configured folder."""
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from adacsc.settings import noise_dir
-
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+from adacsc import resources
+from adacsc.io.output_file import atomic_output
 
 
 @dataclass(frozen=True)
@@ -26,28 +23,29 @@ class StoredNoise:
 class NoiseStore:
     """Saves and loads covariances as `<folder>/noise_<measurementID>.npz` (no pickle).
 
-    Measurement IDs come from the client: only plain names are accepted, never paths.
+    Measurement IDs come from the client: only plain names are accepted, never paths
+    (adacsc.resources). The default folder is the operator's ($ADACSC_NOISE_DIR).
     """
 
     def __init__(self, folder: str | Path | None = None) -> None:
-        self.folder = Path(folder) if folder else noise_dir()
+        self.folder = Path(folder) if folder else resources.folders(resources.NOISE)[0]
 
     def _path(self, measurement_id: str) -> Path:
-        if not _SAFE_ID.fullmatch(measurement_id):
-            raise ValueError(f"measurementID {measurement_id!r} is not a plain name (letters, digits, '_', '.', '-')")
-        return self.folder / f"noise_{measurement_id}.npz"
+        try:
+            return self.folder / resources.check_name(resources.NOISE, f"noise_{measurement_id}")
+        except resources.ResourceError:
+            raise ValueError(f"measurementID {measurement_id!r} is not a plain name (letters, digits, '_', '.', "
+                             "'-')") from None
 
     def save(self, measurement_id: str, noise: StoredNoise) -> Path:
         """Store `noise` under `measurement_id`; returns the file written. A covariance with NaN
         or infinite entries is refused (it would break every scan that depends on it)."""
         path = self._path(measurement_id)
         _check_finite(noise.covariance, measurement_id)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, covariance=noise.covariance.astype(np.complex128),
-                 coil_labels=json.dumps(noise.coil_labels), noise_dwell_us=noise.noise_dwell_us,
-                 samples=noise.samples)
-        os.replace(tmp, path)
+        with atomic_output(path, overwrite=True) as temporary, temporary.open("wb") as stream:
+            np.savez(stream, covariance=noise.covariance.astype(np.complex128),
+                     coil_labels=json.dumps(noise.coil_labels), noise_dwell_us=noise.noise_dwell_us,
+                     samples=noise.samples)
         return path
 
     def load(self, measurement_id: str) -> StoredNoise | None:

@@ -14,14 +14,14 @@ The label is checked against the schema kept in the package (data/openrecon) wit
 
 import base64
 import importlib.metadata
-import importlib.resources
 import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from adacsc.chain.config import ChainError, config_dirs, load_chain
+from adacsc import resources
+from adacsc.chain.config import ChainError, load_chain
 from adacsc.commands.properties import format_value
 from adacsc.gadgets.properties import parse_bool
 from adacsc.server import fire
@@ -76,7 +76,7 @@ class LabelSettings:
 
 def label_schema() -> dict[str, Any]:
     """The label's JSON schema kept in the package."""
-    return json.loads((importlib.resources.files("adacsc") / "data" / "openrecon" / SCHEMA_NAME).read_text())
+    return json.loads(resources.package_data("data", "openrecon", SCHEMA_NAME).read_text())
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -146,7 +146,7 @@ def ui_parameter(parameter: fire.UiParameter, default: str) -> dict[str, Any]:
 
 def build_label(settings: LabelSettings, folders: list[Path] | None = None) -> dict[str, Any]:
     """The label as a JSON object; LabelError when it does not validate against the schema."""
-    folders = folders if folders is not None else config_dirs()
+    folders = folders if folders is not None else resources.folders(resources.CONFIG)
     if settings.injector not in INJECTOR_OUTPUT:
         raise LabelError(f"injector {settings.injector!r} is not one of {', '.join(INJECTOR_OUTPUT)}")
     chains = scanner_chains(folders)

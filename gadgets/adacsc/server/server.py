@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adacsc.chain.config import ChainError, config_dirs, parse_chain
+from adacsc import resources
+from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
 from adacsc.server.session import Session, SessionReport, SessionSettings
 
@@ -82,7 +83,7 @@ class Server:
 
     def start(self) -> "Server":
         """Resolve folders, import the gadgets once, bind and listen."""
-        dirs = tuple(config_dirs(list(self.settings.extra_config_dirs)))
+        dirs = tuple(resources.folders(resources.CONFIG, self.settings.extra_config_dirs))
         chain_modules = self._configured_modules(dirs)
         trusted = frozenset(chain_modules) | frozenset(self.settings.allow_modules)
         self.session_settings = replace(self.settings.session, config_dirs=dirs, trusted_modules=trusted)

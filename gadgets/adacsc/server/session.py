@@ -35,7 +35,8 @@ from typing import Any
 import ismrmrd
 from gadgetron.types import ImageArray
 
-from adacsc.chain.config import ChainConfig, ChainError, load_chain, parse_chain, resolve_name
+from adacsc import resources
+from adacsc.chain.config import ChainConfig, ChainError, load_chain, parse_chain
 from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError, parse_header
@@ -417,8 +418,8 @@ class Session:
                 if not message.payload:
                     raise SessionError("CONFIG_FILE with an empty name")
                 try:
-                    resolve_name(message.payload, list(self.settings.config_dirs))
-                except ChainError as err:  # JSON parameters may still name the config (FIRE clients)
+                    resources.resolve(resources.CONFIG, message.payload, self.settings.config_dirs)
+                except resources.ResourceError as err:  # JSON parameters may still name the config (FIRE clients)
                     self._send_warning(f"{err}; unless JSON parameters name a config, the scan fails at its "
                                        "first data")
                 self._config_name = message.payload

@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from adacsc.core.network import UNet, image_scale
-from adacsc.core.weights import write_state
+from adacsc.io.weights_file import write_state
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.schedules import Schedule
 from adacsc.training.train import image_loss, lr_factor, magnitude_psnr, pick_evenly, sample_training_batch
 
 __all__ = ["BlackBoxConfig", "ImageUNet", "train_blackbox", "save_blackbox", "load_blackbox",
-           "shipped_baselines_dir", "BLACKBOX_FORMAT"]
+           "BLACKBOX_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,8 @@ class ImageUNet(nn.Module):
         return torch.view_as_complex(out) * scale
 
 
-def shipped_baselines_dir() -> Path:
-    """Folder of the shipped baseline weights (package data, read-only)."""
-    return Path(__file__).resolve().parent.parent / "data" / "baselines"
-
-
 def save_blackbox(model: ImageUNet, path: str | os.PathLike[str], provenance: dict[str, Any]) -> Path:
-    """Write the weights and their metadata (adacsc.core.weights.write_state)."""
+    """Write the weights and their metadata (adacsc.io.weights_file.write_state)."""
     path = Path(path)
     meta = {"format": BLACKBOX_FORMAT, "config": asdict(model.config), "provenance": provenance}
     write_state(model, path, {_METADATA_KEY: json.dumps(meta, sort_keys=True)})

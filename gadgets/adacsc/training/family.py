@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from adacsc.core.dictionary import Dictionary
-from adacsc.core.registry import get_dictionary
+from adacsc.io.dictionary_file import load_named_dictionary
 
 __all__ = ["TRAINING_DICTIONARIES", "VALIDATION_DICTIONARIES", "EVALUATION_DICTIONARIES", "ROLES",
            "dictionary_role", "load_family"]
@@ -38,4 +38,4 @@ def load_family(role: str) -> list[Dictionary]:
     """The shipped dictionaries of one role, loaded by registry name."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
-    return [get_dictionary(name) for name in ROLES[role]]
+    return [load_named_dictionary(name) for name in ROLES[role]]

@@ -18,7 +18,7 @@ is a deterministic function of (schedule, seed, data, dictionaries), whatever th
 `--resume` continues with exactly the stream an uninterrupted run would have used.
 
 Checkpoints (DIR/checkpoints/step_NNNNNN/, the newest named by DIR/checkpoints/latest.json):
-  model.safetensors      the network (adacsc.core.weights format: loadable with load_model), beta
+  model.safetensors      the network (adacsc.io.weights_file format: loadable with load_model), beta
   optimizer.safetensors  log(beta) and Adam's moments and step counts, as plain tensors
   state.json             step, elapsed time, schedule, seed, dictionaries, history
 Nothing is ever unpickled. Validation uses the *held-out* dictionaries and the validation slices.
@@ -49,8 +49,9 @@ from adacsc.core.device import resolve_device
 from adacsc.core.dictionary import Dictionary
 from adacsc.core.network import MapNetwork, NetworkConfig
 from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor
-from adacsc.core.registry import get_dictionary, list_dictionaries
-from adacsc.core.weights import load_model, save_model
+from adacsc import resources
+from adacsc.io.dictionary_file import load_named_dictionary
+from adacsc.io.weights_file import load_model, save_model
 from adacsc.training.family import EVALUATION_DICTIONARIES, TRAINING_DICTIONARIES, VALIDATION_DICTIONARIES
 from adacsc.training.lowfield import (
     TEST_NOISE_LEVELS, LowFieldBatch, augment, fixed_lowfield, random_lowfield,
@@ -193,8 +194,8 @@ class DictionaryPool:
                         for d in self.dictionaries]
 
     @classmethod
-    def from_names(cls, names: Sequence[str], dictionary_dir: str | os.PathLike | None = None) -> "DictionaryPool":
-        return cls([get_dictionary(n, dictionary_dir) for n in names])
+    def from_names(cls, names: Sequence[str]) -> "DictionaryPool":
+        return cls([load_named_dictionary(n) for n in names])
 
     @property
     def names(self) -> list[str]:
@@ -220,7 +221,7 @@ class DictionaryPool:
 def default_dictionary_pools() -> tuple[list[str], list[str]]:
     """(training names, validation names): the learned dictionaries' roles of docs/DATA.md when
     they are all shipped, else the analytic dictionaries (with a warning)."""
-    shipped = set(list_dictionaries())
+    shipped = set(resources.names(resources.DICTIONARY))
     missing = sorted(set(TRAIN_DICTIONARIES + VAL_DICTIONARIES) - shipped)
     if not missing:
         return list(TRAIN_DICTIONARIES), list(VAL_DICTIONARIES)

@@ -1,0 +1,140 @@
+"""The CSC reconstruction of a scan's slices as one typed object, built once per scan.
+
+    recon = CSCRecon(dictionary, SparsityMaps(network), iterations=32, super_resolution=2,
+                     device=torch.device("cpu"), lowpass=LowPass("tv", tv_weight=0.7))
+    images = recon(kspace, sampled_lines, noise_std)
+
+It owns the solver (adacsc.core.reconstruct.CSCReconstructor, which caches the operator and its
+step size per grid and mask) and says how Lambda is chosen: maps from a network (NET_Theta), a
+fixed value, or a multiple of the noise level. Everything is validated when it is built; a call
+only takes one slice's acquired k-space block. It knows nothing of files, names or messages: the
+gadget (adacsc.gadgets.csc) maps chain properties to it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from adacsc.core.dictionary import Dictionary
+from adacsc.core.reconstruct import (
+    DEFAULT_BETA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, LambdaSpec, NoiseMultiple,
+)
+
+__all__ = ["CSCRecon", "SparsityMaps", "FixedLambda", "Sparsity", "LowPass", "ReconImages"]
+
+
+@dataclass(frozen=True)
+class SparsityMaps:
+    """Lambda maps predicted per slice by a map network (NET_Theta), on the solver's device."""
+
+    network: nn.Module
+
+
+@dataclass(frozen=True)
+class FixedLambda:
+    """One Lambda for every coefficient, in normalised units (bright tissue about 1)."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.value) and self.value >= 0):
+            raise ValueError(f"lambda must be a finite number >= 0, got {self.value!r}")
+
+
+Sparsity = Union[SparsityMaps, FixedLambda, NoiseMultiple]
+
+
+@dataclass(frozen=True)
+class LowPass:
+    """The low-pass part x_low: "tikhonov" (weight beta, the published one) or "tv" (weight
+    tv_weight times the noise level, edge-preserving)."""
+
+    kind: str = "tikhonov"
+    beta: float = DEFAULT_BETA
+    tv_weight: float = DEFAULT_TV_WEIGHT
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOWPASS_KINDS:
+            raise ValueError(f"low-pass must be one of {LOWPASS_KINDS}, got {self.kind!r}")
+
+    def describe(self) -> str:
+        return f"beta {self.beta:.4g}" if self.kind == "tikhonov" else f"TV weight {self.tv_weight:g} x noise"
+
+
+@dataclass(frozen=True)
+class ReconImages:
+    """The magnitude images of one slice on the reconstruction grid (float32 [H, W])."""
+
+    reconstruction: np.ndarray
+    zero_filled: np.ndarray
+    mean_map: np.ndarray
+    """the mean Lambda over the filters (normalised units; constant in scalar modes)"""
+
+
+class CSCRecon:
+    """CSC reconstruction with one dictionary, one way of choosing Lambda and fixed settings."""
+
+    def __init__(self, dictionary: Dictionary, sparsity: Sparsity, *, iterations: int, super_resolution: int,
+                 device: torch.device, lowpass: LowPass = LowPass()) -> None:
+        if not isinstance(sparsity, (SparsityMaps, FixedLambda, NoiseMultiple)):
+            raise TypeError(f"sparsity must be SparsityMaps, FixedLambda or NoiseMultiple, got "
+                            f"{type(sparsity).__name__}")
+        if super_resolution < 1:
+            raise ValueError(f"super_resolution must be >= 1, got {super_resolution}")
+        self.dictionary = dictionary
+        self.sparsity = sparsity
+        self.super_resolution = int(super_resolution)
+        self.device = device
+        self.lowpass = lowpass
+        self.solver = CSCReconstructor(dictionary.filters, beta=lowpass.beta, n_iter=iterations,
+                                       lowpass=lowpass.kind, tv_weight=lowpass.tv_weight).to(device)
+        self._lam: LambdaSpec
+        if isinstance(sparsity, SparsityMaps):
+            self._lam = sparsity.network
+        elif isinstance(sparsity, FixedLambda):
+            self._lam = float(sparsity.value)
+        else:
+            self._lam = sparsity
+
+    @property
+    def iterations(self) -> int:
+        return self.solver.n_iter
+
+    @property
+    def mode(self) -> str:
+        """"maps" (NET_Theta) or "scalar" (one Lambda)."""
+        return "maps" if isinstance(self.sparsity, SparsityMaps) else "scalar"
+
+    def grid(self, acquired: tuple[int, int]) -> tuple[int, int]:
+        """The reconstruction grid of an acquired block."""
+        return acquired[0] * self.super_resolution, acquired[1] * self.super_resolution
+
+    def __call__(self, kspace: np.ndarray, lines: np.ndarray, noise_std: float) -> ReconImages:
+        """Reconstruct one slice from its centred k-space block [E1, RO] (complex64), the acquired
+        phase-encode lines (bool [E1]) and its k-space noise std."""
+        if kspace.ndim != 2 or lines.shape != kspace.shape[:1]:
+            raise ValueError(f"a k-space block [E1, RO] with one flag per line is needed, got {kspace.shape} "
+                             f"and {lines.shape}")
+        mask = None if lines.all() else np.broadcast_to(lines[:, None], kspace.shape).astype(np.float32)
+        grid = self.grid(kspace.shape)
+        y = torch.from_numpy(np.ascontiguousarray(kspace)).to(self.device)[None]
+        result = self.solver.infer(y, grid, self._lam, mask, noise_std=noise_std)
+        if isinstance(result.lam, torch.Tensor):  # maps, or one value per slice (noise multiple)
+            mean_map = result.lam.mean(dim=1)[0].expand(grid).contiguous().cpu().numpy()
+        else:
+            mean_map = np.full(grid, result.lam, np.float32)
+        return ReconImages(reconstruction=result.image[0].abs().cpu().numpy(),
+                           zero_filled=result.x0[0].abs().cpu().numpy(), mean_map=mean_map)
+
+    def describe(self) -> str:
+        """One line for the log: dictionary, mode, iterations, grid factor, low-pass, device."""
+        k, (h, w) = self.dictionary.num_filters, self.dictionary.filter_shape
+        return (f"dictionary {self.dictionary.name} (K={k}, {h}x{w}), mode {self.mode}, {self.iterations} "
+                f"iterations, super-resolution {self.super_resolution}x, {self.lowpass.kind} low-pass, "
+                f"{self.lowpass.describe()}, {self.device}")
