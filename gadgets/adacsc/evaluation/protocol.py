@@ -33,7 +33,7 @@ from adacsc.evaluation.methods import (
 )
 from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.slices import load_split
-from adacsc.training.train import pick_evenly
+from adacsc.training.sampling import pick_evenly
 
 __all__ = ["EvaluationSettings", "TestGrid", "TEST_SETS", "TEST_SETS_256", "SCORES", "BART_SETTINGS",
            "run_evaluation", "test_grids"]
