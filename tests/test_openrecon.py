@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from adacsc import cli
-from adacsc.chain.config import ChainError, config_dirs
+from adacsc.chain.config import ChainError, config_dirs, spec_for
 from adacsc.gadgets.properties import raw_properties
-from adacsc.gadgets.registry import spec_for
 from adacsc.packaging import openrecon
 from adacsc.server import fire
 
