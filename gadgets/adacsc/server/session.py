@@ -41,10 +41,10 @@ from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
 from adacsc.limits import LimitError, ScanBudget, ScanLimits, check_encoding
 from adacsc.server import protocol as proto
+from adacsc.server.outbox import Outbox
 from adacsc.server.parameters import (
     ChainRequest, ParameterError, apply_overrides, looks_like_json, parse_json_parameters, select_chain,
 )
-from adacsc.server.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
