@@ -28,7 +28,8 @@ from adacsc.io.weights_file import load_named_model
 from adacsc.resources import DEFAULT_DICTIONARY
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
-from adacsc.training.train import magnitude_psnr, pick_evenly
+from adacsc.metrics import magnitude_psnr
+from adacsc.training.sampling import pick_evenly
 
 log = logging.getLogger("bench_iterations")
 

@@ -16,10 +16,11 @@ import pytest
 from adacsc import cli
 from adacsc import resources
 from adacsc.chain.config import ChainError, load_chain, parse_chain
-from adacsc.commands import external, package, properties
+from adacsc.commands import package, properties
 from adacsc.gadgets.properties import PropertyError, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
 from adacsc.packaging import openrecon
+from adacsc.server import external
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.xml"))

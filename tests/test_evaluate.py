@@ -18,7 +18,7 @@ from adacsc.training.blackbox import BlackBoxConfig, ImageUNet, load_blackbox, s
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.schedules import get_schedule
 from adacsc.training.slices import load_split
-from adacsc.training.train import pick_evenly
+from adacsc.training.sampling import pick_evenly
 from conftest import needs_brain
 
 HAVE_BART = shutil.which("bart") is not None

@@ -25,7 +25,7 @@ from gadgetron.external.connection import Connection
 from adacsc.chain import wire
 from adacsc.chain.config import load_chain
 from adacsc.chain.runner import Chain
-from adacsc.commands import external
+from adacsc.server import external
 from adacsc.io.dataset import InputScan
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
 from gadgetron_host import CLOSE, CONFIG, HEADER, _Reader
@@ -100,7 +100,7 @@ def running_external(folder: Path, *options: str) -> Iterator[tuple[subprocess.P
     log_path = folder / "external.log"
     env = {**os.environ, "ADACSC_LOG_LEVEL": "INFO", "ADACSC_NOISE_DIR": str(folder / "noise")}
     with log_path.open("w") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "adacsc.commands.external", "--port", "0",
+        process = subprocess.Popen([sys.executable, "-m", "adacsc", "external", "--port", "0",
                                     "--gadget", "csc", *options],
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env)
     try:

@@ -3,7 +3,6 @@ replaced by the JSON `config`, every UI parameter a string, int16 series with th
 the geometry of an oblique, off-centre slice kept."""
 
 import json
-from pathlib import Path
 
 import ismrmrd
 import ismrmrd.xsd

@@ -11,9 +11,8 @@ import pytest
 
 from adacsc import cli
 from adacsc import resources
-from adacsc.chain.config import ChainError
+from adacsc.chain.config import ChainError, spec_for
 from adacsc.gadgets.properties import raw_properties
-from adacsc.gadgets.registry import spec_for
 from adacsc.packaging import openrecon
 from adacsc.server import fire
 

@@ -1,4 +1,4 @@
-"""`adacsc train` (adacsc.training.train): a tiny run learns, checkpoints resume exactly, the weights
+"""`adacsc train` (adacsc.training.trainer): a tiny run learns, checkpoints resume exactly, the weights
 it writes load and work with a dictionary of another size."""
 
 import json
@@ -12,9 +12,10 @@ from adacsc.core.dictionary import random_dictionary
 from adacsc.io.weights_file import load_model
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.training.schedules import SCHEDULES, Schedule, get_schedule
-from adacsc.training.train import (
-    EVALUATION_ONLY_DICTIONARIES, CheckpointError, DictionaryPool, Trainer, check_pools, default_dictionary_pools,
-)
+from adacsc.training.checkpoint import CheckpointError
+from adacsc.training.family import EVALUATION_DICTIONARIES
+from adacsc.training.pools import DictionaryPool, check_pools, default_dictionary_pools
+from adacsc.training.trainer import Trainer
 
 
 def _images(n: int, size: int = 40, seed: int = 0) -> torch.Tensor:
@@ -53,12 +54,12 @@ def test_schedules_are_consistent():
 def test_default_pools_are_disjoint_and_never_use_the_evaluation_dictionary():
     train, val = default_dictionary_pools()
     assert train and val and not set(train) & set(val)
-    assert not set(EVALUATION_ONLY_DICTIONARIES) & (set(train) | set(val))
+    assert not set(EVALUATION_DICTIONARIES) & (set(train) | set(val))
     check_pools(train, val)
     with pytest.raises(ValueError, match="both"):
         check_pools(["a", "b"], ["b"])
     with pytest.raises(ValueError, match="evaluation"):
-        check_pools(["a", EVALUATION_ONLY_DICTIONARIES[0]], ["b"])
+        check_pools(["a", EVALUATION_DICTIONARIES[0]], ["b"])
 
 
 def test_tiny_training_reduces_the_loss_on_a_fixed_batch(tmp_path):

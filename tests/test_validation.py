@@ -12,7 +12,7 @@ from adacsc import resources
 from adacsc.core.cancel import Cancelled, bind
 from adacsc.core.convolution import Synthesis
 from adacsc.core.device import resolve_device
-from adacsc.core.dictionary import DictionaryError, random_dictionary
+from adacsc.core.dictionary import random_dictionary
 from adacsc.core.fista import fista
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.spectral import SpectralCodeOperator

@@ -1,7 +1,10 @@
 """Gadgetron chain XMLs (version 2): the Python `<external>` nodes in stream order with their
-`<configuration>` elements, name resolution inside configured folders, and property overrides."""
+`<configuration>` elements, name resolution inside configured folders, and property overrides.
+
+The chain depends on the gadgets (their modules and property specs), never the other way round."""
 
 import copy
+import importlib
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -9,7 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adacsc import resources
-from adacsc.gadgets.properties import raw_properties
+from adacsc.gadgets.properties import PropertySpec, raw_properties
+from adacsc.gadgets.registry import GADGET_MODULES
 
 
 class ChainError(ValueError):
@@ -34,6 +38,16 @@ class Node:
         return ET.tostring(self.configuration)
 
 
+def spec_for(node: Node) -> PropertySpec:
+    """The PropertySpec of the gadget a chain node runs (its module's SPEC, imported on demand)."""
+    if node.module not in GADGET_MODULES:
+        raise ChainError(f"{node.module!r} is not an adacsc gadget module ({', '.join(GADGET_MODULES)})")
+    module = importlib.import_module(node.module)
+    if not callable(getattr(module, node.target, None)):
+        raise ChainError(f"gadget module {node.module!r} has no target {node.target!r}")
+    return module.SPEC
+
+
 @dataclass(frozen=True)
 class ChainConfig:
     """A parsed chain: its name and its Python nodes in order."""
@@ -44,8 +58,6 @@ class ChainConfig:
     def with_overrides(self, overrides: dict[str, str]) -> "ChainConfig":
         """A copy with properties set: `name=value` applies to every node whose gadget accepts
         `name`; `target.name=value` to the nodes with that target. Unknown names are errors."""
-        from adacsc.gadgets.registry import spec_for  # registry imports gadget modules lazily
-
         nodes = [replace(n, configuration=copy.deepcopy(n.configuration)) for n in self.nodes]
         for key, value in overrides.items():
             target, _, name = key.rpartition(".")

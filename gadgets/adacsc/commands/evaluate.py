@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from adacsc.core.device import resolve_device
     from adacsc.evaluation.protocol import EvaluationSettings, run_evaluation
     from adacsc.evaluation.report import write_figure, write_json, write_markdown
-    from adacsc.training.train import git_commit
+    from adacsc.training.provenance import git_commit
 
     if args.threads:
         torch.set_num_threads(args.threads)

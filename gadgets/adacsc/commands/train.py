@@ -1,12 +1,13 @@
 """`adacsc train`: train NET_Theta V3 end to end through the unrolled CSC solver, with a random
-dictionary per batch (adacsc.training.train).
+dictionary per batch (adacsc.training.trainer).
 
     adacsc train -o DIR [--schedule cpu-2h|cpu-30m|gpu|tiny] [--resume] [--device auto] [--seed S]
 
 Data: the training and validation slices of adacsc.training.slices (never the test or
 out-of-distribution sets). Dictionaries: the training pool and the held-out validation pool
-(default: the roles of docs/DATA.md, adacsc.training.train.TRAIN_DICTIONARIES / VAL_DICTIONARIES;
-or --train-dictionaries / --val-dictionaries; the evaluation-only K = 128 dictionary is refused).
+(default: the roles of docs/DATA.md, adacsc.training.family.TRAINING_DICTIONARIES /
+VALIDATION_DICTIONARIES; or --train-dictionaries / --val-dictionaries; the evaluation-only
+K = 128 dictionary is refused).
 Writes DIR/checkpoints/ (resumable with --resume), DIR/NAME.safetensors (the weights, with beta
 and full provenance) and DIR/summary.json (history and validation: maps against the best scalar
 lambda on the held-out dictionaries). With --model unet-blackbox: the black-box U-Net reference of
@@ -96,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
     from adacsc.training.schedules import get_schedule
     from adacsc.training.slices import load_split_with_records, training_size
-    from adacsc.training.train import (
-        DictionaryPool, Trainer, check_pools, default_dictionary_pools, git_commit, resolve_device,
-    )
+    from adacsc.core.device import resolve_device
+    from adacsc.training.pools import DictionaryPool, check_pools, default_dictionary_pools
+    from adacsc.training.provenance import git_commit
+    from adacsc.training.trainer import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "created_by": command,
         "description": ("NET_Theta V3 (dictionary-agnostic sparsity-level-map network) trained end to end "
                         "through the unrolled CSC solver with a random training dictionary per batch "
-                        "(adacsc.training.train)."),
+                        "(adacsc.training.trainer)."),
         "git": git_commit(),
         "data": _data_provenance(schedule, train_records, val_records),
     }

@@ -282,7 +282,7 @@ def _mask_key(mask: torch.Tensor | None) -> tuple:
 @dataclass(frozen=True)
 class TrainedSettings:
     """The reconstruction settings a set of weights was trained with, read from their scalars
-    (written by adacsc.training.train.Trainer.scalars), with the published values where they say
+    (written by adacsc.training.trainer.Trainer.scalars), with the published values where they say
     nothing: the Tikhonov low-pass and FISTA_ITERATIONS iterations."""
 
     beta: float = DEFAULT_BETA

@@ -17,7 +17,7 @@ import torch
 from adacsc.core.reconstruct import CSCResult, NoiseMultiple, TrainedSettings
 from adacsc.core.scaling import robust_scale
 from adacsc.training.lowfield import LowFieldBatch
-from adacsc.training.train import magnitude_psnr
+from adacsc.metrics import magnitude_psnr
 
 __all__ = ["Method", "ZeroFilled", "ScalarCSC", "NoiseScalarCSC", "MapCSC", "BlackBox", "BartPics",
            "tune"]

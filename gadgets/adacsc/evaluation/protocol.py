@@ -34,7 +34,7 @@ from adacsc.io.weights_file import load_named_model
 from adacsc.resources import DEFAULT_DICTIONARY
 from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.slices import load_split
-from adacsc.training.train import pick_evenly
+from adacsc.training.sampling import pick_evenly
 
 __all__ = ["EvaluationSettings", "TestGrid", "TEST_SETS", "TEST_SETS_256", "SCORES", "BART_SETTINGS",
            "run_evaluation", "test_grids"]

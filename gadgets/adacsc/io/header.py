@@ -89,9 +89,3 @@ def noise_dependency(header: ismrmrd.xsd.ismrmrdHeader) -> str | None:
         if (dependency.dependencyType or "").lower() == "noise":
             return dependency.measurementID
     return None
-
-
-def field_strength_T(header: ismrmrd.xsd.ismrmrdHeader) -> float | None:
-    """acquisitionSystemInformation.systemFieldStrength_T, or None."""
-    system = header.acquisitionSystemInformation
-    return system.systemFieldStrength_T if system else None

@@ -1,7 +1,8 @@
-"""The listener: one thread per connection, at most `workers` scans running at once, a bounded
-number waiting for a slot (the rest are refused with a clear error), gadget modules and torch
-imported once at start, graceful stop (stop accepting, let running scans finish for at most
-`grace_s` seconds, then cancel the rest and say so, and return)."""
+"""The `adacsc serve` server: one thread per connection, at most `workers` scans running at once, a
+bounded number waiting for a slot (the rest are refused with a clear error), gadget modules and
+torch imported once at start, graceful stop (stop accepting, let running scans finish for at most
+`grace_s` seconds, then cancel the rest and say so, and return). The accept loop and connection
+threads are adacsc.server.listener's, shared with `adacsc external`."""
 
 import importlib
 import itertools
@@ -15,6 +16,7 @@ from pathlib import Path
 from adacsc import resources
 from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
+from adacsc.server.listener import ConnectionServer, join_threads
 from adacsc.server.session import Session, SessionReport, SessionSettings
 
 log = logging.getLogger(__name__)
@@ -54,17 +56,13 @@ def _refuse(sock: socket.socket, text: str, error_format: str) -> None:
         sock.close()
 
 
-class Server:
+class Server(ConnectionServer):
     """`start()` binds and warms up, `serve_forever()` accepts until `stop()`, then waits for the
     running scans. Usable in a thread (tests) or as the `adacsc serve` main loop."""
 
     def __init__(self, settings: ServerSettings) -> None:
+        super().__init__(settings.workers)
         self.settings = settings
-        self._stop = threading.Event()
-        self._listener: socket.socket | None = None
-        self._slots = threading.BoundedSemaphore(max(1, settings.workers))
-        self._threads: set[threading.Thread] = set()
-        self._threads_lock = threading.Lock()
         self._sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._waiting = 0
@@ -94,8 +92,7 @@ class Server:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.settings.host, self.settings.port))
         listener.listen(64)
-        listener.settimeout(0.2)
-        self._listener = listener
+        self._listeners = [listener]
         self.address = listener.getsockname()[:2]
         log.info("listening on %s:%d (%d workers, config folders: %s)", self.address[0], self.address[1],
                  self.settings.workers, ", ".join(str(d) for d in dirs))
@@ -148,66 +145,41 @@ class Server:
 
     # ---- serving ---------------------------------------------------------------------------
 
-    def serve_forever(self) -> None:
-        """Accept connections until `stop()`; then wait for the running scans and return."""
-        if self._listener is None:
-            self.start()
-        assert self._listener is not None
-        try:
-            while not self._stop.is_set():
-                try:
-                    sock, address = self._listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError as err:
-                    if self._stop.is_set():
-                        break
-                    log.warning("accept failed: %s", err)
-                    time.sleep(0.05)
-                    continue
-                if self._stop.is_set():
-                    _refuse(sock, "server shutting down", self.session_settings.error_format)
-                    break
-                self._admit(sock, address)
-        finally:
-            self._listener.close()
-            self._drain()
-            log.info("server stopped after %d sessions", len(self.reports))
+    def _accepted(self, sock: socket.socket, peer: str) -> None:
+        if self._stop.is_set():
+            _refuse(sock, "server shutting down", self.session_settings.error_format)
+            return
+        self._admit(sock, peer)
+
+    def _after_stop(self) -> None:
+        self._drain()
+        log.info("server stopped after %d sessions", len(self.reports))
 
     def _drain(self) -> None:
         """Wait up to `grace_s` for the running connections; then cancel them and wait for the
         cancellation (bounded by the write stall time: an error report may still be sent)."""
-        running = self._running_threads()
+        running = self.running_threads()
         if running:
             log.info("stopping: waiting up to %g s for %d connection(s) to finish", self.settings.grace_s,
                      len(running))
-        self._join(running, self.settings.grace_s)
-        with self._threads_lock:
+        join_threads(running, self.settings.grace_s)
+        with self._lock:
             sessions = list(self._sessions)
         if sessions:
             log.warning("grace period of %g s over: cancelling %d running scan(s)", self.settings.grace_s,
                         len(sessions))
             for session in sessions:
                 session.cancel("the server is shutting down")
-        left = self._join(self._running_threads(), self.settings.session.write_stall_s + 10.0)
+        left = join_threads(self.running_threads(), self.settings.session.write_stall_s + 10.0)
         if left:
             log.error("%d connection(s) did not stop after cancelling; exiting without them", left)
 
-    @staticmethod
-    def _join(threads: list[threading.Thread], timeout: float) -> int:
-        """Join `threads` within `timeout` seconds in all; how many are still alive."""
-        deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return sum(thread.is_alive() for thread in threads)
-
-    def _admit(self, sock: socket.socket, address: tuple) -> None:
-        peer = f"{address[0]}:{address[1]}"
+    def _admit(self, sock: socket.socket, peer: str) -> None:
         limit = self.settings.max_waiting if self.settings.max_waiting is not None else 4 * self.settings.workers
         error_format = self.session_settings.error_format if self.session_settings else "text"
         acquired = self._slots.acquire(blocking=False)
         if not acquired:
-            with self._threads_lock:
+            with self._lock:
                 busy = self._waiting >= limit
                 if not busy:
                     self._waiting += 1
@@ -218,20 +190,14 @@ class Server:
                                                        error_format), daemon=True).start()
                 return
             log.info("%s waits for a free worker", peer)
-        thread = threading.Thread(target=self._handle, args=(sock, peer, acquired), name=f"adacsc-conn-{peer}",
-                                  daemon=True)
-        with self._threads_lock:
-            self._threads.add(thread)
-        thread.start()
+        self._spawn(self._handle, (sock, peer, acquired), f"adacsc-conn-{peer}")
 
     def _handle(self, sock: socket.socket, peer: str, acquired: bool) -> None:
         assert self.session_settings is not None
         try:
             if not acquired:
-                deadline = time.monotonic() + self.settings.wait_s
-                while not acquired and not self._stop.is_set() and time.monotonic() < deadline:
-                    acquired = self._slots.acquire(timeout=0.1)
-                with self._threads_lock:
+                acquired = self._wait_for_slot(self.settings.wait_s)
+                with self._lock:
                     self._waiting -= 1
                 if not acquired:
                     reason = ("server shutting down" if self._stop.is_set()
@@ -240,14 +206,14 @@ class Server:
                     _refuse(sock, reason, self.session_settings.error_format)
                     return
             session = Session(sock, peer, next(self._ids), self.session_settings)
-            with self._threads_lock:
+            with self._lock:
                 self._sessions.add(session)
             try:
                 report = session.run()
             finally:
-                with self._threads_lock:
+                with self._lock:
                     self._sessions.discard(session)
-            with self._threads_lock:
+            with self._lock:
                 self.reports.append(report)
         except Exception:
             log.exception("connection %s failed", peer)
@@ -258,33 +224,22 @@ class Server:
         finally:
             if acquired:
                 self._slots.release()
-            with self._threads_lock:
-                self._threads.discard(threading.current_thread())
-
-    def _running_threads(self) -> list[threading.Thread]:
-        with self._threads_lock:
-            return list(self._threads)
 
     def stop(self) -> None:
         """Stop accepting; running scans finish (within the grace period), waiting connections
         are refused."""
         if not self._stop.is_set():
             log.info("stop requested: no new connections; running scans finish within %g s", self.settings.grace_s)
-        self._stop.set()
+        super().stop()
 
     def abort(self) -> None:
         """Stop accepting and cancel every running scan now."""
         self.stop()
-        with self._threads_lock:
+        with self._lock:
             sessions = list(self._sessions)
         for session in sessions:
             session.cancel("the server is shutting down")
 
-    @property
-    def stopping(self) -> bool:
-        """Whether stop() was called."""
-        return self._stop.is_set()
-
     def active_sessions(self) -> int:
         """Connections being served or waiting."""
-        return len(self._running_threads())
+        return len(self.running_threads())

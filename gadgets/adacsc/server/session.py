@@ -22,7 +22,6 @@ client stops sending early (CLOSE, half-close or a disconnect), the data receive
 run through the chain and every slice it completes is sent back.
 """
 
-import json
 import logging
 import socket
 import threading
@@ -36,15 +35,17 @@ import ismrmrd
 from gadgetron.types import ImageArray
 
 from adacsc import resources
-from adacsc.chain.config import ChainConfig, ChainError, load_chain, parse_chain
+from adacsc.chain.config import ChainConfig, ChainError
 from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
-from adacsc.server import fire
 from adacsc.limits import LimitError, ScanBudget, ScanLimits, check_encoding
 from adacsc.server import protocol as proto
 from adacsc.server.outbox import Outbox
+from adacsc.server.parameters import (
+    ChainRequest, ParameterError, apply_overrides, looks_like_json, parse_json_parameters, select_chain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -445,78 +446,39 @@ class Session:
 
     def _text(self, text: str) -> None:
         """TEXT: JSON parameters (python-ismrmrd-server style) before the data, else logged."""
-        stripped = text.strip()
-        if not stripped.startswith("{"):
-            self.log.info("client text: %s", stripped[:500])
+        if not looks_like_json(text):
+            self.log.info("client text: %s", text.strip()[:500])
             return
         if self._chain is not None:
             self._send_warning("JSON parameters after the data started are ignored")
             return
         try:
-            document = json.loads(stripped)
-        except json.JSONDecodeError as err:
-            self._send_warning(f"TEXT looks like JSON but does not parse ({err}): ignored")
+            parameters = parse_json_parameters(text)
+        except ParameterError as err:
+            self._send_warning(f"{err}: ignored")
             return
-        if not isinstance(document, dict):
-            self._send_warning("JSON parameters must be an object: ignored")
-            return
-        parameters = document.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            self._send_warning("JSON 'parameters' must be an object: ignored")
-            return
-        for key in ("config", "customconfig"):
-            for source in (document, parameters):
-                value = source.get(key)
-                if isinstance(value, str) and value.strip():
-                    self._json_config = value.strip()
-        unusable = []
-        for key, value in parameters.items():
-            if key in ("config", "customconfig"):
-                continue
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            elif isinstance(value, (int, float, str)):
-                value = str(value)
-            else:
-                unusable.append(str(key))
-                continue
-            self._overrides[str(key)] = value
-        if unusable:
-            self._send_warning(f"{_listing(unusable, 'parameter')} ignored: only strings, numbers and booleans "
-                               "are used")
+        if parameters.config is not None:
+            self._json_config = parameters.config
+        self._overrides.update(parameters.properties)
+        if parameters.unusable:
+            self._send_warning(f"{_listing(list(parameters.unusable), 'parameter')} ignored: only strings, "
+                               "numbers and booleans are used")
         self.log.info("JSON parameters: config %s, %d propert%s", self._json_config or "(unchanged)",
                       len(self._overrides), "y" if len(self._overrides) == 1 else "ies")
 
     # ---- the chain -------------------------------------------------------------------------
 
     def _resolve_chain(self) -> ChainConfig:
-        if self._json_config is not None:
-            if self._config_name or self._config_text:
-                self.log.info("JSON parameters choose config %r over the CONFIG message", self._json_config)
-            chain = fire.load_named_chain(self._json_config, list(self.settings.config_dirs))
-        elif self._config_name is not None:
-            chain = fire.load_named_chain(self._config_name, list(self.settings.config_dirs))
-        elif self._config_text is not None:
-            chain = parse_chain(self._config_text, "client-config")
-            untrusted = sorted({n.module for n in chain.nodes if not self.settings.trusts(n.module)})
-            if untrusted:
-                raise ChainError(f"the config sent by the client runs module(s) {', '.join(untrusted)}, "
-                                 "which this server does not allow")
-        else:
-            raise SessionError("data arrived before the config: send CONFIG (id 1 or 2) first")
-        applied: dict[str, str] = {}
-        ignored = []
-        for key, value in fire.chain_overrides(self._overrides, chain).items():
-            try:
-                chain.with_overrides({key: value})
-            except ChainError:
-                ignored.append(key)
-                continue
-            applied[key] = value
+        """The requested chain with the JSON overrides some node accepts (see adacsc.server.parameters)."""
+        if self._json_config is not None and (self._config_name or self._config_text):
+            self.log.info("JSON parameters choose config %r over the CONFIG message", self._json_config)
+        request = ChainRequest(self._config_name, self._config_text, self._json_config)
+        chain = select_chain(request, list(self.settings.config_dirs), self.settings.trusts)
+        chain, ignored = apply_overrides(chain, self._overrides)
         if ignored:
             self._send_warning(f"{_listing(ignored, 'parameter')} ignored: no node of chain {chain.name!r} "
                                "accepts them")
-        return chain.with_overrides(applied) if applied else chain
+        return chain
 
     def _start_chain(self) -> None:
         if self._config_name is None and self._config_text is None and self._json_config is None:

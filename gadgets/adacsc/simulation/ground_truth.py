@@ -71,15 +71,6 @@ def write_ground_truth(
             g.attrs[key] = value
 
 
-def has_ground_truth(path: str | os.PathLike, *, group: str = "dataset") -> bool:
-    """True when `path` is an HDF5 file with `/<group>/ground_truth/image`."""
-    try:
-        with h5py.File(path, "r") as f:
-            return f"{group}/{GROUP}/image" in f
-    except (OSError, FileNotFoundError):
-        return False
-
-
 def read_ground_truth(path: str | os.PathLike, *, group: str = "dataset") -> GroundTruth:
     """Read the simulator's ground truth; FileNotFoundError / KeyError with a clear message."""
     path = Path(path)

@@ -1,5 +1,5 @@
 """The black-box reference of the evaluation: a residual U-Net from the zero-filled image to the
-image, trained on the same data stream and schedule as NET_Theta (adacsc.training.train).
+image, trained on the same data stream and schedule as NET_Theta (adacsc.training.trainer).
 
 It knows nothing of dictionaries or the forward model beyond its input, so it shows what a plain
 image-to-image network does in and out of distribution (the robustness reference of METHOD.md).
@@ -25,8 +25,10 @@ from torch import nn
 from adacsc.core.network import UNet, image_scale
 from adacsc.io.weights_file import write_state
 from adacsc.training.lowfield import fixed_lowfield
-from adacsc.training.schedules import Schedule
-from adacsc.training.train import image_loss, lr_factor, magnitude_psnr, pick_evenly, sample_training_batch
+from adacsc.metrics import magnitude_psnr
+from adacsc.training.loss import image_loss
+from adacsc.training.sampling import pick_evenly, sample_training_batch
+from adacsc.training.schedules import Schedule, lr_factor
 
 __all__ = ["BlackBoxConfig", "ImageUNet", "train_blackbox", "save_blackbox", "load_blackbox",
            "BLACKBOX_FORMAT"]

@@ -26,13 +26,14 @@ the light network has few parameters and must move in a few hundred steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, LOWPASS_KINDS
 from adacsc.training.lowfield import LowFieldConfig
 
-__all__ = ["Schedule", "SCHEDULES", "get_schedule", "schedule_names"]
+__all__ = ["Schedule", "SCHEDULES", "get_schedule", "schedule_names", "lr_factor"]
 
 
 @dataclass(frozen=True)
@@ -192,3 +193,13 @@ def get_schedule(name: str, **overrides: Any) -> Schedule:
     except KeyError:
         raise ValueError(f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}") from None
     return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def lr_factor(step: int, schedule: Schedule) -> float:
+    """Warm-up (linear) then cosine decay to final_lr_fraction; step counts from 0."""
+    if schedule.warmup_steps and step < schedule.warmup_steps:
+        return (step + 1) / schedule.warmup_steps
+    span = max(1, schedule.steps - schedule.warmup_steps)
+    progress = min(1.0, max(0.0, (step - schedule.warmup_steps) / span))
+    floor = schedule.final_lr_fraction
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

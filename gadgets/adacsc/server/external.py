@@ -1,0 +1,226 @@
+"""The server of `adacsc external`: a long-running process that Gadgetron reaches with
+`<external><connect port="18002" address="localhost"/>` (configs/adacsc_lowfield_connect.xml).
+
+With `<execute>`, Gadgetron starts a fresh Python process per node and per scan, so every scan pays
+for importing torch and loading the dictionary and network. Here one process loads them once and
+serves scan after scan: each Gadgetron connection is one scan (CONFIG, HEADER, items, CLOSE), read
+with gadgetron-python's own `Connection` and handed to the gadget function, exactly as
+`python -m gadgetron` would. Connections are served on their own threads, at most `workers` at
+once (the others wait); the accept loop and threads are adacsc.server.listener's, shared with
+`adacsc serve`. A gadget that fails sends ERROR (id 8) before CLOSE, so Gadgetron reports the
+failure instead of taking a truncated scan for a finished one. SIGTERM/SIGINT: stop accepting, let
+running scans finish, exit 0.
+"""
+
+import importlib
+import itertools
+import logging
+import socket
+import struct
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from gadgetron.external.connection import Connection
+
+from adacsc.core import cancel
+from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.server.listener import ConnectionServer, join_threads, open_listeners
+
+log = logging.getLogger(__name__)
+
+# gadgetron-python reads header arrays through numpy.asarray on ctypes structs, which makes numpy
+# warn about the PEP 3118 format once per process; the values are right, the warning is noise.
+warnings.filterwarnings("ignore", message="A builtin ctypes object gave a PEP3118 format string",
+                        category=RuntimeWarning)
+
+DEFAULT_PORT = 18002
+"""The port configs/adacsc_lowfield_connect.xml connects to."""
+DEFAULT_GADGET = "csc"
+"""The gadget configs/adacsc_lowfield_connect.xml expects at that port."""
+ERROR_MESSAGE_ID = 8
+CLOSE_MESSAGE_ID = 4
+_ERROR_HEADER = struct.Struct("<HQ")
+_CLOSE = struct.Struct("<H").pack(CLOSE_MESSAGE_ID)
+
+
+def gadget_names() -> dict[str, str]:
+    """Gadget name (the module's last part, which is also its target) -> module."""
+    return {module.rsplit(".", 1)[1]: module for module in GADGET_MODULES}
+
+
+def load_gadget(name: str) -> tuple[Any, Callable[[Any], None]]:
+    """(module, target function) of a registered gadget."""
+    modules = gadget_names()
+    if name not in modules:
+        raise ValueError(f"unknown gadget {name!r} (one of {', '.join(sorted(modules))})")
+    module = importlib.import_module(modules[name])
+    return module, getattr(module, name)
+
+
+class _GuardedSocket:
+    """The socket gadgetron-python's Connection wraps, with two fixes for a long-running process:
+    reads time out after `idle_timeout` seconds of silence (Connection would wait forever), and a
+    peer that vanishes mid-message raises instead of making Connection's read loop spin on empty
+    reads."""
+
+    def __init__(self, sock: socket.socket, idle_timeout: float | None) -> None:
+        self._sock = sock
+        self._idle_timeout = idle_timeout
+
+    def settimeout(self, _value: float | None) -> None:
+        self._sock.settimeout(self._idle_timeout)
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        data = self._sock.recv(size, flags)
+        if size and not data:
+            raise ConnectionError("Gadgetron closed the connection in the middle of a message")
+        return data
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def send(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def error_message(text: str) -> bytes:
+    """An ERROR message as Gadgetron reads it from an external node: id 8, uint64 length, text."""
+    payload = text.encode("utf-8", errors="replace")
+    return _ERROR_HEADER.pack(ERROR_MESSAGE_ID, len(payload)) + payload
+
+
+def _fail(sock: socket.socket, text: str, drain_s: float = 10.0) -> None:
+    """Send ERROR and CLOSE, read (and drop) what Gadgetron still sends for a while, close."""
+    try:
+        sock.settimeout(5.0)
+        sock.sendall(error_message(text) + _CLOSE)
+        # Gadgetron may be blocked writing the rest of the scan to us; reading lets it see the error.
+        deadline = time.monotonic() + drain_s
+        sock.settimeout(1.0)
+        while time.monotonic() < deadline and sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+class ExternalServer(ConnectionServer):
+    """Serves Gadgetron `<connect>` connections with one gadget; usable in a thread or as the
+    `adacsc external` main loop (`start`, `serve_forever`, `stop`)."""
+
+    def __init__(self, gadget: str = DEFAULT_GADGET, host: str = "localhost", port: int = DEFAULT_PORT,
+                 workers: int = 2, idle_timeout: float | None = 1800.0, preload: bool = True) -> None:
+        if workers < 1:
+            raise ValueError("--workers must be at least 1")
+        super().__init__(workers)
+        self.gadget = gadget
+        self.host = host
+        self.port = port
+        self.idle_timeout = idle_timeout if idle_timeout and idle_timeout > 0 else None
+        self.preload = preload
+        self.workers = workers
+        self._abort = threading.Event()
+        self._target: Callable[[Any], None] | None = None
+        self.served = 0
+        self.failed = 0
+        self._scan_ids = itertools.count(1)
+
+    def start(self) -> "ExternalServer":
+        """Import the gadget (and torch), bind (connections made meanwhile wait in the backlog),
+        load the gadget's models once, then report ready."""
+        started = time.perf_counter()
+        module, self._target = load_gadget(self.gadget)
+        self._listeners = open_listeners(self.host, self.port)
+        self.port = self._listeners[0].getsockname()[1]
+        hook = getattr(module, "preload", None)
+        if self.preload and callable(hook):
+            try:
+                hook()
+            except Exception as err:  # the scans' own properties may not need the defaults
+                log.warning("%s.preload() failed (models load on the first scan instead): %s", self.gadget, err)
+        log.info("gadget %s ready in %.2f s", self.gadget, time.perf_counter() - started)
+        addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._listeners)
+        log.info("adacsc external (%s) listening on %s, port %d, %d worker(s)", self.gadget, addresses,
+                 self.port, self.workers)
+        return self
+
+    def _accepted(self, sock: socket.socket, peer: str) -> None:
+        self._spawn(self._handle, (sock, peer, next(self._scan_ids)), f"adacsc-external-{peer}")
+
+    def _after_stop(self) -> None:
+        """Wait for the running scans (however long they take)."""
+        running = self.running_threads()
+        if running:
+            log.info("stopping: waiting for %d scan(s) to finish", len(running))
+        join_threads(running, None)
+        log.info("adacsc external stopped: %d scan(s) served, %d failed", self.served, self.failed)
+
+    def abort(self) -> None:
+        """Stop accepting and cancel the running scans (their solvers stop at the next iteration)."""
+        self.stop()
+        self._abort.set()
+
+    def _count(self, failed: bool) -> None:
+        with self._lock:
+            if failed:
+                self.failed += 1
+            else:
+                self.served += 1
+
+    def _handle(self, sock: socket.socket, peer: str, scan: int) -> None:
+        acquired = False
+        try:
+            acquired = self._wait_for_slot()
+            if not acquired:
+                log.warning("scan %d from %s refused: shutting down", scan, peer)
+                _fail(sock, "adacsc external is shutting down", drain_s=1.0)
+                return
+            cancel.bind(self._abort.is_set)
+            self._serve(sock, peer, scan)
+        except Exception:  # a bug must end this scan only
+            log.exception("scan %d from %s: unexpected failure", scan, peer)
+        finally:
+            if acquired:
+                self._slots.release()
+
+    def _serve(self, sock: socket.socket, peer: str, scan: int) -> None:
+        assert self._target is not None
+        started = time.perf_counter()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            connection = Connection(_GuardedSocket(sock, self.idle_timeout))
+        except Exception as err:  # no CONFIG/HEADER, or a header that does not parse
+            self._count(failed=True)
+            log.error("scan %d from %s: could not start: %s", scan, peer, err or type(err).__name__)
+            _fail(sock, f"adacsc external: could not start the scan: {err or type(err).__name__}")
+            return
+        log.info("scan %d from %s: started", scan, peer)
+        try:
+            self._target(connection)
+        except Exception as err:
+            self._count(failed=True)
+            text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            log.error("scan %d from %s: gadget %s failed after %.2f s: %s", scan, peer, self.gadget,
+                      time.perf_counter() - started, text)
+            _fail(sock, f"adacsc external gadget {self.gadget}: {text}")
+            return
+        try:
+            sock.settimeout(10.0)
+            sock.sendall(_CLOSE)
+        except OSError as err:
+            log.warning("scan %d from %s: could not send CLOSE: %s", scan, peer, err)
+        finally:
+            sock.close()
+        self._count(failed=False)
+        log.info("scan %d from %s: done in %.2f s", scan, peer, time.perf_counter() - started)
