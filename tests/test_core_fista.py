@@ -1,9 +1,8 @@
-"""FISTA: agreement with a plain implementation, convergence to an independent (dense ADMM)
+"""FISTA: agreement with the reference implementation (warm starts too), convergence to an independent (dense ADMM)
 solution, objective decrease, filter-permutation equivariance, sizes, differentiability."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torch
 from adacsc.core.convolution import Synthesis
 from adacsc.core.dictionary import random_dictionary
 from adacsc.core.fista import fista, objective, soft_threshold
+from adacsc.core.fista_reference import reference_fista
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.power import lipschitz_constant
 from adacsc.core.spectral import SpectralCodeOperator
@@ -30,24 +30,9 @@ def make_op(filters: np.ndarray, acq, grid, dtype=torch.complex64, mask=None) ->
                                 "cpu", dtype)
 
 
-def plain_fista(F, D, y, lam, L, n_iter):
-    """Textbook FISTA with the plain operators, for comparison with the fused solver."""
-    s = torch.zeros((y.shape[0], D.num_filters) + F.grid_shape, dtype=y.dtype)
-    s_prev, t, mu = s, 1.0, 0.0
-    for _ in range(n_iter):
-        z = s + mu * (s - s_prev)
-        v = z - D.adjoint(F.adjoint(F(D(z)) - y)) / L
-        thr = lam / L
-        shrink = lambda a: torch.sign(a) * torch.clamp(a.abs() - thr, min=0)  # noqa: E731
-        s_prev, s = s, torch.complex(shrink(v.real), shrink(v.imag))
-        t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        mu, t = (t - 1) / t_next, t_next
-    return s
-
-
 @pytest.mark.parametrize("acq, grid, mask_kind", [((8, 10), (16, 20), None), ((9, 7), (18, 15), None),
                                                    ((12, 12), (12, 12), "lines"), ((8, 10), (16, 20), "batched")])
-def test_fused_fista_equals_plain_fista(acq, grid, mask_kind):
+def test_fused_fista_equals_the_reference(acq, grid, mask_kind):
     gen = torch.Generator().manual_seed(0)
     mask = None
     if mask_kind == "lines":
@@ -59,8 +44,9 @@ def test_fused_fista_equals_plain_fista(acq, grid, mask_kind):
     y = crandn(gen, 2, *acq)
     lip = lipschitz_constant(op)
     maps = torch.rand((2, 6) + grid, generator=gen, dtype=torch.float64) * 0.1
+    zeros = torch.zeros((2, 6) + grid, dtype=y.dtype)
     for lam in (0.05, maps):
-        ref = plain_fista(op.fourier, op.synthesis, y, lam, lip.reshape(-1, 1, 1, 1), 15)
+        ref = reference_fista(op.fourier @ op.synthesis, y, lam, lip, 15, zeros)
         for chunk in (None, 1, 4):
             out = fista(op, y, lam, lip, 15, chunk_size=chunk)
             assert (out - ref).abs().max() < 1e-12 * ref.abs().max()
@@ -232,3 +218,17 @@ def test_input_errors():
         fista(op, y, -torch.ones(1, 2, 8, 8), lip)
     with pytest.raises(ValueError, match="does not match"):
         fista(op, y.to(torch.complex128), 0.1, lip)
+
+
+def test_a_warm_start_continues_where_the_reference_does():
+    gen = torch.Generator().manual_seed(3)
+    op = make_op(random_dictionary(5, 5, seed=2).filters, (8, 10), (16, 20), torch.complex128)
+    y = crandn(gen, 2, 8, 10)
+    lip = lipschitz_constant(op)
+    start = fista(op, y, 0.05, lip, 7)
+    out = fista(op, y, 0.05, lip, 9, chunk_size=2, s0=start)
+    ref = reference_fista(op.fourier @ op.synthesis, y, 0.05, lip, 9, start)
+    assert (out - ref).abs().max() < 1e-12 * ref.abs().max()
+    assert fista(op, y, 0.05, lip, 0, s0=start).equal(start)
+    with pytest.raises(ValueError, match="s0 must be"):
+        fista(op, y, 0.05, lip, 2, s0=start[:, :3])

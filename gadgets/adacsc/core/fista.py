@@ -147,8 +147,9 @@ def _chunks(num_filters: int, chunk_size: int) -> list[slice]:
 def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor",
           lipschitz: torch.Tensor, n_iter: int = FISTA_ITERATIONS, chunk_size: int | None = None,
           callback: Callable[[int, torch.Tensor], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
-    """Run FISTA from s_0 = 0; returns the codes s [B, K, H, W] (complex, y's dtype).
+          should_stop: Callable[[], bool] | None = None, s0: torch.Tensor | None = None) -> torch.Tensor:
+    """Run FISTA from s_0 = 0 (or the warm start s0); returns the codes s [B, K, H, W] (complex,
+    y's dtype). The readable specification is adacsc.core.fista_reference.
 
     y: k-space block [B, M1, M2] (centred, the high-pass data y').
     lam: a float, or a real tensor broadcastable to [B, K, H, W] (maps), >= 0.
@@ -156,6 +157,7 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     callback(i, s): called after iteration i with the current codes (tests; costs a concat).
     should_stop(): asked before each iteration (default: the check bound to this thread, see
     `adacsc.core.cancel`); True raises Cancelled.
+    s0: codes [B, K, H, W] to start from (the momentum starts afresh), e.g. in dictionary learning.
     """
     if not y.is_complex() or y.ndim != 3 or tuple(y.shape[-2:]) != op.acquired_shape:
         raise ValueError(f"y must be complex [B, {op.acquired_shape[0]}, {op.acquired_shape[1]}], "
@@ -212,6 +214,13 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     blk: list[torch.Tensor] | None = None        # acquired parts (complex, small)
     blk_prev: list[torch.Tensor] | None = None
     codes: list[torch.Tensor] = []
+    if s0 is not None:
+        if tuple(s0.shape) != (batch, k_all) + grid or s0.dtype != y.dtype:
+            raise ValueError(f"s0 must be {y.dtype} [{batch}, {k_all}, {grid[0]}, {grid[1]}], got "
+                             f"{tuple(s0.shape)} {s0.dtype}")
+        codes = [s0[:, b] for b in blocks]
+        spec = [torch.fft.fft2(c, norm="ortho") for c in codes]
+        blk = [op.gather(c) for c in spec]
     t, mu = 1.0, 0.0
     stop = should_stop if should_stop is not None else bound_check()
     hook = getattr(_hooks, "hook", None)

@@ -10,10 +10,11 @@ centre at the origin; the spectra come from `filter_spectra`, i.e. the same D as
 crops are multiplied by a Tukey window (`crop_window`) that takes them smoothly to zero at their
 borders, so the circular boundary of the crop grid adds no wrap-around edges and the whole problem
 stays diagonal in the Fourier domain. The l1 term acts on real and imaginary parts separately
-(`adacsc.core.fista.soft_threshold`), as in the reconstruction.
+as in the reconstruction.
 
-Algorithm: alternating minimisation. Each outer iteration runs a few warm-started FISTA
-iterations on all codes (step 1/L with the exact L = max_f sum_k |d_k^(f)|^2), then a few
+Algorithm: alternating minimisation. Each outer iteration runs a few warm-started iterations of
+the reconstruction's FISTA (adacsc.core.fista, step 1/L with the exact L = max_f sum_k
+|d_k^(f)|^2) on all codes, then a few
 accelerated projected-gradient steps on the filters with the codes fixed (per-frequency K x K
 Gram matrices, step from a warm-started power iteration; projection onto the unit ball). Filters
 that stay unused are re-seeded from the crops where the residual is largest. The final objective
@@ -36,11 +37,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from adacsc.core.convolution import filter_spectra
+from adacsc.core.convolution import Synthesis, filter_spectra
 from adacsc.core.dictionary import Dictionary
-from adacsc.core.fista import soft_threshold
+from adacsc.core.fista import fista
+from adacsc.core.fourier import SampledFourier
 from adacsc.core.lowpass import lowpass
+from adacsc.core.power import lipschitz_constant
 from adacsc.core.reconstruct import DEFAULT_BETA
+from adacsc.core.spectral import SpectralCodeOperator
 
 __all__ = ["CDLConfig", "CDLResult", "highpass", "crop_window", "training_crops", "learn_dictionary",
            "sparse_code", "cdl_objective", "dictionary_name", "heldout_objective"]
@@ -144,10 +148,6 @@ def crop_window(size: int, taper: int) -> torch.Tensor:
     return (w[:, None] * w[None, :]).float()
 
 
-def _code_lipschitz(spec: torch.Tensor) -> float:
-    return float((spec.real ** 2 + spec.imag ** 2).sum(dim=0).max())
-
-
 _CHUNK_BYTES = 3 * 2 ** 20
 
 
@@ -157,55 +157,43 @@ def _crop_chunks(batch: int, num_filters: int, grid: tuple[int, int], chunk_byte
     return [slice(i, min(i + n, batch)) for i in range(0, batch, n)]
 
 
+def coding_operator(filters: torch.Tensor, x: torch.Tensor) -> SpectralCodeOperator:
+    """A D on the full grid of the crops x (A the unitary centred FFT, nothing left out), so that
+    ||A D s - A x|| = ||D s - x||: sparse coding is the reconstruction's own problem."""
+    grid = tuple(x.shape[-2:])
+    real = torch.float64 if x.dtype == torch.complex128 else torch.float32
+    return SpectralCodeOperator(Synthesis(filters.detach().to(device=x.device, dtype=real)),
+                                SampledFourier(grid, grid), x.device, x.dtype)
+
+
 def sparse_code(filters: torch.Tensor, x: torch.Tensor, lam: float, n_iter: int, *,
                 s0: torch.Tensor | None = None, return_spectra: bool = False
                 ) -> "torch.Tensor | tuple[torch.Tensor, torch.Tensor]":
-    """FISTA for min_s 1/2 ||D s - x||^2 + lam ||s||_1 (re/im separately) on the grid of x,
-    with a warm start s0 (the momentum restarts at every call).
-
-    D is diagonal in the Fourier domain, so the extrapolation and the gradient step are done on
-    the code spectra: per iteration one inverse FFT (then the soft-threshold) and one forward FFT
-    of the K code maps. Crops are independent given the filters and are processed in chunks
-    that fit in the CPU cache.
+    """Codes for min_s 1/2 ||D s - x||^2 + lam ||s||_1 (re/im separately) on the grid of x, by
+    the reconstruction's solver (adacsc.core.fista) with a warm start s0 (the momentum restarts
+    at every call). Crops are independent given the filters and are coded in chunks that fit in
+    the CPU cache.
 
     filters: real [K, h, w]; x: complex [B, c, c]; returns codes [B, K, c, c] (and their
     unnormalised spectra fft2(s) with return_spectra=True)."""
-    spec = filter_spectra(filters.detach(), x.shape[-2:], x.dtype)
-    inv_l = 1.0 / _code_lipschitz(spec)
-    tau = lam * inv_l
-    spec_c = spec.conj() * inv_l
-    b, k = x.shape[0], spec.shape[0]
+    op = coding_operator(filters, x)
+    lip = lipschitz_constant(op)
+    b, k = x.shape[0], op.num_filters
     s_out = x.new_empty((b, k) + tuple(x.shape[-2:]))
-    hat_out = torch.empty_like(s_out) if return_spectra else None
     for c in _crop_chunks(b, k, tuple(x.shape[-2:])):
-        x_hat = torch.fft.fft2(x[c])
-        if s0 is None:
-            s = x.new_zeros((x_hat.shape[0], k) + tuple(x.shape[-2:]))
-            s_hat = torch.zeros_like(s)
-        else:
-            s = s0[c]
-            s_hat = torch.fft.fft2(s)
-        s_hat_prev = s_hat
-        t = 1.0
-        for it in range(n_iter):
-            t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-            mu = (t - 1.0) / t_next
-            z_hat = s_hat if it == 0 else torch.lerp(s_hat_prev, s_hat, 1.0 + mu)
-            r_hat = (z_hat * spec).sum(dim=1, keepdim=True) - x_hat[:, None]
-            s = soft_threshold(torch.fft.ifft2(z_hat - spec_c * r_hat), tau)
-            s_hat_prev, s_hat = s_hat, torch.fft.fft2(s)
-            t = t_next
-        s_out[c] = s
-        if hat_out is not None:
-            hat_out[c] = s_hat
-    return (s_out, hat_out) if return_spectra else s_out
+        s_out[c] = fista(op, op.fourier(x[c]), lam, lip, n_iter, s0=None if s0 is None else s0[c])
+    return (s_out, torch.fft.fft2(s_out)) if return_spectra else s_out
+
+
+def _synthesis(filters: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """D s on the grid of the codes."""
+    return Synthesis(filters.detach().to(s.real.dtype))(s)
 
 
 def cdl_objective(filters: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lam: float) -> dict:
     """Terms of the CDL objective, averaged per crop: objective, data, l1, relative residual
     ||D s - x|| / ||x|| and code density (fraction of non-zero real code coefficients)."""
-    spec = filter_spectra(filters.detach(), x.shape[-2:], x.dtype)
-    r = torch.fft.ifft2((torch.fft.fft2(s) * spec).sum(dim=1)) - x
+    r = _synthesis(filters, s) - x
     data = 0.5 * float(r.abs().pow(2).sum())
     l1 = float(s.real.abs().sum() + s.imag.abs().sum())
     b = x.shape[0]
@@ -353,8 +341,7 @@ def _reseed_unused(d: torch.Tensor, s: torch.Tensor, x: torch.Tensor, rng: np.ra
     unused = torch.nonzero(energy == 0).flatten().tolist()
     if not unused:
         return d, s
-    spec = filter_spectra(d, x.shape[-2:], x.dtype)
-    r = torch.fft.ifft2((torch.fft.fft2(s) * spec).sum(dim=1)) - x
+    r = _synthesis(d, s) - x
     size = d.shape[-1]
     b, c, _ = x.shape
     # mean residual energy of every patch position
