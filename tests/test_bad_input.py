@@ -13,7 +13,7 @@ from adacsc.cli import main
 from adacsc.io.dataset import DatasetError, InputScan
 from adacsc.io.header import HeaderError
 from adacsc.replay import replay
-from conftest import read_images
+from support.scans import read_images
 
 
 def copy_scan(source: Path, target: Path, header: bytes | None = None,

@@ -15,7 +15,7 @@ from adacsc.chain.config import load_chain
 from adacsc.cli import main
 from adacsc.io.output_file import PARTIAL_MARK
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from conftest import image_stack, read_images
+from support.scans import image_stack, read_images
 
 CHAIN = ["-c", "adacsc_frontend"]
 

@@ -4,13 +4,13 @@ overriding the user's own choice, and the OpenMP spin only where torch is not lo
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from adacsc import runtime
+from support import REPO
 
-GADGETS = str(Path(__file__).resolve().parents[1] / "gadgets")
+GADGETS = str(REPO / "gadgets")
 
 
 def _fresh(code: str, **env: str) -> str:

@@ -24,7 +24,7 @@ from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.io.noise_store import NoiseStore, StoredNoise
 from adacsc.limits import LimitError, ScanBudget
-from test_server_support import make_scan, scan_messages
+from support.server import make_scan, scan_messages
 
 
 @pytest.mark.parametrize("spec, raw, message", [

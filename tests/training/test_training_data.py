@@ -14,6 +14,7 @@ from adacsc.core.fourier import SampledFourier
 volumes = pytest.importorskip("adacsc.training.volumes")
 from adacsc.training import lowfield  # noqa: E402
 from adacsc.training import slices  # noqa: E402
+from support.operators import assert_adjoint
 
 SIZE = 64  # small images keep the resampling fast
 
@@ -193,10 +194,7 @@ def test_adjoint_consistency():
     x = _images(2, 24)
     batch = lowfield.fixed_lowfield(x, 0.1)
     op = batch.operator
-    y = batch.kspace
-    lhs = torch.vdot(op(x).flatten(), y.flatten())
-    rhs = torch.vdot(x.flatten(), op.adjoint(y).flatten())
-    assert torch.allclose(lhs, rhs, rtol=1e-4, atol=1e-4)
+    assert_adjoint(op, op.adjoint, x.to(batch.kspace.dtype), batch.kspace, 1e-4)
 
 
 def test_noise_level_is_relative_to_kspace_rms():

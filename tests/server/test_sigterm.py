@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adacsc.client import send_scan
-from test_server_support import FRONTEND, make_scan, start_server_process
+from support.server import FRONTEND, make_scan, start_server_process
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,7 +13,7 @@ import pytest
 from adacsc.chain.config import load_chain
 from adacsc.cli import main
 from adacsc.replay import replay
-from test_server_support import make_scan
+from support.server import make_scan
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_single_file_recon_shows_per_slice_progress(scan, tmp_path, monkeypatc
 
 
 def test_send_logs_a_server_error_once(scan, tmp_path, caplog):
-    from test_server_support import threaded_server
+    from support.server import threaded_server
 
     with threaded_server(workers=1) as running:
         assert main(["send", str(scan), "-o", str(tmp_path / "o.h5"), "-c", "adacsc_frontend", "--port",

@@ -28,9 +28,10 @@ from adacsc.chain.runner import Chain
 from adacsc.server import external
 from adacsc.io.dataset import InputScan
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from gadgetron_host import CLOSE, CONFIG, HEADER, _Reader
+from support.gadgetron_host import CLOSE, CONFIG, HEADER, _Reader
+from support import REPO
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 ERROR = 8
 FAST = {"mode": "scalar", "iterations": "4", "super_resolution": "1"}
 

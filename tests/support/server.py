@@ -1,5 +1,4 @@
-"""Helpers for the server and send tests (no tests here): small scans, a server in a thread,
-raw-socket exchanges."""
+"""Helpers for the server and send tests: small scans, a server in a thread, raw-socket exchanges."""
 
 import socket
 import struct
@@ -11,7 +10,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import h5py
 import ismrmrd
 import ismrmrd.xsd as xsd
 import numpy as np
@@ -110,18 +108,6 @@ def scan_messages(path: Path) -> tuple[bytes, list[bytes]]:
     """(header XML, encoded ACQUISITION messages) of a file."""
     with InputScan(path) as scan:
         return scan.header_bytes(), [proto.item_message(a) for a in scan.acquisitions()]
-
-
-def read_images(path: Path, group: str | None = None) -> dict[str, list[ismrmrd.Image]]:
-    """Image series of `group` (default: the only/newest group) of an output file."""
-    with h5py.File(path, "r") as f:
-        group = group or sorted(f.keys())[-1]
-        names = sorted(n for n in f[group] if n.startswith("image_"))
-    dataset = ismrmrd.Dataset(str(path), group, create_if_needed=False)
-    try:
-        return {n: [dataset.read_image(n, i) for i in range(dataset.number_of_images(n))] for n in names}
-    finally:
-        dataset.close()
 
 
 def assert_same_images(a: dict[str, list[ismrmrd.Image]], b: dict[str, list[ismrmrd.Image]]) -> None:

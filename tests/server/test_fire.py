@@ -13,7 +13,7 @@ from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.packaging import openrecon
 from adacsc.server import protocol as proto
-from test_server_support import error_texts, exchange, make_scan, threaded_server
+from support.server import error_texts, exchange, make_scan, threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,7 +19,7 @@ from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.schedules import get_schedule
 from adacsc.training.slices import load_split
 from adacsc.training.sampling import pick_evenly
-from conftest import needs_brain
+from support.scans import needs_brain
 
 HAVE_BART = shutil.which("bart") is not None
 

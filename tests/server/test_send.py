@@ -16,7 +16,8 @@ from adacsc.commands import send as send_command
 from adacsc.commands import serve as serve_command
 from adacsc.io.dataset import InputScan
 from adacsc.server import protocol as proto
-from test_server_support import FRONTEND, frontend_text, make_scan, read_images, threaded_server
+from support.scans import read_images
+from support.server import FRONTEND, frontend_text, make_scan, threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 

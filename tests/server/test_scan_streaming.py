@@ -11,7 +11,7 @@ import pytest
 
 from adacsc.client import StreamClient, stream, summarise
 from adacsc.io.dataset import InputScan
-from test_server_support import threaded_server
+from support.server import threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,8 +18,8 @@ import pytest
 from adacsc.client import send_scan
 from adacsc.io.dataset import InputScan
 from adacsc.server import protocol as proto
-from test_server_support import (FRONTEND, chain_text, error_texts, exchange, frontend_text, make_scan,
-                                 read_replies, scan_messages, start_server_process, threaded_server)
+from support.server import (FRONTEND, chain_text, error_texts, exchange, frontend_text, make_scan,
+                            read_replies, scan_messages, start_server_process, threaded_server)
 
 pytestmark = pytest.mark.timeout(180)
 

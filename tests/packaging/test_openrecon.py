@@ -15,6 +15,7 @@ from adacsc.chain.config import ChainError, spec_for
 from adacsc.gadgets.properties import raw_properties
 from adacsc.packaging import openrecon
 from adacsc.server import fire
+from support import REPO
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +198,6 @@ def test_stock_fire_configs_and_unknown_names_list_the_available_chains() -> Non
 
 
 def test_deployment_docs_list_every_ui_parameter() -> None:
-    section = (Path(__file__).resolve().parents[1] / "docs" / "DEPLOYMENT.md").read_text().split("## 6. OpenRecon")[1]
+    section = (REPO / "docs" / "DEPLOYMENT.md").read_text().split("## 6. OpenRecon")[1]
     for parameter in fire.UI_PARAMETERS:
         assert f"`{parameter.id}`" in section and f"`{parameter.key}`" in section, parameter.id

@@ -5,25 +5,25 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BRAIN_TESTS = ["tests/test_csc_gadget.py::test_scalar_csc_beats_zero_filled",
-               "tests/test_evaluate.py::test_evaluate_end_to_end",
-               "tests/test_evaluate.py::test_shipped_blackbox_resolves_by_name_and_loads"]
+from support import REPO
+
+BRAIN_TESTS = ["tests/gadgets/test_csc.py::test_scalar_csc_beats_zero_filled",
+               "tests/evaluation/test_evaluate.py::test_evaluate_end_to_end",
+               "tests/evaluation/test_evaluate.py::test_shipped_blackbox_resolves_by_name_and_loads"]
 
 
 def test_tests_that_need_mricron_data_skip_with_a_reason_without_it():
     env = {k: v for k, v in os.environ.items() if k != "ADACSC_BRAIN_VOLUME"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "without_mricron", "-rs", "-q", *BRAIN_TESTS],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "support.without_mricron", "-rs", "-q", *BRAIN_TESTS],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:]
     assert "3 skipped" in run.stdout and "mricron-data" in run.stdout
 
 
 def test_readme_installs_the_cpu_build_of_torch():
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     commands = re.findall(r"python3 -m pip install torch==[\d.]+[^&\n]*", readme)
     assert len(commands) >= 2
     assert all("--index-url https://download.pytorch.org/whl/cpu" in c for c in commands), commands
@@ -41,9 +41,9 @@ def test_docs_match_the_defaults_and_the_output_layout():
     from adacsc.gadgets import csc
 
     assert csc.SPEC.parse({})["beta"] == 0
-    model_card = (ROOT / "docs" / "MODEL_CARD.md").read_text()
+    model_card = (REPO / "docs" / "MODEL_CARD.md").read_text()
     assert "default beta = 1" not in model_card and "default beta = 0 means the trained value" in model_card
-    readme = (ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     assert 'ismrmrd.Dataset("recon.h5", "GROUP", create_if_needed=False)' in readme
-    deployment = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
+    deployment = (REPO / "docs" / "DEPLOYMENT.md").read_text()
     assert "python-ismrmrd-server's client does not know id 8" in deployment

@@ -19,7 +19,8 @@ from adacsc.client import send_scan
 from adacsc.gadgets import csc
 from adacsc.gadgets.slice_pool import OrderedSender, SlicePool
 from adacsc.replay import replay
-from test_server_support import read_images, threaded_server
+from support.scans import read_images
+from support.server import threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 

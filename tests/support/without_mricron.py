@@ -1,4 +1,4 @@
-"""pytest plugin (`-p without_mricron`): the run behaves as on a machine without mricron-data."""
+"""pytest plugin (`-p support.without_mricron`): the run behaves as on a machine without mricron-data."""
 
 from pathlib import Path
 

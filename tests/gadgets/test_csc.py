@@ -18,7 +18,7 @@ from adacsc.gadgets.csc import SPEC, ReconSettings, build_recon
 from adacsc.metrics import psnr, ssim
 from adacsc.replay import replay
 from adacsc.simulation.ground_truth import ideal_combined_magnitude, read_ground_truth
-from conftest import image_stack, needs_brain, read_images, simulated
+from support.scans import image_stack, needs_brain, read_images, simulated
 
 FAST = {"iterations": "24"}
 

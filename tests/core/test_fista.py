@@ -17,11 +17,7 @@ from adacsc.core.fourier import SampledFourier
 from adacsc.core.power import lipschitz_constant
 from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.mr.fft import fftc
-
-
-def crandn(gen, *shape, dtype=torch.complex128):
-    real = torch.float64 if dtype == torch.complex128 else torch.float32
-    return torch.complex(torch.randn(shape, generator=gen, dtype=real), torch.randn(shape, generator=gen, dtype=real))
+from support.operators import crandn
 
 
 def make_op(filters: np.ndarray, acq, grid, dtype=torch.complex64, mask=None) -> SpectralCodeOperator:
@@ -41,7 +37,7 @@ def test_fused_fista_equals_the_reference(acq, grid, mask_kind):
         mask = (torch.rand(2, *acq, generator=gen) > 0.3).float()
     f = random_dictionary(6, 5, seed=1).filters
     op = make_op(f, acq, grid, torch.complex128, mask)
-    y = crandn(gen, 2, *acq)
+    y = crandn(2, *acq, generator=gen)
     lip = lipschitz_constant(op)
     maps = torch.rand((2, 6) + grid, generator=gen, dtype=torch.float64) * 0.1
     zeros = torch.zeros((2, 6) + grid, dtype=y.dtype)
@@ -141,7 +137,7 @@ def test_converges_to_independent_admm_solution(maps):
 def test_large_lambda_gives_zero_codes():
     gen = torch.Generator().manual_seed(2)
     op = make_op(random_dictionary(4, 5, seed=0).filters, (8, 8), (16, 16), torch.complex128)
-    y = crandn(gen, 2, 8, 8)
+    y = crandn(2, 8, 8, generator=gen)
     g = op.adjoint(y)
     lam_max = float(torch.maximum(g.real.abs(), g.imag.abs()).max())
     s = fista(op, y, lam_max * 1.0001, lipschitz_constant(op), 10)
@@ -155,7 +151,7 @@ def test_filter_permutation_permutes_codes_and_keeps_the_image():
     k, acq, grid = 32, (16, 16), (32, 32)
     d = random_dictionary(k, 7, seed=4)
     perm = torch.randperm(k, generator=gen)
-    y = crandn(gen, 2, *acq, dtype=torch.complex64)
+    y = crandn(2, *acq, dtype=torch.complex64, generator=gen)
     maps = torch.rand((2, k) + grid, generator=gen) * 0.2
     op = make_op(d.filters, acq, grid)
     op_p = make_op(d.filters[perm.numpy()], acq, grid)
@@ -172,7 +168,7 @@ def test_sizes_run_and_reduce_the_objective(k, size):
     gen = torch.Generator().manual_seed(k + size)
     acq, grid = (16, 16), (32, 32)
     op = make_op(random_dictionary(k, size, seed=k).filters, acq, grid)
-    y = crandn(gen, 1, *acq, dtype=torch.complex64)
+    y = crandn(1, *acq, dtype=torch.complex64, generator=gen)
     lam = 0.02
     s = fista(op, y, lam, lipschitz_constant(op), 64)
     assert s.shape == (1, k) + grid and s.dtype == torch.complex64 and bool(torch.isfinite(s.real).all())
@@ -183,9 +179,9 @@ def test_sizes_run_and_reduce_the_objective(k, size):
 def test_autograd_reaches_lambda_maps():
     gen = torch.Generator().manual_seed(5)
     op = make_op(random_dictionary(2, 3, seed=1).filters, (4, 4), (8, 8), torch.complex128)
-    y = crandn(gen, 1, 4, 4)
+    y = crandn(1, 4, 4, generator=gen)
     lip = lipschitz_constant(op)
-    weights = crandn(gen, 1, 2, 8, 8)
+    weights = crandn(1, 2, 8, 8, generator=gen)
 
     def loss(m):
         return (fista(op, y, m, lip, 4) * weights).real.sum()
@@ -223,7 +219,7 @@ def test_input_errors():
 def test_a_warm_start_continues_where_the_reference_does():
     gen = torch.Generator().manual_seed(3)
     op = make_op(random_dictionary(5, 5, seed=2).filters, (8, 10), (16, 20), torch.complex128)
-    y = crandn(gen, 2, 8, 10)
+    y = crandn(2, 8, 10, generator=gen)
     lip = lipschitz_constant(op)
     start = fista(op, y, 0.05, lip, 7)
     out = fista(op, y, 0.05, lip, 9, chunk_size=2, s0=start)

@@ -11,8 +11,8 @@ from gadgetron.types import ImageArray, ReconData
 from adacsc.chain.config import load_chain
 from adacsc.io.dataset import InputScan
 from adacsc.replay import replay
-from conftest import image_stack, read_images
-from gadgetron_host import run_external_node
+from support.scans import image_stack, read_images
+from support.gadgetron_host import run_external_node
 
 
 def test_front_end_chain_across_processes_equals_in_process_replay(sim_scan: Path, tmp_path: Path) -> None:

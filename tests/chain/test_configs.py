@@ -21,12 +21,12 @@ from adacsc.gadgets.properties import PropertyError, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
 from adacsc.packaging import openrecon
 from adacsc.server import external
+from support import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.xml"))
-DOCKERFILES = sorted((ROOT / "docker").glob("Dockerfile*"))
-DEPLOYMENT_DOCS = [ROOT / "docs" / "DEPLOYMENT.md", ROOT / "docker" / "README.md"]
-OPENRECON = ROOT / "docker" / "Dockerfile.openrecon"
+CONFIGS = sorted((REPO / "configs").glob("*.xml"))
+DOCKERFILES = sorted((REPO / "docker").glob("Dockerfile*"))
+DEPLOYMENT_DOCS = [REPO / "docs" / "DEPLOYMENT.md", REPO / "docker" / "README.md"]
+OPENRECON = REPO / "docker" / "Dockerfile.openrecon"
 
 # Gadgetron's readers, writers and the native gadgets a chain of ours may use, with the properties
 # they declare (NODE_PROPERTY in gadgets/mri_core/*.h) and, where the value is an enum or a bool,
@@ -119,7 +119,7 @@ def test_native_gadgets_are_gadgetron_mricore_gadgets_with_known_properties(path
 
 
 def test_hybrid_chain_is_the_native_front_end_then_our_gadgets() -> None:
-    nodes = stream_nodes(ROOT / "configs" / "adacsc_hybrid.xml")
+    nodes = stream_nodes(REPO / "configs" / "adacsc_hybrid.xml")
     assert [n.findtext("classname") for n in nodes if n.tag == "gadget"] == [
         "NoiseAdjustGadget", "RemoveROOversamplingGadget", "AcquisitionAccumulateTriggerGadget", "BucketToBufferGadget"]
     assert [n.tag for n in nodes] == ["gadget"] * 4 + ["external"] * 2
@@ -129,12 +129,12 @@ def test_hybrid_chain_is_the_native_front_end_then_our_gadgets() -> None:
 
 
 def test_connect_chain_reaches_the_documented_external_process() -> None:
-    nodes = stream_nodes(ROOT / "configs" / "adacsc_lowfield_connect.xml")
+    nodes = stream_nodes(REPO / "configs" / "adacsc_lowfield_connect.xml")
     connects = [n.find("connect") for n in nodes if n.find("connect") is not None]
     assert len(connects) == 1 and nodes[-1].find("connect") is not None
     assert connects[0].get("port") == str(external.DEFAULT_PORT) and connects[0].get("address") == "localhost"
     command = f"adacsc external --port {external.DEFAULT_PORT} --gadget {external.DEFAULT_GADGET}"
-    assert command in (ROOT / "docs" / "DEPLOYMENT.md").read_text()
+    assert command in (REPO / "docs" / "DEPLOYMENT.md").read_text()
     front = [n.find("execute").get("target") for n in nodes if n.find("execute") is not None]
     assert front == ["noise_adjust", "readout_buffer", "coil_combination"]
 
@@ -164,7 +164,7 @@ def test_maps_chain_sends_the_inspection_series(tmp_path: Path) -> None:
 def test_overrides_are_checked_against_the_specs() -> None:
     with pytest.raises(PropertyError):
         spec_of("adacsc.gadgets.csc").parse({"mode": "fancy"})
-    chain = parse_chain((ROOT / "configs" / "adacsc_lowfield_maps.xml").read_text(), "maps")
+    chain = parse_chain((REPO / "configs" / "adacsc_lowfield_maps.xml").read_text(), "maps")
     with pytest.raises(ChainError):
         chain.with_overrides({"no_such_property": "1"})
 
@@ -172,7 +172,7 @@ def test_overrides_are_checked_against_the_specs() -> None:
 # ---- generated docs ----------------------------------------------------------------------------
 
 def test_properties_doc_is_the_generator_output() -> None:
-    assert (ROOT / "docs" / "PROPERTIES.md").read_text() == properties.markdown(), (
+    assert (REPO / "docs" / "PROPERTIES.md").read_text() == properties.markdown(), (
         "docs/PROPERTIES.md is stale: adacsc properties --markdown -o docs/PROPERTIES.md")
 
 
@@ -228,7 +228,7 @@ def expand(text: str, values: dict[str, str]) -> str:
 
 
 def dockerignore() -> list[str]:
-    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    lines = (REPO / ".dockerignore").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -261,7 +261,7 @@ def test_copy_sources_exist_in_the_build_context(path: Path) -> None:
         copies += 1
         for source in words[:-1]:
             assert not source.startswith(("http://", "https://")), "no downloads through ADD/COPY"
-            assert (ROOT / source).exists(), f"{path.name}: COPY source {source} is not in the repository"
+            assert (REPO / source).exists(), f"{path.name}: COPY source {source} is not in the repository"
             assert not ignored(source.rstrip("/")), f"{path.name}: COPY source {source} is excluded by .dockerignore"
     assert copies
 
@@ -284,7 +284,7 @@ def test_base_images_are_pinned(path: Path) -> None:
 
 
 def test_gadgetron_image_uses_the_official_runtime_image_and_its_paths() -> None:
-    path = ROOT / "docker" / "Dockerfile.gadgetron"
+    path = REPO / "docker" / "Dockerfile.gadgetron"
     defaults = arg_defaults(path)
     base = expand(next(rest for keyword, rest in instructions(path) if keyword == "FROM"), defaults)
     assert base == "ghcr.io/gadgetron/gadgetron/ubuntu22.04_rt_nocuda:4.7.2"
@@ -304,7 +304,7 @@ def test_images_run_as_an_unprivileged_user(path: Path) -> None:
 
 
 def test_server_image_exposes_9002_and_checks_its_health() -> None:
-    steps = instructions(ROOT / "docker" / "Dockerfile.server")
+    steps = instructions(REPO / "docker" / "Dockerfile.server")
     keywords = dict(steps)
     assert "9002" in keywords["EXPOSE"].split()
     assert "HEALTHCHECK" in keywords and not keywords["HEALTHCHECK"].upper().startswith("NONE")
@@ -348,7 +348,7 @@ def test_openrecon_image_serves_on_9002_and_writes_only_under_tmp() -> None:
 
 def test_chain_names_in_images_and_deployment_docs_resolve() -> None:
     mentioned = set()
-    for path in [*DOCKERFILES, *DEPLOYMENT_DOCS, ROOT / "README.md"]:
+    for path in [*DOCKERFILES, *DEPLOYMENT_DOCS, REPO / "README.md"]:
         mentioned |= set(re.findall(r"\b(adacsc_[a-z_]+)(?:\.xml)?\b", path.read_text()))
     assert {"adacsc_lowfield", "adacsc_hybrid", "adacsc_lowfield_connect"} <= mentioned
     for name in mentioned:
@@ -372,7 +372,7 @@ def test_commands_in_images_and_deployment_docs_exist() -> None:
             line = "\n".join(row.split(" #")[0] for row in block.splitlines())  # shell comments are prose
             for command in re.findall(r"(?:^|[\s/])adacsc ([a-z]+)\b", line):
                 seen.add(command)
-                assert (ROOT / "gadgets" / "adacsc" / "commands" / f"{command}.py").is_file(), \
+                assert (REPO / "gadgets" / "adacsc" / "commands" / f"{command}.py").is_file(), \
                     f"{path.name}: adacsc {command}"
     assert {"recon", "serve", "send", "external"} <= seen
 

@@ -43,25 +43,25 @@ def run(chain_text: str, items: list[object], strict: bool = True) -> list[objec
 
 @pytest.mark.parametrize("strict", [True, False])
 def test_items_flow_through_nodes_in_order(strict: bool) -> None:
-    text = chain_xml(("chain_test_gadgets", "double_acquisitions"), ("chain_test_gadgets", "CountingGadget"),
-                     ("chain_test_gadgets", "double_acquisitions"))
+    text = chain_xml(("support.chain_gadgets", "double_acquisitions"), ("support.chain_gadgets", "CountingGadget"),
+                     ("support.chain_gadgets", "double_acquisitions"))
     out = run(text, acquisitions(5), strict)
     assert [a.data[0, 0] for a in out] == [4 * (i + 1j) for i in range(5)]
 
 
 def test_filter_passes_other_items_on() -> None:
     image = ismrmrd.Image.from_array(np.ones((1, 1, 4, 4), np.float32), transpose=False)
-    out = run(chain_xml(("chain_test_gadgets", "double_acquisitions")), [image] + acquisitions(1))
+    out = run(chain_xml(("support.chain_gadgets", "double_acquisitions")), [image] + acquisitions(1))
     assert isinstance(out[0], ismrmrd.Image) and isinstance(out[1], ismrmrd.Acquisition)
 
 
 def test_failing_node_is_reported_by_name() -> None:
     with pytest.raises(NodeFailure, match="fail_on_third.*third item rejected"):
-        run(chain_xml(("chain_test_gadgets", "fail_on_third")), acquisitions(5))
+        run(chain_xml(("support.chain_gadgets", "fail_on_third")), acquisitions(5))
 
 
 def test_strict_mode_rejects_items_that_cannot_cross_a_chain() -> None:
-    text = chain_xml(("chain_test_gadgets", "send_unserialisable"), ("chain_test_gadgets", "CountingGadget"))
+    text = chain_xml(("support.chain_gadgets", "send_unserialisable"), ("support.chain_gadgets", "CountingGadget"))
     with pytest.raises(NodeFailure, match="cannot cross a Gadgetron chain"):
         run(text, acquisitions(1))
 

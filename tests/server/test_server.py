@@ -16,8 +16,9 @@ from adacsc.chain.config import load_chain
 from adacsc.client import send_scan
 from adacsc.replay import replay
 from adacsc.server import protocol as proto
-from test_server_support import (FRONTEND, assert_same_images, chain_text, error_texts, exchange,
-                                 frontend_text, make_scan, read_images, scan_messages, threaded_server)
+from support.scans import read_images
+from support.server import (FRONTEND, assert_same_images, chain_text, error_texts, exchange,
+                            frontend_text, make_scan, scan_messages, threaded_server)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -162,8 +163,8 @@ def test_concurrent_scans(scans, small_scan, server, offline, tmp_path):
 
 def test_failing_scan_does_not_disturb_a_concurrent_one(small_scan, offline, tmp_path):
     header, acquisitions = scan_messages(small_scan)
-    failing = chain_text(("chain_test_gadgets", "fail_on_third"))
-    with threaded_server(workers=2, allow_modules=("chain_test_gadgets",)) as running:
+    failing = chain_text(("support.chain_gadgets", "fail_on_third"))
+    with threaded_server(workers=2, allow_modules=("support.chain_gadgets",)) as running:
         outcome = {}
         good = threading.Thread(target=lambda: outcome.update(good=send_scan(
             small_scan, tmp_path / "good.h5", port=running.port, config_name=FRONTEND, group="g", pace="400")))
@@ -330,7 +331,7 @@ def test_silent_client_is_dropped_after_the_timeout(small_scan):
         sock = socket.create_connection(("127.0.0.1", running.port), timeout=10)
         try:
             sock.sendall(_config_and_header(small_scan))
-            from test_server_support import read_replies
+            from support.server import read_replies
             replies = read_replies(sock)
         finally:
             sock.close()

@@ -29,7 +29,7 @@ from adacsc.simulation.noise import (
 )
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from conftest import read_scan
+from support.scans import read_scan
 
 SCANS = Path(adacsc.__file__).parent / "data" / "scans"
 N, C, S = 32, 4, 2

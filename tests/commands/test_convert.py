@@ -18,9 +18,9 @@ from adacsc.conversion.lowfield_mat import (
     guess_sequence,
     load_kspace,
 )
-from conftest import read_scan
+from support.scans import read_scan
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCANS = Path(adacsc.__file__).parent / "data" / "scans"
 SEQUENCES = ("FSE", "GRE", "FLAIR")
 

@@ -15,7 +15,7 @@ from adacsc.mr.fft import ifftc
 from adacsc.replay import replay
 from adacsc.simulation.ground_truth import ideal_combined_magnitude, read_ground_truth
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from conftest import image_stack, read_images, simulated
+from support.scans import image_stack, read_images, simulated
 
 NOISE_ONLY = """<configuration><version>2</version><stream><external>
 <execute name="adacsc.gadgets.noise_adjust" target="noise_adjust" type="python"/><configuration/>
