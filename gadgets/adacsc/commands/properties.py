@@ -9,7 +9,7 @@ from pathlib import Path
 
 from adacsc import resources
 from adacsc.core.device import parse_device_name
-from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, raw_properties
+from adacsc.gadgets.properties import Property, PropertySpec, format_value, parse_bool, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
 from adacsc.limits import ScanLimits
 
@@ -47,13 +47,6 @@ def allowed(prop: Property) -> str:
     else:
         high = ""
     return f"{low or '...'} to {high or '...'}" if low or high else ""
-
-
-def format_value(value: object) -> str:
-    """A value as it would be written in a chain XML."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def specs() -> list[tuple[str, str, PropertySpec]]:

@@ -87,6 +87,13 @@ class PropertySpec:
         return values
 
 
+def format_value(value: object) -> str:
+    """A property value as it would be written in a chain XML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def raw_properties(config: ET.Element | None) -> dict[str, str]:
     """Name -> value of every <property> in a configuration element; both the attribute form
     `<property name=".." value=".."/>` and the child form `<property><name/><value/></property>`."""

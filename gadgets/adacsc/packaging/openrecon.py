@@ -22,8 +22,7 @@ from typing import Any
 
 from adacsc import resources
 from adacsc.chain.config import ChainError, load_chain
-from adacsc.commands.properties import format_value
-from adacsc.gadgets.properties import parse_bool
+from adacsc.gadgets.properties import format_value, parse_bool
 from adacsc.server import fire
 
 LABEL_KEY = "com.siemens-healthineers.magneticresonance.openrecon.metadata:1.1.0"

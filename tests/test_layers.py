@@ -1,0 +1,70 @@
+"""The package's shape (docs/DESIGN.md): which part of adacsc may import which, and the parts
+that never touch Gadgetron, ISMRMRD or sockets."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import adacsc
+
+PACKAGE = Path(adacsc.__file__).parent
+
+MAY_IMPORT = {
+    "core": set(),
+    "mr": set(),
+    "metrics": set(),
+    "settings": set(),
+    "resources": set(),
+    "io": {"core", "resources"},
+    "limits": {"io"},
+    "simulation": {"io", "mr"},
+    "conversion": {"io"},
+    "training": {"core", "io", "metrics", "resources", "simulation"},
+    "evaluation": {"core", "io", "metrics", "resources", "training"},
+    "gadgets": {"core", "io", "mr", "resources", "settings", "limits"},
+    "chain": {"core", "gadgets", "io", "limits", "resources"},
+    "replay": {"chain", "io"},
+    "batch": {"chain", "io", "replay"},
+    "server": {"chain", "core", "gadgets", "io", "limits", "resources"},
+    "client": {"io", "server"},
+    "packaging": {"chain", "gadgets", "resources", "server"},
+    "runtime": set(),
+}
+"""adacsc parts each part may import (besides itself); commands and cli may import anything"""
+NO_STREAMING = {"core", "mr", "metrics", "training", "evaluation", "simulation"}
+"""parts that know nothing of Gadgetron, ISMRMRD files or sockets (simulation writes ISMRMRD files)"""
+
+
+def part_of(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def imports(path: Path) -> set[str]:
+    """Top-level names of every module `path` imports (adacsc.x counts as 'adacsc.x')."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + ([f"{node.module}.{alias.name}" for alias in node.names]
+                                     if node.module == "adacsc" else [])
+        for name in names:
+            parts = name.split(".")
+            found.add(".".join(parts[:2]) if parts[0] == "adacsc" and len(parts) > 1 else parts[0])
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if part_of(p) not in {"commands", "cli", "__init__", "__main__"})
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_part_imports_only_the_parts_below_it(path: Path) -> None:
+    part = part_of(path)
+    assert part in MAY_IMPORT, f"{part} is not in docs/DESIGN.md's table"
+    used = {name.split(".")[1] for name in imports(path) if name.startswith("adacsc.")} - {part}
+    assert used <= MAY_IMPORT[part], f"{path.name} ({part}) imports {sorted(used - MAY_IMPORT[part])}"
+    if part in NO_STREAMING:
+        streaming = imports(path) & {"gadgetron", "socket", "socketserver"} | (
+            imports(path) & {"ismrmrd"} if part != "simulation" else set())
+        assert not streaming, f"{path.name} ({part}) imports {sorted(streaming)}"
