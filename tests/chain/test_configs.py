@@ -17,7 +17,7 @@ from adacsc import cli
 from adacsc import resources
 from adacsc.chain.config import ChainError, load_chain, parse_chain
 from adacsc.commands import package, properties
-from adacsc.gadgets.properties import PropertyError, raw_properties
+from adacsc.gadgets.properties import PropertyError, format_value, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
 from adacsc.packaging import openrecon
 from adacsc.server import external
