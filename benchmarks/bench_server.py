@@ -50,16 +50,6 @@ from adacsc.io.dataset import InputScan
 from adacsc.mr.fft import fftc
 from adacsc.server import protocol as proto
 
-SERVER_LAUNCHER = """
-import argparse, logging, sys
-from adacsc.commands import serve
-logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-parser = argparse.ArgumentParser(); sub = parser.add_subparsers(dest="command")
-serve.add_parser(sub)
-args = parser.parse_args(["serve"] + sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
 
 def make_scan(path: Path, coils: int = 4, samples: int = 256, slices: int = 8, noise: int = 64,
               tr_ms: float = 10.0, seed: int = 0) -> Path:
@@ -126,7 +116,7 @@ class ServerProcess:
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-c", SERVER_LAUNCHER, "--port", "0", *args],
+        self.process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", *args],
                                         stdout=self._log, stderr=subprocess.STDOUT)
         self.port = self._wait_port()
 

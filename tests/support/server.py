@@ -21,16 +21,6 @@ from adacsc.server import protocol as proto
 
 FRONTEND = "adacsc_frontend"
 
-SERVER_LAUNCHER = """
-import argparse, logging, sys
-from adacsc.commands import serve
-logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-parser = argparse.ArgumentParser(); sub = parser.add_subparsers(dest="command")
-serve.add_parser(sub)
-args = parser.parse_args(["serve"] + sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
 
 def frontend_text(**properties: str) -> str:
     """The front-end chain as XML text (what -C sends), with coil_combination properties."""
@@ -219,7 +209,7 @@ def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, 
     """`adacsc serve` in a subprocess on a free port: (process, port, log file)."""
     log_path = tmp_path / "server.log"
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-c", SERVER_LAUNCHER, "--port", "0", *args],
+    process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", *args],
                                stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + 60
