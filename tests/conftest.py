@@ -56,5 +56,3 @@ def sim_scan(sim_dir: Path) -> Path:
 def real_scan() -> Path:
     """The bundled real 0.055 T FSE scan (converted from the CC0 release)."""
     return bundled_scan()
-
-

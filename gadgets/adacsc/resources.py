@@ -130,5 +130,3 @@ def names(kind: ResourceKind, extra: Sequence[str | os.PathLike[str]] = ()) -> l
     found = {path.name[: -len(kind.suffix)] for folder in folders(kind, extra) if folder.is_dir()
              for path in folder.glob(f"*{kind.suffix}") if path.is_file()}
     return sorted(found)
-
-

@@ -132,4 +132,3 @@ def run(args: argparse.Namespace) -> int:
              "density %.4f, %d/%d filters used, %.0f s", path, f["objective"], f["data"], f["l1"],
              f["relative_residual"], f["density"], f["filters_used"], config.num_filters, seconds)
     return 0
-

@@ -22,6 +22,7 @@ __all__ = ["power_iteration", "lipschitz_constant"]
 
 log = logging.getLogger(__name__)
 
+
 def power_iteration(normal: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                     n_iter: int = 200, rtol: float = 1e-6) -> torch.Tensor:
     """Largest eigenvalue of a Hermitian PSD operator `normal`, per leading batch element.

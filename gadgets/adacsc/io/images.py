@@ -118,4 +118,3 @@ class OutputWriter:
         log.info("wrote %s to %s (group %r)",
                  ", ".join(f"{n} x{c}" for n, c in sorted(self.counts.items())) or "no images",
                  self.path, self.group)
-

@@ -270,4 +270,3 @@ def load_named_model(name: str, device: str | torch.device = "cpu"
                      ) -> tuple[MapNetwork | V1MapNetwork, ModelInfo]:
     """The weights called `name` (adacsc.resources), loaded."""
     return load_model(resources.resolve(resources.WEIGHTS, name), device)
-

@@ -211,4 +211,3 @@ def ui_defaults(label: dict[str, Any]) -> dict[str, str]:
         default = parameter["default"]
         values[parameter["id"]] = format_value(default) if isinstance(default, bool) else str(default)
     return values
-

@@ -115,4 +115,3 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
     return {"per_dictionary": per, "mean": mean, "images": n, "iterations": iterations,
             "noise_levels": list(noise_levels), "beta": float(beta), "lowpass": lowpass,
             "scalar_beta": float(scalar_beta if scalar_beta is not None else beta)}
-
