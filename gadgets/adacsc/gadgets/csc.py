@@ -50,8 +50,10 @@ from adacsc.mr.noise import estimate_noise_std
 log = logging.getLogger(__name__)
 
 SPEC = PropertySpec("csc", (
-    Property("dictionary", str, resources.DEFAULT_DICTIONARY, "shipped dictionary name or a file in $ADACSC_DICTIONARY_DIR"),
-    Property("weights", str, resources.DEFAULT_WEIGHTS, "shipped NET_Theta weights name or a file in $ADACSC_WEIGHTS_DIR"),
+    Property("dictionary", str, resources.DEFAULT_DICTIONARY,
+             "dictionary name: a file in $ADACSC_DICTIONARY_DIR or a shipped one (`adacsc dictionaries`)"),
+    Property("weights", str, resources.DEFAULT_WEIGHTS,
+             "NET_Theta weights name: a file in $ADACSC_WEIGHTS_DIR or shipped weights"),
     Property("mode", str, "maps", "maps (NET_Theta) or scalar (one lambda)", choices=("maps", "scalar")),
     Property("lambda", float, 0.0, "scalar-mode lambda in normalised units (bright tissue about 1); 0 follows "
              "the noise: noise_lambda times the noise level", minimum=0),
