@@ -9,15 +9,15 @@ import shlex
 import sys
 
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "dictionaries",
-            "learn_dictionary",
-            "train", "evaluate")
-TORCH_PARSERS = ("learn_dictionary", "train", "evaluate")
-"""commands whose options come from modules that import torch: registered by name only unless
-they are the command being run, so that `adacsc --help` and the other commands start fast"""
+            "learn_dictionary", "train", "evaluate")
+SLOW_PARSERS = ("simulate", "learn_dictionary", "train", "evaluate")
+"""commands whose options come from modules that take long to import (torch, the simulator):
+registered by name only unless they are the command being run, so that `adacsc --help` and the
+other commands start fast"""
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered (those in TORCH_PARSERS by name only,
+    """The argument parser with every subcommand registered (those in SLOW_PARSERS by name only,
     unless `command` names one of them)."""
     parser = argparse.ArgumentParser(prog="adacsc", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -25,7 +25,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"adacsc.commands.{name}")
         cli_name = name.replace("_", "-")
-        if name in TORCH_PARSERS and command != cli_name:
+        if name in SLOW_PARSERS and command != cli_name:
             paragraph = (module.__doc__ or "").split("\n\n")[0].split(": ", 1)[-1].replace("\n", " ")
             summary = re.split(r" \(|\. ", paragraph)[0].rstrip(".")
             subparsers.add_parser(cli_name, help=summary)

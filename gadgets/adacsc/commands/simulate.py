@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from adacsc.simulation.objects import OBJECT_KINDS
-from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-
 log = logging.getLogger(__name__)
-
-_DEFAULTS = SimulationConfig()
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `simulate` on an argparse subparsers object."""
+    """Register `simulate` on an argparse subparsers object (imports the simulator: scipy)."""
+    from adacsc.simulation.objects import OBJECT_KINDS
+    from adacsc.simulation.scanner import SimulationConfig
+
+    defaults = SimulationConfig()
     p = subparsers.add_parser(
         "simulate",
         help="simulate a low-field multi-coil scan as an ISMRMRD file with ground truth",
@@ -25,23 +24,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("-o", "--output", required=True, metavar="SCAN.h5", help="output ISMRMRD file")
-    p.add_argument("--matrix", type=int, default=_DEFAULTS.matrix, metavar="N",
-                   help=f"image matrix N (even; readouts have 2N samples) [{_DEFAULTS.matrix}]")
-    p.add_argument("--coils", type=int, default=_DEFAULTS.coils, metavar="C",
-                   help=f"receiver channels [{_DEFAULTS.coils}]")
-    p.add_argument("--slices", type=int, default=_DEFAULTS.slices, metavar="S",
-                   help=f"slices [{_DEFAULTS.slices}]")
-    p.add_argument("--field-T", type=float, default=_DEFAULTS.field_T, metavar="F", dest="field_T",
-                   help=f"field strength in tesla [{_DEFAULTS.field_T}]")
-    p.add_argument("--noise", type=float, default=_DEFAULTS.noise, metavar="SIGMA",
+    p.add_argument("--matrix", type=int, default=defaults.matrix, metavar="N",
+                   help=f"image matrix N (even; readouts have 2N samples) [{defaults.matrix}]")
+    p.add_argument("--coils", type=int, default=defaults.coils, metavar="C",
+                   help=f"receiver channels [{defaults.coils}]")
+    p.add_argument("--slices", type=int, default=defaults.slices, metavar="S",
+                   help=f"slices [{defaults.slices}]")
+    p.add_argument("--field-T", type=float, default=defaults.field_T, metavar="F", dest="field_T",
+                   help=f"field strength in tesla [{defaults.field_T}]")
+    p.add_argument("--noise", type=float, default=defaults.noise, metavar="SIGMA",
                    help="per-sample noise std of the imaging readouts relative to image max 1 "
-                        f"[{_DEFAULTS.noise}]")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help=f"random seed [{_DEFAULTS.seed}]")
+                        f"[{defaults.noise}]")
+    p.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed [{defaults.seed}]")
     p.add_argument("--object", choices=OBJECT_KINDS, default=None,
                    help="object: real brain volume slices or analytic phantom "
                         "[brain when the volume is installed, else phantom]")
-    p.add_argument("--fov-mm", type=float, default=_DEFAULTS.fov_mm, dest="fov_mm",
-                   help=f"in-plane field of view (mm) of the reconstructed image [{_DEFAULTS.fov_mm}]")
+    p.add_argument("--fov-mm", type=float, default=defaults.fov_mm, dest="fov_mm",
+                   help=f"in-plane field of view (mm) of the reconstructed image [{defaults.fov_mm}]")
     p.add_argument("--noise-file", default=None, metavar="PATH",
                    help="write the noise readouts to this separate noise scan; the scan then names "
                         "it as its measurementDependency of type Noise")
@@ -50,6 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adacsc.simulation.scanner import SimulationConfig, simulate_scan
+
     try:
         config = SimulationConfig(
             matrix=args.matrix,
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             noise=args.noise,
             seed=args.seed,
             object=args.object,
-            fov_mm=getattr(args, "fov_mm", _DEFAULTS.fov_mm),
+            fov_mm=args.fov_mm,
         )
         result = simulate_scan(args.output, config, noise_file=args.noise_file)
     except (ValueError, FileNotFoundError, OSError) as exc:
