@@ -14,8 +14,8 @@ faster than one large tensor (and avoids re-faulting large allocations); on CUDA
 all filters at once. Filters only interact through the residual, which is summed over all
 blocks before the gradient step.
 
-Between iterations the solver calls this thread's iteration hook, if one is set
-(`set_iteration_hook`): the slice pool uses it to change the torch thread count of a running
+Between iterations the solver asks whether to stop and runs the iteration hook of its context
+(adacsc.core.cancel): the slice pool uses the hook to change the torch thread count of a running
 solve when other slices start or finish.
 
 Differentiable: plain torch ops; the only in-place writes go into freshly created tensors that
@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from adacsc.core.cancel import Cancelled, bound_check
+from adacsc.core.cancel import between_iterations
 from adacsc.core.spectral import SpectralCodeOperator
 
-__all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "set_iteration_hook", "FISTA_ITERATIONS"]
+__all__ = ["fista", "soft_threshold", "objective", "default_chunk_size", "FISTA_ITERATIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +43,6 @@ FISTA_ITERATIONS = 64
 # aten's softshrink.out (not exposed by torch.nn.functional); fall back to allocating if absent
 _SOFTSHRINK_OUT = getattr(getattr(torch._C, "_nn", None), "softshrink", None)
 _CPU_CHUNK_BYTES_PER_THREAD = 2 * 2 ** 20  # about one L2 cache
-_hooks = threading.local()
-
-
-def set_iteration_hook(hook: Callable[[], None] | None) -> None:
-    """Have `hook()` called between the iterations of every solve in this thread (None: no hook)."""
-    _hooks.hook = hook
 
 
 def default_chunk_size(batch: int, num_filters: int, grid_shape: tuple[int, int],
@@ -155,7 +148,7 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
     lam: a float, or a real tensor broadcastable to [B, K, H, W] (maps), >= 0.
     lipschitz: L >= ||A D||^2, a tensor of shape [1] or [B] (see `lipschitz_constant`).
     callback(i, s): called after iteration i with the current codes (tests; costs a concat).
-    should_stop(): asked before each iteration (default: the check bound to this thread, see
+    should_stop(): asked before each iteration (default: the check bound to this context, see
     `adacsc.core.cancel`); True raises Cancelled.
     s0: codes [B, K, H, W] to start from (the momentum starts afresh), e.g. in dictionary learning.
     """
@@ -222,13 +215,9 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
         spec = [torch.fft.fft2(c, norm="ortho") for c in codes]
         blk = [op.gather(c) for c in spec]
     t, mu = 1.0, 0.0
-    stop = should_stop if should_stop is not None else bound_check()
-    hook = getattr(_hooks, "hook", None)
+    step = between_iterations("FISTA", should_stop)
     for it in range(n_iter):
-        if stop is not None and stop():
-            raise Cancelled(f"FISTA cancelled after {it} of {n_iter} iterations")
-        if hook is not None and it:
-            hook()
+        step(it, n_iter)
         # residual at the extrapolated point z = s + mu (s - s_prev), on the acquired block
         resid = -y_blk
         if blk is not None:

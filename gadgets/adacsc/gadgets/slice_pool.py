@@ -11,7 +11,7 @@ share hold) and runs up to `workers` jobs at once (default: one per core; $ADACS
 1 = one slice at a time with every core). Torch threads are handed out so that the jobs never
 hold more than `cores` together: a job starts with the free cores shared among the jobs that can
 start (at least one; it waits while every core is held), and between FISTA iterations
-(adacsc.core.fista.set_iteration_hook) a running job gives threads back when jobs are waiting
+(adacsc.core.cancel.set_iteration_hook) a running job gives threads back when jobs are waiting
 for a core, or takes the free cores when none is. A lone slice (streaming, a one-slice scan, the
 last slice of a scan) thus runs on every core, and slices that arrive together run one thread
 each, with no OpenMP barrier between them. Torch's thread count is per thread in ATen's OpenMP
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from adacsc import settings
-from adacsc.core.fista import set_iteration_hook
+from adacsc.core.cancel import set_iteration_hook
 
 __all__ = ["SlicePool", "OrderedSender", "shared_pool"]
 
