@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adacsc.core.convolution import Synthesis, as_filter_tensor
+from adacsc.core.convolution import as_filter_tensor
 from adacsc.core.fista import FISTA_ITERATIONS, fista
 from adacsc.core.fourier import SampledFourier, check_shape2
 from adacsc.core.lowpass import lowpass as tikhonov_lowpass
@@ -179,8 +179,7 @@ class CSCReconstructor(nn.Module):
 
     def _build(self, filters: torch.Tensor, fourier: SampledFourier, device: torch.device,
                dtype: torch.dtype) -> tuple[SpectralCodeOperator, torch.Tensor]:
-        real = torch.float64 if dtype == torch.complex128 else torch.float32
-        op = SpectralCodeOperator(Synthesis(filters.detach().to(device=device, dtype=real)), fourier, device, dtype)
+        op = SpectralCodeOperator.of_filters(filters, fourier, device, dtype)
         return op, lipschitz_constant(op, self.lipschitz_method)
 
     def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor, num_filters: int,

@@ -71,6 +71,14 @@ class SpectralCodeOperator(LinearOperator):
         self.phase = (centring_phase(h, dtype, self.device)[rows][:, None]
                       * centring_phase(w, dtype, self.device)[cols][None, :])  # [M1, M2], internal order
 
+    @classmethod
+    def of_filters(cls, filters: torch.Tensor, fourier: SampledFourier, device: torch.device | str,
+                   dtype: torch.dtype) -> "SpectralCodeOperator":
+        """A D for a filter tensor [K, h, w], moved to `device` in the real type of `dtype` and
+        detached (the operator is a constant of the solve)."""
+        real = torch.float64 if dtype == torch.complex128 else torch.float32
+        return cls(Synthesis(filters.detach().to(device=device, dtype=real)), fourier, device, dtype)
+
     @property
     def full_grid(self) -> bool:
         """True when grid == acquired (block arrays are then the full spectra themselves)."""

@@ -161,9 +161,7 @@ def coding_operator(filters: torch.Tensor, x: torch.Tensor) -> SpectralCodeOpera
     """A D on the full grid of the crops x (A the unitary centred FFT, nothing left out), so that
     ||A D s - A x|| = ||D s - x||: sparse coding is the reconstruction's own problem."""
     grid = tuple(x.shape[-2:])
-    real = torch.float64 if x.dtype == torch.complex128 else torch.float32
-    return SpectralCodeOperator(Synthesis(filters.detach().to(device=x.device, dtype=real)),
-                                SampledFourier(grid, grid), x.device, x.dtype)
+    return SpectralCodeOperator.of_filters(filters, SampledFourier(grid, grid), x.device, x.dtype)
 
 
 def sparse_code(filters: torch.Tensor, x: torch.Tensor, lam: float, n_iter: int, *,
