@@ -195,8 +195,8 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[list[int],
     try:
         with safe_open(str(path), framework="pt") as stream:
             metadata = stream.metadata() or {}
-            tensors = {name: (stream.get_slice(name).get_shape(), stream.get_slice(name).get_dtype())
-                       for name in stream.keys()}
+            slices = {name: stream.get_slice(name) for name in stream.keys()}
+            tensors = {name: (part.get_shape(), part.get_dtype()) for name, part in slices.items()}
     except SafetensorError as exc:
         raise _not_safetensors(path, exc) from None
     return metadata, tensors
