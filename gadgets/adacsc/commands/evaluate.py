@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from pathlib import Path
-
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ def _blackbox_file(value: str) -> Path:
     from adacsc import resources
 
     path = Path(value)
-    if path.suffix == resources.BASELINE.suffix and os.sep in value:
+    if path.suffix == resources.BASELINE.suffix:
         if not path.is_file():
             raise FileNotFoundError(f"black-box weights file {path} does not exist")
         return path
