@@ -65,7 +65,7 @@ def test_geometry_is_the_template_s_on_the_image_s_own_matrix(output: str) -> No
     result = image(output)
     for name in ("position", "read_dir", "phase_dir", "slice_dir", "patient_table_position", "field_of_view"):
         assert np.allclose(list(getattr(result, name)), list(getattr(template, name)), atol=1e-6), name
-    assert list(result.matrix_size) == [48, 64, 1] and result.slice == 3
+    assert list(result.getHead().matrix_size) == [48, 64, 1] and result.slice == 3
     assert np.allclose([float(v) for v in result.meta["ImageRowDir"]], list(template.read_dir), atol=1e-6)
     assert np.allclose([float(v) for v in result.meta["ImageColumnDir"]], list(template.phase_dir), atol=1e-6)
 

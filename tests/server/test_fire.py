@@ -112,7 +112,8 @@ def test_geometry_of_an_oblique_off_centre_slice_survives(fire_stream, server) -
         assert np.allclose(list(image.patient_table_position), TABLE)
         # the reconstruction grid: 16 x 16 after oversampling removal, twice that with super-resolution;
         # the field of view stays the header's reconstruction field of view
-        assert list(image.matrix_size) == [32, 32, 1]
+        # the header's (x, y, z): ismrmrd 1.14's Image.matrix_size is the data's (z, y, x)
+        assert list(image.getHead().matrix_size) == [32, 32, 1]
         assert np.allclose(list(image.field_of_view)[:2], [200.0, 200.0])
         assert np.allclose([float(v) for v in image.meta["ImageRowDir"]], read, atol=1e-6)
 
