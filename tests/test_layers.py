@@ -68,3 +68,10 @@ def test_each_part_imports_only_the_parts_below_it(path: Path) -> None:
         streaming = imports(path) & {"gadgetron", "socket", "socketserver"} | (
             imports(path) & {"ismrmrd"} if part != "simulation" else set())
         assert not streaming, f"{path.name} ({part}) imports {sorted(streaming)}"
+
+
+def test_only_the_server_telemetry_module_imports_prometheus_client() -> None:
+    """The metrics stay in one module: the core, the gadgets and the chain report through plain
+    callbacks (adacsc.chain.timing.ChainObserver)."""
+    users = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if "prometheus_client" in imports(path)}
+    assert users == {"server/telemetry.py"}

@@ -9,6 +9,7 @@ which checks the cancellation bound to its thread between iterations, stops too.
 the gadgets log on the chain's threads go to `on_warning` as well (the server tells the client).
 The scan's `ScanBudget` is on every connection (`connection.budget`) for gadgets that allocate."""
 
+import functools
 import importlib
 import inspect
 import logging
@@ -25,6 +26,7 @@ from gadgetron.types import ImageArray, ReconData
 
 from adacsc.chain import wire
 from adacsc.chain.config import ChainConfig, ChainError, Node
+from adacsc.chain.timing import ChainObserver, SliceClock
 from adacsc.core import cancel
 from adacsc.io.header import parse_header
 from adacsc.limits import ScanBudget, ScanLimits
@@ -167,7 +169,7 @@ class Chain:
 
     def __init__(self, chain: ChainConfig, header: bytes, on_output: Callable[[object], None],
                  strict: bool = True, budget: ScanBudget | None = None,
-                 on_warning: Callable[[str], None] | None = None) -> None:
+                 on_warning: Callable[[str], None] | None = None, observer: ChainObserver | None = None) -> None:
         self.chain = chain
         self.strict = strict
         self._on_output = on_output
@@ -183,6 +185,11 @@ class Chain:
         self._cancel_event = threading.Event()
         self.items_in = 0
         self.items_out = 0
+        self._clocks: list[SliceClock] = []
+        self._slice_clock: SliceClock | None = None
+        if observer is not None:  # per-slice latencies of each node and of the whole chain (chain.timing)
+            self._clocks = [SliceClock(functools.partial(observer.stage_latency, node.target)) for node in chain.nodes]
+            self._slice_clock = SliceClock(observer.slice_latency)
 
     def _hop(self, item: object) -> tuple[int, object]:
         return wire.round_trip(item) if self.strict else (message_id(item), item)
@@ -191,6 +198,12 @@ class Chain:
         def forward(item: object) -> None:
             if self._cancel_event.is_set():
                 return
+            if self._clocks:
+                self._clocks[index].left(item)
+                if index + 1 < len(self._clocks):
+                    self._clocks[index + 1].entered(item)
+                else:
+                    self._slice_clock.left(item)
             if index + 1 < len(self._queues):
                 self._queues[index + 1].put(self._hop(item))
             else:
@@ -233,6 +246,9 @@ class Chain:
     def push(self, item: object) -> None:
         """Feed one item (acquisition, waveform, image) from the client into the first node."""
         self.items_in += 1
+        if self._clocks:
+            self._clocks[0].entered(item)
+            self._slice_clock.entered(item)
         self._queues[0].put(self._hop(item))
 
     def close(self) -> None:

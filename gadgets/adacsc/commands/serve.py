@@ -5,9 +5,11 @@ import logging
 import os
 from pathlib import Path
 
-from adacsc import resources
+from adacsc import resources, settings
+from adacsc.commands import site_config
 from adacsc.limits import GiB, ScanLimits
 from adacsc.server import Limits, Server, ServerSettings, SessionSettings
+from adacsc.server.endpoints import serve_endpoints
 from adacsc.server.host import log_host_resources
 from adacsc.server.protocol import MiB
 from adacsc.server.signals import serve_until_signalled
@@ -60,11 +62,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-iterations", type=int, default=defaults.max_iterations,
                         help="most solver iterations a client's chain properties may ask for")
     parser.add_argument("--no-preload", action="store_true", help="do not import the gadgets (and torch) at start")
-    parser.set_defaults(func=run)
+    add_site_arguments(parser)
+    parser.set_defaults(func=run, serve_defaults=site_config.prepare_parser(parser))
+
+
+def add_site_arguments(parser: argparse.ArgumentParser) -> None:
+    """The site config, the settings that are otherwise environment variables, and the metrics and
+    health endpoints (docs/DEPLOYMENT.md, "More than one machine")."""
+    parser.add_argument("--config", type=Path, metavar="SITE.yaml",
+                        help="site config (YAML) holding any of these settings; the environment and flags "
+                             "override it (adacsc.commands.site_config)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective settings as a site config, each with its source, and exit")
+    parser.add_argument("--slice-workers", type=int,
+                        help=f"slices reconstructed at once (sets ${settings.SLICE_WORKERS}; default one per core)")
+    parser.add_argument("--weights-dir", type=Path,
+                        help=f"folder of extra weights clients may name (sets ${resources.WEIGHTS.environment})")
+    parser.add_argument("--noise-dir", type=Path,
+                        help=f"folder of stored noise covariances (sets ${resources.NOISE.environment})")
+    parser.add_argument("--log-level", type=str.upper, default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), help="log level (default INFO)")
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="bind address of the metrics and health port")
+    parser.add_argument("--metrics-port", type=int,
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off; 0: any free port)")
+    parser.add_argument("--health-port", type=int,
+                        help="serve /ready and /live here (default: the metrics port; off without either)")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="do not run one warm-up solve at start (then /ready turns true without it)")
+
+
+def effective_settings(args: argparse.Namespace) -> list[site_config.Setting]:
+    """Fill `args` with the effective settings (flag > environment > site config > default), once;
+    the settings with their sources."""
+    if getattr(args, "sources", None) is None:
+        args.sources = site_config.resolve(args, args.serve_defaults)
+    return args.sources
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    """ServerSettings from the command line."""
+    """ServerSettings from the command line (and the site config)."""
+    effective_settings(args)
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     for option in ("timeout", "write_stall", "scan_timeout", "max_scan_gb", "max_matrix", "max_channels",
@@ -80,7 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(host=args.host, port=args.port, workers=args.workers, max_waiting=args.max_waiting,
                           wait_s=args.wait, extra_config_dirs=tuple(args.config_dir),
                           allow_modules=tuple(args.allow_module), preload=not args.no_preload,
-                          grace_s=args.grace, session=session)
+                          warm_up=not args.no_preload and not args.no_warm_up, grace_s=args.grace, session=session)
 
 
 def scan_limits_from_args(args: argparse.Namespace) -> ScanLimits:
@@ -89,22 +126,44 @@ def scan_limits_from_args(args: argparse.Namespace) -> ScanLimits:
                       max_iterations=args.max_iterations, max_scan_bytes=int(args.max_scan_gb * GiB))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT."""
+def _export_environment(args: argparse.Namespace) -> None:
+    """Check the operator folders and pass the settings that the gadgets read from the environment
+    (folders, slice workers) on to them."""
     for folder in args.config_dir:
-        if not folder.is_dir():
-            raise ValueError(f"--config-dir {folder}: not a folder")
-    if args.dictionary_dir is not None:
-        if not args.dictionary_dir.is_dir():
-            raise ValueError(f"--dictionary-dir {args.dictionary_dir}: not a folder")
-        os.environ[resources.DICTIONARY.environment] = str(args.dictionary_dir.resolve())
+        if not Path(folder).is_dir():
+            raise ValueError(f"config folder {folder}: not a folder")
+    if args.slice_workers is not None:
+        if args.slice_workers < 1:
+            raise ValueError("--slice-workers must be at least 1")
+        os.environ[settings.SLICE_WORKERS] = str(args.slice_workers)
+    for kind, folder in ((resources.DICTIONARY, args.dictionary_dir), (resources.WEIGHTS, args.weights_dir),
+                         (resources.NOISE, args.noise_dir)):
+        if folder is None:
+            continue
+        if kind is not resources.NOISE and not Path(folder).is_dir():
+            raise ValueError(f"{kind.noun} folder {folder}: not a folder")
+        os.environ[kind.environment] = str(Path(folder).resolve())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT (or, with --print-config, print the effective settings)."""
+    sources = effective_settings(args)
+    if args.print_config:
+        print(site_config.render(sources), end="")
+        return 0
+    if not args.verbose:  # -v (debug) wins over the configured level
+        logging.getLogger().setLevel(args.log_level)
+    if args.config is not None:
+        log.info("site config %s", args.config)
+    _export_environment(args)
     log.info("dictionary folders for client-named dictionaries: %s",
              ", ".join(str(folder) for folder in resources.folders(resources.DICTIONARY)))
     log_host_resources()
     os.environ.update(scan_limits_from_args(args).environment())
     server = Server(settings_from_args(args))
-    server.start()
-    serve_until_signalled(server, server.active_sessions)
+    with serve_endpoints(server, args.metrics_host, args.metrics_port, args.health_port):
+        server.start()
+        serve_until_signalled(server, server.active_sessions)
     failed = sum(1 for report in server.reports if not report.ok)
     log.info("served %d scans (%d with errors)", len(server.reports), failed)
     return 0

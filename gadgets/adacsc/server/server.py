@@ -18,6 +18,7 @@ from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
 from adacsc.server.listener import ConnectionServer, join_threads
 from adacsc.server.session import Session, SessionReport, SessionSettings
+from adacsc.server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class ServerSettings:
     allow_modules: tuple[str, ...] = ()
     """modules a client-sent chain XML may run besides adacsc.gadgets.* and the configured chains'"""
     preload: bool = True
+    warm_up: bool = False
+    """after preloading, run one warm-up solve (adacsc.server.warmup) before listening"""
     grace_s: float = 60.0
     """after stop(), how long running scans may take to finish before they are cancelled"""
     session: SessionSettings = field(default_factory=lambda: SessionSettings(config_dirs=()))
@@ -69,6 +72,8 @@ class Server(ConnectionServer):
         self.reports: list[SessionReport] = []
         self.session_settings: SessionSettings | None = None
         self.address: tuple[str, int] | None = None
+        self.telemetry = Telemetry(active=lambda: len(self._sessions), waiting=lambda: self._waiting,
+                                   budget_bytes=lambda: sum(session.budget_used for session in list(self._sessions)))
 
     @property
     def port(self) -> int:
@@ -84,9 +89,14 @@ class Server(ConnectionServer):
         dirs = tuple(resources.folders(resources.CONFIG, self.settings.extra_config_dirs))
         chain_modules = self._configured_modules(dirs)
         trusted = frozenset(chain_modules) | frozenset(self.settings.allow_modules)
-        self.session_settings = replace(self.settings.session, config_dirs=dirs, trusted_modules=trusted)
+        self.session_settings = replace(self.settings.session, config_dirs=dirs, trusted_modules=trusted,
+                                        observer=self.telemetry)
         if self.settings.preload:
             self._preload(sorted(chain_modules))
+        if self.settings.warm_up:
+            from adacsc.server.warmup import warm_up
+
+            warm_up(dirs)
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -147,6 +157,7 @@ class Server(ConnectionServer):
 
     def _accepted(self, sock: socket.socket, peer: str) -> None:
         if self._stop.is_set():
+            self.telemetry.refused("shutting_down")
             _refuse(sock, "server shutting down", self.session_settings.error_format)
             return
         self._admit(sock, peer)
@@ -186,6 +197,7 @@ class Server(ConnectionServer):
             if busy:
                 log.warning("refusing %s: all %d workers busy and %d connections waiting", peer,
                             self.settings.workers, limit)
+                self.telemetry.refused("busy")
                 threading.Thread(target=_refuse, args=(sock, "server busy: too many scans at once, try later",
                                                        error_format), daemon=True).start()
                 return
@@ -203,16 +215,19 @@ class Server(ConnectionServer):
                     reason = ("server shutting down" if self._stop.is_set()
                               else f"server busy: no worker free within {self.settings.wait_s:g} s")
                     log.warning("refusing %s: %s", peer, reason)
+                    self.telemetry.refused("shutting_down" if self._stop.is_set() else "wait_timeout")
                     _refuse(sock, reason, self.session_settings.error_format)
                     return
             session = Session(sock, peer, next(self._ids), self.session_settings)
             with self._lock:
                 self._sessions.add(session)
+            self.telemetry.session_started()
             try:
                 report = session.run()
             finally:
                 with self._lock:
                     self._sessions.discard(session)
+            self.telemetry.session_ended(report)
             with self._lock:
                 self.reports.append(report)
         except Exception:

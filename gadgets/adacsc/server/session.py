@@ -37,6 +37,7 @@ from gadgetron.types import ImageArray
 from adacsc import resources
 from adacsc.chain.config import ChainConfig, ChainError
 from adacsc.chain.runner import Chain, NodeFailure
+from adacsc.chain.timing import ChainObserver
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
@@ -86,6 +87,8 @@ class SessionSettings:
     """readouts waiting in front of the first gadget before reading pauses (back-pressure)"""
     socket_send_buffer: int | None = None
     """SO_SNDBUF for session sockets (None: the system default)"""
+    observer: ChainObserver | None = None
+    """told each stage's and each slice's latency (the server's metrics)"""
 
     def trusts(self, module: str) -> bool:
         """Whether a client-sent chain may name `module`."""
@@ -165,6 +168,11 @@ class Session:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._anything_received = False
+
+    @property
+    def budget_used(self) -> int:
+        """Bytes of the scan budget in use (received plus allocated)."""
+        return self._budget.used
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -488,7 +496,8 @@ class Session:
         try:
             chain = self._resolve_chain()
             self._chain = Chain(chain, self._header, self._on_output, strict=self.settings.strict,
-                                budget=self._budget, on_warning=self._gadget_warning).start()
+                                budget=self._budget, on_warning=self._gadget_warning,
+                                observer=self.settings.observer).start()
         except (ChainError, HeaderError, ValueError) as err:
             raise SessionError(f"cannot run the config: {err}") from err
         self._chain_name = chain.name

@@ -1,0 +1,110 @@
+"""What the warm-up solve buys: the first real scan against the third, with and without it.
+
+For each mode (warm-up on, `--no-warm-up`) a fresh `adacsc serve` starts on free loopback ports,
+the script waits for /ready, then sends the same scan three times, one after the other, and
+reports each scan's time (connect to CLOSE) and median per-slice latency (last readout sent to
+first image received), and the ratio of the first scan to the third. Both modes run in the same
+invocation, on the same machine. The scan defaults to the bundled FLAIR scan: real data the
+warm-up (which uses the bundled FSE scan) has not seen.
+
+    python benchmarks/bench_warmup.py [--scan FILE] [--config adacsc_lowfield] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from adacsc.client import send_scan
+from adacsc.resources import bundled_scan
+
+log = logging.getLogger("bench_warmup")
+
+
+def start(log_path: Path, *options: str) -> tuple[subprocess.Popen, int, int, float]:
+    """`adacsc serve` with metrics and probes on free ports: (process, scan port, http port,
+    seconds until /ready answered 200)."""
+    started = time.perf_counter()
+    with open(log_path, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--metrics-port", "0",
+                                    *options], stdout=out, stderr=subprocess.STDOUT)
+    http = port = None
+    while time.perf_counter() - started < 300 and process.poll() is None:
+        text = log_path.read_text()
+        http = http or _port(r"on http://127\.0\.0\.1:(\d+)", text)
+        port = port or _port(r"listening on [^ ]+:(\d+)", text)
+        if http and port and _ready(http):
+            return process, port, http, time.perf_counter() - started
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"the server did not become ready: {log_path.read_text()[-2000:]}")
+
+
+def _port(pattern: str, text: str) -> int | None:
+    match = re.search(pattern, text)
+    return int(match.group(1)) if match else None
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def run_mode(name: str, options: list[str], scan: Path, config: str, workdir: Path) -> dict[str, float]:
+    process, port, _, ready_s = start(workdir / f"{name}.log", *options)
+    try:
+        times, latencies = [], []
+        for attempt in range(3):
+            result = send_scan(scan, None, port=port, config_name=config, timeout=600)
+            if not result.ok:
+                raise RuntimeError(f"{name}: scan {attempt + 1} failed: {result.errors}")
+            times.append(result.seconds)
+            latencies.append(statistics.median(result.first_image_latencies().values()))
+    finally:
+        process.terminate()
+        process.wait(120)
+    row = {"ready_s": ready_s, **{f"scan{i + 1}_s": t for i, t in enumerate(times)},
+           **{f"slice{i + 1}_s": t for i, t in enumerate(latencies)}}
+    row["first_over_third"] = times[0] / times[2]
+    row["slice_first_over_third"] = latencies[0] / latencies[2]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scan", type=Path, default=bundled_scan("lowfield_0055T_FLAIR.h5"))
+    parser.add_argument("--config", default="adacsc_lowfield")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of both modes (alternating)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    modes = {"warm-up": [], "no warm-up": ["--no-warm-up"]}
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in modes}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(args.repeat):
+            for name, options in modes.items():
+                rows[name].append(run_mode(name.replace(" ", "-"), options, args.scan, args.config, Path(folder)))
+    print(f"scan {args.scan.name}, chain {args.config}; times in s (median over {args.repeat} run(s))")
+    print("| mode | until /ready | scan 1 | scan 2 | scan 3 | scan 1 / scan 3 | slice latency 1 | slice latency 3 "
+          "| 1 / 3 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, runs in rows.items():
+        med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        print(f"| {name} | {med['ready_s']:.2f} | {med['scan1_s']:.2f} | {med['scan2_s']:.2f} | {med['scan3_s']:.2f} "
+              f"| {med['first_over_third']:.3f} | {med['slice1_s']:.2f} | {med['slice3_s']:.2f} "
+              f"| {med['slice_first_over_third']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The HTTP side of `adacsc serve`: Prometheus metrics at /metrics, and the probes an orchestrator
+(Kubernetes) asks before sending scans and while a pod drains.
+
+  /ready   200 once the server listens, which is after the gadgets, weights and dictionaries
+           have loaded and the warm-up solve has run; 503 before, and from the moment a stop
+           (SIGTERM) begins, so that no new scan is routed to a draining server.
+  /live    200 while the process serves HTTP (also during start-up and the drain): a process
+           that no longer answers is restarted.
+  /metrics adacsc.server.telemetry's registry.
+
+Metrics and probes may share one port or use two; each runs a small threaded HTTP server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from adacsc.server.server import Server
+from adacsc.server.telemetry import CONTENT_TYPE
+
+__all__ = ["Endpoints", "serve_endpoints"]
+
+log = logging.getLogger(__name__)
+
+PROBES = ("/ready", "/live")
+
+
+def ready(server: Server) -> bool:
+    """Whether scans may be sent: listening (so warmed up) and not stopping."""
+    return server.address is not None and not server.stopping
+
+
+class Endpoints(ThreadingHTTPServer):
+    """One port serving some of /metrics, /ready and /live for `server`."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, server: Server, paths: tuple[str, ...]) -> None:
+        self.scans = server
+        self.paths = paths
+        super().__init__((host, port), _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Endpoints
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = self.path.split("?", 1)[0]
+        if path not in self.server.paths:
+            self._reply(404, b"not found\n")
+        elif path == "/metrics":
+            self._reply(200, self.server.scans.telemetry.exposition(), CONTENT_TYPE)
+        elif path == "/live":
+            self._reply(200, b"alive\n")
+        elif ready(self.server.scans):
+            self._reply(200, b"ready\n")
+        else:
+            self._reply(503, b"stopping\n" if self.server.scans.stopping else b"starting\n")
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's signature)
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+@contextlib.contextmanager
+def serve_endpoints(server: Server, host: str, metrics_port: int | None,
+                    health_port: int | None) -> Iterator[list[Endpoints]]:
+    """Serve /metrics on `metrics_port` and the probes on `health_port` (None: the metrics port;
+    both None: nothing) in background threads for the duration of the block."""
+    health_port = metrics_port if health_port is None else health_port
+    wanted: dict[int, tuple[str, ...]] = {}
+    if metrics_port is not None:
+        wanted[metrics_port] = ("/metrics",)
+    if health_port is not None:
+        wanted[health_port] = wanted.get(health_port, ()) + PROBES
+    running: list[Endpoints] = []
+    try:
+        for port, paths in wanted.items():
+            endpoints = Endpoints(host, port, server, paths)
+            running.append(endpoints)
+            _start(endpoints.serve_forever, f"adacsc-http-{endpoints.port}")
+            log.info("serving %s on http://%s:%d", ", ".join(paths), host, endpoints.port)
+        yield running
+    finally:
+        for endpoints in running:
+            endpoints.shutdown()
+            endpoints.server_close()
+
+
+def _start(target: Callable[[], None], name: str) -> None:
+    threading.Thread(target=target, name=name, daemon=True).start()
