@@ -2,8 +2,9 @@
 
 For each mode (warm-up on, `--no-warm-up`) a fresh `adacsc serve` starts on free loopback ports,
 the script waits for /ready, then sends the same scan three times, one after the other, and
-reports each scan's time (connect to CLOSE) and median per-slice latency (last readout sent to
-first image received), and the ratio of the first scan to the third. Both modes run in the same
+reports each scan's time (connect to CLOSE), the server's CPU time for it (from /proc: on a
+shared machine it varies less with the other load than the wall time) and the median per-slice
+latency (last readout sent to first image received), and the ratios of the first scan to the third. Both modes run in the same
 invocation, on the same machine. The scan defaults to the bundled FLAIR scan: real data the
 warm-up (which uses the bundled FSE scan) has not seen.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import statistics
 import subprocess
@@ -62,12 +64,20 @@ def _ready(port: int) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_mode(name: str, options: list[str], scan: Path, config: str, workdir: Path) -> dict[str, float]:
     process, port, _, ready_s = start(workdir / f"{name}.log", *options)
     try:
-        times, latencies = [], []
+        times, latencies, cpu = [], [], []
         for attempt in range(3):
+            before = cpu_seconds(process.pid)
             result = send_scan(scan, None, port=port, config_name=config, timeout=600)
+            cpu.append(cpu_seconds(process.pid) - before)
             if not result.ok:
                 raise RuntimeError(f"{name}: scan {attempt + 1} failed: {result.errors}")
             times.append(result.seconds)
@@ -77,7 +87,9 @@ def run_mode(name: str, options: list[str], scan: Path, config: str, workdir: Pa
         process.wait(120)
     row = {"ready_s": ready_s, **{f"scan{i + 1}_s": t for i, t in enumerate(times)},
            **{f"slice{i + 1}_s": t for i, t in enumerate(latencies)}}
+    row.update({f"cpu{i + 1}_s": t for i, t in enumerate(cpu)})
     row["first_over_third"] = times[0] / times[2]
+    row["cpu_first_over_third"] = cpu[0] / cpu[2]
     row["slice_first_over_third"] = latencies[0] / latencies[2]
     return row
 
@@ -96,13 +108,14 @@ def main() -> None:
             for name, options in modes.items():
                 rows[name].append(run_mode(name.replace(" ", "-"), options, args.scan, args.config, Path(folder)))
     print(f"scan {args.scan.name}, chain {args.config}; times in s (median over {args.repeat} run(s))")
-    print("| mode | until /ready | scan 1 | scan 2 | scan 3 | scan 1 / scan 3 | slice latency 1 | slice latency 3 "
-          "| 1 / 3 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| mode | until /ready | scan 1 | scan 2 | scan 3 | scan 1 / scan 3 | CPU 1 | CPU 3 | CPU 1 / 3 "
+          "| slice latency 1 | slice latency 3 | 1 / 3 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, runs in rows.items():
         med = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         print(f"| {name} | {med['ready_s']:.2f} | {med['scan1_s']:.2f} | {med['scan2_s']:.2f} | {med['scan3_s']:.2f} "
-              f"| {med['first_over_third']:.3f} | {med['slice1_s']:.2f} | {med['slice3_s']:.2f} "
+              f"| {med['first_over_third']:.3f} | {med['cpu1_s']:.2f} | {med['cpu3_s']:.2f} "
+              f"| {med['cpu_first_over_third']:.3f} | {med['slice1_s']:.2f} | {med['slice3_s']:.2f} "
               f"| {med['slice_first_over_third']:.3f} |")
 
 

@@ -201,3 +201,30 @@ def test_deployment_docs_list_every_ui_parameter() -> None:
     section = (REPO / "docs" / "DEPLOYMENT.md").read_text().split("## 6. OpenRecon")[1]
     for parameter in fire.UI_PARAMETERS:
         assert f"`{parameter.id}`" in section and f"`{parameter.key}`" in section, parameter.id
+
+
+def test_gpu_is_refused_with_the_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(openrecon.LabelError, match="CUDA is newer than 11.8.*torch 2.7"):
+        openrecon.build_label(openrecon.LabelSettings(can_use_gpu=True))
+    assert cli.main(["package", "openrecon", "--gpu", "--json", str(tmp_path / "label.json")]) == 2
+    assert "a GPU OpenRecon image cannot be built" in caplog.text and not (tmp_path / "label.json").exists()
+    assert "No GPU image" in (REPO / "docs" / "DEPLOYMENT.md").read_text()
+
+
+def _cuda_guard() -> str:
+    """The Dockerfile's check that the torch it installed is not a CUDA build."""
+    text = (REPO / "docker" / "Dockerfile.openrecon").read_text().replace("\\\n", "")
+    return text.split('/opt/adacsc/bin/python -c "', 1)[1].split('"\nWORKDIR', 1)[0]
+
+
+def test_the_openrecon_image_build_stops_at_a_cuda_torch(tmp_path: Path) -> None:
+    guard = _cuda_guard()
+    assert subprocess.run([sys.executable, "-c", guard], capture_output=True).returncode == 0  # this CPU torch
+    fake = tmp_path / "torch"
+    (fake / "version").mkdir(parents=True)
+    (fake / "__init__.py").write_text("from torch import version\n__version__ = '2.13.0+cu128'\n")
+    (fake / "version" / "__init__.py").write_text("cuda = '12.8'\n")
+    result = subprocess.run([sys.executable, "-c", guard], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert "torch 2.13.0+cu128 is a CUDA 12.8 build: OpenRecon takes CUDA <= 11.8" in result.stderr

@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sub.add_argument("--injector", choices=sorted(openrecon.INJECTOR_OUTPUT), default=defaults.injector,
                      help="image: int16 magnitude series; compleximage: complex series [image]")
     sub.add_argument("--chain", default=defaults.default_chain, help=f"default chain [{defaults.default_chain}]")
-    sub.add_argument("--gpu", action="store_true", help="declare that the image can use a GPU (CUDA build)")
+    sub.add_argument("--gpu", action="store_true",
+                     help="refused: OpenRecon takes CUDA <= 11.8, which no tested torch build offers (see the docs)")
     sub.add_argument("--memory-mb", type=int, default=defaults.min_memory_mb,
                      help=f"minimum host memory [{defaults.min_memory_mb}]")
     sub.add_argument("--cores", type=int, default=defaults.min_cpu_cores,

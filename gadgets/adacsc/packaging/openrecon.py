@@ -30,6 +30,11 @@ SCHEMA_NAME = "label_schema_1.1.0.json"
 INJECTOR_OUTPUT = {"image": "int16", "compleximage": "complex"}
 """The csc `output` each OpenRecon injector takes."""
 MAX_PARAMETERS = 14
+NO_GPU = ("a GPU OpenRecon image cannot be built: OpenRecon rejects images whose CUDA is newer than 11.8, "
+          "PyTorch's last CUDA 11.8 builds are torch 2.7.x, and adacsc is built and tested with torch 2.13 "
+          "(no torch 2.7 run of it is tested). Package the CPU image (without --gpu); docs/DEPLOYMENT.md, "
+          "section OpenRecon, 'No GPU image'")
+"""Why `can_use_gpu` is refused (docker/Dockerfile.openrecon refuses a CUDA torch for the same reason)."""
 
 
 class LabelError(ValueError):
@@ -146,6 +151,8 @@ def ui_parameter(parameter: fire.UiParameter, default: str) -> dict[str, Any]:
 def build_label(settings: LabelSettings, folders: list[Path] | None = None) -> dict[str, Any]:
     """The label as a JSON object; LabelError when it does not validate against the schema."""
     folders = folders if folders is not None else resources.folders(resources.CONFIG)
+    if settings.can_use_gpu or settings.min_gpu_memory_mb:
+        raise LabelError(NO_GPU)
     if settings.injector not in INJECTOR_OUTPUT:
         raise LabelError(f"injector {settings.injector!r} is not one of {', '.join(INJECTOR_OUTPUT)}")
     chains = scanner_chains(folders)
