@@ -2,6 +2,7 @@
 overridden by the environment and then by flags, and shown by --print-config."""
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -145,3 +146,14 @@ def test_the_server_runs_with_the_settings_of_the_file(tmp_path):
     finally:
         process.terminate()
         assert process.wait(60) == 0
+
+
+def test_a_missing_folder_is_named_with_its_source(tmp_path, caplog, monkeypatch):
+    for variable in ("ADACSC_SLICE_WORKERS", "ADACSC_WEIGHTS_DIR", "ADACSC_DICTIONARY_DIR"):
+        monkeypatch.delenv(variable, raising=False)  # restored after the test, whatever serve sets
+    path = every_setting(tmp_path, folders__dictionaries=str(tmp_path / "nowhere"))
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith("dictionaries"))
+    with caplog.at_level(logging.ERROR):
+        assert main(["serve", "--config", str(path)]) == 2
+    assert f"folders.dictionaries: {tmp_path / 'nowhere'} is not a folder ({path}:{line})" in caplog.text
+    assert "ADACSC_SLICE_WORKERS" not in os.environ  # nothing exported before the checks passed

@@ -129,20 +129,24 @@ def scan_limits_from_args(args: argparse.Namespace) -> ScanLimits:
 def _export_environment(args: argparse.Namespace) -> None:
     """Check the operator folders and pass the settings that the gadgets read from the environment
     (folders, slice workers) on to them."""
+    sources = {setting.key: setting.source for setting in effective_settings(args)}
     for folder in args.config_dir:
         if not Path(folder).is_dir():
-            raise ValueError(f"config folder {folder}: not a folder")
-    if args.slice_workers is not None:
-        if args.slice_workers < 1:
-            raise ValueError("--slice-workers must be at least 1")
-        os.environ[settings.SLICE_WORKERS] = str(args.slice_workers)
-    for kind, folder in ((resources.DICTIONARY, args.dictionary_dir), (resources.WEIGHTS, args.weights_dir),
-                         (resources.NOISE, args.noise_dir)):
+            raise ValueError(f"folders.configs: {folder} is not a folder ({sources['folders.configs']})")
+    if args.slice_workers is not None and args.slice_workers < 1:
+        raise ValueError(f"server.slice_workers must be at least 1 ({sources['server.slice_workers']})")
+    folders = {}
+    for key, kind, folder in (("folders.dictionaries", resources.DICTIONARY, args.dictionary_dir),
+                              ("folders.weights", resources.WEIGHTS, args.weights_dir),
+                              ("folders.noise", resources.NOISE, args.noise_dir)):
         if folder is None:
             continue
         if kind is not resources.NOISE and not Path(folder).is_dir():
-            raise ValueError(f"{kind.noun} folder {folder}: not a folder")
-        os.environ[kind.environment] = str(Path(folder).resolve())
+            raise ValueError(f"{key}: {folder} is not a folder ({sources[key]})")
+        folders[kind.environment] = str(Path(folder).resolve())
+    os.environ.update(folders)
+    if args.slice_workers is not None:
+        os.environ[settings.SLICE_WORKERS] = str(args.slice_workers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(site_config.render(sources), end="")
         return 0
-    if not args.verbose:  # -v (debug) wins over the configured level
+    if not getattr(args, "verbose", False):  # -v (debug) wins over the configured level
         logging.getLogger().setLevel(args.log_level)
     if args.config is not None:
         log.info("site config %s", args.config)
