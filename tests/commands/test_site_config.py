@@ -157,3 +157,13 @@ def test_a_missing_folder_is_named_with_its_source(tmp_path, caplog, monkeypatch
         assert main(["serve", "--config", str(path)]) == 2
     assert f"folders.dictionaries: {tmp_path / 'nowhere'} is not a folder ({path}:{line})" in caplog.text
     assert "ADACSC_SLICE_WORKERS" not in os.environ  # nothing exported before the checks passed
+
+
+def test_relative_folders_are_relative_to_the_site_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ADACSC_NOISE_DIR", raising=False)
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "site.yaml"
+    path.write_text("folders:\n  configs: [chains, /abs/chains]\n  noise: ../noise\n")
+    shown = sources(print_config(capsys, "--config", str(path)))
+    assert shown["folders.configs"][0] == [str(tmp_path / "etc" / "chains"), "/abs/chains"]
+    assert shown["folders.noise"][0] == str(tmp_path / "etc" / ".." / "noise")

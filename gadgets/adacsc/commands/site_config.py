@@ -10,6 +10,7 @@ one environment variable. The effective value of a setting is the first of:
 
 The file is checked against a JSON schema (jsonschema) before anything starts: an unknown key, a
 key given twice or a value of the wrong type or range fails with the file, the line and the key.
+Relative folders in the file are relative to the file's own folder.
 `adacsc serve --print-config` prints every effective setting as YAML, each with where it came from,
 so its output is itself a complete site config.
 """
@@ -237,8 +238,9 @@ def resolve(args: argparse.Namespace, defaults: dict[str, Any],
         elif key is not None and _lookup(document, key.path)[0]:
             value = _lookup(document, key.path)[1]
             value = (not value) if key.invert else value
-            if dest == "config_dir":
-                value = [Path(folder) for folder in value]
+            if key.path[0] == "folders" and value is not None:  # relative to the site config's folder
+                base = Path(args.config).parent
+                value = [base / folder for folder in value] if isinstance(value, list) else base / value
             source = f"{args.config}:{lines.get(key.path, 0)}"
         else:
             value, source = default, "default"
