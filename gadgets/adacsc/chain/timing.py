@@ -15,9 +15,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import ismrmrd
+import numpy as np
 from gadgetron.types import ImageArray, ReconData
 
 __all__ = ["ChainObserver", "SliceClock", "slice_of"]
@@ -39,13 +40,12 @@ def slice_of(item: object) -> tuple[int, int] | None:
         return int(item.idx.slice), int(item.idx.repetition)
     if isinstance(item, ismrmrd.Image):
         return int(item.slice), int(item.repetition)
-    header: Any = None
-    if isinstance(item, ImageArray) and item.headers is not None and item.headers.size:
-        header = item.headers.flat[0]
-        return int(header.slice), int(header.repetition)
-    if isinstance(item, ReconData) and item.bits and item.bits[0].data.headers.size:
-        header = item.bits[0].data.headers.flat[0]
-        return int(header.idx.slice), int(header.idx.repetition)
+    if isinstance(item, ImageArray) and item.headers is not None and np.size(item.headers):
+        image = np.asarray(item.headers).flat[0]
+        return int(image.slice), int(image.repetition)
+    if isinstance(item, ReconData) and item.bits and np.size(item.bits[0].data.headers):
+        acquisition = np.asarray(item.bits[0].data.headers).flat[0]
+        return int(acquisition.idx.slice), int(acquisition.idx.repetition)
     return None
 
 
