@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from adacsc.server.server import Server
@@ -40,7 +40,7 @@ class Endpoints(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, server: Server, paths: tuple[str, ...]) -> None:
-        self.scans = server
+        self.scan_server = server
         self.paths = paths
         super().__init__((host, port), _Handler)
 
@@ -57,13 +57,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in self.server.paths:
             self._reply(404, b"not found\n")
         elif path == "/metrics":
-            self._reply(200, self.server.scans.telemetry.exposition(), CONTENT_TYPE)
+            self._reply(200, self.server.scan_server.telemetry.exposition(), CONTENT_TYPE)
         elif path == "/live":
             self._reply(200, b"alive\n")
-        elif ready(self.server.scans):
+        elif ready(self.server.scan_server):
             self._reply(200, b"ready\n")
         else:
-            self._reply(503, b"stopping\n" if self.server.scans.stopping else b"starting\n")
+            self._reply(503, b"stopping\n" if self.server.scan_server.stopping else b"starting\n")
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
         self.send_response(status)
@@ -92,14 +92,10 @@ def serve_endpoints(server: Server, host: str, metrics_port: int | None,
         for port, paths in wanted.items():
             endpoints = Endpoints(host, port, server, paths)
             running.append(endpoints)
-            _start(endpoints.serve_forever, f"adacsc-http-{endpoints.port}")
+            threading.Thread(target=endpoints.serve_forever, name=f"adacsc-http-{endpoints.port}", daemon=True).start()
             log.info("serving %s on http://%s:%d", ", ".join(paths), host, endpoints.port)
         yield running
     finally:
         for endpoints in running:
             endpoints.shutdown()
             endpoints.server_close()
-
-
-def _start(target: Callable[[], None], name: str) -> None:
-    threading.Thread(target=target, name=name, daemon=True).start()
