@@ -1,6 +1,7 @@
 """The server's Prometheus metrics (read from its registry and over HTTP) and its /ready and
 /live probes, in process. The same scenario against a real Prometheus: test_prometheus.py."""
 
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -9,10 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from adacsc.client import send_scan
 from adacsc.server import Server, ServerSettings, SessionSettings
 from adacsc.server.endpoints import serve_endpoints
 from support.metrics_scenario import STAGES, run_ten_scans
-from support.server import threaded_server
+from support.server import FRONTEND, make_scan, threaded_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,9 +67,6 @@ def test_every_metric_equals_what_ten_scans_did(tmp_path: Path) -> None:
 
 
 def test_the_budget_in_use_is_the_running_scans(tmp_path: Path) -> None:
-    from support.server import FRONTEND, make_scan
-    from adacsc.client import send_scan
-
     scan = make_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
     with threaded_server(workers=1) as running:
         telemetry = running.server.telemetry
@@ -113,8 +112,6 @@ def test_metrics_and_probes_on_separate_ports() -> None:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
