@@ -114,7 +114,9 @@ def test_calibration_region_is_the_central_block() -> None:
     lines[6:11] = True
     images = coil_maps.calibration_images(kspace, lines)
     assert images.shape == kspace.shape
-    lines[8] = False
+    lines[8] = False  # regular undersampling around a missing centre: maps from the aliased data
+    assert np.allclose(coil_maps.calibration_images(kspace, lines), ifftc(kspace * lines[None, :, None]))
+    lines[:8] = False  # nothing below the centre: no maps
     with pytest.raises(ValueError, match="centre line"):
         coil_maps.calibration_images(kspace, lines)
 
