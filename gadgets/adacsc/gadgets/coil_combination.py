@@ -53,7 +53,7 @@ def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: i
     if calibration is None:
         maps = coil_maps.estimate(coil_maps.calibration_images(kspace, lines), method, kernel)
     else:
-        calibrated = lines | np.abs(calibration).sum(axis=(0, 2)) > 0
+        calibrated = lines | (np.abs(calibration).sum(axis=(0, 2)) > 0)
         union = np.where(lines[None, :, None], kspace, calibration)
         maps = coil_maps.estimate(coil_maps.calibration_images(union, calibrated), method, kernel)
     return coil_maps.combine(images, maps)

@@ -45,10 +45,10 @@ CALIBRATION_AND_IMAGING = "calibration and imaging"
 IMAGING = "imaging"
 
 _NOT_IMAGED = (
-    (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, NOISE, "noise readouts are for prewhitening (no noise adjustment in front)"),
-    (ismrmrd.ACQ_IS_NAVIGATION_DATA, NAVIGATION, "navigators are not image data (no motion correction here)"),
+    (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, NOISE, "noise readouts are for prewhitening, and no noise adjustment ran in front"),
+    (ismrmrd.ACQ_IS_NAVIGATION_DATA, NAVIGATION, "navigators are not image data; this chain does no motion correction"),
     (ismrmrd.ACQ_IS_PHASECORR_DATA, PHASE_CORRECTION,
-     "phase-correction readouts are not image data (no EPI phase correction here)"),
+     "phase-correction readouts are not image data; this chain does no EPI phase correction"),
     (ismrmrd.ACQ_IS_DUMMYSCAN_DATA, DUMMY_SCAN, "dummy scans are not image data"),
     (ismrmrd.ACQ_IS_RTFEEDBACK_DATA, RT_FEEDBACK, "RT feedback readouts are not image data"),
     (ismrmrd.ACQ_IS_HPFEEDBACK_DATA, HP_FEEDBACK, "HP feedback readouts are not image data"),
