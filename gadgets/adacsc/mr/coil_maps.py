@@ -42,8 +42,13 @@ def walsh(images: np.ndarray, kernel: int = 7) -> np.ndarray:
 
 def inati(images: np.ndarray, kernel: int = 7, iterations: int = 5) -> np.ndarray:
     """Inati's iterative estimate: maps are the smoothed, normalised correlation of each coil with
-    the current combined image; their phase follows a virtual body coil (the coil-summed map)."""
+    the current combined image; their phase follows a virtual body coil (the coil-summed map).
+    When the pixel sums vanish (k-space centre not acquired, e.g. regular undersampling), the
+    body coil is the dominant eigenvector of the coils' correlation instead."""
     body = np.sum(images, axis=(1, 2))
+    if np.linalg.norm(body) <= 1e-6 * np.sqrt(np.sum(np.abs(images) ** 2)):
+        flat = images.reshape(images.shape[0], -1)
+        body = np.linalg.eigh(flat @ flat.conj().T)[1][:, -1]
     body /= np.linalg.norm(body) + _EPS
     combined = np.tensordot(body.conj(), images, axes=(0, 0))
     maps = images
