@@ -17,7 +17,24 @@ What is written (`simulate_scan`)
   readout ACQ_LAST_IN_MEASUREMENT), geometry per slice (slices stacked along slice_dir,
   `slice_spacing_mm` apart, centred on the isocentre), scan_counter from 1, time stamps in 2.5 ms
   ticks (one TR per readout), measurement_uid.
-- Ground truth beside the ISMRMRD data (simulation.ground_truth).
+- Ground truth beside the ISMRMRD data (simulation.ground_truth): [K, Y, X] with K = contrasts x
+  slices x partitions (contrast outermost).
+
+Protocol options (all off by default; a scan with extras has exactly the imaging samples of the
+same scan without them, since extras draw from their own random stream)
+------------------------------------------------------------------------------------------------
+- `averages` A: each line acquired A times with independent noise (idx.average, encodingLimits
+  average 0..A-1); `average_loop` "inner" acquires each line's averages in a row, "outer" the whole
+  slice once per average (each pass ends with ACQ_LAST_IN_SLICE). Both orders hold the same samples.
+- `contrasts` C: C echoes per line, interleaved (idx.contrast); contrast k images x |x|^k.
+- `partitions` P > 1: 3-D, each slice a slab of P partitions of slice_thickness_mm along slice_dir
+  (encoded z = P, kspace_encode_step_2 0..P-1 centre P/2), k-space by a 3-D FFT.
+- Extra readouts that would spoil an image if used (the centre line with a random amplitude and
+  phase): `dummy_scans` at the start (ACQ_IS_DUMMYSCAN_DATA), `navigators` and `phase_correction`
+  (ACQ_IS_NAVIGATION_DATA, ACQ_IS_PHASECORR_DATA, every second one reversed) at the start of each
+  slice pass, `feedback` RT/HP feedback readouts (alternating) before each centre line;
+  `calibration_lines` central lines flagged ACQ_IS_PARALLEL_CALIBRATION with their own noise.
+- `reverse`: every second readout is stored reversed and flagged ACQ_IS_REVERSE.
 
 Signal model
 ------------
