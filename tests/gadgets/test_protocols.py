@@ -181,3 +181,21 @@ def test_ismrmrd_tools_shepp_logan_returns_every_image(options: list[str], image
     result = front_end(scan, tmp_path / "out.h5")
     assert sorted(im.repetition for im in result) == list(range(images))
     assert all(np.isfinite(im.data).all() and np.abs(im.data).max() > 0 for im in result)
+
+
+def test_a_plain_2d_scan_is_buffered_exactly_as_its_readouts(real_scan: Path) -> None:
+    """The bundled real scan (2-D, one average, every readout imaging): each slice's buffer holds its
+    readouts at their line index, untouched, so the default chain's images stay bit for bit."""
+    header, readouts = _read(real_scan)
+    accumulator = Accumulator(header, remove_oversampling=False)
+    recons = [r for r in map(accumulator.add, readouts) if r is not None]
+    assert len(recons) == 4 and accumulator.tally.left_out == 0
+    for recon in recons:
+        data = np.asarray(recon[0].data.data)
+        assert data.shape[2:] == (1, data.shape[3], 1, 1, 1)
+        slice_ = np.asarray(recon[0].data.headers)[0, 0, 0, 0, 0].idx.slice
+        expected = np.zeros_like(data[:, :, 0, :, 0, 0, 0])
+        for a in readouts:
+            if a.idx.slice == slice_:
+                expected[:, a.idx.kspace_encode_step_1] = a.data.T
+        assert np.array_equal(data[:, :, 0, :, 0, 0, 0], expected)
