@@ -199,3 +199,15 @@ def test_a_plain_2d_scan_is_buffered_exactly_as_its_readouts(real_scan: Path) ->
             if a.idx.slice == slice_:
                 expected[:, a.idx.kspace_encode_step_1] = a.data.T
         assert np.array_equal(data[:, :, 0, :, 0, 0, 0], expected)
+
+
+@pytest.mark.skipif(SHEPP_LOGAN is None, reason="needs ismrmrd_generate_cartesian_shepp_logan "
+                                                "(Debian package ismrmrd-tools)")
+def test_the_default_chain_reconstructs_a_repetition_without_its_centre_line(tmp_path: Path) -> None:
+    scan = tmp_path / "shepp.h5"
+    subprocess.run([SHEPP_LOGAN, "-m", "32", "-c", "4", "-a", "2", "-o", str(scan)], check=True,
+                   capture_output=True, timeout=60)
+    replay(scan, tmp_path / "out.h5", load_chain("adacsc_lowfield").with_overrides({"iterations": "5"}))
+    series = read_images(tmp_path / "out.h5")
+    assert {name: len(images) for name, images in series.items()} == {"image_1": 2, "image_2": 2, "image_3": 2}
+    assert all(np.isfinite(im.data).all() and np.abs(im.data).max() > 0 for ims in series.values() for im in ims)
