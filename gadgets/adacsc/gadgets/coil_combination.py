@@ -1,12 +1,19 @@
 """Coil sensitivity estimation from the data itself and combination to one complex image per
 slice. Maps come from the calibration region (the contiguous block of acquired lines around the
-k-space centre) so undersampled scans work; single-coil data pass through unchanged.
+k-space centre, with the calibration-only lines of the ReconBit's reference buffer filling what the
+image lacks) so undersampled scans work; single-coil data pass through unchanged.
+
+Every E2, N, S and LOC index of a ReconData is used (ours, or Gadgetron's BucketToBuffer's): the
+N entries of one image (same slice, contrast, phase, repetition and set in their headers) are its
+averages, combined in k-space as the mean of each line over the averages that acquired it
+(`averages=separate`: one image per average); a 3-D buffer (E2 > 1) is split into partitions by
+an inverse FFT along kz, each sent as a 2-D slice at its own position (docs/DESIGN.md).
 
 Output: a gadgetron ImageArray per slice, data [X, Y, 1, 1, 1, 1, 1] complex64 on the encoded
 grid (after oversampling removal), with its sampling in the meta (adacsc.io.slice_meta) so the
 reconstruction knows which k-space region was acquired. When every readout of the slice was
 prewhitened (adacsc.gadgets.noise_adjust) the meta also says so: noise level 1 (the combined image
-is in SNR units, noise std 1 per pixel) from a noise scan.
+is in SNR units, noise std 1 per pixel) from a noise scan, or 1/sqrt(n) after n averages.
 """
 
 import logging
@@ -118,14 +125,12 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any],
         if not acquired_all.any():
             log.warning("buffer without acquired lines skipped")
             continue
-        reference_buffer = bit.ref
+        reference = None if bit.ref is None else np.asarray(bit.ref.data)
         for s, loc in np.ndindex(*data.shape[5:]):
             headers, acquired = all_headers[:, :, :, s, loc], acquired_all[:, :, :, s, loc]
+            calibration = None if reference is None else \
+                reference[:, :, :, :, 0, min(s, reference.shape[5] - 1), min(loc, reference.shape[6] - 1)]
             for members in _image_groups(headers, acquired, props["averages"]).values():
-                calibration = None
-                if reference_buffer is not None:
-                    calibration = np.asarray(reference_buffer.data)[:, :, :, :, 0, min(s, reference_buffer.data.shape[5] - 1),
-                                                                    min(loc, reference_buffer.data.shape[6] - 1)]
                 results += _combine_image(data[:, :, :, :, members, s, loc], headers[:, :, members],
                                           acquired[:, :, members], calibration, buffer.sampling, props, limits)
     return results
