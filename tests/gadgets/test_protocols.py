@@ -135,7 +135,7 @@ def test_kz_undersampled_inside_its_limits_is_flagged(sim_dir: Path, tmp_path: P
     kept = [a for a in readouts if a.idx.kspace_encode_step_2 != 2 or a.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE)]
     [recon] = [r for r in map(accumulator.add, kept) if r is not None]
     with caplog.at_level(logging.WARNING):
-        results = coil_combination.combine_recon_data(recon, _props())
+        results = list(coil_combination.combine_recon_data(recon, _props()))
     assert len(results) == 8 and all(meta["KzUndersampled"] == "1" for _, _, meta in results)
     assert "kz undersampled inside its encoding limits" in caplog.text
 
@@ -162,7 +162,7 @@ def test_coil_combination_takes_every_n_and_s_index_of_a_gadgetron_buffer(sim_di
     data = np.concatenate([np.asarray(b.data) for b in buffers], axis=5)  # contrasts along S
     headers = np.concatenate([np.asarray(b.headers) for b in buffers], axis=3)
     joined = ReconData([ReconBit(ReconBuffer(data, None, None, headers, buffers[0].sampling))])
-    together = coil_combination.combine_recon_data(joined, _props())
+    together = list(coil_combination.combine_recon_data(joined, _props()))
     assert [h.contrast for _, h, _ in together] == [0, 1]
     for (image, _, meta), (expected, _, expected_meta) in zip(together, separate):
         assert np.array_equal(image, expected) and meta["Averages"] == expected_meta["Averages"] == "2"

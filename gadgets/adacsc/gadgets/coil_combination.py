@@ -17,6 +17,7 @@ is in SNR units, noise std 1 per pixel) from a noise scan, or 1/sqrt(n) after n 
 """
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import ismrmrd
@@ -113,10 +114,11 @@ def _extent(limits: Any, name: str) -> int:
 
 
 def combine_recon_data(recon: ReconData, props: dict[str, Any],
-                       limits: Any = None) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+                       limits: Any = None) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
     """(image [Y, X], image header, meta) for every image in a ReconData: every S and LOC, every
-    group of N (averages combined or kept apart, other counters separate) and every partition E2."""
-    results = []
+    group of N (averages combined or kept apart, other counters separate) and every partition E2,
+    each as soon as it is combined (the reconstruction of a 3-D slab's first partition starts
+    while the others are combined)."""
     for bit in recon:
         buffer = bit.data
         data = np.asarray(buffer.data)  # [RO, E1, E2, CHA, N, S, LOC]
@@ -131,14 +133,13 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any],
             calibration = None if reference is None else \
                 reference[:, :, :, :, 0, min(s, reference.shape[5] - 1), min(loc, reference.shape[6] - 1)]
             for members in _image_groups(headers, acquired, props["averages"]).values():
-                results += _combine_image(data[:, :, :, :, members, s, loc], headers[:, :, members],
+                yield from _combine_image(data[:, :, :, :, members, s, loc], headers[:, :, members],
                                           acquired[:, :, members], calibration, buffer.sampling, props, limits)
-    return results
 
 
 def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, calibration: np.ndarray | None,
                    sampling: Any, props: dict[str, Any],
-                   limits: Any) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+                   limits: Any) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
     """The images (one per partition) of one image's k-space [RO, E1, E2, CHA, N] with headers [E1, E2, N]."""
     readout, n_lines, n_partitions = data.shape[:3]
     kspace, counts = averaging.mean_of_averages(data, acquired)
@@ -160,7 +161,6 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
     hybrid = averaging.partitions(kspace)
     reference_hybrid = None if calibration is None else averaging.partitions(calibration)
     thickness = sampling.encoded_FOV[2] / n_partitions
-    results = []
     for partition in range(n_partitions):
         image_kspace = np.transpose(hybrid[:, :, partition, :], (2, 1, 0))  # [CHA, E1, RO]
         reference_kspace = (None if reference_hybrid is None
@@ -200,8 +200,7 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
         }
         log.debug("%s combined from %d coils, %d of %d lines, %d average(s)", name, image_kspace.shape[0],
                   lines.sum(), n_lines, averages)
-        results.append((image.reshape(n_lines, readout), header, meta))
-    return results
+        yield image.reshape(n_lines, readout), header, meta
 
 
 def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -> ImageArray:
