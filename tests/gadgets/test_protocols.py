@@ -211,3 +211,27 @@ def test_the_default_chain_reconstructs_a_repetition_without_its_centre_line(tmp
     series = read_images(tmp_path / "out.h5")
     assert {name: len(images) for name, images in series.items()} == {"image_1": 2, "image_2": 2, "image_3": 2}
     assert all(np.isfinite(im.data).all() and np.abs(im.data).max() > 0 for ims in series.values() for im in ims)
+
+
+def test_partial_fourier_kz_is_zero_filled_without_a_flag(sim_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """kz 0 and 1 of 8 never acquired and the header's kspace_encoding_step_2 limits saying so:
+    partial Fourier, zero-filled, not undersampling."""
+    scan = simulated(sim_dir, "protocol_3d", **{**BASE, "slices": 1}, partitions=8)
+    header, readouts = _read(scan)
+    header.encoding[0].encodingLimits.kspace_encoding_step_2.minimum = 2
+    accumulator = Accumulator(header, remove_oversampling=True)
+    kept = [a for a in readouts if a.idx.kspace_encode_step_2 >= 2]
+    [recon] = [r for r in map(accumulator.add, kept) if r is not None]
+    with caplog.at_level(logging.WARNING):
+        results = list(coil_combination.combine_recon_data(recon, _props()))
+    assert len(results) == 8 and not any("KzUndersampled" in meta for _, _, meta in results)
+    assert "kz undersampled" not in caplog.text
+
+
+def test_the_reconstruction_qa_meta_follows_the_averaging(sim_dir: Path, tmp_path: Path) -> None:
+    scan = simulated(sim_dir, "protocol_nex4_outer", **BASE, averages=4, average_loop="outer")
+    replay(scan, tmp_path / "out.h5", load_chain("adacsc_lowfield").with_overrides({"iterations": "5"}))
+    series = read_images(tmp_path / "out.h5")
+    assert all(len(images) == 2 for images in series.values())
+    assert {(im.meta["NoiseLevel"], im.meta["NoiseSource"], im.meta["Averages"])
+            for images in series.values() for im in images} == {("0.5", "noise scan", "4")}
