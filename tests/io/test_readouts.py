@@ -147,3 +147,11 @@ def test_a_3d_volume_is_charged_before_it_is_allocated() -> None:
     accumulator = KSpaceAccumulator(encoding(lines=4, partitions=8), refuse, 8)
     with pytest.raises(MemoryError, match=r"16 samples x 4 lines x 8 partitions x 2 channels\): 8192"):
         accumulator.add(readout(line=0, kspace_encode_step_2=3))
+
+
+def test_calibration_lines_first_with_their_own_length_do_not_set_the_image_readout() -> None:
+    accumulator = KSpaceAccumulator(encoding(readout_samples=16, lines=2), lambda n, what: None, 8)
+    filled = scan(accumulator, [readout(samples=12, centre=6, line=1, flags=(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION,)),
+                                readout(samples=16, line=0), readout(samples=16, line=1)])
+    assert accumulator.tally.left_out == 0 and filled[0].acquired.all()
+    assert np.array_equal(filled[0].calibration[2:14, 1, 0, :].T, readout(samples=12, centre=6).data)

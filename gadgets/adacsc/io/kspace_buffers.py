@@ -80,7 +80,8 @@ class Filled:
 @dataclass
 class _Buffer:
     key: ImageKey
-    samples: int
+    samples: int | None
+    """the length of the image's readouts, set by its first imaging readout"""
     data: np.ndarray
     headers: np.ndarray
     finished_averages: set[int] = field(default_factory=set)
@@ -156,11 +157,13 @@ class KSpaceAccumulator:
         extent += f" x {shape[2]} partitions" if shape[2] > 1 else ""
         extent += f" x {shape[3]} channels" + (f" x {shape[4]} averages" if shape[4] > 1 else "")
         self.charge(8 * int(np.prod(shape)), f"the k-space buffer of {key.describe()} ({extent})")
-        buffer = _Buffer(key, samples, np.zeros(shape, np.complex64), np.empty(shape[1:3] + shape[4:], object))
+        buffer = _Buffer(key, None, np.zeros(shape, np.complex64), np.empty(shape[1:3] + shape[4:], object))
         self.buffers[key] = buffer
         return buffer
 
     def _image(self, buffer: _Buffer, acquisition: ismrmrd.Acquisition, average: int, kind: str) -> None:
+        if buffer.samples is None:
+            buffer.samples = acquisition.number_of_samples
         if acquisition.number_of_samples != buffer.samples:
             raise Unplaceable(f"readout length {acquisition.number_of_samples} differs from the slice's "
                               f"{buffer.samples}")
