@@ -45,11 +45,6 @@ SPEC = PropertySpec("coil_combination", (
 ))
 
 
-def sampled_lines(headers: np.ndarray) -> np.ndarray:
-    """Which phase-encode lines hold data: acquired lines carry a header with samples."""
-    return np.array([h.number_of_samples > 0 for h in headers.reshape(headers.shape[0], -1)[:, 0]])
-
-
 def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: int,
                    calibration: np.ndarray | None = None) -> np.ndarray:
     """Coil-combined image [Y, X] from k-space [CHA, E1, RO] with acquired `lines` [E1]; the maps
@@ -65,11 +60,6 @@ def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: i
         union = np.where(lines[None, :, None], kspace, calibration)
         maps = coil_maps.estimate(coil_maps.calibration_images(union, calibrated), method, kernel)
     return coil_maps.combine(images, maps)
-
-
-def prewhitened(headers: np.ndarray, lines: np.ndarray) -> bool:
-    """Whether every acquired readout [E1] of a slice carries the prewhitening flag."""
-    return all(h.is_flag_set(PREWHITENED_FLAG) for h in headers[lines])
 
 
 def _reference_header(headers: np.ndarray, lines: np.ndarray, centre: int) -> ismrmrd.AcquisitionHeader:
