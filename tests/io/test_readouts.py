@@ -106,6 +106,14 @@ def test_averages_are_kept_per_line_and_complete_in_either_loop_order(loop: str)
     assert accumulator.tally.count(USED_FOR_IMAGE) == 12 and accumulator.tally.left_out == 0
 
 
+def test_averages_innermost_complete_on_the_slices_last_readout_alone() -> None:
+    accumulator = KSpaceAccumulator(encoding(lines=2, averages=3), lambda n, what: None, 8)
+    readouts = [readout(line=line, average=a, flags=(ismrmrd.ACQ_LAST_IN_SLICE,) if (line, a) == (1, 2) else ())
+                for line in range(2) for a in range(3)]
+    completed = [accumulator.add(r) for r in readouts]
+    assert all(c is None for c in completed[:-1]) and completed[-1].acquired.all()
+
+
 def test_missing_averages_are_reconstructed_at_the_end_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     accumulator = KSpaceAccumulator(encoding(lines=4, averages=2), lambda n, what: None, 8)
     with caplog.at_level(logging.WARNING):

@@ -6,9 +6,11 @@ BucketToBuffer does with N_dimension=average: data [RO, E1, E2, CHA, A] with the
 acquired (line, partition, average), so the coil combination can take each line's mean over the
 averages that were acquired (or keep them apart) and knows how many went into each line.
 
-A buffer is complete when ACQ_LAST_IN_SLICE has been seen in each of the averages the header
-declares (encodingLimits.average), whichever loop order the scan used; buffers still open when the
-stream ends are returned by `flush` (with a warning when lines or averages are missing).
+A buffer is complete when ACQ_LAST_IN_SLICE comes with the last average the header declares
+(encodingLimits.average) or has come in each of them, whichever loop order the scan used (averages
+innermost: the slice's last readout is of the last average; outermost: each pass ends the slice);
+buffers still open when the stream ends are returned by `flush` (with a warning when lines or
+averages are missing).
 Calibration-only readouts fill a separate calibration buffer [RO, E1, E2, CHA] of the same image.
 
 Every readout is accounted for in the `Tally` (adacsc.io.readouts); each buffer is charged to the
@@ -130,7 +132,7 @@ class KSpaceAccumulator:
             return None
         if acquisition.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) and kind != CALIBRATION:
             buffer.finished_averages.add(average)
-            if len(buffer.finished_averages) >= self.averages:
+            if average == self.averages - 1 or len(buffer.finished_averages) >= self.averages:
                 return self._take(key)
         return None
 
