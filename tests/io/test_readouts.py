@@ -163,3 +163,17 @@ def test_calibration_lines_first_with_their_own_length_do_not_set_the_image_read
                                 readout(samples=16, line=0), readout(samples=16, line=1)])
     assert accumulator.tally.left_out == 0 and filled[0].acquired.all()
     assert np.array_equal(filled[0].calibration[2:14, 1, 0, :].T, readout(samples=12, centre=6).data)
+
+
+def test_one_last_in_slice_on_the_last_echo_completes_every_contrast_of_the_slice() -> None:
+    accumulator = KSpaceAccumulator(Encoding((16, 2, 1), (16, 2, 1), (200.0, 200.0, 5.0), (200.0, 200.0, 5.0),
+                                             (0, 1, 1), contrasts=3), lambda n, what: None, 8)
+    completed = []
+    for line in range(2):
+        for contrast in range(3):
+            last = (line, contrast) == (1, 2)
+            completed.append(accumulator.add_all(readout(line=line, contrast=contrast,
+                                                         flags=(ismrmrd.ACQ_LAST_IN_SLICE,) if last else ())))
+    assert all(not c for c in completed[:-1])
+    assert [f.key.contrast for f in completed[-1]] == [0, 1, 2] and all(f.acquired.all() for f in completed[-1])
+    assert not accumulator.buffers

@@ -52,6 +52,10 @@ class Accumulator:
         filled = self.kspace.add(acquisition)
         return None if filled is None else self._recon_data(filled)
 
+    def add_all(self, acquisition: ismrmrd.Acquisition) -> list[ReconData]:
+        """File one readout; a ReconData for every image it completes (io.kspace_buffers.add_all)."""
+        return [self._recon_data(filled) for filled in self.kspace.add_all(acquisition)]
+
     def flush(self) -> list[ReconData]:
         """At the end of the stream: emit buffers whose image never completed."""
         return [self._recon_data(filled) for filled in self.kspace.flush()]
@@ -102,8 +106,7 @@ def readout_buffer(connection: Any) -> None:
     accumulator = Accumulator(connection.header, props["remove_oversampling"], getattr(connection, "budget", None))
     connection.filter(ismrmrd.Acquisition)
     for item in connection:
-        complete = accumulator.add(item)
-        if complete is not None:
+        for complete in accumulator.add_all(item):
             connection.send(complete)
     for complete in accumulator.flush():
         connection.send(complete)

@@ -9,8 +9,9 @@ averages that were acquired (or keep them apart) and knows how many went into ea
 A buffer is complete when ACQ_LAST_IN_SLICE comes with the last average the header declares
 (encodingLimits.average) or has come in each of them, whichever loop order the scan used (averages
 innermost: the slice's last readout is of the last average; outermost: each pass ends the slice);
-buffers still open when the stream ends are returned by `flush` (with a warning when lines or
-averages are missing).
+the slice's last readout in the last declared contrast also completes its other contrasts; buffers
+still open when the stream ends are returned by `flush` (with a warning when lines or averages are
+missing).
 Calibration-only readouts fill a separate calibration buffer [RO, E1, E2, CHA] of the same image.
 
 Every readout is accounted for in the `Tally` (adacsc.io.readouts); each buffer is charged to the
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import ismrmrd
 import numpy as np
@@ -102,6 +103,7 @@ class KSpaceAccumulator:
                  channel_limit_name: str = "the operator limit") -> None:
         self.grid = Grid.from_encoding(encoding)
         self.averages = encoding.averages
+        self.contrasts = encoding.contrasts
         self.charge = charge
         self.max_channels = max_channels
         self.channel_limit_name = channel_limit_name
@@ -135,6 +137,20 @@ class KSpaceAccumulator:
             if average == self.averages - 1 or len(buffer.finished_averages) >= self.averages:
                 return self._take(key)
         return None
+
+    def add_all(self, acquisition: ismrmrd.Acquisition) -> list[Filled]:
+        """File one readout; every image it completes: its own and, when it ends the slice in the
+        last declared contrast, the slice's other contrasts still open (a scan that flags
+        ACQ_LAST_IN_SLICE once, on the last echo of the last line)."""
+        filled = self.add(acquisition)
+        if filled is None:
+            return []
+        completed = [filled]
+        if self.contrasts > 1 and filled.key.contrast == self.contrasts - 1:
+            siblings = [key for key in self.buffers if key.contrast < filled.key.contrast
+                        and replace(key, contrast=0) == replace(filled.key, contrast=0)]
+            completed = [taken for taken in map(self._take, sorted(siblings)) if taken is not None] + completed
+        return completed
 
     def _rejection(self, acquisition: ismrmrd.Acquisition) -> str | None:
         """Why a readout that belongs in an image cannot be used, or None."""
