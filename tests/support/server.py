@@ -223,3 +223,12 @@ def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, 
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
+
+
+def poll_until(predicate, timeout: float = 20.0, what: str = "the condition") -> None:
+    """Wait until `predicate()` holds (polled every 10 ms), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout:g} s")
+        time.sleep(0.01)

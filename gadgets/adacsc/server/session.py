@@ -42,6 +42,7 @@ from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
 from adacsc.limits import LimitError, ScanBudget, ScanLimits, check_encoding
 from adacsc.server import protocol as proto
+from adacsc.server.opening import Opening
 from adacsc.server.outbox import Outbox
 from adacsc.server.parameters import (
     ChainRequest, ParameterError, apply_overrides, looks_like_json, parse_json_parameters, select_chain,
@@ -69,6 +70,8 @@ class SessionSettings:
     """round-trip every hop through gadgetron-python's serialisers (slower; see Chain)"""
     io_timeout_s: float = 300.0
     """a client silent this long mid-scan is dropped"""
+    message_timeout_s: float = 10.0
+    """a message must arrive within this long of its first byte, plus 1 s per MiB of its size"""
     write_stall_s: float = 30.0
     """a client that accepts none of its results for this long is dropped (its scan is cancelled)"""
     scan_timeout_s: float = 1800.0
@@ -139,12 +142,15 @@ class _Prefixed(logging.LoggerAdapter):
 class Session:
     """Serves one connection; `run()` returns when the scan is done and the socket closed."""
 
-    def __init__(self, sock: socket.socket, peer: str, session_id: int, settings: SessionSettings) -> None:
+    def __init__(self, sock: socket.socket, peer: str, session_id: int, settings: SessionSettings,
+                 opening: Opening | None = None) -> None:
         self.sock = sock
         self.settings = settings
         self.report = SessionReport(session_id, peer)
         self.log = _Prefixed(log, {"prefix": f"session {session_id} ({peer})"})
-        self._reader = proto.SocketReader(sock)
+        self._opening = opening if opening is not None else Opening(proto.SocketReader(sock))
+        self._reader = self._opening.reader
+        self._reader.message_s = settings.message_timeout_s
         self._wsock = sock.dup()  # the sending side, with its own (shorter) timeout
         self._outbox = Outbox(settings.outbox_bytes)
         self._writer = threading.Thread(target=self._write_loop, name=f"adacsc-send-{session_id}", daemon=True)
@@ -365,7 +371,7 @@ class Session:
             if self._cancelled is not None:
                 return False
             try:
-                message = proto.read_message(self._reader, limits)
+                message = self._next_message(limits)
             except proto.EndOfStream:
                 if self.report.dropped is None:
                     (self.log.warning if self._anything_received else self.log.info)(
@@ -379,6 +385,9 @@ class Session:
                 return False
             except proto.ProtocolError as err:
                 self._send_error(f"protocol error: {err}")
+                return True
+            except proto.ReadDeadline as err:
+                self._send_error(f"{err}: the scan is dropped")
                 return True
             except TimeoutError:
                 self._send_error(f"no data from the client for {self.settings.io_timeout_s:g} s")
@@ -403,6 +412,15 @@ class Session:
             except _ChainFailed:
                 self.log.warning("a gadget failed after %d items: no more data is read", self.report.pushed)
                 return True
+
+    def _next_message(self, limits: proto.Limits) -> proto.Message:
+        """The messages the server read before it gave this connection a worker, then the socket's."""
+        if self._opening.messages:
+            return self._opening.messages.pop(0)
+        if self._opening.failure is not None:
+            failure, self._opening.failure = self._opening.failure, None
+            raise failure
+        return proto.read_message(self._reader, limits)
 
     def _handle(self, message: proto.Message) -> bool:
         """Act on one message; False when the client closed the stream."""
