@@ -132,3 +132,30 @@ def test_stop_does_not_wait_for_connections_still_opening(small_scan):
             errors = error_texts(read_replies(sock))
             assert errors and "shutting down" in errors[0]
             sock.close()
+
+
+def test_stop_returns_within_grace_and_a_second_with_a_client_that_never_reads(tmp_path):
+    """A session blocked on a client that never reads (write stall far longer than the grace
+    period) does not hold up the server's stop: it is cancelled at the end of the grace period
+    and its socket shut down shortly after."""
+    big = make_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
+    header, acquisitions = scan_messages(big)
+    stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
+              + b"".join(acquisitions) + proto.close_message())
+    grace = 0.5
+    running = None
+    with threaded_server(workers=1, grace_s=grace, write_stall_s=60.0, outbox_bytes=256 * 1024,
+                         socket_send_buffer=4096) as running:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", running.port))
+        try:
+            sock.sendall(stream)  # and never read
+            poll_until(lambda: running.server.scans_running() == 1, what="the scan running")
+            started = time.monotonic()
+            running.stop(timeout=30)
+            stopped_after = time.monotonic() - started
+        finally:
+            sock.close()
+    assert stopped_after < grace + 1.0, stopped_after

@@ -4,6 +4,7 @@ that connects and sends nothing, or trickles bytes, holds no worker (adacsc.serv
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adacsc.server import protocol as proto
@@ -21,6 +22,8 @@ class Opening:
     messages: list[proto.Message] = field(default_factory=list)
     failure: BaseException | None = None
     """what ended the reading early (the session reports it as if it had read it itself)"""
+    answered: list[proto.Message] = field(default_factory=list)
+    """messages `on_message` already answered (the session does not answer them again)"""
 
     @property
     def timed_out(self) -> bool:
@@ -29,9 +32,10 @@ class Opening:
 
 
 def read_opening(sock: socket.socket, limits: proto.Limits, deadline_s: float, message_s: float | None,
-                 max_bytes: int) -> Opening:
+                 max_bytes: int, answer: Callable[[proto.Message], bytes | None] = lambda message: None) -> Opening:
     """Read until the header (or a data message, CLOSE, the end, an error) within `deadline_s`
-    seconds of connecting and `max_bytes` bytes in all."""
+    seconds of connecting and `max_bytes` bytes in all. What `answer` returns for a message is
+    sent at once (e.g. a warning that a config name is unknown)."""
     reader = proto.SocketReader(sock, message_s=message_s)
     reader.deadline = time.monotonic() + deadline_s
     reader.deadline_reason = f"no ISMRMRD header within {deadline_s:g} s of connecting"
@@ -42,6 +46,10 @@ def read_opening(sock: socket.socket, limits: proto.Limits, deadline_s: float, m
             message = proto.read_message(reader, limits)
             opening.messages.append(message)
             received += message.size
+            reply = answer(message)
+            if reply is not None:
+                sock.sendall(reply)
+                opening.answered.append(message)
             if message.mid not in OPENING_KINDS:
                 break
             if received > max_bytes:

@@ -20,9 +20,14 @@ from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
 from adacsc.server.listener import ConnectionServer, join_threads
 from adacsc.server.opening import Opening, read_opening
-from adacsc.server.session import Session, SessionReport, SessionSettings
+from adacsc.server.session import Session, SessionReport, SessionSettings, config_name_warning
 
 log = logging.getLogger(__name__)
+
+CANCEL_WAIT_S = 0.5
+"""after the grace period, how long cancelled scans get to send their error report and CLOSE"""
+ABANDON_WAIT_S = 0.3
+"""then, how long the connections still running get once their sockets are shut down"""
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,8 @@ class Server(ConnectionServer):
         try:
             sock.settimeout(settings.io_timeout_s)
             opening = read_opening(sock, settings.limits, self.settings.header_timeout_s,
-                                   settings.message_timeout_s, 4 * settings.limits.max_text_bytes)
+                                   settings.message_timeout_s, 4 * settings.limits.max_text_bytes,
+                                   lambda message: self._answer_early(message, settings))
         except Exception:
             log.exception("connection %s failed", peer)
             sock.close()
@@ -192,13 +198,22 @@ class Server(ConnectionServer):
         else:
             self._admit(sock, peer, opening)
 
+    @staticmethod
+    def _answer_early(message: proto.Message, settings: SessionSettings) -> bytes | None:
+        """The warning an unknown config name gets before the header (clients show it at once)."""
+        if message.mid != proto.CONFIG_FILE or not message.payload:
+            return None
+        warning = config_name_warning(message.payload, settings)
+        return None if warning is None else proto.text_message(f"WARNING: {warning}")
+
     def _after_stop(self) -> None:
         self._drain()
         log.info("server stopped after %d sessions", len(self.reports))
 
     def _drain(self) -> None:
-        """Wait up to `grace_s` for the running connections; then cancel them and wait for the
-        cancellation (bounded by the write stall time: an error report may still be sent)."""
+        """Wait up to `grace_s` for the running connections; then cancel them, give them
+        CANCEL_WAIT_S to tell their clients, drop those still running (a client that does not
+        read, a gadget busy between cancellation points) and return within about a second."""
         running = self.running_threads()
         if running:
             log.info("stopping: waiting up to %g s for %d connection(s) to finish", self.settings.grace_s,
@@ -211,7 +226,13 @@ class Server(ConnectionServer):
                         len(sessions))
             for session in sessions:
                 session.cancel("the server is shutting down")
-        left = join_threads(self.running_threads(), self.settings.session.write_stall_s + 10.0)
+        if not join_threads(self.running_threads(), CANCEL_WAIT_S):
+            return
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.abandon("the server is shutting down")
+        left = join_threads(self.running_threads(), ABANDON_WAIT_S)
         if left:
             log.error("%d connection(s) did not stop after cancelling; exiting without them", left)
 

@@ -236,6 +236,12 @@ class Session:
         except OSError:
             pass
 
+    def abandon(self, reason: str) -> None:
+        """Give up on the connection now (the server stops): pending output is discarded, the
+        socket shut down, so no send or read blocks any longer; the chain is cancelled."""
+        self.cancel(reason)
+        self._drop(reason)
+
     def _watch(self) -> None:
         """The deadline; once the input ended, a reset connection and, while the chain computes
         without output, a progress probe."""
@@ -436,11 +442,9 @@ class Session:
             if mid == proto.CONFIG_FILE:
                 if not message.payload:
                     raise SessionError("CONFIG_FILE with an empty name")
-                try:
-                    resources.resolve(resources.CONFIG, message.payload, self.settings.config_dirs)
-                except resources.ResourceError as err:  # JSON parameters may still name the config (FIRE clients)
-                    self._send_warning(f"{err}; unless JSON parameters name a config, the scan fails at its "
-                                       "first data")
+                warning = config_name_warning(message.payload, self.settings)
+                if warning is not None and message not in self._opening.answered:
+                    self._send_warning(warning)
                 self._config_name = message.payload
             else:
                 self._config_text = message.payload
@@ -610,6 +614,16 @@ class Session:
         if r.outputs_not_sent:
             self.log.warning("outputs not sent: %s",
                              ", ".join(f"{name} x{count}" for name, count in sorted(r.outputs_not_sent.items())))
+
+
+def config_name_warning(name: str, settings: SessionSettings) -> str | None:
+    """The warning a CONFIG_FILE naming no known config gets at once (JSON parameters may still
+    name the config, as FIRE clients do), or None."""
+    try:
+        resources.resolve(resources.CONFIG, name, settings.config_dirs)
+    except resources.ResourceError as err:
+        return f"{err}; unless JSON parameters name a config, the scan fails at its first data"
+    return None
 
 
 def _listing(names: list[str], noun: str, shown: int = 10) -> str:
