@@ -16,14 +16,19 @@ import ismrmrd
 import numpy as np
 from gadgetron.types import ImageArray, ReconData
 
+from adacsc.core import cancel
 from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
 from adacsc.gadgets.properties import Property, PropertySpec, read_properties
 from adacsc.io.images import header_from_acquisition, make_image
 from adacsc.io.slice_meta import SliceSampling
+from adacsc.limits import ScanBudget, ScanLimits
 from adacsc.mr import coil_maps
 from adacsc.mr.fft import ifftc
 
 log = logging.getLogger(__name__)
+
+MEMORY_WAIT_S = 30.0
+"""how long a slice waits for the scan's budget to have room for its working memory"""
 
 SPEC = PropertySpec("coil_combination", (
     Property("coil_map_method", str, "inati", "coil sensitivity estimation", choices=("inati", "walsh")),
@@ -49,6 +54,15 @@ def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: i
     return coil_maps.combine(images, maps)
 
 
+def working_bytes(shape: tuple[int, int, int], method: str) -> int:
+    """Peak working memory of combine_buffer for k-space [CHA, E1, RO] (measured: the FFTs and
+    the Inati maps stay within 6 times the k-space, Walsh's per-pixel coil covariances within 6
+    times that per coil)."""
+    channels = shape[0]
+    nbytes = 8 * channels * shape[1] * shape[2]
+    return 6 * nbytes * (channels if method == "walsh" and channels > 1 else 1)
+
+
 def prewhitened(headers: np.ndarray, lines: np.ndarray) -> bool:
     """Whether every acquired readout [E1] of a slice carries the prewhitening flag."""
     return all(h.is_flag_set(PREWHITENED_FLAG) for h in headers[lines])
@@ -61,8 +75,11 @@ def _reference_header(headers: np.ndarray, lines: np.ndarray, centre: int) -> is
     return headers[line]
 
 
-def combine_recon_data(recon: ReconData, props: dict[str, Any]) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
-    """(image [Y, X], image header, meta) for every slice in a ReconData."""
+def combine_recon_data(recon: ReconData, props: dict[str, Any], budget: ScanBudget | None = None,
+                       ) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+    """(image [Y, X], image header, meta) for every slice in a ReconData; the working memory is
+    charged to `budget` while it is used."""
+    budget = budget if budget is not None else ScanBudget(ScanLimits.from_environment().max_scan_bytes)
     results = []
     for bit in recon:
         buffer = bit.data
@@ -77,12 +94,16 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any]) -> list[tuple[np
             kspace = np.transpose(data[:, :, 0, :, n, s, loc], (2, 1, 0))  # [CHA, E1, RO]
             reference = _reference_header(np.asarray(buffer.headers)[:, 0, n, s, loc], lines,
                                           sampling.sampling_limits[1].center)
-            try:
-                image = combine_buffer(kspace, lines, props["coil_map_method"], props["kernel_size"])
-            except ValueError as err:
-                log.error("slice %d repetition %d not reconstructed: %s", reference.idx.slice,
-                          reference.idx.repetition, err)
-                continue
+            with budget.reserve(working_bytes(kspace.shape, props["coil_map_method"]),
+                                f"the coil combination of slice {reference.idx.slice} ({kspace.shape[0]} "
+                                f"coils x {kspace.shape[1]} lines x {kspace.shape[2]} samples)",
+                                cancel.stop_or_after(MEMORY_WAIT_S)):
+                try:
+                    image = combine_buffer(kspace, lines, props["coil_map_method"], props["kernel_size"])
+                except ValueError as err:
+                    log.error("slice %d repetition %d not reconstructed: %s", reference.idx.slice,
+                              reference.idx.repetition, err)
+                    continue
             bad = ~np.isfinite(image)
             if bad.any():
                 log.warning("slice %d repetition %d: %d NaN or infinite pixels set to 0", reference.idx.slice,
@@ -125,10 +146,12 @@ def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -
 def coil_combination(connection: Any) -> None:
     """Gadget: ReconData in, one combined complex image per slice out; other items pass on."""
     props = read_properties(connection, SPEC)
+    budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
     connection.filter(ReconData)
     for item in connection:
-        for image, header, meta in combine_recon_data(item, props):
-            if props["output"] == "images":
-                connection.send(make_image(image, header, meta))
-            else:
-                connection.send(to_image_array(image, header, meta))
+        for image, header, meta in combine_recon_data(item, props, budget):
+            budget.charge(image.nbytes, f"the combined image of slice {header.slice}",
+                          cancel.stop_or_after(MEMORY_WAIT_S))
+            output = (make_image(image, header, meta) if props["output"] == "images"
+                      else to_image_array(image, header, meta))
+            connection.send(budget.hold(output, image.nbytes))

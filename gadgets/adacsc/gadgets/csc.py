@@ -35,6 +35,7 @@ import torch
 from gadgetron.types import ImageArray
 
 from adacsc import resources
+from adacsc.core import cancel
 from adacsc.core.app import CSCRecon, FixedLambda, LowPass, ReconImages, SparsityMaps
 from adacsc.core.device import parse_device_name, resolve_device
 from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS, NoiseMultiple, TrainedSettings
@@ -42,8 +43,10 @@ from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_p
 from adacsc.gadgets.slice_pool import OrderedSender, shared_pool
 from adacsc.io.dictionary_file import load_dictionary
 from adacsc.io.series import OUTPUT_FORMATS, Series, protocol_name, scanner_image
+from adacsc.io import header as hdr
 from adacsc.io.slice_meta import SliceSampling
 from adacsc.io.weights_file import load_model, read_model_info
+from adacsc.limits import GiB, LimitError, ScanBudget, ScanLimits
 from adacsc.mr.fft import fftc
 from adacsc.mr.noise import estimate_noise_std
 
@@ -80,6 +83,8 @@ SPEC = PropertySpec("csc", (
 ))
 
 NOISE_FROM_IMAGE = "estimated from the image"
+MEMORY_WAIT_S = 60.0
+"""how long a slice waits for the memory other slices of its scan hold before the scan fails"""
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,8 @@ def csc(connection: Any) -> None:
     props = read_properties(connection, SPEC)
     recon = build_recon(ReconSettings.from_properties(props))
     log.info("CSC: %s", recon.describe())
+    budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
+    check_grid(recon, connection.header, budget)
     output = _Output(output_series(props), props["output"], protocol_name(connection.header))
     count = 0
     sources: set[str] = set()
@@ -223,17 +230,42 @@ def csc(connection: Any) -> None:
                     log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
-                                               header))
+                                               header, budget))
+
+
+def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
+    """Refuse, before any data, a scan whose CSC grid would not fit the scan's budget: the
+    largest slice the header allows (encoded lines x recon readout) at `super_resolution`."""
+    encoding = hdr.encoding(header)
+    acquired = (encoding.encoded_matrix[1], max(encoding.recon_matrix[0], 1))
+    need = recon.peak_bytes(acquired)
+    if need > budget.limit:
+        grid_y, grid_x = recon.grid(acquired)
+        raise LimitError(f"csc.super_resolution = {recon.super_resolution} makes a {grid_y}x{grid_x} grid with "
+                         f"{recon.dictionary.num_filters} filters for the header's {acquired[0]}x{acquired[1]} "
+                         f"matrix: {need / GiB:.1f} GiB per slice, over the scan limit of {budget.limit / GiB:.1f} "
+                         "GiB; lower super_resolution or raise the limit")
 
 
 def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarray, lines: np.ndarray,
-                  noise: tuple[float, str], header: ismrmrd.ImageHeader) -> list[ismrmrd.Image]:
-    """The images of one slice (a slice-pool job)."""
+                  noise: tuple[float, str], header: ismrmrd.ImageHeader, budget: ScanBudget) -> list[ismrmrd.Image]:
+    """The images of one slice (a slice-pool job); its working memory and images are charged
+    to the scan's budget."""
     started = time.perf_counter()
-    images = recon(fftc(image.astype(np.complex64)), lines, noise[0])
-    elapsed_ms = 1000 * (time.perf_counter() - started)
-    qa = qa_meta(recon, images, elapsed_ms, noise)
-    log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
-             torch.get_num_threads())
-    return [scanner_image(getattr(images, key), header, wanted, output.pixel_format, image_index=count,
-                          protocol=output.protocol, qa=qa) for key, wanted in output.series]
+    grid_y, grid_x = recon.grid(image.shape)
+    with budget.reserve(recon.peak_bytes(image.shape),
+                        f"the CSC reconstruction of slice {header.slice} ({grid_y}x{grid_x} grid, "
+                        f"{recon.dictionary.num_filters} filters, super_resolution {recon.super_resolution})",
+                        stop=cancel.stop_or_after(MEMORY_WAIT_S)):
+        images = recon(fftc(image.astype(np.complex64)), lines, noise[0])
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        qa = qa_meta(recon, images, elapsed_ms, noise)
+        log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
+                 torch.get_num_threads())
+        results = []
+        for key, wanted in output.series:
+            nbytes = 8 * grid_y * grid_x
+            budget.charge(nbytes, f"image {count} of series {wanted.index}", cancel.stop_or_after(MEMORY_WAIT_S))
+            results.append(budget.hold(scanner_image(getattr(images, key), header, wanted, output.pixel_format,
+                                                     image_index=count, protocol=output.protocol, qa=qa), nbytes))
+    return results

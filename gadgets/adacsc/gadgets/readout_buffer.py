@@ -7,7 +7,9 @@ stream ends, at the end (logged as incomplete). Every readout is either used or 
 dropped with a reason (readouts with NaN or infinite samples are dropped too).
 
 The header's matrix and coils are checked against the operator's limits (adacsc.limits) before
-any buffer exists, and every buffer is charged to the scan's budget before it is allocated.
+any buffer exists, and every buffer is charged to the scan's budget before it is allocated and
+released when it is freed downstream; while the budget is full, the next buffer waits (up to
+MEMORY_WAIT_S) for the gadgets downstream to free theirs.
 """
 
 import logging
@@ -19,12 +21,16 @@ import ismrmrd
 import numpy as np
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
 
+from adacsc.core import cancel
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.io import header as hdr
 from adacsc.limits import ScanBudget, ScanLimits, check_encoding
 from adacsc.mr.oversampling import remove_readout_oversampling
 
 log = logging.getLogger(__name__)
+
+MEMORY_WAIT_S = 30.0
+"""how long a new buffer waits for the scan's budget to have room before the scan fails"""
 
 SPEC = PropertySpec("readout_buffer", (
     Property("remove_oversampling", parse_bool, True,
@@ -88,9 +94,10 @@ class Accumulator:
         buffer = self.buffers.get(key)
         if buffer is None:
             shape = (data.shape[1], self.lines, data.shape[0])
-            self.budget.charge(8 * int(np.prod(shape)), f"the k-space buffer of slice {key[0]} repetition {key[1]} "
-                                                        f"({shape[0]} samples x {shape[1]} lines x {shape[2]} channels)")
-            buffer = _Buffer(np.zeros(shape, np.complex64), [None] * self.lines)
+            buffer = _Buffer(self.budget.allocate(shape, np.complex64, f"the k-space buffer of slice {key[0]} "
+                                                  f"repetition {key[1]} ({shape[0]} samples x {shape[1]} lines x "
+                                                  f"{shape[2]} channels)", cancel.stop_or_after(MEMORY_WAIT_S)),
+                             [None] * self.lines)
             self.buffers[key] = buffer
         if buffer.data.shape[0] != data.shape[1]:
             self.tally.drop(f"readout length {data.shape[1]} differs from the slice's {buffer.data.shape[0]}", acquisition)
@@ -131,7 +138,12 @@ class Accumulator:
                      buffer.lines, self.lines)
         if self.crop_factor != 1.0:
             readout = int(round(buffer.data.shape[0] * self.crop_factor))
-            buffer.data = np.moveaxis(remove_readout_oversampling(np.moveaxis(buffer.data, 0, -1), readout), -1, 0)
+            nbytes = 8 * readout * int(np.prod(buffer.data.shape[1:]))
+            with self.budget.reserve(4 * buffer.data.nbytes, f"the oversampling removal of slice {key[0]} "
+                                                             f"repetition {key[1]}"):
+                self.budget.charge(nbytes, f"the cropped k-space of slice {key[0]} repetition {key[1]}")
+                cropped = remove_readout_oversampling(np.moveaxis(buffer.data, 0, -1), readout)
+                buffer.data = self.budget.hold(np.ascontiguousarray(np.moveaxis(cropped, -1, 0)), nbytes)
         return _recon_data(buffer, self.encoding, self.crop_factor)
 
     def flush(self) -> list[ReconData]:

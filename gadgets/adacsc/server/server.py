@@ -278,10 +278,7 @@ class Server(ConnectionServer):
                 self.reports.append(report)
         except Exception:
             log.exception("connection %s failed", peer)
-            try:
-                sock.close()
-            except OSError:
-                pass
+            _refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
         finally:
             if acquired:
                 self._slots.release()

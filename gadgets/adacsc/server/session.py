@@ -37,6 +37,7 @@ from gadgetron.types import ImageArray
 from adacsc import resources
 from adacsc.chain.config import ChainConfig, ChainError
 from adacsc.chain.runner import Chain, NodeFailure
+from adacsc.core import cancel
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
@@ -55,6 +56,8 @@ DIRECT_SEND_BYTES = 4 * proto.MiB
 """messages up to this size are written by the producing thread itself when the socket is idle"""
 SEND_CHUNK_BYTES = proto.MiB
 """sends go out in pieces of this size, each within `write_stall_s`"""
+MESSAGE_OVERHEAD_BYTES = 1024
+"""an image message's bytes besides its pixels and attributes (id, header, lengths), charged with it"""
 GADGET_WARNINGS_SENT = 20
 """gadget warnings passed on to the client per scan; later ones are only logged"""
 
@@ -152,7 +155,8 @@ class Session:
         self._reader = self._opening.reader
         self._reader.message_s = settings.message_timeout_s
         self._wsock = sock.dup()  # the sending side, with its own (shorter) timeout
-        self._outbox = Outbox(settings.outbox_bytes)
+        self._budget = ScanBudget(settings.max_scan_bytes)
+        self._outbox = Outbox(settings.outbox_bytes, self._budget.release)
         self._writer = threading.Thread(target=self._write_loop, name=f"adacsc-send-{session_id}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"adacsc-watch-{session_id}", daemon=True)
         self._done = threading.Event()
@@ -160,7 +164,6 @@ class Session:
         self._last_sent = time.monotonic()
         self._cancelled: str | None = None
         self._gadget_warnings = 0
-        self._budget = ScanBudget(settings.max_scan_bytes)
         self._config_name: str | None = None
         self._config_text: str | None = None
         self._header: bytes | None = None
@@ -179,14 +182,21 @@ class Session:
             batch = self._outbox.take()
             if batch is None:
                 return
+            charged = sum(nbytes for _, _, nbytes in batch)
             try:
-                self._send_bytes(b"".join(data for _, data in batch))
+                if sum(len(data) for _, data, _ in batch) <= SEND_CHUNK_BYTES:
+                    self._send_bytes(b"".join(data for _, data, _ in batch))
+                else:  # large messages go out one by one, without a joined copy
+                    for _, data, _ in batch:
+                        self._send_bytes(data)
             except OSError as err:
                 self._outbox.release()
+                self._budget.release(charged)
                 self._drop(self._send_failure(err))
                 return
             self._outbox.release()
-            for kind, data in batch:
+            self._budget.release(charged)
+            for kind, data, _ in batch:
                 self._sent(kind, data)
 
     def _send_bytes(self, data: bytes) -> None:
@@ -270,9 +280,12 @@ class Session:
         except OSError:
             return True
 
-    def _send(self, kind: str, data: bytes) -> None:
-        """Send now when the socket is free and the message small, else queue it for the writer."""
+    def _send(self, kind: str, data: bytes, charged: int = 0) -> None:
+        """Send now when the socket is free and the message small, else queue it for the writer.
+        `charged`: bytes of the scan's budget the message holds, released once it is sent or
+        discarded."""
         if self.report.dropped is not None:
+            self._budget.release(charged)
             raise _Dropped()
         if len(data) <= DIRECT_SEND_BYTES and self._outbox.claim():
             try:
@@ -281,10 +294,13 @@ class Session:
                 self._outbox.release()
                 self._drop(self._send_failure(err))
                 raise _Dropped() from err
+            finally:
+                self._budget.release(charged)
             self._outbox.release()
             self._sent(kind, data)
             return
-        if not self._outbox.put(kind, data, self.settings.write_stall_s):
+        if not self._outbox.put(kind, data, self.settings.write_stall_s, charged):
+            self._budget.release(charged)
             self._drop(f"the client did not read its results for {self.settings.write_stall_s:g} s")
             raise _Dropped()
 
@@ -331,8 +347,11 @@ class Session:
             if self.report.dropped is not None:
                 self.report.outputs_not_sent["Image (session dropped)"] += 1
                 continue
+            nbytes = image.data.nbytes + len(image.attribute_string) + MESSAGE_OVERHEAD_BYTES
+            self._budget.charge(nbytes, f"sending image {image.image_index} of series {image.image_series_index}",
+                                cancel.stop_or_after(self.settings.write_stall_s))
             try:
-                self._send(f"image_{image.image_series_index}", proto.item_message(image))
+                self._send(f"image_{image.image_series_index}", proto.item_message(image), nbytes)
             except _Dropped:
                 self.report.outputs_not_sent["Image (session dropped)"] += 1
 
