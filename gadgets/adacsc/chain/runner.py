@@ -166,6 +166,16 @@ def load_target(node: Node) -> Callable[[Any], None]:
     raise ChainError(f"module {node.module!r} has no callable target {node.target!r}")
 
 
+def _node_configuration(node: Node) -> ET.Element:
+    """A node's configuration as its gadget reads it; ChainError when it does not survive the
+    round trip through XML (e.g. a property value with a NUL character)."""
+    try:
+        return ET.fromstring(node.configuration_bytes())
+    except ET.ParseError as err:
+        raise ChainError(f"the configuration of node {node.target} is not valid XML ({err}): a property value "
+                         "holds a character XML cannot carry") from err
+
+
 class NodeFailure(RuntimeError):
     """A node raised: names the node and the cause."""
 
@@ -184,6 +194,7 @@ class Chain:
         self._threads: list[threading.Thread] = []
         self._errors: list[tuple[Node, BaseException]] = []
         self._targets = [load_target(node) for node in chain.nodes]
+        self._configs = [_node_configuration(node) for node in chain.nodes]
         self._header = header
         self._budget = budget if budget is not None else ScanBudget(ScanLimits.from_environment().max_scan_bytes)
         self._on_warning = on_warning
@@ -231,14 +242,14 @@ class Chain:
 
     def _run(self, index: int) -> None:
         node = self.chain.nodes[index]
-        connection = LocalConnection(
-            ET.fromstring(node.configuration_bytes()), self._parsed_header,
-            _Raw(node.configuration_bytes(), self._header), self._queues[index], self._forwarder(index),
-            lambda: self._cancel_reason, self._budget, self._taken(index))
         cancel.bind(self._cancel_event.is_set)
         _node.chain = self
         started = time.perf_counter()
         try:
+            connection = LocalConnection(
+                self._configs[index], self._parsed_header, _Raw(node.configuration_bytes(), self._header),
+                self._queues[index], self._forwarder(index), lambda: self._cancel_reason, self._budget,
+                self._taken(index))
             self._targets[index](connection)
         except cancel.Cancelled as err:
             log.info("node %s stopped: %s", node.target, err)

@@ -1,0 +1,78 @@
+"""Nothing a client sends is dropped silently or answered with a traceback (issue 19, items 6-8)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adacsc.chain.config import ChainError, load_chain
+from adacsc.chain.runner import Chain
+from adacsc.server import protocol as proto
+from adacsc.server.parameters import ParameterError, looks_like_json, parse_json_parameters
+from support.server import FRONTEND, error_texts, exchange, make_scan, scan_messages, threaded_server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with threaded_server(workers=2, io_timeout_s=10.0) as running:
+        yield running
+
+
+def _scan_with_text(scan: Path, text: str) -> bytes:
+    header, acquisitions = scan_messages(scan)
+    return (proto.config_file_message(FRONTEND) + proto.header_message(header) + proto.text_message(text)
+            + b"".join(acquisitions) + proto.close_message())
+
+
+def _warnings(replies: list[proto.Message]) -> list[str]:
+    return [m.payload for m in replies if m.mid == proto.TEXT and m.payload.startswith("WARNING")]
+
+
+def _images(replies: list[proto.Message]) -> list[proto.Message]:
+    return [m for m in replies if m.mid == proto.IMAGE]
+
+
+def test_a_chain_whose_configuration_cannot_be_xml_fails_when_it_is_built(small_scan):
+    header, _ = scan_messages(small_scan)
+    chain = load_chain(FRONTEND, allow_paths=False).with_overrides({"coil_combination.output": "ima\x00ges"})
+    with pytest.raises(ChainError, match="node coil_combination is not valid XML"):
+        Chain(chain, header, lambda item: None)
+
+
+@pytest.mark.parametrize("text, named", [
+    ('{"parameters": {"dictionary": "x\\u0000y"}}', "'dictionary': its value holds the control character U+0000"),
+    ('{"parameters": {"iterations": 1' + "0" * 5000 + "}}", "'iterations': a number of 5001 characters"),
+])
+def test_unusable_parameter_values_are_refused_by_name(text, named, small_scan, server):
+    replies = exchange(server.port, _scan_with_text(small_scan, text))
+    warnings = _warnings(replies)
+    assert any(named in text for text in warnings), warnings
+    assert not error_texts(replies) and len(_images(replies)) == 2 and replies[-1].mid == proto.CLOSE
+
+
+def test_deeply_nested_json_is_refused_naming_where(small_scan, server):
+    text = '{"parameters": {"deep": ' + "[" * 5000 + "]" * 5000 + "}}"
+    replies = exchange(server.port, _scan_with_text(small_scan, text))
+    warnings = _warnings(replies)
+    assert any("nest deeper than 32 levels at 'parameters.deep'" in text for text in warnings), warnings
+    assert not error_texts(replies) and len(_images(replies)) == 2
+
+
+def test_json_with_a_byte_order_mark_is_used(small_scan, server):
+    text = "\ufeff" + json.dumps({"parameters": {"coil_combination.image_series_index": 7}})
+    assert looks_like_json(text) and parse_json_parameters(text).properties
+    replies = exchange(server.port, _scan_with_text(small_scan, text))
+    assert {image.payload.image_series_index for image in _images(replies)} == {7}
+
+
+def test_parameters_nested_deeply_never_reach_a_recursive_parser():
+    with pytest.raises(ParameterError, match="at 'parameters.a.b'"):
+        parse_json_parameters('{"parameters": {"a": {"b": ' + "[" * 40 + "]" * 40 + "}}}")
+    assert parse_json_parameters('{"parameters": {"s": "[[[[{{{{"}}').properties == {"s": "[[[[{{{{"}
