@@ -76,3 +76,12 @@ def test_parameters_nested_deeply_never_reach_a_recursive_parser():
     with pytest.raises(ParameterError, match="at 'parameters.a.b'"):
         parse_json_parameters('{"parameters": {"a": {"b": ' + "[" * 40 + "]" * 40 + "}}}")
     assert parse_json_parameters('{"parameters": {"s": "[[[[{{{{"}}').properties == {"s": "[[[[{{{{"}
+
+
+def test_an_ambiguous_bare_parameter_is_an_error_naming_the_gadgets(small_scan, server):
+    header, acquisitions = scan_messages(small_scan)
+    stream = (proto.config_file_message("adacsc_lowfield") + proto.header_message(header)
+              + proto.text_message(json.dumps({"parameters": {"output": "int16"}}))
+              + b"".join(acquisitions) + proto.close_message())
+    errors = error_texts(exchange(server.port, stream))
+    assert errors and "accepted by 2 nodes (coil_combination, csc)" in errors[0] and "csc.output=int16" in errors[0]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from adacsc.chain.config import ChainConfig, ChainError, parse_chain
+from adacsc.chain.config import AmbiguousProperty, ChainConfig, ChainError, parse_chain
 from adacsc.server import fire
 
 __all__ = ["ParameterError", "JsonParameters", "looks_like_json", "parse_json_parameters", "ChainRequest",
@@ -166,12 +166,15 @@ def select_chain(request: ChainRequest, folders: list[Path], trusts: Callable[[s
 
 
 def apply_overrides(chain: ChainConfig, overrides: dict[str, str]) -> tuple[ChainConfig, list[str]]:
-    """`chain` with every override some node accepts, and the keys no node accepts (ignored)."""
+    """`chain` with every override some node accepts, and the keys no node accepts (ignored);
+    AmbiguousProperty for a bare name several nodes accept with a value that does not suit all."""
     applied: dict[str, str] = {}
     ignored = []
     for key, value in fire.chain_overrides(overrides, chain).items():
         try:
             chain.with_overrides({key: value})
+        except AmbiguousProperty:
+            raise
         except ChainError:
             ignored.append(key)
             continue
