@@ -81,7 +81,8 @@ def test_parameters_nested_deeply_never_reach_a_recursive_parser():
 def test_an_ambiguous_bare_parameter_is_an_error_naming_the_gadgets(small_scan, server):
     header, acquisitions = scan_messages(small_scan)
     stream = (proto.config_file_message("adacsc_lowfield") + proto.header_message(header)
-              + proto.text_message(json.dumps({"parameters": {"output": "int16"}}))
+              + proto.text_message(json.dumps({"parameters": {"image_series_index": 65534}}))
               + b"".join(acquisitions) + proto.close_message())
     errors = error_texts(exchange(server.port, stream))
-    assert errors and "accepted by 2 nodes (coil_combination, csc)" in errors[0] and "csc.output=int16" in errors[0]
+    assert errors and "accepted by 2 nodes (coil_combination, csc)" in errors[0], errors
+    assert "coil_combination.image_series_index=65534" in errors[0]
