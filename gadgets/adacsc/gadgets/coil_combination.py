@@ -20,6 +20,7 @@ from adacsc.core import cancel
 from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
 from adacsc.gadgets.properties import Property, PropertySpec, read_properties
 from adacsc.io.images import header_from_acquisition, make_image
+from adacsc.io.series import PROCESSING_HISTORY, Series, protocol_name, series_names
 from adacsc.io.slice_meta import SliceSampling
 from adacsc.limits import ScanBudget, ScanLimits
 from adacsc.mr import coil_maps
@@ -130,6 +131,16 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any], budget: ScanBudg
     return results
 
 
+COMBINED_SERIES = Series(1, "CoilCombined", "_coilcombined", "SNR", "COILCOMBINED")
+
+
+def final_image_names(protocol: str) -> dict[str, object]:
+    """The series names and processing history of combined images sent as final images (the
+    front-end chain's output), as adacsc.io.series gives the reconstruction's."""
+    return {**series_names(protocol, COMBINED_SERIES),
+            "ImageProcessingHistory": [*PROCESSING_HISTORY, COMBINED_SERIES.step]}
+
+
 def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -> ImageArray:
     """An ImageArray [X, Y, 1, 1, 1, 1, 1] holding one combined image."""
     header.matrix_size = (image.shape[1], image.shape[0], 1)
@@ -147,9 +158,12 @@ def coil_combination(connection: Any) -> None:
     """Gadget: ReconData in, one combined complex image per slice out; other items pass on."""
     props = read_properties(connection, SPEC)
     budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
+    names = final_image_names(protocol_name(connection.header))
     connection.filter(ReconData)
     for item in connection:
         for image, header, meta in combine_recon_data(item, props, budget):
+            if props["output"] == "images":
+                meta = {**meta, **names}
             budget.charge(image.nbytes, f"the combined image of slice {header.slice}",
                           cancel.stop_or_after(MEMORY_WAIT_S))
             output = (make_image(image, header, meta) if props["output"] == "images"
