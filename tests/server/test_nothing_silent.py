@@ -1,11 +1,15 @@
 """Nothing a client sends is dropped silently or answered with a traceback (issue 19, items 6-8)."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from adacsc import resources
 from adacsc.chain.config import ChainError, load_chain
+from adacsc.io.dataset import DatasetError, InputScan
 from adacsc.chain.runner import Chain
 from adacsc.server import protocol as proto
 from adacsc.server.parameters import ParameterError, looks_like_json, parse_json_parameters
@@ -86,3 +90,39 @@ def test_an_ambiguous_bare_parameter_is_an_error_naming_the_gadgets(small_scan, 
     errors = error_texts(exchange(server.port, stream))
     assert errors and "accepted by 2 nodes (coil_combination, csc)" in errors[0], errors
     assert "coil_combination.image_series_index=65534" in errors[0]
+
+
+def test_errors_sent_to_clients_name_folders_by_role_not_by_path(small_scan, server):
+    header, acquisitions = scan_messages(small_scan)
+    stream = (proto.config_file_message("adacsc_lowfield") + proto.header_message(header)
+              + proto.text_message(json.dumps({"parameters": {"dictionary": "no_such_dictionary"}}))
+              + b"".join(acquisitions) + proto.close_message())
+    errors = error_texts(exchange(server.port, stream))
+    assert errors and "no dictionary named 'no_such_dictionary' in <shipped data/dictionaries>" in errors[0], errors
+    shipped = str(resources.package_data())
+    assert shipped not in errors[0] and str(Path(shipped).resolve()) not in errors[0]
+
+
+def test_a_locked_input_file_is_reported_as_locked(tmp_path):
+    scan = make_scan(tmp_path / "locked.h5", lines=8, slices=1, noise=2)
+    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1], 'a'); "
+                               "print('open', flush=True); sys.stdin.read()", str(scan)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(DatasetError, match="locked by another program"):
+            InputScan(scan)
+    finally:
+        holder.stdin.close()
+        holder.stdout.close()
+        holder.wait(30)
+    InputScan(scan).close()
+
+
+def test_files_in_operator_folders_are_named_relative_to_them(tmp_path, monkeypatch):
+    folder = tmp_path / "dictionaries"
+    folder.mkdir()
+    monkeypatch.setenv("ADACSC_DICTIONARY_DIR", str(folder))
+    text = f"cannot read dictionary file {folder / 'mine.npz'}: truncated"
+    assert resources.without_folders(text) == "cannot read dictionary file $ADACSC_DICTIONARY_DIR/mine.npz: truncated"
+    assert resources.without_folders(f"{tmp_path}/chains/x.xml", [tmp_path / "chains"]) == "--config-dir/x.xml"

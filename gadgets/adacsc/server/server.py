@@ -204,7 +204,9 @@ class Server(ConnectionServer):
         if message.mid != proto.CONFIG_FILE or not message.payload:
             return None
         warning = config_name_warning(message.payload, settings)
-        return None if warning is None else proto.text_message(f"WARNING: {warning}")
+        if warning is None:
+            return None
+        return proto.text_message(f"WARNING: {resources.without_folders(warning, settings.config_dirs)}")
 
     def _after_stop(self) -> None:
         self._drain()

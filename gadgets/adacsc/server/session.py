@@ -307,6 +307,7 @@ class Session:
     def _send_error(self, text: str) -> None:
         self.report.errors.append(text)
         self.log.error("%s", text)
+        text = resources.without_folders(text, self.settings.config_dirs)
         data = (proto.error_message(text) if self.settings.error_format == "error"
                 else proto.text_message(f"ERROR: {text}"))
         try:
@@ -317,6 +318,7 @@ class Session:
     def _send_warning(self, text: str, logged: bool = False) -> None:
         if not logged:
             self.log.warning("%s", text)
+        text = resources.without_folders(text, self.settings.config_dirs)
         try:
             self._send("text", proto.text_message(f"WARNING: {text}"))
         except _Dropped:
