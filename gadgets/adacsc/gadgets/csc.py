@@ -83,6 +83,9 @@ SPEC = PropertySpec("csc", (
 ))
 
 NOISE_FROM_IMAGE = "estimated from the image"
+NOISE_FLOOR = 1e-3
+"""the lowest noise level used, relative to the image's 99th-percentile magnitude (an SNR of 1000)"""
+NOISE_FLOOR_SOURCE = "floor (the image has no measurable noise)"
 MEMORY_WAIT_S = 60.0
 """how long a slice waits for the memory other slices of its scan hold before the scan fails"""
 
@@ -165,12 +168,18 @@ def _slices(item: ImageArray) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dic
 def noise_level(image: np.ndarray, sampling: SliceSampling) -> tuple[float, str]:
     """(k-space noise std of a combined image, where it comes from): the level the coil
     combination recorded (prewhitened with a noise scan), else an estimate from the image; the
-    image's noise is the k-space noise times sqrt(fraction of acquired lines)."""
+    image's noise is the k-space noise times sqrt(fraction of acquired lines). An estimate
+    below NOISE_FLOOR of the image's 99th-percentile magnitude (noise-free or synthetic input)
+    is raised to that floor: the solver's noise-scaled steps would otherwise amplify rounding."""
     if sampling.noise_level:
         return sampling.noise_level, sampling.noise_source
+    magnitude = np.abs(image)
+    if not magnitude.any():
+        raise ValueError("the noise level of this image cannot be estimated: it is all zeros")
+    floor = NOISE_FLOOR * float(np.percentile(magnitude, 99)) / np.sqrt(max(float(sampling.lines.mean()), 1e-6))
     estimate = estimate_noise_std(image) / np.sqrt(max(float(sampling.lines.mean()), 1e-6))
-    if not estimate > 0:
-        raise ValueError("the noise level of this image cannot be estimated (is it all zeros?)")
+    if not estimate >= floor:
+        return floor, NOISE_FLOOR_SOURCE
     return estimate, NOISE_FROM_IMAGE
 
 
@@ -227,7 +236,12 @@ def csc(connection: Any) -> None:
                 noise = noise_level(image, sampling)
                 if noise[1] not in sources:
                     sources.add(noise[1])
-                    log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
+                    if noise[1] == NOISE_FLOOR_SOURCE:
+                        log.warning("slice %d has no measurable noise (noise-free or synthetic input?): using a "
+                                    "noise floor of %g of its 99th-percentile magnitude (%.4g)", header.slice,
+                                    NOISE_FLOOR, noise[0])
+                    else:
+                        log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
                                                header, budget))
