@@ -112,6 +112,5 @@ def run(args: argparse.Namespace) -> int:
     server = Server(settings_from_args(args))
     server.start()
     serve_until_signalled(server, server.active_sessions)
-    failed = sum(1 for report in server.reports if not report.ok)
-    log.info("served %d scans (%d with errors)", len(server.reports), failed)
+    log.info("served %d scans (%d with errors)", server.sessions_served, server.sessions_failed)
     return 0

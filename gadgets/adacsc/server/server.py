@@ -24,6 +24,8 @@ from adacsc.server.session import Session, SessionReport, SessionSettings, confi
 
 log = logging.getLogger(__name__)
 
+REPORTS_KEPT = 1000
+"""session reports kept for inspection (the oldest go first); counts cover every session"""
 CANCEL_WAIT_S = 0.5
 """after the grace period, how long cancelled scans get to send their error report and CLOSE"""
 ABANDON_WAIT_S = 0.3
@@ -80,6 +82,9 @@ class Server(ConnectionServer):
         self._waiting = 0
         self._opening: set[socket.socket] = set()
         self.reports: list[SessionReport] = []
+        """the reports of the latest sessions (at most 2 x REPORTS_KEPT: a server runs for months)"""
+        self.sessions_served = 0
+        self.sessions_failed = 0
         self.session_settings: SessionSettings | None = None
         self.address: tuple[str, int] | None = None
 
@@ -210,7 +215,7 @@ class Server(ConnectionServer):
 
     def _after_stop(self) -> None:
         self._drain()
-        log.info("server stopped after %d sessions", len(self.reports))
+        log.info("server stopped after %d sessions", self.sessions_served)
 
     def _drain(self) -> None:
         """Wait up to `grace_s` for the running connections; then cancel them, give them
@@ -277,7 +282,11 @@ class Server(ConnectionServer):
                 with self._lock:
                     self._sessions.discard(session)
             with self._lock:
+                self.sessions_served += 1
+                self.sessions_failed += not report.ok
                 self.reports.append(report)
+                if len(self.reports) > 2 * REPORTS_KEPT:
+                    del self.reports[:REPORTS_KEPT]
         except Exception:
             log.exception("connection %s failed", peer)
             _refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
