@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "meanwhile)")
     parser.add_argument("--message-timeout", type=float, default=10.0,
                         help="seconds one message may take from its first byte (plus 1 s per MiB)")
-    parser.add_argument("--write-stall", type=float, default=30.0,
+    parser.add_argument("--write-stall", type=float, default=20.0,
                         help="seconds a client may leave its results unread before its scan is cancelled")
     parser.add_argument("--scan-timeout", type=float, default=1800.0,
                         help="deadline of one scan in seconds; a scan past it is cancelled")

@@ -75,7 +75,7 @@ class SessionSettings:
     """a client silent this long mid-scan is dropped"""
     message_timeout_s: float = 10.0
     """a message must arrive within this long of its first byte, plus 1 s per MiB of its size"""
-    write_stall_s: float = 30.0
+    write_stall_s: float = 20.0
     """a client that accepts none of its results for this long is dropped (its scan is cancelled)"""
     scan_timeout_s: float = 1800.0
     """the deadline of one scan, from connection to CLOSE; past it the scan is cancelled"""
