@@ -10,7 +10,7 @@ from adacsc.limits import GiB, ScanLimits
 from adacsc.server import Limits, Server, ServerSettings, SessionSettings
 from adacsc.server.host import log_host_resources
 from adacsc.server.protocol import MiB
-from adacsc.server.signals import serve_until_signalled
+from adacsc.server.signals import exit_now, serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +113,4 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     serve_until_signalled(server, server.active_sessions)
     log.info("served %d scans (%d with errors)", server.sessions_served, server.sessions_failed)
-    return 0
+    exit_now(0)
