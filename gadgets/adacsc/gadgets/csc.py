@@ -244,7 +244,7 @@ def csc(connection: Any) -> None:
                         log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
-                                               header, budget))
+                                               header, sampling.qa(), budget))
 
 
 def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
@@ -262,9 +262,10 @@ def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
 
 
 def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarray, lines: np.ndarray,
-                  noise: tuple[float, str], header: ismrmrd.ImageHeader, budget: ScanBudget) -> list[ismrmrd.Image]:
-    """The images of one slice (a slice-pool job); its working memory and images are charged
-    to the scan's budget."""
+                  noise: tuple[float, str], header: ismrmrd.ImageHeader, sampling_qa: dict[str, str],
+                  budget: ScanBudget) -> list[ismrmrd.Image]:
+    """The images of one slice (a slice-pool job); `sampling_qa` (averages, kz undersampling) joins
+    the QA meta; its working memory and images are charged to the scan's budget."""
     started = time.perf_counter()
     grid_y, grid_x = recon.grid(image.shape)
     with budget.reserve(recon.peak_bytes(image.shape),
@@ -273,7 +274,7 @@ def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarra
                         stop=cancel.stop_or_after(MEMORY_WAIT_S)):
         images = recon(fftc(image.astype(np.complex64)), lines, noise[0])
         elapsed_ms = 1000 * (time.perf_counter() - started)
-        qa = qa_meta(recon, images, elapsed_ms, noise)
+        qa = qa_meta(recon, images, elapsed_ms, noise) | sampling_qa
         log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
                  torch.get_num_threads())
         results = []
