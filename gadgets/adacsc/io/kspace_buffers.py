@@ -100,11 +100,15 @@ class KSpaceAccumulator:
     """Sorts classified, placed readouts into per-image buffers; returns each buffer once complete."""
 
     def __init__(self, encoding: Encoding, charge: Callable[[int, str], None], max_channels: int,
-                 channel_limit_name: str = "the operator limit") -> None:
+                 channel_limit_name: str = "the operator limit",
+                 allocate: Callable[[tuple[int, ...], str], np.ndarray] | None = None) -> None:
         self.grid = Grid.from_encoding(encoding)
         self.averages = encoding.averages
         self.contrasts = encoding.contrasts
         self.charge = charge
+        self.allocate = allocate
+        """makes a zeroed complex64 buffer charged to the scan (and released when freed) instead
+        of `charge` followed by np.zeros"""
         self.max_channels = max_channels
         self.channel_limit_name = channel_limit_name
         self.buffers: dict[ImageKey, _Buffer] = {}
@@ -174,10 +178,17 @@ class KSpaceAccumulator:
         extent = f"{shape[0]} samples x {shape[1]} lines"
         extent += f" x {shape[2]} partitions" if shape[2] > 1 else ""
         extent += f" x {shape[3]} channels" + (f" x {shape[4]} averages" if shape[4] > 1 else "")
-        self.charge(8 * int(np.prod(shape)), f"the k-space buffer of {key.describe()} ({extent})")
-        buffer = _Buffer(key, None, np.zeros(shape, np.complex64), np.empty(shape[1:3] + shape[4:], object))
+        data = self._zeros(shape, f"the k-space buffer of {key.describe()} ({extent})")
+        buffer = _Buffer(key, None, data, np.empty(shape[1:3] + shape[4:], object))
         self.buffers[key] = buffer
         return buffer
+
+    def _zeros(self, shape: tuple[int, ...], what: str) -> np.ndarray:
+        """A zeroed complex64 buffer, charged to the scan before it is allocated."""
+        if self.allocate is not None:
+            return self.allocate(shape, what)
+        self.charge(8 * int(np.prod(shape)), what)
+        return np.zeros(shape, np.complex64)
 
     def _image(self, buffer: _Buffer, acquisition: ismrmrd.Acquisition, average: int, kind: str) -> None:
         if buffer.samples is None:
@@ -198,8 +209,7 @@ class KSpaceAccumulator:
     def _calibrate(self, buffer: _Buffer, acquisition: ismrmrd.Acquisition) -> None:
         if buffer.calibration is None:
             shape = buffer.data.shape[:4]
-            self.charge(8 * int(np.prod(shape)), f"the calibration buffer of {buffer.key.describe()}")
-            buffer.calibration = np.zeros(shape, np.complex64)
+            buffer.calibration = self._zeros(shape, f"the calibration buffer of {buffer.key.describe()}")
             buffer.calibration_headers = np.empty(shape[1:3], object)
             buffer.calibration_samples = acquisition.number_of_samples
         elif acquisition.number_of_samples != buffer.calibration_samples:
