@@ -48,7 +48,8 @@ def every_setting(tmp_path: Path, **changes: object) -> Path:
     defaults = {"server.host": "127.0.0.1", "server.port": 0, "server.workers": 2, "server.max_waiting": 8,
                 "server.wait_s": 30, "server.grace_s": 5, "server.strict": False, "server.error_format": "text",
                 "server.allow_modules": [], "server.preload": False, "server.warm_up": False,
-                "server.slice_workers": 1, "timeouts.io_s": 60, "timeouts.write_stall_s": 10, "timeouts.scan_s": 120,
+                "server.slice_workers": 1, "timeouts.io_s": 60, "timeouts.header_s": 5, "timeouts.message_s": 5,
+                "timeouts.write_stall_s": 10, "timeouts.scan_s": 120,
                 "limits.max_text_mb": 4, "limits.max_readout_mb": 16, "limits.max_scan_gb": 1,
                 "limits.max_matrix": 1024, "limits.max_channels": 32, "limits.max_iterations": 500,
                 "folders.configs": [str(tmp_path)], "folders.dictionaries": str(tmp_path),
@@ -167,3 +168,12 @@ def test_relative_folders_are_relative_to_the_site_config(tmp_path, capsys, monk
     shown = sources(print_config(capsys, "--config", str(path)))
     assert shown["folders.configs"][0] == [str(tmp_path / "etc" / "chains"), "/abs/chains"]
     assert shown["folders.noise"][0] == str(tmp_path / "etc" / ".." / "noise")
+
+
+def test_every_serve_option_has_a_site_config_key():
+    """A new `serve` option needs a key (and a schema) in adacsc.commands.site_config."""
+    from adacsc.cli import build_parser
+
+    serve = build_parser("serve")._subparsers._group_actions[0].choices["serve"]
+    options = {action.dest for action in serve._actions} - {"help", "config", "print_config"}
+    assert options == {key.dest for key in site_config.KEYS}

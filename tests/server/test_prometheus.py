@@ -17,6 +17,7 @@ import pytest
 from support.metrics_scenario import STAGES, run_ten_scans
 from support.server import threaded_server
 from adacsc.server.endpoints import serve_endpoints
+from adacsc.server.telemetry import REFUSALS
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [pytest.mark.timeout(240),
@@ -87,8 +88,8 @@ def test_prometheus_scrapes_exact_counters_while_ten_scans_run(tmp_path: Path) -
                 "adacsc_sessions_started_total": {(): expected.started},
                 "adacsc_sessions_finished_total": {(): expected.finished},
                 "adacsc_sessions_failed_total": {(("reason", "dropped"),): 0, (("reason", "error"),): expected.failed},
-                "adacsc_sessions_refused_total": {(("reason", "busy"),): expected.refused_busy,
-                                                  (("reason", "shutting_down"),): 0, (("reason", "wait_timeout"),): 0},
+                "adacsc_sessions_refused_total": {(("reason", reason),): expected.refused_busy if reason == "busy"
+                                                  else 0 for reason in REFUSALS},
                 "adacsc_readouts_total": {(): expected.readouts},
                 "adacsc_noise_readouts_total": {(): expected.noise_readouts},
                 "adacsc_images_sent_total": {(): expected.images},

@@ -51,7 +51,8 @@ def test_every_metric_equals_what_ten_scans_did(tmp_path: Path) -> None:
     assert value("adacsc_sessions_failed_total", reason="error") == expected.failed
     assert value("adacsc_sessions_failed_total", reason="dropped") == 0
     assert value("adacsc_sessions_refused_total", reason="busy") == expected.refused_busy
-    assert value("adacsc_sessions_refused_total", reason="wait_timeout") == 0
+    for reason in ("wait_timeout", "crowded", "header_timeout", "shutting_down"):
+        assert value("adacsc_sessions_refused_total", reason=reason) == 0
     assert value("adacsc_readouts_total") == expected.readouts
     assert value("adacsc_noise_readouts_total") == expected.noise_readouts
     assert value("adacsc_images_sent_total") == expected.images

@@ -73,6 +73,8 @@ KEYS: tuple[Key, ...] = (
     Key("server.slice_workers", "slice_workers", {"type": ["integer", "null"], "minimum": 1},
         "ADACSC_SLICE_WORKERS"),
     Key("timeouts.io_s", "timeout", _SECONDS),
+    Key("timeouts.header_s", "header_timeout", _SECONDS),
+    Key("timeouts.message_s", "message_timeout", _SECONDS),
     Key("timeouts.write_stall_s", "write_stall", _SECONDS),
     Key("timeouts.scan_s", "scan_timeout", _SECONDS),
     Key("limits.max_text_mb", "max_text_mb", _POSITIVE),

@@ -3,7 +3,10 @@
   adacsc_sessions_started_total                 scans that got a worker
   adacsc_sessions_finished_total                scans that ended without an error
   adacsc_sessions_failed_total{reason}          scans that ended with one: error | dropped (client gone)
-  adacsc_sessions_refused_total{reason}         connections refused: busy | wait_timeout | shutting_down
+  adacsc_sessions_refused_total{reason}         connections refused before a scan started: busy (workers
+                                                and waiting room full) | wait_timeout | crowded (too many
+                                                connections sending their header) | header_timeout |
+                                                shutting_down
   adacsc_active_scans                           scans being reconstructed now (the autoscaling metric)
   adacsc_waiting_connections                    connections waiting for a worker
   adacsc_scan_budget_bytes_in_use               bytes the running scans have received and allocated
@@ -29,7 +32,7 @@ __all__ = ["Telemetry", "CONTENT_TYPE"]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """seconds: from a buffer hand-off (milliseconds) to a large CSC slice on a loaded CPU (minutes)"""
-REFUSALS = ("busy", "wait_timeout", "shutting_down")
+REFUSALS = ("busy", "wait_timeout", "crowded", "header_timeout", "shutting_down")
 
 
 class Telemetry:
