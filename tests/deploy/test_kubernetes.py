@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from adacsc.commands import site_config
+from adacsc.server.server import ABANDON_WAIT_S, CANCEL_WAIT_S
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="the test extras (kubernetes-validate)")
 yamllint_config = pytest.importorskip("yamllint.config", reason="the test extras (yamllint)")
@@ -80,10 +81,11 @@ def test_the_deployment_matches_its_site_config(tmp_path):
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": "metrics"}
     assert config["server"]["warm_up"] is True
-    # the drain: preStop, then SIGTERM and grace_s for running scans, then their cancellation may
-    # wait write_stall_s for the error report; the kubelet must not kill the pod before that
+    # the drain: preStop, then SIGTERM and grace_s for running scans, then about a second in which
+    # the scans still running are cancelled and told so (adacsc.server.server: CANCEL_WAIT_S,
+    # ABANDON_WAIT_S); the kubelet must not kill the pod before that
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PREPARED_STOP_S)]
-    needed = PREPARED_STOP_S + config["server"]["grace_s"] + config["timeouts"]["write_stall_s"] + 10
+    needed = PREPARED_STOP_S + config["server"]["grace_s"] + CANCEL_WAIT_S + ABANDON_WAIT_S + 10
     assert pod["terminationGracePeriodSeconds"] >= needed
     annotations = kinds["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(config["metrics"]["port"])
