@@ -207,10 +207,11 @@ def error_texts(replies: list[proto.Message]) -> list[str]:
 
 
 def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
-    """`adacsc serve` in a subprocess on a free port: (process, port, log file)."""
+    """`adacsc serve` in a subprocess on a free port, without the warm-up solve (tests that need it
+    say so: tests/server/test_probes.py): (process, port, log file)."""
     log_path = tmp_path / "server.log"
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", *args],
+    process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--no-warm-up", *args],
                                stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + 60
