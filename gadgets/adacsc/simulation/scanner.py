@@ -48,6 +48,10 @@ import numpy as np
 from adacsc.io import header_builder as hb
 from adacsc.mr.fft import fftc
 from adacsc.simulation.coils import coil_names, coil_sensitivities
+from adacsc.simulation.emi import (
+    EMIConfig, EMITruth, ReadoutTimes, calibrate, config_json, draw_sources, sensing_names, tone_powers,
+    write_emi_truth,
+)
 from adacsc.simulation.ground_truth import GroundTruth, write_ground_truth
 from adacsc.simulation.noise import (
     bandwidth_scale_squared,
@@ -121,13 +125,15 @@ class SimulationResult:
     ground_truth: GroundTruth
 
 
-def measurement_ids(config: SimulationConfig, object_kind: str) -> tuple[str, str]:
+def measurement_ids(config: SimulationConfig, object_kind: str, emi: EMIConfig | None = None) -> tuple[str, str]:
     """(noise scan, imaging scan) measurementIDs, Siemens style `DEVICE_seed_tag_number`.
 
-    `tag` is a hash of the configuration, so scans that differ in anything get different IDs while
-    the same configuration always gets the same ones.
+    `tag` is a hash of the configuration (and the EMI, when there is any), so scans that differ
+    in anything get different IDs while the same configuration always gets the same ones.
     """
     fields = dataclasses.asdict(config) | {"object": object_kind}
+    if emi is not None:
+        fields["emi"] = config_json(emi)
     tag = zlib.crc32(json.dumps(fields, sort_keys=True).encode()) % 100000
     prefix = f"{DEVICE_SERIAL}_{config.seed}_{tag:05d}"
     return f"{prefix}_1", f"{prefix}_2"
@@ -144,11 +150,11 @@ def stack_positions_mm(n_slices: int, spacing_mm: float) -> np.ndarray:
     return hb.slice_positions_mm(n_slices, spacing_mm)
 
 
-def _header(config, *, measurement_id, noise_dependency_id, object_kind, noise_only=False):
+def _header(config, *, measurement_id, noise_dependency_id, object_kind, noise_only=False, sensing=0):
     n = config.matrix
     return hb.build_header(
         field_T=config.field_T,
-        coil_names=coil_names(config.coils),
+        coil_names=coil_names(config.coils) + sensing_names(sensing),
         encoded_matrix=(2 * n, n, 1),
         encoded_fov_mm=(2 * config.fov_mm, config.fov_mm, config.slice_thickness_mm),
         recon_matrix=(n, n, 1),
@@ -172,10 +178,14 @@ def _header(config, *, measurement_id, noise_dependency_id, object_kind, noise_o
     )
 
 
-def _noise_readouts(config, cov_noise, rng, *, uid, counter0, last_in_measurement, position):
+def _noise_readouts(config, cov_noise, rng, *, uid, counter0, last_in_measurement, position, added=None):
+    """The noise-only readouts; `added` [C + N, R, 2N] (sensing coils' noise and EMI) is added
+    to the receive coils' thermal noise, with N sensing channels appended."""
     acqs = []
     n_samples = 2 * config.matrix
     noise = correlated_noise(cov_noise, (config.noise_readouts, n_samples), rng)  # [C, R, 2N]
+    if added is not None:
+        noise = _with_added(noise, added)
     for r in range(config.noise_readouts):
         flags = [ismrmrd.ACQ_IS_NOISE_MEASUREMENT]
         if last_in_measurement and r == config.noise_readouts - 1:
@@ -194,13 +204,71 @@ def _noise_readouts(config, cov_noise, rng, *, uid, counter0, last_in_measuremen
     return acqs
 
 
+def _with_added(data: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """Receive-coil data [C, ...] with the sensing channels appended and `added` [C + N, ...] summed in."""
+    extended = np.zeros(added.shape, dtype=np.complex64)
+    extended[: data.shape[0]] = data
+    return (extended + added).astype(np.complex64)
+
+
+@dataclass
+class _Interference:
+    """The EMI and the sensing coils' thermal noise of one scan (simulation.emi)."""
+
+    sensing: int
+    noise: np.ndarray  # [C + N, R_noise, 2N], added to the noise readouts
+    imaging: np.ndarray  # [C + N, S * N, 2N], added to the imaging readouts
+    truth: EMITruth
+
+
+def _interference(emi: EMIConfig, config: SimulationConfig, cov: np.ndarray, rng: np.random.Generator,
+                  tr_ticks: float, t0: float) -> _Interference:
+    """Draw the scan's EMI (scaled to emi.power_ratio x the thermal noise) and the sensing coils' noise."""
+    n, c = config.matrix, config.coils
+    sources = draw_sources(emi, c, rng)
+    tick_us = hb.TIME_STAMP_TICK_MS * 1000
+    lines = config.slices * n
+    imaging_us = (t0 - START_TICKS + np.arange(lines) * tr_ticks) * tick_us
+    noise_us = np.arange(config.noise_readouts) * tick_us
+    total_us = float(imaging_us[-1]) or 1.0
+    imaging_times = ReadoutTimes(imaging_us, config.acq_dwell_us, 2 * n, imaging_us / total_us)
+    noise_times = ReadoutTimes(noise_us, config.noise_dwell_us, 2 * n, noise_us / total_us)
+    imaging = sources.interference(imaging_times, rng)
+    noise = sources.interference(noise_times, rng)
+    thermal = float(np.real(np.trace(cov))) / c
+    scale = calibrate(sources, imaging, thermal)
+    imaging *= scale
+    noise *= scale
+    bandwidth = bandwidth_scale_squared(config.acq_dwell_us, config.noise_dwell_us, config.relative_noise_bandwidth)
+    thermal_power = np.concatenate([np.real(np.diag(cov)), np.full(emi.sensing_coils, thermal * emi.sensing_noise ** 2)])
+    truth = EMITruth(noise=noise.astype(np.complex64), imaging=imaging.astype(np.complex64), attrs={
+        "channel_labels": json.dumps(coil_names(c) + sensing_names(emi.sensing_coils)),
+        "sensing_channels": np.arange(c, c + emi.sensing_coils),
+        "tones_hz": np.asarray(emi.tones_hz, dtype=np.float64),
+        "tone_power_imaging": tone_powers(sources, imaging_times.progress),
+        "tone_power_noise": tone_powers(sources, noise_times.progress),
+        "thermal_power_imaging": thermal_power,
+        "thermal_power_noise": thermal_power * bandwidth,
+        "power_ratio": emi.power_ratio,
+        "config_json": config_json(emi),
+    })
+    sensing_std = np.sqrt(thermal) * emi.sensing_noise
+    for array, factor in ((imaging, 1.0), (noise, np.sqrt(bandwidth))):
+        shape = (emi.sensing_coils,) + array.shape[1:]
+        array[c:] += sensing_std * factor * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+    return _Interference(emi.sensing_coils, noise, imaging, truth)
+
+
 def simulate_scan(
     path: str | os.PathLike,
     config: SimulationConfig = SimulationConfig(),
     *,
     noise_file: str | os.PathLike | None = None,
+    emi: EMIConfig | None = None,
 ) -> SimulationResult:
-    """Simulate one multi-slice, multi-coil scan into `path` (and the noise scan into `noise_file`)."""
+    """Simulate one multi-slice, multi-coil scan into `path` (and the noise scan into `noise_file`);
+    with `emi`, sensing coils are appended to the receive coils and interference is added
+    (simulation.emi), its ground truth stored beside the rest."""
     config.validate()
     n, c = config.matrix, config.coils
     kind = resolve_object_kind(config.object)
@@ -218,25 +286,33 @@ def simulate_scan(
         cov, config.acq_dwell_us, config.noise_dwell_us, config.relative_noise_bandwidth
     )
 
-    noise_id, scan_id = measurement_ids(config, kind)
+    noise_id, scan_id = measurement_ids(config, kind, emi)
     separate_noise = noise_file is not None
     uid = hb.measurement_uid(scan_id)
     positions = [(0.0, 0.0, float(zs)) for zs in z]
+    tr_ticks = config.tr_ms / hb.TIME_STAMP_TICK_MS
+    t0 = START_TICKS + config.noise_readouts + 10
+    extra = None
+    if emi is not None:
+        extra = _interference(emi, config, cov, np.random.default_rng(np.random.SeedSequence(config.seed).spawn(6)[5]),
+                              tr_ticks, t0)
+    sensing = extra.sensing if extra else 0
 
     acqs = []
     counter = 1
     if not separate_noise:
         acqs += _noise_readouts(config, cov_noise, rng_noise, uid=uid, counter0=counter,
-                                last_in_measurement=False, position=positions[0])
+                                last_in_measurement=False, position=positions[0],
+                                added=extra.noise if extra else None)
         counter += config.noise_readouts
 
-    tr_ticks = config.tr_ms / hb.TIME_STAMP_TICK_MS
-    t0 = START_TICKS + config.noise_readouts + 10
     for s in range(config.slices):
         padded = np.zeros((c, n, 2 * n), dtype=np.complex64)
         padded[:, :, n // 2 : n // 2 + n] = maps[s] * images[s][None]
         kspace = fftc(padded).astype(np.complex64)
         kspace += correlated_noise(cov, (n, 2 * n), rng_kspace)
+        if extra is not None:
+            kspace = _with_added(kspace, extra.imaging[:, s * n:(s + 1) * n])
         for line in range(n):
             last = s == config.slices - 1 and line == n - 1
             acqs.append(
@@ -256,7 +332,7 @@ def simulate_scan(
             counter += 1
 
     header = _header(config, measurement_id=scan_id,
-                     noise_dependency_id=noise_id if separate_noise else None, object_kind=kind)
+                     noise_dependency_id=noise_id if separate_noise else None, object_kind=kind, sensing=sensing)
     out = hb.write_ismrmrd(path, header, acqs)
 
     attrs = {
@@ -279,13 +355,16 @@ def simulate_scan(
     }
     gt = GroundTruth(image=images, coil_maps=maps, noise_covariance=cov, attrs=attrs)
     write_ground_truth(out, gt)
+    if extra is not None:
+        write_emi_truth(out, extra.truth)
 
     noise_path = None
     if separate_noise:
         noise_header = _header(config, measurement_id=noise_id, noise_dependency_id=None,
-                               object_kind=kind, noise_only=True)
+                               object_kind=kind, noise_only=True, sensing=sensing)
         noise_acqs = _noise_readouts(config, cov_noise, rng_noise, uid=hb.measurement_uid(noise_id),
-                                     counter0=1, last_in_measurement=True, position=positions[0])
+                                     counter0=1, last_in_measurement=True, position=positions[0],
+                                     added=extra.noise if extra else None)
         noise_path = hb.write_ismrmrd(noise_file, noise_header, noise_acqs)
         log.info("wrote noise scan %s (measurementID %s, %d readouts)", noise_path, noise_id,
                  len(noise_acqs))

@@ -1,0 +1,237 @@
+"""Electromagnetic interference (EMI) for the scanner simulator, with its ground truth.
+
+Model
+-----
+An unshielded low-field scanner picks up interference from sources in the room. Each source k is a
+complex baseband waveform s_k(t) (t in seconds, the scanner's clock):
+
+- narrowband tones s_k(t) = exp(2 pi i f_k t + i phi_k), f_k the offset from the centre
+  frequency in Hz (`tones_hz`);
+- broadband sources: white complex Gaussian noise over the receiver bandwidth, independent per
+  readout, with a fixed power spectral density (so, like thermal noise, its power per sample grows
+  as the dwell time shrinks: unit power per sample at `reference_dwell_us`).
+
+Source k reaches channel c through a frequency-dependent transfer function
+
+    H_ck(f, u) = g_ck * sum_m h_ckm(u) exp(-2 pi i f m tau),    tau = `delay_us`,
+
+a short FIR in physical time, so the same coupling holds for readouts of any dwell time. The taps
+drift slowly and linearly over the scan: h(u) = h0 + u (h1 - h0), u in [0, 1] the readout's time
+as a fraction of the scan, |h1 - h0| = `drift` |h0|. A tone is multiplied by H at its frequency;
+a broadband source is filtered per readout in the frequency domain (FFT along the readout).
+
+Channels are the C receive coils followed by N sensing coils (labels `EMI_SENSE_01`, ...), which
+see no MR signal; sensing coils couple `sensing_gain` times more strongly (amplitude) to every
+source than the receive coils do and carry their own thermal noise (std `sensing_noise` times the
+receive coils' mean thermal std; independent of the receive noise).
+
+Power. All couplings are scaled by one factor so that the EMI power per sample in the receive
+channels, averaged over the imaging readouts and channels, is `power_ratio` times the mean thermal
+noise power per sample of the receive channels (trace(C) / C of the imaging covariance). Tones
+share `tone_fraction` of that power equally; broadband sources the rest. `power_ratio` 0 gives a
+scan whose sensing coils hold thermal noise only ("EMI-free sensing channels").
+
+Ground truth (`write_emi_truth`, next to the simulator's ground truth in the scan file):
+`/<group>/ground_truth/emi/noise` [C+N, R_noise, S_noise] and `/imaging` [C+N, R, S] complex64,
+the interference added to every channel of every readout (thermal noise and signal excluded),
+with attributes: channel labels, the sensing channel indices, tone frequencies and the power of
+each tone per channel (per sample), the thermal power per sample of each channel in the imaging
+and noise readouts, and the configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+SENSING_LABEL = "EMI_SENSE"
+"""Label prefix of the simulated sensing coils (matched by the noise_adjust gadget's default pattern)."""
+EMI_GROUP = "ground_truth/emi"
+
+
+def sensing_names(count: int) -> list[str]:
+    """Coil labels of `count` sensing coils."""
+    return [f"{SENSING_LABEL}_{n + 1:02d}" for n in range(count)]
+
+
+@dataclass(frozen=True)
+class EMIConfig:
+    """The interference of a simulated scan (see the module docstring for the model)."""
+
+    sensing_coils: int = 2
+    power_ratio: float = 10.0
+    tones_hz: tuple[float, ...] = (1250.0, -3100.0, 5400.0)
+    tone_fraction: float = 0.5
+    broadband_sources: int = 1
+    taps: int = 3
+    delay_us: float = 10.0
+    drift: float = 0.2
+    sensing_gain: float = 4.0
+    sensing_noise: float = 1.0
+    reference_dwell_us: float = 20.0
+
+    def validate(self) -> None:
+        if self.sensing_coils < 0:
+            raise ValueError(f"sensing coils must be >= 0, got {self.sensing_coils}")
+        if not (np.isfinite(self.power_ratio) and self.power_ratio >= 0):
+            raise ValueError(f"EMI power ratio must be a finite number >= 0, got {self.power_ratio}")
+        if not 0 <= self.tone_fraction <= 1:
+            raise ValueError(f"tone fraction must be in [0, 1], got {self.tone_fraction}")
+        if self.tone_fraction > 0 and not self.tones_hz:
+            raise ValueError("a tone fraction > 0 needs at least one tone frequency")
+        if self.tone_fraction < 1 and self.broadband_sources < 1:
+            raise ValueError("a tone fraction < 1 needs at least one broadband source")
+        if self.taps < 1 or self.delay_us <= 0 or self.reference_dwell_us <= 0:
+            raise ValueError("taps must be >= 1 and the delay and reference dwell time > 0")
+        if self.drift < 0 or self.sensing_gain <= 0 or self.sensing_noise < 0:
+            raise ValueError("drift and sensing noise must be >= 0 and the sensing gain > 0")
+
+
+@dataclass
+class ReadoutTimes:
+    """When a group of readouts was sampled: first-sample times (us), dwell (us), samples, and
+    the scan-time fraction u in [0, 1] of each readout (for the drift)."""
+
+    start_us: np.ndarray
+    dwell_us: float
+    samples: int
+    progress: np.ndarray
+
+
+@dataclass
+class EMISources:
+    """Drawn sources and couplings of one scan: apply with `interference`."""
+
+    config: EMIConfig
+    channels: int  # receive + sensing
+    receive: int
+    phases: np.ndarray  # [tones]
+    tone_amplitude: np.ndarray  # [tones]
+    broadband_amplitude: float
+    taps0: np.ndarray  # [channels, sources, taps]
+    taps1: np.ndarray
+    scale: float = 1.0
+
+    @property
+    def tones(self) -> np.ndarray:
+        return np.asarray(self.config.tones_hz, dtype=np.float64)
+
+    def transfer(self, freq_hz: np.ndarray, progress: float) -> np.ndarray:
+        """H [channels, sources, len(freq)] at readout progress u."""
+        taps = self.taps0 + progress * (self.taps1 - self.taps0)
+        m = np.arange(taps.shape[-1])
+        phase = np.exp(-2j * np.pi * np.outer(m, np.asarray(freq_hz)) * self.config.delay_us * 1e-6)  # [taps, F]
+        return self.scale * (taps @ phase)
+
+    def interference(self, times: ReadoutTimes, rng: np.random.Generator) -> np.ndarray:
+        """The EMI of every channel in these readouts, [channels, R, S] complex128."""
+        cfg = self.config
+        n_tones = len(cfg.tones_hz)
+        t_local = np.arange(times.samples) * times.dwell_us * 1e-6
+        freq = np.fft.fftfreq(times.samples, times.dwell_us * 1e-6)
+        bb_power = cfg.reference_dwell_us / times.dwell_us  # white: power per sample ~ bandwidth
+        out = np.zeros((self.channels, len(times.start_us), times.samples), dtype=np.complex128)
+        for r, (start, u) in enumerate(zip(times.start_us, times.progress)):
+            if n_tones and self.tone_amplitude.any():
+                h_tone = self.transfer(self.tones, float(u))[:, :n_tones, :]  # [ch, tones, tones]
+                gains = np.einsum("ckk->ck", h_tone)  # H_ck(f_k)
+                t = start * 1e-6 + t_local
+                waves = self.tone_amplitude[:, None] * np.exp(
+                    2j * np.pi * np.outer(self.tones, t) + 1j * self.phases[:, None])  # [tones, S]
+                out[:, r] += gains @ waves
+            if cfg.broadband_sources and self.broadband_amplitude > 0:
+                white = (rng.standard_normal((cfg.broadband_sources, times.samples))
+                         + 1j * rng.standard_normal((cfg.broadband_sources, times.samples))) / np.sqrt(2)
+                spectra = np.fft.fft(white * np.sqrt(bb_power) * self.broadband_amplitude, axis=-1)
+                h_bb = self.transfer(freq, float(u))[:, n_tones:, :]  # [ch, bb, S]
+                out[:, r] += np.fft.ifft(np.einsum("cbs,bs->cs", h_bb, spectra), axis=-1)
+        return out
+
+
+def draw_sources(config: EMIConfig, receive: int, rng: np.random.Generator) -> EMISources:
+    """Random phases and couplings for `receive` receive coils and config.sensing_coils sensing
+    coils; the overall scale is set later by `calibrate`."""
+    config.validate()
+    channels = receive + config.sensing_coils
+    n_tones = len(config.tones_hz)
+    sources = n_tones + config.broadband_sources
+    base = _random_taps(rng, (channels, sources, config.taps))
+    delta = _random_taps(rng, (channels, sources, config.taps))
+    delta *= config.drift * np.linalg.norm(base, axis=-1, keepdims=True) / np.linalg.norm(delta, axis=-1, keepdims=True)
+    base[receive:] *= config.sensing_gain
+    delta[receive:] *= config.sensing_gain
+    tone_power = config.tone_fraction / n_tones if n_tones else 0.0
+    return EMISources(config=config, channels=channels, receive=receive,
+                      phases=rng.uniform(-np.pi, np.pi, n_tones),
+                      tone_amplitude=np.full(n_tones, np.sqrt(tone_power)),
+                      broadband_amplitude=float(np.sqrt((1 - config.tone_fraction) / max(config.broadband_sources, 1))),
+                      taps0=base, taps1=base + delta)
+
+
+def _random_taps(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Complex FIR taps decaying along the last axis (a smooth frequency response)."""
+    decay = 0.5 ** np.arange(shape[-1])
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2) * decay
+
+
+def calibrate(sources: EMISources, imaging_emi: np.ndarray, thermal_power: float) -> float:
+    """The factor that brings the receive channels' mean EMI power per sample in `imaging_emi`
+    (drawn with scale 1) to power_ratio x `thermal_power`; sets it on `sources` and returns it."""
+    current = float(np.mean(np.abs(imaging_emi[: sources.receive]) ** 2))
+    target = sources.config.power_ratio * thermal_power
+    sources.scale = float(np.sqrt(target / current)) if current > 0 else 0.0
+    return sources.scale
+
+
+def tone_powers(sources: EMISources, progress: np.ndarray) -> np.ndarray:
+    """Mean power per sample of each tone in each channel over readouts at `progress`,
+    [channels, tones] (|H_ck(f_k)|^2 a_k^2, averaged over the drift)."""
+    n_tones = len(sources.config.tones_hz)
+    if not n_tones:
+        return np.zeros((sources.channels, 0))
+    powers = [np.abs(np.einsum("ckk->ck", sources.transfer(sources.tones, float(u))[:, :n_tones])) ** 2
+              for u in progress]
+    return np.mean(powers, axis=0) * sources.tone_amplitude[None] ** 2
+
+
+@dataclass
+class EMITruth:
+    """The interference added to a scan, per channel and readout, and what it was made of."""
+
+    noise: np.ndarray  # [channels, R_noise, S_noise]
+    imaging: np.ndarray  # [channels, R, S]
+    attrs: dict
+
+
+def write_emi_truth(path: str | os.PathLike, truth: EMITruth, *, group: str = "dataset") -> None:
+    """Store the EMI ground truth in the scan file (after the simulator's ground truth)."""
+    with h5py.File(path, "a") as f:
+        parent = f.require_group(group)
+        if EMI_GROUP in parent:
+            del parent[EMI_GROUP]
+        g = parent.create_group(EMI_GROUP)
+        for name in ("noise", "imaging"):
+            g.create_dataset(name, data=getattr(truth, name).astype(np.complex64), compression="gzip",
+                             shuffle=True, track_times=False)
+        for key, value in truth.attrs.items():
+            g.attrs[key] = value
+
+
+def read_emi_truth(path: str | os.PathLike, *, group: str = "dataset") -> EMITruth:
+    """The EMI ground truth of a simulated scan; KeyError when the scan has none."""
+    with h5py.File(path, "r") as f:
+        if f"{group}/{EMI_GROUP}" not in f:
+            raise KeyError(f"{path} has no /{group}/{EMI_GROUP} (simulated without EMI?)")
+        g = f[f"{group}/{EMI_GROUP}"]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        return EMITruth(noise=g["noise"][()], imaging=g["imaging"][()], attrs=attrs)
+
+
+def config_json(config: EMIConfig) -> str:
+    """The configuration as JSON (stored with the truth; part of the scan's measurementID tag)."""
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
