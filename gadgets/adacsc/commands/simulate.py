@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="EMI power in the receive coils relative to their thermal noise power; 0: the "
                           "sensing coils hold thermal noise only [10]")
     emi.add_argument("--emi-tones", type=_frequencies, default=None, metavar="HZ,HZ,...",
-                     help="narrowband tone offsets from the centre frequency in Hz [1250,-3100,5400]")
+                     help="narrowband tone offsets from the centre frequency in Hz [2500,-9400,17300]")
     emi.add_argument("--emi-tone-fraction", type=float, default=None, metavar="F",
                      help="share of the EMI power in the tones, the rest broadband [0.5]")
     p.set_defaults(func=run)

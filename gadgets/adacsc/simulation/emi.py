@@ -2,34 +2,37 @@
 
 Model
 -----
-An unshielded low-field scanner picks up interference from sources in the room. Each source k is a
-complex baseband waveform s_k(t) (t in seconds, the scanner's clock):
+An unshielded low-field scanner picks up interference from a few sources in and around the room
+(a cable entry, a power supply, a lamp). Source k emits a complex baseband waveform w_k(t) (t in
+seconds on the scanner's clock, frequencies as offsets from the centre frequency):
 
-- narrowband tones s_k(t) = exp(2 pi i f_k t + i phi_k), f_k the offset from the centre
-  frequency in Hz (`tones_hz`);
-- broadband sources: white complex Gaussian noise over the receiver bandwidth, independent per
-  readout, with a fixed power spectral density (so, like thermal noise, its power per sample grows
-  as the dwell time shrinks: unit power per sample at `reference_dwell_us`).
+- narrowband tones exp(2 pi i f t + i phi), the tones `tones_hz` dealt to the sources in turn;
+- broadband noise: white complex Gaussian over the receiver bandwidth, independent per readout,
+  with a fixed power spectral density (so, like thermal noise, its power per sample grows as the
+  dwell time shrinks: unit power per sample at `reference_dwell_us`).
 
 Source k reaches channel c through a frequency-dependent transfer function
 
-    H_ck(f, u) = g_ck * sum_m h_ckm(u) exp(-2 pi i f m tau),    tau = `delay_us`,
+    H_ck(f, u) = sum_m h_ckm(u) exp(-2 pi i f m tau),    tau = `delay_us`,
 
 a short FIR in physical time, so the same coupling holds for readouts of any dwell time. The taps
 drift slowly and linearly over the scan: h(u) = h0 + u (h1 - h0), u in [0, 1] the readout's time
-as a fraction of the scan, |h1 - h0| = `drift` |h0|. A tone is multiplied by H at its frequency;
-a broadband source is filtered per readout in the frequency domain (FFT along the readout).
+as a fraction of the scan, |h1 - h0| = `drift` |h0|. Each readout's source waveforms are filtered
+in the frequency domain (FFT along the readout, over a lead-in that is cropped, so the
+convolution is linear).
 
 Channels are the C receive coils followed by N sensing coils (labels `EMI_SENSE_01`, ...), which
 see no MR signal; sensing coils couple `sensing_gain` times more strongly (amplitude) to every
 source than the receive coils do and carry their own thermal noise (std `sensing_noise` times the
-receive coils' mean thermal std; independent of the receive noise).
+receive coils' mean thermal std; independent of the receive noise). EMI removal with N sensing
+coils can follow up to N sources with short kernels.
 
 Power. All couplings are scaled by one factor so that the EMI power per sample in the receive
 channels, averaged over the imaging readouts and channels, is `power_ratio` times the mean thermal
 noise power per sample of the receive channels (trace(C) / C of the imaging covariance). Tones
-share `tone_fraction` of that power equally; broadband sources the rest. `power_ratio` 0 gives a
-scan whose sensing coils hold thermal noise only ("EMI-free sensing channels").
+share `tone_fraction` of the emitted power equally; the sources' broadband noise the rest.
+`power_ratio` 0 gives a scan whose sensing coils hold thermal noise only ("EMI-free sensing
+channels").
 
 Ground truth (`write_emi_truth`, next to the simulator's ground truth in the scan file):
 `/<group>/ground_truth/emi/noise` [C+N, R_noise, S_noise] and `/imaging` [C+N, R, S] complex64,
@@ -65,11 +68,11 @@ class EMIConfig:
 
     sensing_coils: int = 2
     power_ratio: float = 10.0
-    tones_hz: tuple[float, ...] = (1250.0, -3100.0, 5400.0)
+    tones_hz: tuple[float, ...] = (2500.0, -9400.0, 17300.0)
     tone_fraction: float = 0.5
-    broadband_sources: int = 1
+    sources: int = 2
     taps: int = 3
-    delay_us: float = 10.0
+    delay_us: float = 5.0
     drift: float = 0.2
     sensing_gain: float = 4.0
     sensing_noise: float = 1.0
@@ -84,8 +87,8 @@ class EMIConfig:
             raise ValueError(f"tone fraction must be in [0, 1], got {self.tone_fraction}")
         if self.tone_fraction > 0 and not self.tones_hz:
             raise ValueError("a tone fraction > 0 needs at least one tone frequency")
-        if self.tone_fraction < 1 and self.broadband_sources < 1:
-            raise ValueError("a tone fraction < 1 needs at least one broadband source")
+        if self.sources < 1:
+            raise ValueError(f"at least one EMI source is needed, got {self.sources}")
         if self.taps < 1 or self.delay_us <= 0 or self.reference_dwell_us <= 0:
             raise ValueError("taps must be >= 1 and the delay and reference dwell time > 0")
         if self.drift < 0 or self.sensing_gain <= 0 or self.sensing_noise < 0:
@@ -121,6 +124,10 @@ class EMISources:
     def tones(self) -> np.ndarray:
         return np.asarray(self.config.tones_hz, dtype=np.float64)
 
+    def tone_source(self) -> np.ndarray:
+        """The source emitting each tone."""
+        return np.arange(len(self.config.tones_hz)) % self.config.sources
+
     def transfer(self, freq_hz: np.ndarray, progress: float) -> np.ndarray:
         """H [channels, sources, len(freq)] at readout progress u."""
         taps = self.taps0 + progress * (self.taps1 - self.taps0)
@@ -128,28 +135,27 @@ class EMISources:
         phase = np.exp(-2j * np.pi * np.outer(m, np.asarray(freq_hz)) * self.config.delay_us * 1e-6)  # [taps, F]
         return self.scale * (taps @ phase)
 
+    def emitted(self, start_us: float, dwell_us: float, samples: int, rng: np.random.Generator) -> np.ndarray:
+        """The sources' waveforms [sources, samples] from `start_us` on."""
+        cfg = self.config
+        t = start_us * 1e-6 + np.arange(samples) * dwell_us * 1e-6
+        shape = (cfg.sources, samples)
+        white = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+        waves = white * self.broadband_amplitude * np.sqrt(cfg.reference_dwell_us / dwell_us)
+        for tone, source in enumerate(self.tone_source()):
+            waves[source] += self.tone_amplitude[tone] * np.exp(2j * np.pi * self.tones[tone] * t + 1j * self.phases[tone])
+        return waves
+
     def interference(self, times: ReadoutTimes, rng: np.random.Generator) -> np.ndarray:
         """The EMI of every channel in these readouts, [channels, R, S] complex128."""
-        cfg = self.config
-        n_tones = len(cfg.tones_hz)
-        t_local = np.arange(times.samples) * times.dwell_us * 1e-6
-        freq = np.fft.fftfreq(times.samples, times.dwell_us * 1e-6)
-        bb_power = cfg.reference_dwell_us / times.dwell_us  # white: power per sample ~ bandwidth
+        lead = int(np.ceil((self.config.taps - 1) * self.config.delay_us / times.dwell_us)) + 8
+        freq = np.fft.fftfreq(times.samples + lead, times.dwell_us * 1e-6)
         out = np.zeros((self.channels, len(times.start_us), times.samples), dtype=np.complex128)
         for r, (start, u) in enumerate(zip(times.start_us, times.progress)):
-            if n_tones and self.tone_amplitude.any():
-                h_tone = self.transfer(self.tones, float(u))[:, :n_tones, :]  # [ch, tones, tones]
-                gains = np.einsum("ckk->ck", h_tone)  # H_ck(f_k)
-                t = start * 1e-6 + t_local
-                waves = self.tone_amplitude[:, None] * np.exp(
-                    2j * np.pi * np.outer(self.tones, t) + 1j * self.phases[:, None])  # [tones, S]
-                out[:, r] += gains @ waves
-            if cfg.broadband_sources and self.broadband_amplitude > 0:
-                white = (rng.standard_normal((cfg.broadband_sources, times.samples))
-                         + 1j * rng.standard_normal((cfg.broadband_sources, times.samples))) / np.sqrt(2)
-                spectra = np.fft.fft(white * np.sqrt(bb_power) * self.broadband_amplitude, axis=-1)
-                h_bb = self.transfer(freq, float(u))[:, n_tones:, :]  # [ch, bb, S]
-                out[:, r] += np.fft.ifft(np.einsum("cbs,bs->cs", h_bb, spectra), axis=-1)
+            spectra = np.fft.fft(self.emitted(start - lead * times.dwell_us, times.dwell_us, times.samples + lead,
+                                              rng), axis=-1)
+            filtered = np.einsum("cks,ks->cs", self.transfer(freq, float(u)), spectra)
+            out[:, r] = np.fft.ifft(filtered, axis=-1)[:, lead:]
         return out
 
 
@@ -159,17 +165,16 @@ def draw_sources(config: EMIConfig, receive: int, rng: np.random.Generator) -> E
     config.validate()
     channels = receive + config.sensing_coils
     n_tones = len(config.tones_hz)
-    sources = n_tones + config.broadband_sources
-    base = _random_taps(rng, (channels, sources, config.taps))
-    delta = _random_taps(rng, (channels, sources, config.taps))
+    base = _random_taps(rng, (channels, config.sources, config.taps))
+    delta = _random_taps(rng, (channels, config.sources, config.taps))
     delta *= config.drift * np.linalg.norm(base, axis=-1, keepdims=True) / np.linalg.norm(delta, axis=-1, keepdims=True)
     base[receive:] *= config.sensing_gain
     delta[receive:] *= config.sensing_gain
-    tone_power = config.tone_fraction / n_tones if n_tones else 0.0
+    tone_power = config.tone_fraction * config.sources / n_tones if n_tones else 0.0
     return EMISources(config=config, channels=channels, receive=receive,
                       phases=rng.uniform(-np.pi, np.pi, n_tones),
                       tone_amplitude=np.full(n_tones, np.sqrt(tone_power)),
-                      broadband_amplitude=float(np.sqrt((1 - config.tone_fraction) / max(config.broadband_sources, 1))),
+                      broadband_amplitude=float(np.sqrt(1 - config.tone_fraction)),
                       taps0=base, taps1=base + delta)
 
 
@@ -190,12 +195,12 @@ def calibrate(sources: EMISources, imaging_emi: np.ndarray, thermal_power: float
 
 def tone_powers(sources: EMISources, progress: np.ndarray) -> np.ndarray:
     """Mean power per sample of each tone in each channel over readouts at `progress`,
-    [channels, tones] (|H_ck(f_k)|^2 a_k^2, averaged over the drift)."""
+    [channels, tones] (|H_ck(f)|^2 a^2 for the tone's source k, averaged over the drift)."""
     n_tones = len(sources.config.tones_hz)
     if not n_tones:
         return np.zeros((sources.channels, 0))
-    powers = [np.abs(np.einsum("ckk->ck", sources.transfer(sources.tones, float(u))[:, :n_tones])) ** 2
-              for u in progress]
+    picks = sources.tone_source()
+    powers = [np.abs(sources.transfer(sources.tones, float(u))[:, picks, np.arange(n_tones)]) ** 2 for u in progress]
     return np.mean(powers, axis=0) * sources.tone_amplitude[None] ** 2
 
 
