@@ -79,11 +79,18 @@ def shifted_samples(sensing: np.ndarray, width: int) -> np.ndarray:
 
 
 def _solve(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """argmin_h sum_i w_i |y_i - x_i h|^2 for every column of y (normal equations, a tiny ridge)."""
-    xw = x if weights is None else x * weights[:, None]
-    gram = xw.conj().T @ x
-    ridge = 1e-9 * float(np.real(np.trace(gram))) / gram.shape[0] + 1e-30
-    return np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), xw.conj().T @ y)
+    """argmin_h sum_i w_i |y_i - x_i h|^2 for every column of y (normal equations, a tiny ridge).
+
+    Both X^H W X and X^H W Y come from one product of [X, Y] with itself: a matrix-matrix
+    product, where X^H W Y alone would be a matrix-vector one, which multi-threaded BLAS runs
+    many times slower on a loaded machine."""
+    both = np.concatenate([x, y], axis=1)
+    weighted = both if weights is None else both * weights[:, None]
+    products = weighted.conj().T @ both
+    p = x.shape[1]
+    gram = products[:p, :p]
+    ridge = 1e-9 * float(np.real(np.trace(gram))) / p + 1e-30
+    return np.linalg.solve(gram + ridge * np.eye(p), products[:p, p:])
 
 
 def _weights(residual: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -16,9 +16,11 @@ median / m_R.
 
 Lines. A tone a exp(2 pi i f t) gives a peak a^2 (sum w)^2 / sum w^2 over the floor. Its level is
 reported as 10 log10(S a^2 / floor) dB, S the samples per readout: the tone-to-noise ratio in one
-bin of a plain S-point FFT, a figure that does not depend on the window. A bin counts as a line
-when it exceeds the floor by more than noise would anywhere in the spectrum with probability
-`FALSE_ALARM`; peaks closer than `MERGE_BINS` FFT bins are one line; the frequency is refined by a
+bin of a plain S-point FFT, a figure that does not depend on the window. The floor a line stands
+on is local (the median over `LOCAL_BINS` FFT bins around it, interpolated), so coloured broadband
+interference is not taken for lines. A bin counts as a line when it exceeds that floor by more
+than noise would anywhere in the spectrum with probability `FALSE_ALARM`, and its level is at
+least `MIN_LEVEL_DB` (weaker bumps on a coloured floor are not lines); peaks closer than `MERGE_BINS` FFT bins are one line; the frequency is refined by a
 parabola through the log-spectrum around the peak. Offsets are from the centre frequency, in Hz,
 positive for exp(+2 pi i f t) in the demodulated data.
 """
@@ -34,6 +36,8 @@ import numpy as np
 PAD = 2
 FALSE_ALARM = 1e-3
 MERGE_BINS = 4.0
+LOCAL_BINS = 32
+MIN_LEVEL_DB = 10.0
 _BLACKMAN_HARRIS = (0.35875, 0.48829, 0.14128, 0.01168)
 DEFAULT_LINES = 5
 
@@ -144,11 +148,26 @@ def averaged_spectrum(noise: np.ndarray, dwell_us: float) -> tuple[np.ndarray, n
     return freq, power
 
 
-def find_lines(freq: np.ndarray, power: np.ndarray, floor: float, readouts: int, samples: int,
+def local_floor(power: np.ndarray, readouts: int) -> np.ndarray:
+    """The noise floor under every bin of spectra [C, F]: medians of segments of LOCAL_BINS FFT
+    bins, corrected to means (median_factor), interpolated between the segment centres."""
+    size = power.shape[-1]
+    segment = min(LOCAL_BINS * PAD, size)
+    count = max(size // segment, 1)
+    edges = np.linspace(0, size, count + 1).astype(int)
+    medians = np.stack([np.median(power[..., a:b], axis=-1) for a, b in zip(edges[:-1], edges[1:])], axis=-1)
+    centres = (edges[:-1] + edges[1:] - 1) / 2
+    bins = np.arange(size)
+    return np.stack([np.interp(bins, centres, row) for row in medians.reshape(-1, count)]).reshape(power.shape) \
+        / median_factor(readouts)
+
+
+def find_lines(freq: np.ndarray, power: np.ndarray, floor: np.ndarray, readouts: int, samples: int,
                window_gain: float, channel: int, count: int) -> list[SpectralLine]:
-    """The `count` strongest lines of one channel's averaged spectrum [F] (strongest first)."""
+    """The `count` strongest lines of one channel's averaged spectrum [F] over its floor [F]
+    (strongest first)."""
     threshold = floor * detection_threshold(readouts, samples)
-    peaks = np.flatnonzero((power[1:-1] > threshold) & (power[1:-1] >= power[:-2]) & (power[1:-1] >= power[2:])) + 1
+    peaks = np.flatnonzero((power[1:-1] > threshold[1:-1]) & (power[1:-1] >= power[:-2]) & (power[1:-1] >= power[2:])) + 1
     peaks = peaks[np.argsort(power[peaks])[::-1]]
     chosen: list[int] = []
     for p in peaks:
@@ -163,8 +182,10 @@ def find_lines(freq: np.ndarray, power: np.ndarray, floor: float, readouts: int,
         denominator = a - 2 * b + c
         shift = 0.5 * (a - c) / denominator if denominator < 0 else 0.0
         peak = math.exp(b - 0.25 * (a - c) * shift)
-        tone_power = max(peak - floor, 1e-30) / window_gain
-        lines.append(SpectralLine(channel, float(freq[p] + shift * step), 10 * math.log10(samples * tone_power / floor)))
+        tone_power = max(peak - floor[p], 1e-30) / window_gain
+        level = 10 * math.log10(samples * tone_power / floor[p])
+        if level >= MIN_LEVEL_DB:
+            lines.append(SpectralLine(channel, float(freq[p] + shift * step), level))
     return lines
 
 
@@ -186,7 +207,8 @@ def noise_report(noise: np.ndarray, dwell_us: float, labels: list[str], *, refer
     floor_power = np.median(spectrum, axis=1) / median_factor(r)
     w = window(s)
     gain = float(np.sum(w) ** 2 / np.sum(w ** 2))
-    per_channel = {ch: find_lines(freq, spectrum[ch], float(floor_power[ch]), r, s, gain, ch, lines) for ch in range(c)}
+    local = local_floor(spectrum, r)
+    per_channel = {ch: find_lines(freq, spectrum[ch], local[ch], r, s, gain, ch, lines) for ch in range(c)}
     strongest = sorted((line for found in per_channel.values() for line in found), key=lambda x: -x.level_db)[:lines]
     report = NoiseReport(labels=list(labels), dwell_us=float(dwell_us), readouts=r, samples=s, rms=np.sqrt(power),
                          floor=np.sqrt(floor_power), correlation=np.abs(covariance) / scale, lines=strongest,
