@@ -4,6 +4,11 @@
                      device=torch.device("cpu"), lowpass=LowPass("tv", tv_weight=0.7))
     images = recon(kspace, sampled_lines, noise_std)
 
+Data consistency. Every call also measures how far the image is from the data it came from:
+the data residual chi2 = ||A x* - y||^2 / (M sigma^2) and the trust index (adacsc.core.trust), about
+1 in distribution. It costs one FFT on the grid. `ReconImages.residual_map` is
+|A^H (A x* - y)| / sigma on the grid when asked for.
+
 It owns the solver (adacsc.core.reconstruct.CSCReconstructor, which caches the operator and its
 step size per grid and mask) and says how Lambda is chosen: maps from a network (NET_Theta), a
 fixed value, or a multiple of the noise level. Everything is validated when it is built; a call
@@ -22,6 +27,8 @@ import torch
 from torch import nn
 
 from adacsc.core.dictionary import Dictionary
+from adacsc.core.fourier import SampledFourier
+from adacsc.core.trust import trust_index
 from adacsc.core.reconstruct import (
     DEFAULT_BETA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, LambdaSpec, NoiseMultiple,
 )
@@ -75,6 +82,16 @@ class ReconImages:
     zero_filled: np.ndarray
     mean_map: np.ndarray
     """the mean Lambda over the filters (normalised units; constant in scalar modes)"""
+    data_residual: float = float("nan")
+    """chi2 = ||A x* - y||^2 / (M sigma^2)"""
+    trust_index: float = float("nan")
+    """chi2 over its in-distribution expectation (adacsc.core.trust): about 1 on good data"""
+    noise_normalised: float = float("nan")
+    """the k-space noise std in the solver's normalised units (sigma / scale)"""
+    active_per_sample: float = float("nan")
+    """non-zero code coefficients (real and imaginary parts counted apart) per acquired sample"""
+    residual_map: np.ndarray | None = None
+    """|A^H (A x* - y)| / sigma on the grid, when asked for"""
 
 
 class CSCRecon:
@@ -115,9 +132,11 @@ class CSCRecon:
         """The reconstruction grid of an acquired block."""
         return acquired[0] * self.super_resolution, acquired[1] * self.super_resolution
 
-    def __call__(self, kspace: np.ndarray, lines: np.ndarray, noise_std: float) -> ReconImages:
+    def __call__(self, kspace: np.ndarray, lines: np.ndarray, noise_std: float,
+                 residual_map: bool = False) -> ReconImages:
         """Reconstruct one slice from its centred k-space block [E1, RO] (complex64), the acquired
-        phase-encode lines (bool [E1]) and its k-space noise std."""
+        phase-encode lines (bool [E1]) and its k-space noise std; with `residual_map`, also the
+        residual image."""
         if kspace.ndim != 2 or lines.shape != kspace.shape[:1]:
             raise ValueError(f"a k-space block [E1, RO] with one flag per line is needed, got {kspace.shape} "
                              f"and {lines.shape}")
@@ -129,8 +148,19 @@ class CSCRecon:
             mean_map = result.lam.mean(dim=1)[0].expand(grid).contiguous().cpu().numpy()
         else:
             mean_map = np.full(grid, result.lam, np.float32)
+        fourier = SampledFourier(kspace.shape, grid, mask)
+        residual = fourier(result.image) - y if mask is None else fourier(result.image) - y * fourier.mask.to(y.device)
+        samples = max(int(lines.sum()) * kspace.shape[1], 1)
+        chi2 = float(torch.sum(torch.abs(residual) ** 2)) / (samples * noise_std ** 2)
+        noise = float(result.noise[0]) if result.noise is not None else float("nan")
+        active = int(torch.count_nonzero(result.codes.real)) + int(torch.count_nonzero(result.codes.imag))
+        residual_image = None
+        if residual_map:
+            residual_image = (fourier.adjoint(residual)[0].abs() / noise_std).cpu().numpy()
         return ReconImages(reconstruction=result.image[0].abs().cpu().numpy(),
-                           zero_filled=result.x0[0].abs().cpu().numpy(), mean_map=mean_map)
+                           zero_filled=result.x0[0].abs().cpu().numpy(), mean_map=mean_map,
+                           data_residual=chi2, trust_index=trust_index(chi2, active / samples, noise),
+                           noise_normalised=noise, active_per_sample=active / samples, residual_map=residual_image)
 
     def describe(self) -> str:
         """One line for the log: dictionary, mode, iterations, grid factor, low-pass, device."""

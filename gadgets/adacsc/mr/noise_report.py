@@ -17,8 +17,8 @@ median / m_R.
 Lines. A tone a exp(2 pi i f t) gives a peak a^2 (sum w)^2 / sum w^2 over the floor. Its level is
 reported as 10 log10(S a^2 / floor) dB, S the samples per readout: the tone-to-noise ratio in one
 bin of a plain S-point FFT, a figure that does not depend on the window. The floor a line stands
-on is local (the median over `LOCAL_BINS` FFT bins around it, interpolated), so coloured broadband
-interference is not taken for lines. A bin counts as a line when it exceeds that floor by more
+on is local (the median over `LOCAL_BINS` FFT bins around it, interpolated, without the main
+lobes of lines), so coloured broadband interference is not taken for lines. A bin counts as a line when it exceeds that floor by more
 than noise would anywhere in the spectrum with probability `FALSE_ALARM`, and its level is at
 least `MIN_LEVEL_DB` (weaker bumps on a coloured floor are not lines); peaks closer than `MERGE_BINS` FFT bins are one line; the frequency is refined by a
 parabola through the log-spectrum around the peak. Offsets are from the centre frequency, in Hz,
@@ -37,6 +37,8 @@ PAD = 2
 FALSE_ALARM = 1e-3
 MERGE_BINS = 4.0
 LOCAL_BINS = 32
+#: a segment holds at least this many bins x readouts, so its median is good to a few percent
+MIN_SEGMENT_VALUES = 1024
 MIN_LEVEL_DB = 10.0
 _BLACKMAN_HARRIS = (0.35875, 0.48829, 0.14128, 0.01168)
 DEFAULT_LINES = 5
@@ -148,18 +150,36 @@ def averaged_spectrum(noise: np.ndarray, dwell_us: float) -> tuple[np.ndarray, n
     return freq, power
 
 
-def local_floor(power: np.ndarray, readouts: int) -> np.ndarray:
-    """The noise floor under every bin of spectra [C, F]: medians of segments of LOCAL_BINS FFT
-    bins, corrected to means (median_factor), interpolated between the segment centres."""
+def local_floor(power: np.ndarray, readouts: int, samples: int) -> np.ndarray:
+    """The noise floor under every bin of spectra [C, F]: medians over segments of LOCAL_BINS
+    FFT bins (more when few readouts are averaged: MIN_SEGMENT_VALUES), corrected to means (median_factor), interpolated between the segment centres. A
+    second pass leaves out the main lobes of what stands above the first floor, so strong lines
+    do not raise the floor they are measured against."""
+    bins = max(LOCAL_BINS, -(-MIN_SEGMENT_VALUES // max(readouts, 1)))
+    floor = _segment_medians(power, None, bins) / median_factor(readouts)
+    lobes = power > floor * detection_threshold(readouts, samples)
+    half = int(MERGE_BINS * PAD)
+    near = lobes.copy()
+    for shift in range(1, half + 1):
+        near[..., shift:] |= lobes[..., :-shift]
+        near[..., :-shift] |= lobes[..., shift:]
+    return _segment_medians(power, near, bins) / median_factor(readouts)
+
+
+def _segment_medians(power: np.ndarray, excluded: np.ndarray | None, bins: int) -> np.ndarray:
     size = power.shape[-1]
-    segment = min(LOCAL_BINS * PAD, size)
+    segment = min(bins * PAD, size)
     count = max(size // segment, 1)
     edges = np.linspace(0, size, count + 1).astype(int)
-    medians = np.stack([np.median(power[..., a:b], axis=-1) for a, b in zip(edges[:-1], edges[1:])], axis=-1)
+    values = power if excluded is None else np.where(excluded, np.nan, power)
+    medians = np.stack([np.nanmedian(values[..., a:b], axis=-1) if excluded is not None
+                        else np.median(values[..., a:b], axis=-1) for a, b in zip(edges[:-1], edges[1:])], axis=-1)
+    if excluded is not None:  # a segment that is all lobe takes the channel's overall median
+        overall = np.median(power, axis=-1, keepdims=True)
+        medians = np.where(np.isfinite(medians), medians, overall)
     centres = (edges[:-1] + edges[1:] - 1) / 2
     bins = np.arange(size)
-    return np.stack([np.interp(bins, centres, row) for row in medians.reshape(-1, count)]).reshape(power.shape) \
-        / median_factor(readouts)
+    return np.stack([np.interp(bins, centres, row) for row in medians.reshape(-1, count)]).reshape(power.shape)
 
 
 def find_lines(freq: np.ndarray, power: np.ndarray, floor: np.ndarray, readouts: int, samples: int,
@@ -207,7 +227,7 @@ def noise_report(noise: np.ndarray, dwell_us: float, labels: list[str], *, refer
     floor_power = np.median(spectrum, axis=1) / median_factor(r)
     w = window(s)
     gain = float(np.sum(w) ** 2 / np.sum(w ** 2))
-    local = local_floor(spectrum, r)
+    local = local_floor(spectrum, r, s)
     per_channel = {ch: find_lines(freq, spectrum[ch], local[ch], r, s, gain, ch, lines) for ch in range(c)}
     strongest = sorted((line for found in per_channel.values() for line in found), key=lambda x: -x.level_db)[:lines]
     report = NoiseReport(labels=list(labels), dwell_us=float(dwell_us), readouts=r, samples=s, rms=np.sqrt(power),
