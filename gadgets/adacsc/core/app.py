@@ -28,7 +28,7 @@ from torch import nn
 
 from adacsc.core.dictionary import Dictionary
 from adacsc.core.fourier import SampledFourier
-from adacsc.core.trust import trust_index
+from adacsc.core.trust import measure
 from adacsc.core.reconstruct import (
     DEFAULT_BETA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, LambdaSpec, NoiseMultiple,
 )
@@ -86,8 +86,6 @@ class ReconImages:
     """chi2 = ||A x* - y||^2 / (M sigma^2)"""
     trust_index: float = float("nan")
     """chi2 over its in-distribution expectation (adacsc.core.trust): about 1 on good data"""
-    noise_normalised: float = float("nan")
-    """the k-space noise std in the solver's normalised units (sigma / scale)"""
     active_per_sample: float = float("nan")
     """non-zero code coefficients (real and imaginary parts counted apart) per acquired sample"""
     residual_map: np.ndarray | None = None
@@ -148,19 +146,14 @@ class CSCRecon:
             mean_map = result.lam.mean(dim=1)[0].expand(grid).contiguous().cpu().numpy()
         else:
             mean_map = np.full(grid, result.lam, np.float32)
-        fourier = SampledFourier(kspace.shape, grid, mask)
-        residual = fourier(result.image) - y if mask is None else fourier(result.image) - y * fourier.mask.to(y.device)
-        samples = max(int(lines.sum()) * kspace.shape[1], 1)
-        chi2 = float(torch.sum(torch.abs(residual) ** 2)) / (samples * noise_std ** 2)
-        noise = float(result.noise[0]) if result.noise is not None else float("nan")
-        active = int(torch.count_nonzero(result.codes.real)) + int(torch.count_nonzero(result.codes.imag))
-        residual_image = None
-        if residual_map:
-            residual_image = (fourier.adjoint(residual)[0].abs() / noise_std).cpu().numpy()
+        consistency = measure(SampledFourier(kspace.shape, grid, mask), result.image, y, result.codes,
+                              int(lines.sum()) * kspace.shape[1], noise_std, residual_map)
+        residual = consistency.residual_map
         return ReconImages(reconstruction=result.image[0].abs().cpu().numpy(),
                            zero_filled=result.x0[0].abs().cpu().numpy(), mean_map=mean_map,
-                           data_residual=chi2, trust_index=trust_index(chi2, active / samples, noise),
-                           noise_normalised=noise, active_per_sample=active / samples, residual_map=residual_image)
+                           data_residual=consistency.data_residual, trust_index=consistency.trust_index,
+                           active_per_sample=consistency.active_per_sample,
+                           residual_map=None if residual is None else residual.cpu().numpy())
 
     def describe(self) -> str:
         """One line for the log: dictionary, mode, iterations, grid factor, low-pass, device."""

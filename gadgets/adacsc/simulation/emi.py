@@ -22,8 +22,9 @@ in the frequency domain (FFT along the readout, over a lead-in that is cropped, 
 convolution is linear).
 
 Channels are the C receive coils followed by N sensing coils (labels `EMI_SENSE_01`, ...), which
-see no MR signal; sensing coils couple `sensing_gain` times more strongly (amplitude) to every
-source than the receive coils do and carry their own thermal noise (std `sensing_noise` times the
+see no MR signal. Receive coils couple to the sources at random; sensing coils are placed to see
+the sources apart (their leading taps form a well-conditioned, orthonormal mixing), `sensing_gain`
+times more strongly (amplitude) than the receive coils on average, and carry their own thermal noise (std `sensing_noise` times the
 receive coils' mean thermal std; independent of the receive noise). EMI removal with N sensing
 coils can follow up to N sources with short kernels.
 
@@ -166,16 +167,30 @@ def draw_sources(config: EMIConfig, receive: int, rng: np.random.Generator) -> E
     channels = receive + config.sensing_coils
     n_tones = len(config.tones_hz)
     base = _random_taps(rng, (channels, config.sources, config.taps))
+    if config.sensing_coils:
+        base[receive:] = _sensing_taps(rng, config) * config.sensing_gain
     delta = _random_taps(rng, (channels, config.sources, config.taps))
     delta *= config.drift * np.linalg.norm(base, axis=-1, keepdims=True) / np.linalg.norm(delta, axis=-1, keepdims=True)
-    base[receive:] *= config.sensing_gain
-    delta[receive:] *= config.sensing_gain
     tone_power = config.tone_fraction * config.sources / n_tones if n_tones else 0.0
     return EMISources(config=config, channels=channels, receive=receive,
                       phases=rng.uniform(-np.pi, np.pi, n_tones),
                       tone_amplitude=np.full(n_tones, np.sqrt(tone_power)),
                       broadband_amplitude=float(np.sqrt(1 - config.tone_fraction)),
                       taps0=base, taps1=base + delta)
+
+
+def _sensing_taps(rng: np.random.Generator, config: EMIConfig) -> np.ndarray:
+    """Taps [N, sources, taps] of sensing coils placed to see the sources apart: the leading taps
+    form a matrix with orthonormal columns (or rows, for fewer coils than sources) of the receive
+    coils' mean coupling strength, the later taps are random and decaying as for any coil."""
+    n, k = config.sensing_coils, config.sources
+    mixing = rng.standard_normal((max(n, k), min(n, k))) + 1j * rng.standard_normal((max(n, k), min(n, k)))
+    q = np.linalg.qr(mixing)[0]
+    q = q if n >= k else q.T
+    shape = _random_taps(rng, (n, k, config.taps))
+    shape[..., 0] = 1.0
+    strength = np.sqrt(np.sum(0.25 ** np.arange(config.taps)) * max(n, k) / min(n, k))
+    return q[..., None] * shape * strength
 
 
 def _random_taps(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
