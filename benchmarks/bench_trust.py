@@ -33,7 +33,7 @@ from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
 
 log = logging.getLogger("bench_trust")
-LIMITS = (1.15, 1.2, 1.3, 1.5)
+LIMITS = (1.15, 1.2, 1.25, 1.3, 1.5)
 
 
 def pick(split: str, size: int, count: int) -> torch.Tensor:

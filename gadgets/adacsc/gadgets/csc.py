@@ -60,7 +60,7 @@ from adacsc.mr.noise import estimate_noise_std
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRUST_LIMIT = 1.5
+DEFAULT_TRUST_LIMIT = 1.25
 """trust index band [1 / limit, limit] of a slice to be trusted (evidence: docs/SITE_QA.md)"""
 
 SPEC = PropertySpec("csc", (
