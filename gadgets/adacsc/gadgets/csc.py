@@ -88,8 +88,9 @@ SPEC = PropertySpec("csc", (
     Property("send_maps", parse_bool, True, "also send the mean sparsity map (series base + 2)"),
     Property("send_residual", parse_bool, False, "also send the residual map |A^H (A x - y)| / sigma "
              "(series base + 3)"),
-    Property("trust_limit", float, DEFAULT_TRUST_LIMIT, "flag a slice \"do not trust\" when its trust index "
-             "||A x - y||^2 / (M sigma^2) is above this or below its inverse (docs/SITE_QA.md)", minimum=1),
+    Property("trust_limit", float, DEFAULT_TRUST_LIMIT, "flag a slice \"do not trust\" when its trust index (the "
+             "data residual over its in-distribution expectation, about 1 on good data) is above this or below its "
+             "inverse (docs/SITE_QA.md)", minimum=1),
     Property("image_series_index", int, 1, "series index of the reconstruction (base); the last series sent "
              "must fit in uint16", minimum=0, maximum=65533),
     Property("output", str, "float32", "pixel format of every series: float32 (magnitude), int16 (magnitude "

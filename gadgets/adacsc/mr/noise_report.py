@@ -152,34 +152,36 @@ def averaged_spectrum(noise: np.ndarray, dwell_us: float) -> tuple[np.ndarray, n
 
 def local_floor(power: np.ndarray, readouts: int, samples: int) -> np.ndarray:
     """The noise floor under every bin of spectra [C, F]: medians over segments of LOCAL_BINS
-    FFT bins (more when few readouts are averaged: MIN_SEGMENT_VALUES), corrected to means (median_factor), interpolated between the segment centres. A
-    second pass leaves out the main lobes of what stands above the first floor, so strong lines
-    do not raise the floor they are measured against."""
+    FFT bins (more when few readouts are averaged: MIN_SEGMENT_VALUES), corrected to means
+    (median_factor), interpolated between the segment centres. A second pass replaces the main
+    lobes of what stands above the first floor by that floor, so strong lines do not raise the
+    floor they are measured against."""
     bins = max(LOCAL_BINS, -(-MIN_SEGMENT_VALUES // max(readouts, 1)))
-    floor = _segment_medians(power, None, bins) / median_factor(readouts)
+    floor = _segment_medians(power, bins) / median_factor(readouts)
     lobes = power > floor * detection_threshold(readouts, samples)
+    if not lobes.any():
+        return floor
     half = int(MERGE_BINS * PAD)
     near = lobes.copy()
     for shift in range(1, half + 1):
         near[..., shift:] |= lobes[..., :-shift]
         near[..., :-shift] |= lobes[..., shift:]
-    return _segment_medians(power, near, bins) / median_factor(readouts)
+    return _segment_medians(np.where(near, floor * median_factor(readouts), power), bins) / median_factor(readouts)
 
 
-def _segment_medians(power: np.ndarray, excluded: np.ndarray | None, bins: int) -> np.ndarray:
+def _segment_medians(power: np.ndarray, bins: int) -> np.ndarray:
+    """Medians of consecutive segments of `bins` FFT bins (the last one takes the remainder out of
+    the median), linearly interpolated to every bin [C, F]."""
     size = power.shape[-1]
     segment = min(bins * PAD, size)
     count = max(size // segment, 1)
-    edges = np.linspace(0, size, count + 1).astype(int)
-    values = power if excluded is None else np.where(excluded, np.nan, power)
-    medians = np.stack([np.nanmedian(values[..., a:b], axis=-1) if excluded is not None
-                        else np.median(values[..., a:b], axis=-1) for a, b in zip(edges[:-1], edges[1:])], axis=-1)
-    if excluded is not None:  # a segment that is all lobe takes the channel's overall median
-        overall = np.median(power, axis=-1, keepdims=True)
-        medians = np.where(np.isfinite(medians), medians, overall)
-    centres = (edges[:-1] + edges[1:] - 1) / 2
-    bins = np.arange(size)
-    return np.stack([np.interp(bins, centres, row) for row in medians.reshape(-1, count)]).reshape(power.shape)
+    medians = np.median(power[..., : count * segment].reshape(power.shape[:-1] + (count, segment)), axis=-1)
+    if count == 1:
+        return np.repeat(medians, size, axis=-1)
+    position = np.clip((np.arange(size) - (segment - 1) / 2) / segment, 0, count - 1)
+    left = np.minimum(position.astype(int), count - 2)
+    weight = position - left
+    return medians[..., left] * (1 - weight) + medians[..., left + 1] * weight
 
 
 def find_lines(freq: np.ndarray, power: np.ndarray, floor: np.ndarray, readouts: int, samples: int,
