@@ -93,3 +93,14 @@ def test_remover_streams_blocks_and_drops_sensing_channels() -> None:
     assert remover.tally.percent()[0] > 80
     with pytest.raises(ValueError, match="channels"):
         remover.push(stack[:2, 0], 0)
+
+
+def test_a_bad_sample_does_not_spoil_its_block() -> None:
+    rng = np.random.default_rng(4)
+    receive, sensing, emi = _scan(rng, emi_power=10.0, signal=False)
+    receive[0, 3, 7] = np.nan
+    fit = remove_block(receive, sensing, width=3)
+    assert np.isnan(fit.cleaned[0, 3, 7]) and np.isfinite(np.delete(fit.cleaned.reshape(-1), 3 * 128 + 7)).all()
+    left = fit.cleaned - (receive - emi)
+    left[0, 3, 7] = 0
+    assert np.sum(np.abs(left) ** 2) < 0.05 * np.sum(np.abs(emi) ** 2)

@@ -145,8 +145,8 @@ class SiteQA:
         self._setup(acquisition)
         if self.props["noise_report"] and not self._imaging_started and np.isfinite(acquisition.data).all():
             self._raw_noise.append((np.array(acquisition.data), float(acquisition.sample_time_us)))
-        if self._noise_remover is None:
-            return [acquisition]
+        if self._noise_remover is None or not np.isfinite(acquisition.data).all():
+            return [acquisition]  # the prewhitener ignores a non-finite noise readout, with a warning
         return [with_channels(original, data) for data, original in self._noise_remover.push(acquisition.data,
                                                                                                acquisition)]
 
@@ -196,13 +196,14 @@ class SiteQA:
         ready = self._imaging_remover.push(acquisition.data, acquisition)
         if any(acquisition.is_flag_set(flag) for flag in _SLICE_END):
             ready += self._imaging_remover.flush()
-        return out + self._cleaned(ready)
+        return out + self._cleaned(ready, self._imaging_remover)
 
-    def _cleaned(self, ready: list[tuple[np.ndarray, ismrmrd.Acquisition]]) -> list[ismrmrd.Acquisition | ismrmrd.Waveform]:
+    def _cleaned(self, ready: list[tuple[np.ndarray, ismrmrd.Acquisition]],
+                 remover: EMIRemover) -> list[ismrmrd.Acquisition | ismrmrd.Waveform]:
+        """A QA waveform with the removal so far, then the cleaned readouts."""
         if not ready:
             return []
-        assert self._imaging_remover is not None
-        self._meta["EMIRemovedPercent"] = [f"{v:.2f}" for v in self._imaging_remover.tally.percent()]
+        self._meta["EMIRemovedPercent"] = [f"{v:.2f}" for v in remover.tally.percent()]
         return [qa_waveform(self._meta)] + [with_channels(original, data) for data, original in ready]
 
     def finish(self, add_noise: Callable[[ismrmrd.Acquisition], None]) -> list[ismrmrd.Acquisition | ismrmrd.Waveform]:
@@ -214,7 +215,7 @@ class SiteQA:
             return []
         if self._imaging_remover is None:
             return []
-        out = self._cleaned(self._imaging_remover.flush())
+        out = self._cleaned(self._imaging_remover.flush(), self._imaging_remover)
         tally = self._imaging_remover.tally
         if tally.readouts:
             log.info("EMI removal, imaging readouts: %s of the power removed (%d blocks%s)",

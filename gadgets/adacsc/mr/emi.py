@@ -35,6 +35,8 @@ from scipy.ndimage import uniform_filter1d
 
 #: default coil-label pattern of sensing channels (case-insensitive, at the start of the label)
 DEFAULT_SENSING_PATTERN = r"^(emi|sensing|sniffer)"
+#: longest sensing-channel pattern accepted (it comes from the chain configuration)
+MAX_PATTERN = 200
 #: samples of the moving average that gives the local residual power of the weighted fit
 POWER_WINDOW = 9
 #: the fit needs at least this many samples per unknown, else the block is left as it is
@@ -45,6 +47,8 @@ def sensing_channels(labels: list[str], pattern: str, indices: str) -> list[int]
     """The sensing channels: those whose label matches `pattern` (a regular expression, searched
     case-insensitively; empty: none) plus the comma-separated channel `indices`."""
     chosen: set[int] = set()
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"the sensing-channel pattern is longer than {MAX_PATTERN} characters")
     if pattern:
         try:
             regex = re.compile(pattern, re.IGNORECASE)
@@ -116,12 +120,14 @@ def remove_block(receive: np.ndarray, sensing: np.ndarray, width: int) -> BlockF
     if receive.shape[1:] != sensing.shape[1:]:
         raise ValueError(f"receive {receive.shape} and sensing {sensing.shape} readouts differ")
     c, r, s = receive.shape
-    x = shifted_samples(sensing.astype(np.complex128), width)
-    if x.shape[0] < MIN_SAMPLES_PER_UNKNOWN * x.shape[1]:
+    finite = np.isfinite(receive).all(axis=0) & np.isfinite(sensing).all(axis=0)  # [R, S]
+    x = shifted_samples(np.where(finite, sensing, 0).astype(np.complex128), width)
+    if int(finite.sum()) < MIN_SAMPLES_PER_UNKNOWN * x.shape[1]:
         return BlockFit(receive.copy(), np.zeros_like(receive), False)
-    y = receive.reshape(c, r * s).T.astype(np.complex128)
-    plain = _solve(x, y, None)
-    kernels = _solve(x, y, _weights(y - x @ plain, (r, s)))
+    y = np.where(finite, receive, 0).reshape(c, r * s).T.astype(np.complex128)
+    usable = finite.reshape(-1).astype(np.float64)  # a NaN or infinite sample takes no part in the fit
+    plain = _solve(x, y, usable if not finite.all() else None)
+    kernels = _solve(x, y, _weights(y - x @ plain, (r, s)) * usable)
     removed = (x @ kernels).T.reshape(c, r, s)
     return BlockFit((receive - removed).astype(receive.dtype), removed.astype(receive.dtype), True)
 
