@@ -10,14 +10,30 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from adacsc.chain.config import load_chain
+from adacsc.chain.config import load_chain, parse_chain
+from adacsc.chain.runner import Chain
+from adacsc.io.dataset import InputScan
 from adacsc.io.images import OutputWriter
 from adacsc.io.scan_qa import qa_waveform, read_scan_qa
 from adacsc.replay import replay
 from adacsc.simulation.emi import EMIConfig, read_emi_truth
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from gadgets.test_frontend import NOISE_ONLY, run_chain_on_file
 from support.scans import read_images
+
+NOISE_ONLY = """<configuration><version>2</version><stream><external>
+<execute name="adacsc.gadgets.noise_adjust" target="noise_adjust" type="python"/><configuration/>
+</external></stream></configuration>"""
+
+
+def run_chain_on_file(path: Path, chain_text: str) -> list[object]:
+    """Everything a chain sends out for a file's acquisitions."""
+    outputs: list[object] = []
+    with InputScan(path) as scan:
+        chain = Chain(parse_chain(chain_text), scan.header_bytes(), outputs.append).start()
+        for acquisition in scan.acquisitions():
+            chain.push(acquisition)
+        chain.close()
+    return outputs
 
 CONFIG = SimulationConfig(matrix=64, coils=1, slices=2, seed=2)
 
