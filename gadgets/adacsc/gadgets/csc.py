@@ -16,19 +16,19 @@ stored in the QA meta. Noise-aware maps, the TV low-pass and the default scalar 
 
 Trust. Every slice's QA meta carries the data residual ||A x* - y||^2 / (M sigma^2) and the
 trust index, that residual over its in-distribution expectation (adacsc.core.trust): about 1 when
-the image explains the acquired data as well as on good data. A
-slice whose index lies outside [1 / trust_limit, trust_limit] is flagged "do not trust" (meta
-`Trust`, and a warning in the log): the noise level is wrong, the anatomy is unlike what the model
-represents, or the data are corrupted. The default limit and its evidence: docs/SITE_QA.md.
+the image explains the acquired data as well as on good data. A slice whose index lies outside
+[1 / trust_limit, trust_limit] is flagged "do not trust" (meta `Trust`, and a warning in the
+log): the noise level is wrong, the data are corrupted, or the model cannot represent what was
+scanned. The default limit and its evidence: docs/SITE_QA.md.
 
 Scan QA. Figures that noise_adjust sends down the chain (noise and EMI report, EMI removal;
 adacsc.io.scan_qa) are added to the QA meta of every later image.
 
 Series sent (base = image_series_index): base the reconstruction, base + 1 the zero-filled
 image A^H y on the same grid (send_zero_filled), base + 2 the mean sparsity map over filters
-(send_maps), base + 3 the residual map |A^H (A x* - y)| / sigma (send_residual). The images are in SNR units, the maps in normalised units; `output` chooses the
-pixel format (float32, int16 with recorded scaling, or complex) and adacsc.io.series the names,
-window, history and QA meta (dictionary, iterations, reconstruction time, map statistics, low-pass
+(send_maps), base + 3 the residual map |A^H (A x* - y)| / sigma (send_residual). The images are
+in SNR units, the maps in normalised units; `output` chooses the pixel format (float32, int16 with
+recorded scaling, or complex) and adacsc.io.series the names, window, history and QA meta (dictionary, iterations, reconstruction time, map statistics, low-pass
 part, noise level and its source). Everything but ImageArrays passes on at once.
 """
 
