@@ -28,8 +28,9 @@ Series sent (base = image_series_index): base the reconstruction, base + 1 the z
 image A^H y on the same grid (send_zero_filled), base + 2 the mean sparsity map over filters
 (send_maps), base + 3 the residual map |A^H (A x* - y)| / sigma (send_residual). The images are
 in SNR units, the maps in normalised units; `output` chooses the pixel format (float32, int16 with
-recorded scaling, or complex) and adacsc.io.series the names, window, history and QA meta (dictionary, iterations, reconstruction time, map statistics, low-pass
-part, noise level and its source). Everything but ImageArrays passes on at once.
+recorded scaling, or complex) and adacsc.io.series the names, window, history and QA meta
+(dictionary, iterations, reconstruction time, map statistics, low-pass part, noise level and its
+source, trust). Everything but ImageArrays passes on at once.
 """
 
 import functools
