@@ -143,3 +143,13 @@ def test_noise_report_command_without_noise(real_scan: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "adacsc", "noise-report", str(real_scan)], capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 2 and "no noise readouts" in run.stderr
+
+
+def test_noise_report_command_says_how_to_get_matplotlib(emi_scan: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from adacsc.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(["noise-report", str(emi_scan), "-o", str(tmp_path / "r.png")]) == 2
+    assert 'pip install "adacsc[report]"' in caplog.text
