@@ -24,9 +24,9 @@ convolution is linear).
 Channels are the C receive coils followed by N sensing coils (labels `EMI_SENSE_01`, ...), which
 see no MR signal. Receive coils couple to the sources at random; sensing coils are placed to see
 the sources apart (their leading taps form a well-conditioned, orthonormal mixing), `sensing_gain`
-times more strongly (amplitude) than the receive coils on average, and carry their own thermal noise (std `sensing_noise` times the
-receive coils' mean thermal std; independent of the receive noise). EMI removal with N sensing
-coils can follow up to N sources with short kernels.
+times more strongly (amplitude) than the receive coils on average, and carry their own thermal
+noise (std `sensing_noise` times the receive coils' mean thermal std; independent of the receive
+noise). EMI removal with N sensing coils can follow up to N sources with short kernels.
 
 Power. All couplings are scaled by one factor so that the EMI power per sample in the receive
 channels, averaged over the imaging readouts and channels, is `power_ratio` times the mean thermal
