@@ -153,3 +153,16 @@ def test_noise_report_command_says_how_to_get_matplotlib(emi_scan: Path, tmp_pat
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     assert main(["noise-report", str(emi_scan), "-o", str(tmp_path / "r.png")]) == 2
     assert 'pip install "adacsc[report]"' in caplog.text
+
+
+def test_separate_noise_scan_with_sensing_channels(tmp_path: Path) -> None:
+    """The noise scan is cleaned and stored for the receive channels; the imaging scan that names
+    it as its noise dependency is whitened with it."""
+    from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
+
+    config = SimulationConfig(matrix=32, coils=2, slices=1, seed=6, object="phantom")
+    result = simulate_scan(tmp_path / "scan.h5", config, noise_file=tmp_path / "noise.h5",
+                           emi=EMIConfig(sensing_coils=2, power_ratio=10.0))
+    run_chain_on_file(result.noise_path, NOISE_ONLY)
+    readouts = [a for a in run_chain_on_file(result.path, NOISE_ONLY) if isinstance(a, ismrmrd.Acquisition)]
+    assert all(a.active_channels == 2 and a.is_flag_set(PREWHITENED_FLAG) for a in readouts)
