@@ -105,7 +105,7 @@ def markdown() -> str:
                   "| --- | --- | --- | --- | --- |"]
         for prop in spec.properties:
             default = format_value(prop.default)
-            lines.append(f"| `{prop.name}` | {type_name(prop)} | {_cell(f'`{default}`') if default else '(empty)'} | "
+            lines.append(f"| `{prop.name}` | {type_name(prop)} | {f'`{default}`' if default else '(empty)'} | "
                          f"{_cell(allowed(prop))} | {_cell(prop.doc)} |")
         lines.append("")
     lines += ["## Shipped chains", "",

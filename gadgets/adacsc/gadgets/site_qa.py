@@ -45,8 +45,8 @@ def parse_odd(text: str) -> int:
 PROPERTIES = (
     Property("emi_removal", str, "auto", "remove EMI with sensing channels: auto (when sensing channels are "
              "found), true (an error without any) or false", choices=("auto", "true", "false")),
-    Property("emi_sensing_pattern", str, DEFAULT_SENSING_PATTERN, "regular expression (case-insensitive) on the "
-             "header's coil labels that marks sensing channels; empty: none"),
+    Property("emi_sensing_pattern", str, DEFAULT_SENSING_PATTERN, "comma-separated shell-style patterns "
+             "(case-insensitive) of the header's coil labels that mark sensing channels; empty: none"),
     Property("emi_sensing_channels", str, "", "comma-separated indices of further sensing channels"),
     Property("emi_block", int, 64, "readouts per EMI fit (a block also ends with its slice)", minimum=1,
              maximum=4096),

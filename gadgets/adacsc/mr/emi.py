@@ -27,34 +27,27 @@ is left after removal.
 
 from __future__ import annotations
 
-import re
+import fnmatch
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-#: default coil-label pattern of sensing channels (case-insensitive, at the start of the label)
-DEFAULT_SENSING_PATTERN = r"^(emi|sensing|sniffer)"
-#: longest sensing-channel pattern accepted (it comes from the chain configuration)
-MAX_PATTERN = 200
+#: default coil-label patterns of sensing channels (shell-style, case-insensitive)
+DEFAULT_SENSING_PATTERN = "EMI*,SENSING*,SNIFFER*"
 #: samples of the moving average that gives the local residual power of the weighted fit
 POWER_WINDOW = 9
 #: the fit needs at least this many samples per unknown, else the block is left as it is
 MIN_SAMPLES_PER_UNKNOWN = 4
 
 
-def sensing_channels(labels: list[str], pattern: str, indices: str) -> list[int]:
-    """The sensing channels: those whose label matches `pattern` (a regular expression, searched
-    case-insensitively; empty: none) plus the comma-separated channel `indices`."""
+def sensing_channels(labels: list[str], patterns: str, indices: str) -> list[int]:
+    """The sensing channels: those whose label matches one of the comma-separated shell-style
+    `patterns` (case-insensitive, e.g. "EMI*,SENSING*"; empty: none) plus the comma-separated
+    channel `indices`."""
     chosen: set[int] = set()
-    if len(pattern) > MAX_PATTERN:
-        raise ValueError(f"the sensing-channel pattern is longer than {MAX_PATTERN} characters")
-    if pattern:
-        try:
-            regex = re.compile(pattern, re.IGNORECASE)
-        except re.error as err:
-            raise ValueError(f"the sensing-channel pattern {pattern!r} is not a regular expression: {err}") from None
-        chosen |= {i for i, label in enumerate(labels) if regex.search(label)}
+    for pattern in filter(None, (part.strip().lower() for part in patterns.split(","))):
+        chosen |= {i for i, label in enumerate(labels) if fnmatch.fnmatchcase(label.lower(), pattern)}
     for text in filter(None, (part.strip() for part in indices.split(","))):
         try:
             index = int(text)
