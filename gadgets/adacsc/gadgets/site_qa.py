@@ -112,10 +112,6 @@ class SiteQA:
         self._meta: dict[str, list[str]] = {}
         self._imaging_started = False
 
-    @property
-    def removing(self) -> bool:
-        return self._imaging_remover is not None
-
     def _setup(self, acquisition: ismrmrd.Acquisition) -> None:
         if self.labels is not None:
             return

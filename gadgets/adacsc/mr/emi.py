@@ -140,8 +140,8 @@ class RemovalTally:
         return cls(np.zeros(channels), np.zeros(channels))
 
     def add(self, receive: np.ndarray, fit: BlockFit) -> None:
-        self.before += np.sum(np.abs(receive) ** 2, axis=(1, 2))
-        self.removed += np.sum(np.abs(fit.removed) ** 2, axis=(1, 2))
+        self.before += np.nansum(np.abs(receive) ** 2, axis=(1, 2))
+        self.removed += np.nansum(np.abs(fit.removed) ** 2, axis=(1, 2))
         self.blocks += 1
         self.skipped += 0 if fit.fitted else 1
         self.readouts += receive.shape[1]
