@@ -263,18 +263,19 @@ def csc(connection: Any) -> None:
                     log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
-                                               header, scan_qa))
+                                               header, sampling.qa(), scan_qa))
 
 
 def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarray, lines: np.ndarray,
                   noise: tuple[float, str], header: ismrmrd.ImageHeader,
-                  scan_qa: dict[str, list[str]] | None = None) -> list[ismrmrd.Image]:
-    """The images of one slice (a slice-pool job)."""
+                  sampling_qa: dict[str, str], scan_qa: dict[str, list[str]] | None = None) -> list[ismrmrd.Image]:
+    """The images of one slice (a slice-pool job); `sampling_qa` (averages, kz undersampling) and
+    `scan_qa` (noise and EMI report, EMI removal) join the QA meta."""
     started = time.perf_counter()
     images = recon(fftc(image.astype(np.complex64)), lines, noise[0],
                    residual_map=any(key == "residual_map" for key, _ in output.series))
     elapsed_ms = 1000 * (time.perf_counter() - started)
-    qa = {**(scan_qa or {}), **qa_meta(recon, images, elapsed_ms, noise, output.trust_limit)}
+    qa = {**(scan_qa or {}), **qa_meta(recon, images, elapsed_ms, noise, output.trust_limit), **sampling_qa}
     log.info("slice %d reconstructed in %.0f ms (%d torch thread(s)), trust index %.3f", header.slice, elapsed_ms,
              torch.get_num_threads(), images.trust_index)
     if qa["Trust"] == DO_NOT_TRUST:

@@ -26,6 +26,7 @@ import numpy as np
 
 from adacsc.gadgets.properties import Property, parse_bool
 from adacsc.io import header as hdr
+from adacsc.io.header_builder import with_channels
 from adacsc.io.noise_store import NoiseStore, load_reference
 from adacsc.io.scan_qa import qa_waveform
 from adacsc.mr.emi import DEFAULT_SENSING_PATTERN, EMIRemover, sensing_channels
@@ -59,20 +60,6 @@ PROPERTIES = (
 )
 
 _SLICE_END = (ismrmrd.ACQ_LAST_IN_SLICE, ismrmrd.ACQ_LAST_IN_REPETITION, ismrmrd.ACQ_LAST_IN_MEASUREMENT)
-
-
-def with_channels(acquisition: ismrmrd.Acquisition, data: np.ndarray) -> ismrmrd.Acquisition:
-    """A copy of `acquisition` holding `data` [CHA', samples] (channels 0..CHA'-1 active)."""
-    head = acquisition.getHead()
-    head.active_channels = head.available_channels = data.shape[0]
-    for word in range(len(head.channel_mask)):
-        head.channel_mask[word] = 0
-    for channel in range(data.shape[0]):
-        head.channel_mask[channel // 64] |= 1 << (channel % 64)
-    copy = ismrmrd.Acquisition(head)
-    copy.data[:] = data
-    copy.traj[:] = acquisition.traj
-    return copy
 
 
 def report_from_readouts(readouts: list[tuple[np.ndarray, float]], labels: list[str], store: NoiseStore | None,

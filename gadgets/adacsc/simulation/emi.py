@@ -35,8 +35,12 @@ share `tone_fraction` of the emitted power equally; the sources' broadband noise
 `power_ratio` 0 gives a scan whose sensing coils hold thermal noise only ("EMI-free sensing
 channels").
 
+`Interference` adds all this to the simulator's finished readouts (every class: imaging,
+calibration, navigators, ...), readout by readout from their time stamps.
+
 Ground truth (`write_emi_truth`, next to the simulator's ground truth in the scan file):
-`/<group>/ground_truth/emi/noise` [C+N, R_noise, S_noise] and `/imaging` [C+N, R, S] complex64,
+`/<group>/ground_truth/emi/noise` [C+N, R_noise, S_noise] (the noise readouts, in this scan or
+its separate noise scan) and `/imaging` [C+N, R, S] (every other readout, in file order) complex64,
 the interference added to every channel of every readout (thermal noise and signal excluded),
 with attributes: channel labels, the sensing channel indices, tone frequencies and the power of
 each tone per channel (per sample), the thermal power per sample of each channel in the imaging
@@ -51,7 +55,10 @@ import os
 from dataclasses import dataclass
 
 import h5py
+import ismrmrd
 import numpy as np
+
+from adacsc.io.header_builder import TIME_STAMP_TICK_MS, with_channels
 
 SENSING_LABEL = "EMI_SENSE"
 """Label prefix of the simulated sensing coils (matched by the noise_adjust gadget's default pattern)."""
@@ -250,6 +257,86 @@ def read_emi_truth(path: str | os.PathLike, *, group: str = "dataset") -> EMITru
         g = f[f"{group}/{EMI_GROUP}"]
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
         return EMITruth(noise=g["noise"][()], imaging=g["imaging"][()], attrs=attrs)
+
+
+class Interference:
+    """The EMI of one scan, added readout by readout to finished acquisitions (so it works for
+    every readout class the simulator writes): sensing channels are appended, each readout gets
+    its interference from its time stamp, dwell time and length, and the sensing coils their
+    thermal noise (noise readouts scaled for their bandwidth like the receive coils' noise).
+
+    `apply` the scan's readouts first: the couplings are calibrated on its non-noise readouts."""
+
+    def __init__(self, config: EMIConfig, receive_covariance: np.ndarray, noise_bandwidth_scale2: float,
+                 rng: np.random.Generator, *, origin_ticks: int, span_ticks: float) -> None:
+        self.config = config
+        self.receive = receive_covariance.shape[0]
+        self.thermal = float(np.real(np.trace(receive_covariance))) / self.receive
+        self.bandwidth = noise_bandwidth_scale2
+        self.rng = rng
+        self.origin = origin_ticks
+        self.span = max(span_ticks, 1.0)
+        self.sources = draw_sources(config, self.receive, rng)
+        self.calibrated = False
+        self.noise: list[np.ndarray] = []
+        self.imaging: list[np.ndarray] = []
+        self.thermal_power = np.concatenate([np.real(np.diag(receive_covariance)),
+                                             np.full(config.sensing_coils, self.thermal * config.sensing_noise ** 2)])
+
+    def _emi(self, acqs: list[ismrmrd.Acquisition]) -> list[np.ndarray]:
+        """Interference [C + N, S] of every readout (grouped by dwell time and length)."""
+        out: list[np.ndarray | None] = [None] * len(acqs)
+        groups: dict[tuple[float, int], list[int]] = {}
+        for i, acq in enumerate(acqs):
+            groups.setdefault((float(acq.sample_time_us), acq.number_of_samples), []).append(i)
+        tick_us = TIME_STAMP_TICK_MS * 1000
+        for (dwell, samples), members in groups.items():
+            ticks = np.array([acqs[i].acquisition_time_stamp for i in members], dtype=np.float64) - self.origin
+            times = ReadoutTimes(ticks * tick_us, dwell, samples, np.clip(ticks / self.span, 0, 1))
+            emi = self.sources.interference(times, self.rng)
+            for k, i in enumerate(members):
+                out[i] = emi[:, k]
+        return out  # type: ignore[return-value]
+
+    def apply(self, acqs: list[ismrmrd.Acquisition]) -> list[ismrmrd.Acquisition]:
+        """The readouts with sensing channels and interference added."""
+        emi = self._emi(acqs)
+        noise = [a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) for a in acqs]
+        if not self.calibrated:
+            imaging = np.stack([e for e, is_noise in zip(emi, noise) if not is_noise], axis=1)
+            scale = calibrate(self.sources, imaging, self.thermal)
+            self.calibrated = True
+        else:
+            scale = 1.0
+        out = []
+        for acq, e, is_noise in zip(acqs, emi, noise):
+            e = e * scale
+            (self.noise if is_noise else self.imaging).append(e.astype(np.complex64))
+            std = np.sqrt(self.thermal * (self.bandwidth if is_noise else 1.0)) * self.config.sensing_noise
+            shape = (self.config.sensing_coils, e.shape[1])
+            sensing = std * (self.rng.standard_normal(shape) + 1j * self.rng.standard_normal(shape)) / np.sqrt(2)
+            data = np.concatenate([acq.data, sensing]) + e
+            out.append(with_channels(acq, data.astype(np.complex64)))
+        return out
+
+    def truth(self, labels: list[str], noise_progress: np.ndarray, imaging_progress: np.ndarray) -> EMITruth:
+        """The ground truth of what was added."""
+        return EMITruth(noise=_stack(self.noise, len(labels)), imaging=_stack(self.imaging, len(labels)), attrs={
+            "channel_labels": json.dumps(labels),
+            "sensing_channels": np.arange(self.receive, self.receive + self.config.sensing_coils),
+            "tones_hz": np.asarray(self.config.tones_hz, dtype=np.float64),
+            "tone_power_imaging": tone_powers(self.sources, imaging_progress),
+            "tone_power_noise": tone_powers(self.sources, noise_progress),
+            "thermal_power_imaging": self.thermal_power,
+            "thermal_power_noise": self.thermal_power * self.bandwidth,
+            "power_ratio": self.config.power_ratio,
+            "config_json": config_json(self.config),
+        })
+
+
+def _stack(readouts: list[np.ndarray], channels: int) -> np.ndarray:
+    """[C, R, S] of readouts [C, S] (of one length), or an empty [C, 0, 0]."""
+    return np.stack(readouts, axis=1) if readouts else np.zeros((channels, 0, 0), np.complex64)
 
 
 def config_json(config: EMIConfig) -> str:
