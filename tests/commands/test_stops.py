@@ -61,6 +61,10 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+STOP_WITHIN_S = 10.0
+"""A few seconds: generous for a loaded CI machine, far below the 52 s the unfixed code computed on."""
+
+
 def _partials(folder: Path) -> list[Path]:
     return sorted(folder.rglob(".*.partial-*"))
 
@@ -94,7 +98,7 @@ def test_batch_recon_stops_within_seconds_and_leaves_nothing(scans, tmp_path, si
         if process.poll() is None:
             process.kill()
     assert process.returncode == 128 + signum
-    assert elapsed < 5.0, elapsed
+    assert elapsed < STOP_WITHIN_S, elapsed
     _wait_for(lambda: not any(_alive(pid) for pid in workers), 5, "the workers ending")
     assert not _partials(out)
     _one_line(log, signal.Signals(signum).name)
@@ -132,7 +136,7 @@ def test_single_recon_and_send_stop_on_sigterm_without_temporaries(scans, tmp_pa
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 128 + signal.SIGTERM and elapsed < 5.0
+    assert process.returncode == 128 + signal.SIGTERM and elapsed < STOP_WITHIN_S
     assert not _partials(tmp_path) and not (tmp_path / "r.h5").exists()
     _one_line(log, "SIGTERM")
 
@@ -148,6 +152,6 @@ def test_single_recon_and_send_stop_on_sigterm_without_temporaries(scans, tmp_pa
         finally:
             if process.poll() is None:
                 process.kill()
-    assert process.returncode == 128 + signal.SIGTERM and elapsed < 5.0
+    assert process.returncode == 128 + signal.SIGTERM and elapsed < STOP_WITHIN_S
     assert not _partials(tmp_path) and not (tmp_path / "s.h5").exists()
     _one_line(log, "SIGTERM")
