@@ -52,6 +52,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="scalar CSC lambdas tried in tuning (normalised units) [%(default)s]")
     p.add_argument("--bart-grid", type=_grid, default=d.bart_grid, metavar="L1,L2,...",
                    help="BART lambdas tried in tuning [%(default)s]")
+    p.add_argument("--grids", type=_grids, default=d.grids, metavar="256,160",
+                   help="test grids to run: 256 (held-out subject and Colin27 test slabs, the headline) and/or "
+                        "160 (Colin27, macaque, phantom) [256,160]")
+    p.add_argument("--grid-only", action="store_true",
+                   help="tune by the plain grid search, without widening past an end or refining to 2^(1/4) "
+                        "(smoke runs only: the report flags values at an end of the grid)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto [cpu]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch default]")
     p.set_defaults(func=run)
@@ -67,6 +73,16 @@ def _grid(text: str) -> tuple[float, ...]:
     if not values or any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"lambdas must be > 0, got {text!r}")
     return values
+
+
+def _grids(text: str) -> tuple[str, ...]:
+    """A comma-separated list of test grid keys."""
+    from adacsc.evaluation.protocol import GRID_KEYS
+
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not keys or any(k not in GRID_KEYS for k in keys):
+        raise argparse.ArgumentTypeError(f"expected grid keys from {', '.join(GRID_KEYS)}, got {text!r}")
+    return tuple(k for k in GRID_KEYS if k in keys)
 
 
 def _blackbox_file(value: str) -> Path:
@@ -113,12 +129,12 @@ def run(args: argparse.Namespace) -> int:
         dictionary=args.dictionary, unseen_dictionary=args.unseen_dictionary,
         blackbox=None if args.no_blackbox else str(_blackbox_file(args.blackbox)),
         bart=not args.no_bart, device=str(resolve_device(args.device)), scalar_grid=args.scalar_grid,
-        bart_grid=args.bart_grid)
+        bart_grid=args.bart_grid, grids=args.grids, refine=not args.grid_only)
     args.output.mkdir(parents=True, exist_ok=True)
     result = run_evaluation(settings)
+    write_json(result, args.output / "results.json")  # first: the numbers survive whatever follows
     real = real_example(args.real_scan, args.weights, args.dictionary, args.iterations)
     figure = write_figure(result, args.output / "evaluation.png", real)
-    write_json(result, args.output / "results.json")
     report = write_markdown(result, args.output / "EVALUATION.md",
                             command=getattr(args, "command_line", None) or "adacsc evaluate",
                             figure=figure.name, commit=git_commit().get("commit"),

@@ -2,7 +2,10 @@
 
 Every image used for training, validation or testing comes from a T1-weighted brain volume shipped
 by Debian's `mricron-data` package (/usr/share/mricron/templates), or from the analytic phantom of
-`adacsc.simulation.phantom` (no data file). `SOURCES` lists them with their provenance: package,
+`adacsc.simulation.phantom` (no data file). The held-out test subject, a second human volume used
+for testing only, is the MNI ICBM152 2009a T1 template as the PyPI package `nilearn` ships it
+(package data only: nilearn is never imported). mricron-data's JHU file (`jhu189.nii.gz`) is a
+189-region label atlas, not a T1 image, so it cannot serve. `SOURCES` lists them with their provenance: package,
 file, licence as stated in /usr/share/doc/mricron-data/copyright, species, role.
 
 Geometry. Volumes are read with `adacsc.simulation.brain.load_volume` (reoriented to canonical RAS+
@@ -86,6 +89,15 @@ SOURCES: dict[str, VolumeSource] = {
         "Colin27 single-subject T1 template, whole head with scalp and skull, 1 mm isotropic, MNI "
         "space (same subject and space as ch2better)",
         "human", "in-distribution"),
+    "mni152_2009a": VolumeSource(
+        "mni152_2009a", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+        "MNI ICBM152 2009a nonlinear symmetric T1 template (average of 152 adults, none of them "
+        "Colin27), brain-extracted, 1 mm isotropic, MNI space",
+        "human", "held-out test subject", package="nilearn (PyPI), package data nilearn/datasets/data",
+        licence=("'unknown' per the description nilearn ships with it "
+                 "(nilearn/datasets/description/icbm152_2009.rst; nilearn itself is BSD-3-clause); "
+                 "Fonov et al. 2009, 2011, McConnell Brain Imaging Centre, MNI. Used for testing only, "
+                 "read at run time; no image data is copied into the repository")),
     "inia19_macaque": VolumeSource(
         "inia19_macaque", "inia19-t1-brain.nii.gz",
         "INIA19 rhesus macaque T1 brain template (brain-extracted), 0.5 mm isotropic",
@@ -101,11 +113,29 @@ def source_path(key: str) -> Path:
         path = brain_volume_path()
         if path is not None:
             return Path(path)
+    if key == "mni152_2009a":
+        return _nilearn_data(SOURCES[key].file)
     path = TEMPLATES_DIR / SOURCES[key].file
     if not path.is_file():
         raise FileNotFoundError(
             f"training source {key!r} needs {path} (Debian package mricron-data: apt-get install mricron-data)")
     return path
+
+
+def _nilearn_data(name: str) -> Path:
+    """A data file of the installed nilearn package, found without importing nilearn (whose
+    dependencies the evaluation does not need)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nilearn")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / "datasets" / "data" / name
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"the held-out test subject needs {name} from the PyPI package nilearn "
+        "(pip install --no-deps nilearn, or the `evaluate` extra)")
 
 
 @lru_cache(maxsize=8)
