@@ -58,6 +58,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--grid-only", action="store_true",
                    help="tune by the plain grid search, without widening past an end or refining to 2^(1/4) "
                         "(smoke runs only: the report flags values at an end of the grid)")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render DIR/EVALUATION.md from DIR/results.json (after a change to the report's text); "
+                        "nothing is re-run")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto [cpu]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch default]")
     p.set_defaults(func=run)
@@ -109,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from adacsc.evaluation.report import write_figure, write_json, write_markdown
     from adacsc.training.provenance import git_commit
 
+    if args.report_only:
+        return _report_only(args.output)
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in ("images", "images_256", "val_images"):
@@ -132,15 +137,38 @@ def run(args: argparse.Namespace) -> int:
         bart_grid=args.bart_grid, grids=args.grids, refine=not args.grid_only)
     args.output.mkdir(parents=True, exist_ok=True)
     result = run_evaluation(settings)
+    result["provenance"] = {"command": getattr(args, "command_line", None) or "adacsc evaluate",
+                            "commit": git_commit().get("commit"),
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_json(result, args.output / "results.json")  # first: the numbers survive whatever follows
     real = real_example(args.real_scan, args.weights, args.dictionary, args.iterations)
     figure = write_figure(result, args.output / "evaluation.png", real)
-    report = write_markdown(result, args.output / "EVALUATION.md",
-                            command=getattr(args, "command_line", None) or "adacsc evaluate",
-                            figure=figure.name, commit=git_commit().get("commit"),
-                            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    report = write_markdown(result, args.output / "EVALUATION.md", figure=figure.name)
     log.info("wrote %s, %s and %s (%.1f min)", report, figure, args.output / "results.json",
              result["seconds"] / 60)
+    return 0
+
+
+def _report_only(folder: Path) -> int:
+    """Re-render FOLDER/EVALUATION.md from FOLDER/results.json (figure kept, nothing re-run)."""
+    import json
+
+    from adacsc.evaluation.report import write_markdown
+    from adacsc.training.provenance import git_commit
+
+    source = folder / "results.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"--report-only needs {source}, written by an earlier `adacsc evaluate -o {folder}`")
+    result = json.loads(source.read_text())
+    if "provenance" not in result:
+        raise ValueError(f"{source} records no provenance (command, commit, date): re-run the evaluation")
+    figure = folder / "evaluation.png"
+    commit = git_commit().get("commit")
+    if commit and commit != result["provenance"].get("commit"):
+        result["provenance"]["report_commit"] = commit
+    report = write_markdown(result, folder / "EVALUATION.md", figure=figure.name if figure.is_file() else None)
+    source.write_text(json.dumps(result, indent=1))
+    log.info("re-rendered %s from %s", report, source)
     return 0
 
 

@@ -187,6 +187,7 @@ class BartPics:
 FINEST_STEP = 2 ** 0.25
 #: how many times a search may step past the end of its grid (each time by the grid's end ratio)
 MAX_WIDEN = 6
+_MAX_REFINE = 12  # refinement rounds (a unimodal score needs about log2(log2(grid ratio) / log2(finest)) + 2)
 
 
 def _key(value: float) -> str:
@@ -226,7 +227,8 @@ def bracket_search(score: Callable[[float], float], grid: Sequence[float], *, fi
             break
     best = max(tried, key=tried.get)
     step = max(low, high)
-    while finest is not None:
+    # refine only inside a bracket: a best value still at an end is reported as such
+    for _ in range(_MAX_REFINE if finest is not None and best not in (min(tried), max(tried)) else 0):
         step = max(step ** 0.5, finest) if step > finest * (1 + 1e-9) else finest
         at(best / step)
         at(best * step)

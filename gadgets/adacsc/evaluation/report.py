@@ -11,7 +11,7 @@ import numpy as np
 
 from adacsc.evaluation.protocol import BART_SETTINGS, LOWPASS, MAPS, PERMUTED, SCORES, UNSEEN
 
-__all__ = ["targets", "write_markdown", "write_figure", "write_json"]
+__all__ = ["targets", "render_markdown", "write_markdown", "write_figure", "write_json"]
 
 _SCORE_HEADS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ssim_mask": "SSIM in mask", "nrmse": "NRMSE"}
 _FORMATS = {"psnr": "{:.2f}", "ssim": "{:.3f}", "ssim_mask": "{:.3f}", "nrmse": "{:.3f}"}
@@ -157,11 +157,20 @@ def _tuning_table(result: dict[str, Any], grid: str) -> list[str]:
     return lines
 
 
-def write_markdown(result: dict[str, Any], path: Path, *, command: str, figure: str | None, commit: str | None,
-                   date: str) -> Path:
-    """The results document: how it was made, the tuned settings, one table per test set, the
-    targets, the figure."""
+def write_markdown(result: dict[str, Any], path: Path, *, figure: str | None) -> Path:
+    """Write `render_markdown(result, figure)` to `path`."""
+    path.write_text(render_markdown(result, figure))
+    return path
+
+
+def render_markdown(result: dict[str, Any], figure: str | None) -> str:
+    """The results document: how it was made (result["provenance"]: command, commit, date), the
+    tuned settings, one table per test set, the targets, every value tried in tuning, the figure.
+    A function of the result alone, so results.json re-renders the shipped document exactly."""
     s, facts = result["settings"], result["facts"]
+    prov = result.get("provenance", {})
+    command, commit, date = prov.get("command", "adacsc evaluate"), prov.get("commit"), prov.get("date", "unknown")
+    rendered = prov.get("report_commit")
     low = (f"TV low-pass (weight {facts['tv_weight']:g} x noise level)" if facts["lowpass"] == "tv"
            else f"Tikhonov low-pass (learned beta {facts['beta']:.3f})")
     lines = [
@@ -171,7 +180,9 @@ def write_markdown(result: dict[str, Any], path: Path, *, command: str, figure: 
         "",
         f"    {command}",
         "",
-        f"Commit `{commit or 'unknown'}`, {date}, {result['seconds'] / 60:.1f} min on `{s['device']}`.",
+        f"Commit `{commit or 'unknown'}`, {date}, {result['seconds'] / 60:.1f} min on `{s['device']}`"
+        + (f"; this document re-rendered from results.json by commit `{rendered}` "
+           "(`adacsc evaluate --report-only`)." if rendered else "."),
         "",
         "## Protocol",
         "",
@@ -201,7 +212,8 @@ def write_markdown(result: dict[str, Any], path: Path, *, command: str, figure: 
         "maximum, holes filled, dilated by 2 pixels: whole-image SSIM mostly scores the empty background) "
         "and NRMSE, of the magnitude against the ground-truth magnitude, mean over the slices "
         "(`adacsc.metrics`).",
-        f"- CSC: {facts['iterations']} FISTA iterations (the count the weights were trained with), weights "
+        f"- CSC: {facts['iterations']} FISTA iterations"
+        f"{' (the count the weights were trained with)' if not s['iterations'] else ''}, weights "
         f"`{facts['weights']}` ({'noise-aware' if facts['noise_aware'] else 'not noise-aware'}), {low}, "
         "the same for every CSC row; "
         f"training dictionary `{facts['dictionary']}`, unseen dictionary `{facts['unseen_dictionary']}` "
@@ -236,8 +248,7 @@ def write_markdown(result: dict[str, Any], path: Path, *, command: str, figure: 
                   "alone, the learned-map CSC reconstruction and the mean Lambda map over the filters (in units of "
                   "the noise level for noise-aware weights).",
                   "", f"![evaluation figure]({figure})"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"
 
 
 def _blackbox_line(bb: dict[str, Any], facts: dict[str, Any]) -> str:

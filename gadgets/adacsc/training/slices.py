@@ -49,7 +49,7 @@ import torch
 from adacsc.simulation.phase import smooth_phase
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.training.volumes import (
-    ORIENTATIONS, SOURCES, brain_box_mm, file_sha256, plane_fraction, resample_slices, source_path,
+    ORIENTATIONS, SOURCES, TEST_ONLY_SOURCES, brain_box_mm, file_sha256, plane_fraction, resample_slices, source_path,
 )
 
 __all__ = [
@@ -244,7 +244,7 @@ def _held_out_records(size: int, seed: int, pixel_mm: float | None = None) -> li
             if f < MIN_BRAIN_FRACTION:
                 continue
             p = float(p)
-            records.append(_record(HELD_OUT_VOLUME, SOURCES[HELD_OUT_VOLUME].file, orientation, p,
+            records.append(_record(HELD_OUT_VOLUME, TEST_ONLY_SOURCES[HELD_OUT_VOLUME].file, orientation, p,
                                    HELD_OUT_SUBJECT, -1, (p - THICKNESS_MM / 2, p + THICKNESS_MM / 2),
                                    THICKNESS_MM, fov, size, float(f), seed))
     return records

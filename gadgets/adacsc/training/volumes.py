@@ -5,7 +5,7 @@ by Debian's `mricron-data` package (/usr/share/mricron/templates), or from the a
 `adacsc.simulation.phantom` (no data file). The held-out test subject, a second human volume used
 for testing only, is the MNI ICBM152 2009a T1 template as the PyPI package `nilearn` ships it
 (package data only: nilearn is never imported). mricron-data's JHU file (`jhu189.nii.gz`) is a
-189-region label atlas, not a T1 image, so it cannot serve. `SOURCES` lists them with their provenance: package,
+189-region label atlas, not a T1 image, so it cannot serve. `SOURCES` (and `TEST_ONLY_SOURCES`) list them with their provenance: package,
 file, licence as stated in /usr/share/doc/mricron-data/copyright, species, role.
 
 Geometry. Volumes are read with `adacsc.simulation.brain.load_volume` (reoriented to canonical RAS+
@@ -42,6 +42,7 @@ __all__ = [
     "ORIENTATIONS",
     "VolumeSource",
     "SOURCES",
+    "TEST_ONLY_SOURCES",
     "source_path",
     "file_sha256",
     "world_volume",
@@ -89,6 +90,16 @@ SOURCES: dict[str, VolumeSource] = {
         "Colin27 single-subject T1 template, whole head with scalp and skull, 1 mm isotropic, MNI "
         "space (same subject and space as ch2better)",
         "human", "in-distribution"),
+    "inia19_macaque": VolumeSource(
+        "inia19_macaque", "inia19-t1-brain.nii.gz",
+        "INIA19 rhesus macaque T1 brain template (brain-extracted), 0.5 mm isotropic",
+        "rhesus macaque", "out-of-distribution"),
+}
+
+
+#: volumes used for testing only, never for training, tuning or dictionary learning (not shipped by
+#: mricron-data, so kept apart from SOURCES)
+TEST_ONLY_SOURCES: dict[str, VolumeSource] = {
     "mni152_2009a": VolumeSource(
         "mni152_2009a", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
         "MNI ICBM152 2009a nonlinear symmetric T1 template (average of 152 adults, none of them "
@@ -98,23 +109,19 @@ SOURCES: dict[str, VolumeSource] = {
                  "(nilearn/datasets/description/icbm152_2009.rst; nilearn itself is BSD-3-clause); "
                  "Fonov et al. 2009, 2011, McConnell Brain Imaging Centre, MNI. Used for testing only, "
                  "read at run time; no image data is copied into the repository")),
-    "inia19_macaque": VolumeSource(
-        "inia19_macaque", "inia19-t1-brain.nii.gz",
-        "INIA19 rhesus macaque T1 brain template (brain-extracted), 0.5 mm isotropic",
-        "rhesus macaque", "out-of-distribution"),
 }
 
 
 def source_path(key: str) -> Path:
     """Path of a source volume; the primary human volume follows `brain_volume_path()`."""
-    if key not in SOURCES:
-        raise KeyError(f"unknown source volume {key!r}; known: {', '.join(SOURCES)}")
+    if key not in SOURCES and key not in TEST_ONLY_SOURCES:
+        raise KeyError(f"unknown source volume {key!r}; known: {', '.join([*SOURCES, *TEST_ONLY_SOURCES])}")
     if key == "colin27_ch2better":
         path = brain_volume_path()
         if path is not None:
             return Path(path)
     if key == "mni152_2009a":
-        return _nilearn_data(SOURCES[key].file)
+        return _nilearn_data(TEST_ONLY_SOURCES[key].file)
     path = TEMPLATES_DIR / SOURCES[key].file
     if not path.is_file():
         raise FileNotFoundError(
