@@ -121,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.iterations < 0:
         raise ValueError("--iterations must be at least 1 (or 0: the count the weights were trained with)")
+    if "256" in args.grids:
+        from adacsc.training.slices import HELD_OUT_VOLUME
+        from adacsc.training.volumes import source_path
+
+        source_path(HELD_OUT_VOLUME)  # FileNotFoundError naming the package, before minutes of work
     if not args.no_bart:
         from adacsc.evaluation.bart import BartError, find_bart
 
