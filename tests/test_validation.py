@@ -93,7 +93,7 @@ def test_the_buffer_drops_non_finite_readouts_and_charges_its_budget(tmp_path):
     readout = ismrmrd.Acquisition.from_array(np.ones((2, 32), np.complex64))
     readout.data[1, 5] = np.inf
     accumulator.add(readout)
-    assert accumulator.tally.dropped["NaN or infinite samples"] == 1
+    assert accumulator.tally.outcomes[("imaging", "NaN or infinite samples")] == 1
     with pytest.raises(LimitError, match="k-space buffer of slice 0 .* needs 8192 bytes"):
         accumulator.add(ismrmrd.Acquisition.from_array(np.ones((2, 32), np.complex64)))
 

@@ -114,7 +114,9 @@ def test_calibration_region_is_the_central_block() -> None:
     lines[6:11] = True
     images = coil_maps.calibration_images(kspace, lines)
     assert images.shape == kspace.shape
-    lines[8] = False
+    lines[8] = False  # regular undersampling around a missing centre: maps from the aliased data
+    assert np.allclose(coil_maps.calibration_images(kspace, lines), ifftc(kspace * lines[None, :, None]))
+    lines[:8] = False  # nothing below the centre: no maps
     with pytest.raises(ValueError, match="centre line"):
         coil_maps.calibration_images(kspace, lines)
 
@@ -128,3 +130,18 @@ def test_noise_estimate_from_an_image() -> None:
         assert estimate_noise_std(obj + noise) == pytest.approx(sigma, rel=0.05)
     with pytest.raises(ValueError, match="2-D image"):
         estimate_noise_std(np.ones(8))
+
+
+def test_averaging_means_lines_and_scales_the_noise_level() -> None:
+    from adacsc.mr import averaging
+
+    data = np.ones((4, 3, 2, 2, 4), np.complex64) * np.arange(1, 5)  # [RO, E1, E2, CHA, N]: average n holds n + 1
+    acquired = np.ones((3, 2, 4), bool)
+    acquired[0, :, 2:] = False  # line 0 has two averages, the others four
+    mean, counts = averaging.mean_of_averages(data, acquired)
+    assert np.allclose(mean[:, 0], 1.5) and np.allclose(mean[:, 1:], 2.5)
+    assert averaging.noise_after_averaging(counts) == pytest.approx(np.sqrt((1 / 2 + 1 / 4 + 1 / 4) / 3))
+    partial = np.zeros((3, 8), int)
+    partial[:, 2:] = 1  # kz 0 and 1 not acquired: sqrt(6 / 8)
+    assert averaging.noise_after_averaging(partial) == pytest.approx(np.sqrt(6 / 8))
+    assert not averaging.kz_undersampled(partial, (2, 7)) and averaging.kz_undersampled(partial, (0, 7))

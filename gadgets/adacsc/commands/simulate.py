@@ -44,6 +44,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--noise-file", default=None, metavar="PATH",
                    help="write the noise readouts to this separate noise scan; the scan then names "
                         "it as its measurementDependency of type Noise")
+    protocol = p.add_argument_group("protocol", "what a real scanner stream carries beyond a plain 2-D scan")
+    protocol.add_argument("--averages", type=int, default=defaults.averages, metavar="N",
+                          help=f"averages (NEX) [{defaults.averages}]")
+    protocol.add_argument("--average-loop", choices=("inner", "outer"), default=defaults.average_loop,
+                          dest="average_loop", help="inner: each line's averages in a row; outer: the whole "
+                          f"slice again per average [{defaults.average_loop}]")
+    protocol.add_argument("--contrasts", type=int, default=defaults.contrasts, metavar="N",
+                          help=f"contrasts (echoes) interleaved per line [{defaults.contrasts}]")
+    protocol.add_argument("--partitions", type=int, default=defaults.partitions, metavar="P",
+                          help="3-D: partitions along kspace_encode_step_2 per slab (each slice a slab) "
+                               f"[{defaults.partitions}]")
+    for name, what in (("navigators", "navigator readouts per slice"),
+                       ("phase-correction", "phase-correction readouts per slice"),
+                       ("dummy-scans", "dummy scans at the start"),
+                       ("feedback", "RT/HP feedback readouts per slice"),
+                       ("calibration-lines", "calibration-only (ACS) lines per slice")):
+        protocol.add_argument(f"--{name}", type=int, default=0, metavar="N", dest=name.replace("-", "_"),
+                              help=f"{what} [0]")
+    protocol.add_argument("--reverse", action="store_true", help="every second readout reversed (ACQ_IS_REVERSE)")
     p.set_defaults(func=run)
     return p
 
@@ -61,6 +80,16 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             object=args.object,
             fov_mm=args.fov_mm,
+            averages=args.averages,
+            average_loop=args.average_loop,
+            contrasts=args.contrasts,
+            partitions=args.partitions,
+            navigators=args.navigators,
+            phase_correction=args.phase_correction,
+            dummy_scans=args.dummy_scans,
+            feedback=args.feedback,
+            calibration_lines=args.calibration_lines,
+            reverse=args.reverse,
         )
         result = simulate_scan(args.output, config, noise_file=args.noise_file)
     except (ValueError, FileNotFoundError, OSError) as exc:

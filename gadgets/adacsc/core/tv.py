@@ -41,6 +41,9 @@ def tv_lowpass(y: torch.Tensor, fourier: SampledFourier, mu: torch.Tensor,
         rho = _RHO_PER_MU * mu
         eig = torch.fft.fftshift(gradient_eigenvalues(fourier.grid_shape, y.device, y.real.dtype), dim=(-2, -1))
         denominator = fourier.normal_diagonal(y.device, y.real.dtype) + rho * eig
+        # k = 0 unacquired (regular undersampling without the centre line): nothing determines the
+        # mean, whose numerator is 0 too; leave it 0 instead of 0 / 0
+        denominator = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
         x = fourier.adjoint(y)
         data = fft2c(x)
         z = forward_differences(x)

@@ -1,15 +1,23 @@
 """Coil sensitivity estimation from the data itself and combination to one complex image per
 slice. Maps come from the calibration region (the contiguous block of acquired lines around the
-k-space centre) so undersampled scans work; single-coil data pass through unchanged.
+k-space centre, with the calibration-only lines of the ReconBit's reference buffer filling what the
+image lacks) so undersampled scans work; single-coil data pass through unchanged.
+
+Every E2, N, S and LOC index of a ReconData is used (ours, or Gadgetron's BucketToBuffer's): the
+N entries of one image (same slice, contrast, phase, repetition and set in their headers) are its
+averages, combined in k-space as the mean of each line over the averages that acquired it
+(`averages=separate`: one image per average); a 3-D buffer (E2 > 1) is split into partitions by
+an inverse FFT along kz, each sent as a 2-D slice at its own position (docs/DESIGN.md).
 
 Output: a gadgetron ImageArray per slice, data [X, Y, 1, 1, 1, 1, 1] complex64 on the encoded
 grid (after oversampling removal), with its sampling in the meta (adacsc.io.slice_meta) so the
 reconstruction knows which k-space region was acquired. When every readout of the slice was
 prewhitened (adacsc.gadgets.noise_adjust) the meta also says so: noise level 1 (the combined image
-is in SNR units, noise std 1 per pixel) from a noise scan.
+is in SNR units, noise std 1 per pixel) from a noise scan, or 1/sqrt(n) after n averages.
 """
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import ismrmrd
@@ -20,7 +28,7 @@ from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
 from adacsc.gadgets.properties import Property, PropertySpec, read_properties
 from adacsc.io.images import header_from_acquisition, make_image
 from adacsc.io.slice_meta import SliceSampling
-from adacsc.mr import coil_maps
+from adacsc.mr import averaging, coil_maps
 from adacsc.mr.fft import ifftc
 
 log = logging.getLogger(__name__)
@@ -29,6 +37,8 @@ SPEC = PropertySpec("coil_combination", (
     Property("coil_map_method", str, "inati", "coil sensitivity estimation", choices=("inati", "walsh")),
     Property("kernel_size", int, 7, "smoothing kernel (pixels) of the coil map estimate", minimum=1, maximum=63),
     Property("image_series_index", int, 1, "series index of the combined images", minimum=0, maximum=65535),
+    Property("averages", str, "combine", "combine (the mean of each line over the averages acquired) or "
+             "separate (one image per average)", choices=("combine", "separate")),
     Property("output", str, "image_array",
              "image_array (for a reconstruction gadget downstream) or images (final complex images)",
              choices=("image_array", "images")),
@@ -40,12 +50,20 @@ def sampled_lines(headers: np.ndarray) -> np.ndarray:
     return np.array([h.number_of_samples > 0 for h in headers.reshape(headers.shape[0], -1)[:, 0]])
 
 
-def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: int) -> np.ndarray:
-    """Coil-combined image [Y, X] from k-space [CHA, E1, RO] with acquired `lines` [E1]."""
+def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: int,
+                   calibration: np.ndarray | None = None) -> np.ndarray:
+    """Coil-combined image [Y, X] from k-space [CHA, E1, RO] with acquired `lines` [E1]; the maps
+    come from `kspace` or, when given, from `calibration` [CHA, E1, RO] (lines marked by `lines`
+    and by non-zero calibration lines)."""
     images = ifftc(kspace)
     if kspace.shape[0] == 1:
         return images[0].astype(np.complex64)
-    maps = coil_maps.estimate(coil_maps.calibration_images(kspace, lines), method, kernel)
+    if calibration is None:
+        maps = coil_maps.estimate(coil_maps.calibration_images(kspace, lines), method, kernel)
+    else:
+        calibrated = lines | (np.abs(calibration).sum(axis=(0, 2)) > 0)
+        union = np.where(lines[None, :, None], kspace, calibration)
+        maps = coil_maps.estimate(coil_maps.calibration_images(union, calibrated), method, kernel)
     return coil_maps.combine(images, maps)
 
 
@@ -61,52 +79,128 @@ def _reference_header(headers: np.ndarray, lines: np.ndarray, centre: int) -> is
     return headers[line]
 
 
-def combine_recon_data(recon: ReconData, props: dict[str, Any]) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
-    """(image [Y, X], image header, meta) for every slice in a ReconData."""
-    results = []
+def _has_samples(headers: np.ndarray) -> np.ndarray:
+    """bool array of the headers' shape: which hold an acquired readout."""
+    return np.vectorize(lambda h: h.number_of_samples > 0, otypes=[bool])(headers)
+
+
+def _image_groups(headers: np.ndarray, acquired: np.ndarray, averages: str) -> dict[tuple, list[int]]:
+    """N indices grouped into images: by slice, contrast, phase, repetition and set (and average
+    when averages stay separate), from the headers [E1, E2, N] of one S, LOC."""
+    groups: dict[tuple, list[int]] = {}
+    for n in range(headers.shape[2]):
+        present = np.argwhere(acquired[:, :, n])
+        if not len(present):
+            continue
+        idx = headers[tuple(present[0]) + (n,)].idx
+        key = (idx.slice, idx.contrast, idx.phase, idx.repetition, idx.set)
+        groups.setdefault(key + ((idx.average,) if averages == "separate" else ()), []).append(n)
+    return groups
+
+
+def image_index(header: ismrmrd.ImageHeader, partitions: int, limits: Any) -> int:
+    """A unique 1-based image index over slice (times the 3-D partitions), contrast, phase, set,
+    repetition and average, from the header's encodingLimits: slice + 1 for a plain 2-D scan."""
+    index = 0
+    for name, value in (("repetition", header.repetition), ("set", header.set), ("phase", header.phase),
+                        ("contrast", header.contrast), ("average", header.average)):
+        index = index * _extent(limits, name) + value
+    return 1 + index * _extent(limits, "slice") * partitions + header.slice
+
+
+def _extent(limits: Any, name: str) -> int:
+    limit = getattr(limits, name, None) if limits is not None else None
+    return int(limit.maximum) + 1 if limit is not None and limit.maximum is not None else 1
+
+
+def combine_recon_data(recon: ReconData, props: dict[str, Any],
+                       limits: Any = None) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+    """(image [Y, X], image header, meta) for every image in a ReconData: every S and LOC, every
+    group of N (averages combined or kept apart, other counters separate) and every partition E2,
+    each as soon as it is combined (the reconstruction of a 3-D slab's first partition starts
+    while the others are combined)."""
     for bit in recon:
         buffer = bit.data
         data = np.asarray(buffer.data)  # [RO, E1, E2, CHA, N, S, LOC]
-        sampling = buffer.sampling
-        lines = sampled_lines(np.asarray(buffer.headers))
-        if not lines.any():
+        all_headers = np.asarray(buffer.headers)  # [E1, E2, N, S, LOC]
+        acquired_all = _has_samples(all_headers)
+        if not acquired_all.any():
             log.warning("buffer without acquired lines skipped")
             continue
-        readout, n_lines = data.shape[0], data.shape[1]
-        for n, s, loc in np.ndindex(*data.shape[4:]):
-            kspace = np.transpose(data[:, :, 0, :, n, s, loc], (2, 1, 0))  # [CHA, E1, RO]
-            reference = _reference_header(np.asarray(buffer.headers)[:, 0, n, s, loc], lines,
-                                          sampling.sampling_limits[1].center)
-            try:
-                image = combine_buffer(kspace, lines, props["coil_map_method"], props["kernel_size"])
-            except ValueError as err:
-                log.error("slice %d repetition %d not reconstructed: %s", reference.idx.slice,
-                          reference.idx.repetition, err)
-                continue
-            bad = ~np.isfinite(image)
-            if bad.any():
-                log.warning("slice %d repetition %d: %d NaN or infinite pixels set to 0", reference.idx.slice,
-                            reference.idx.repetition, int(bad.sum()))
-                image = np.where(bad, 0, image).astype(image.dtype)
-            header = header_from_acquisition(
-                reference,
-                field_of_view=(sampling.encoded_FOV[0], sampling.encoded_FOV[1], sampling.encoded_FOV[2]),
-                image_type=ismrmrd.IMTYPE_COMPLEX,
-                image_series_index=props["image_series_index"],
-                image_index=reference.idx.slice + 1,
-            )
-            whitened = prewhitened(np.asarray(buffer.headers)[:, 0, n, s, loc], lines)
-            meta = {
-                **(SliceSampling.prewhitened(lines) if whitened else SliceSampling(lines)).to_meta(),
-                "KSpaceCentreLine": str(sampling.sampling_limits[1].center),
-                "Channels": str(kspace.shape[0]),
-                "CoilMapMethod": props["coil_map_method"] if kspace.shape[0] > 1 else "none",
-                "DataRole": "CoilCombined",
-            }
-            log.debug("slice %d combined from %d coils, %d of %d lines", reference.idx.slice,
-                      kspace.shape[0], lines.sum(), n_lines)
-            results.append((image.reshape(n_lines, readout), header, meta))
-    return results
+        reference = None if bit.ref is None else np.asarray(bit.ref.data)
+        for s, loc in np.ndindex(*data.shape[5:]):
+            headers, acquired = all_headers[:, :, :, s, loc], acquired_all[:, :, :, s, loc]
+            calibration = None if reference is None else \
+                reference[:, :, :, :, 0, min(s, reference.shape[5] - 1), min(loc, reference.shape[6] - 1)]
+            for members in _image_groups(headers, acquired, props["averages"]).values():
+                yield from _combine_image(data[:, :, :, :, members, s, loc], headers[:, :, members],
+                                          acquired[:, :, members], calibration, buffer.sampling, props, limits)
+
+
+def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, calibration: np.ndarray | None,
+                   sampling: Any, props: dict[str, Any],
+                   limits: Any) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+    """The images (one per partition) of one image's k-space [RO, E1, E2, CHA, N] with headers [E1, E2, N]."""
+    readout, n_lines, n_partitions = data.shape[:3]
+    kspace, counts = averaging.mean_of_averages(data, acquired)
+    lines = (counts > 0).any(axis=1)
+    line_headers = np.empty(n_lines, dtype=object)
+    for e1 in np.flatnonzero(lines):
+        line_headers[e1] = headers[e1][tuple(np.argwhere(acquired[e1])[0])]
+    reference = _reference_header(line_headers, lines, sampling.sampling_limits[1].center)
+    averages = int(counts.max())
+    whitened = all(h.is_flag_set(PREWHITENED_FLAG) for h in headers[acquired])
+    undersampled = n_partitions > 1 and averaging.kz_undersampled(
+        counts, (sampling.sampling_limits[2].min, sampling.sampling_limits[2].max))
+    if undersampled:
+        log.warning("slice %d: kz undersampled inside its encoding limits; each partition is reconstructed "
+                    "from the zero-filled kz (aliasing along the slab)", reference.idx.slice)
+    level = averaging.noise_after_averaging(counts)
+    extra = {"averages": averages, "kz_undersampled": undersampled}
+    slices = SliceSampling.prewhitened(lines, level, **extra) if whitened else SliceSampling(lines, **extra)
+    hybrid = averaging.partitions(kspace)
+    reference_hybrid = None if calibration is None else averaging.partitions(calibration)
+    thickness = sampling.encoded_FOV[2] / n_partitions
+    for partition in range(n_partitions):
+        image_kspace = np.transpose(hybrid[:, :, partition, :], (2, 1, 0))  # [CHA, E1, RO]
+        reference_kspace = (None if reference_hybrid is None
+                            else np.transpose(reference_hybrid[:, :, partition, :], (2, 1, 0)))
+        name = (f"slice {reference.idx.slice}" + (f" partition {partition}" if n_partitions > 1 else "")
+                + f" repetition {reference.idx.repetition}")
+        try:
+            image = combine_buffer(image_kspace, lines, props["coil_map_method"], props["kernel_size"],
+                                   reference_kspace)
+        except ValueError as err:
+            log.error("%s not reconstructed: %s", name, err)
+            continue
+        bad = ~np.isfinite(image)
+        if bad.any():
+            log.warning("%s: %d NaN or infinite pixels set to 0", name, int(bad.sum()))
+            image = np.where(bad, 0, image).astype(image.dtype)
+        header = header_from_acquisition(
+            reference,
+            field_of_view=(sampling.encoded_FOV[0], sampling.encoded_FOV[1],
+                           thickness if n_partitions > 1 else sampling.encoded_FOV[2]),
+            image_type=ismrmrd.IMTYPE_COMPLEX,
+            image_series_index=props["image_series_index"],
+        )
+        if n_partitions > 1:
+            offset = (partition - n_partitions // 2) * thickness
+            header.position = tuple(p + offset * d for p, d in zip(reference.position, reference.slice_dir))
+            header.slice = reference.idx.slice * n_partitions + partition
+        if props["averages"] != "separate":
+            header.average = 0
+        header.image_index = image_index(header, n_partitions, limits)
+        meta = {
+            **slices.to_meta(),
+            "KSpaceCentreLine": str(sampling.sampling_limits[1].center),
+            "Channels": str(image_kspace.shape[0]),
+            "CoilMapMethod": props["coil_map_method"] if image_kspace.shape[0] > 1 else "none",
+            "DataRole": "CoilCombined",
+        }
+        log.debug("%s combined from %d coils, %d of %d lines, %d average(s)", name, image_kspace.shape[0],
+                  lines.sum(), n_lines, averages)
+        yield image.reshape(n_lines, readout), header, meta
 
 
 def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -> ImageArray:
@@ -125,10 +219,17 @@ def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -
 def coil_combination(connection: Any) -> None:
     """Gadget: ReconData in, one combined complex image per slice out; other items pass on."""
     props = read_properties(connection, SPEC)
+    limits = _encoding_limits(connection.header)
     connection.filter(ReconData)
     for item in connection:
-        for image, header, meta in combine_recon_data(item, props):
+        for image, header, meta in combine_recon_data(item, props, limits):
             if props["output"] == "images":
                 connection.send(make_image(image, header, meta))
             else:
                 connection.send(to_image_array(image, header, meta))
+
+
+def _encoding_limits(header: Any) -> Any:
+    """The first encoding's encodingLimits, or None."""
+    encodings = getattr(header, "encoding", None) or []
+    return encodings[0].encodingLimits if encodings else None

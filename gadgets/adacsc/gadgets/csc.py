@@ -223,16 +223,18 @@ def csc(connection: Any) -> None:
                     log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
-                                               header))
+                                               header, sampling.qa()))
 
 
 def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarray, lines: np.ndarray,
-                  noise: tuple[float, str], header: ismrmrd.ImageHeader) -> list[ismrmrd.Image]:
-    """The images of one slice (a slice-pool job)."""
+                  noise: tuple[float, str], header: ismrmrd.ImageHeader,
+                  sampling_qa: dict[str, str]) -> list[ismrmrd.Image]:
+    """The images of one slice (a slice-pool job); `sampling_qa` (averages, kz undersampling) joins
+    the QA meta."""
     started = time.perf_counter()
     images = recon(fftc(image.astype(np.complex64)), lines, noise[0])
     elapsed_ms = 1000 * (time.perf_counter() - started)
-    qa = qa_meta(recon, images, elapsed_ms, noise)
+    qa = qa_meta(recon, images, elapsed_ms, noise) | sampling_qa
     log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
              torch.get_num_threads())
     return [scanner_image(getattr(images, key), header, wanted, output.pixel_format, image_index=count,

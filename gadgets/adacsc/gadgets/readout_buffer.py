@@ -1,18 +1,18 @@
 """Readout oversampling removal and accumulation of readouts into k-space buffers.
 
 Combines what Gadgetron's RemoveROOversamplingGadget, AcquisitionAccumulateTriggerGadget and
-BucketToBufferGadget do for 2-D Cartesian scans: one `ReconData` per slice and repetition,
-emitted when its last readout arrives (ACQ_LAST_IN_SLICE) and, for buffers still open when the
-stream ends, at the end (logged as incomplete). Every readout is either used or counted as
-dropped with a reason (readouts with NaN or infinite samples are dropped too).
+BucketToBufferGadget do for Cartesian scans (2-D multi-slice and 3-D): every readout is classified
+and placed by adacsc.io.readouts, and accumulated by adacsc.io.kspace_buffers into one buffer per
+slice, contrast, phase, repetition and set, with averages along N and calibration-only lines in
+the ReconBit's reference buffer. A buffer is sent as a ReconData when complete and, for buffers
+still open when the stream ends, at the end. The scan's tally names every readout class: used for
+the image, used for calibration, or left out with the reason.
 
 The header's matrix and coils are checked against the operator's limits (adacsc.limits) before
 any buffer exists, and every buffer is charged to the scan's budget before it is allocated.
 """
 
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import ismrmrd
@@ -21,6 +21,7 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, Samplin
 
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.io import header as hdr
+from adacsc.io.kspace_buffers import Filled, KSpaceAccumulator
 from adacsc.limits import ScanBudget, ScanLimits, check_encoding
 from adacsc.mr.oversampling import remove_readout_oversampling
 
@@ -32,38 +33,8 @@ SPEC = PropertySpec("readout_buffer", (
 ))
 
 
-@dataclass
-class _Buffer:
-    """The readouts of one slice (and repetition) being accumulated."""
-
-    data: np.ndarray  # [RO, E1, CHA]
-    headers: list[ismrmrd.AcquisitionHeader | None]
-    lines: int = 0
-
-
-@dataclass
-class Tally:
-    """What happened to every readout of the stream."""
-
-    used: int = 0
-    dropped: Counter = field(default_factory=Counter)
-
-    def drop(self, reason: str, acquisition: ismrmrd.Acquisition) -> None:
-        """Count a dropped readout and log why (first occurrence of each reason as a warning)."""
-        if not self.dropped[reason]:
-            log.warning("dropping readout %d: %s", acquisition.scan_counter, reason)
-        self.dropped[reason] += 1
-
-    def report(self) -> None:
-        """Log the account of all readouts."""
-        dropped = sum(self.dropped.values())
-        details = "; ".join(f"{n} {reason}" for reason, n in self.dropped.items())
-        (log.warning if dropped else log.info)(
-            "readouts used: %d, dropped: %d%s", self.used, dropped, f" ({details})" if details else "")
-
-
 class Accumulator:
-    """Sorts readouts into per-slice buffers and turns complete buffers into ReconData."""
+    """Sorts readouts into per-image buffers and turns complete buffers into ReconData."""
 
     def __init__(self, header: Any, remove_oversampling: bool, budget: ScanBudget | None = None) -> None:
         self.limits = ScanLimits.from_environment()
@@ -72,95 +43,57 @@ class Accumulator:
         self.encoding = hdr.encoding(header)
         encoded_x, recon_x = self.encoding.encoded_matrix[0], self.encoding.recon_matrix[0]
         self.crop_factor = recon_x / encoded_x if remove_oversampling and encoded_x > recon_x else 1.0
-        self.lines = self.encoding.encoded_matrix[1]
-        self.buffers: dict[tuple[int, int], _Buffer] = {}
-        self.tally = Tally()
-        self.channels: int | None = None
+        self.kspace = KSpaceAccumulator(self.encoding, self.budget.charge, self.limits.max_channels,
+                                        f"${self.limits.variable('max_channels')}")
+        self.tally = self.kspace.tally
 
     def add(self, acquisition: ismrmrd.Acquisition) -> ReconData | None:
-        """File one readout; returns a ReconData when it completes its slice."""
-        reason = self._rejection(acquisition)
-        if reason:
-            self.tally.drop(reason, acquisition)
-            return None
-        data = acquisition.data
-        key = (acquisition.idx.slice, acquisition.idx.repetition)
-        buffer = self.buffers.get(key)
-        if buffer is None:
-            shape = (data.shape[1], self.lines, data.shape[0])
-            self.budget.charge(8 * int(np.prod(shape)), f"the k-space buffer of slice {key[0]} repetition {key[1]} "
-                                                        f"({shape[0]} samples x {shape[1]} lines x {shape[2]} channels)")
-            buffer = _Buffer(np.zeros(shape, np.complex64), [None] * self.lines)
-            self.buffers[key] = buffer
-        if buffer.data.shape[0] != data.shape[1]:
-            self.tally.drop(f"readout length {data.shape[1]} differs from the slice's {buffer.data.shape[0]}", acquisition)
-            return None
-        line = acquisition.idx.kspace_encode_step_1
-        if buffer.headers[line] is None:
-            buffer.lines += 1
-        buffer.data[:, line, :] = data.T
-        buffer.headers[line] = acquisition.getHead()
-        self.tally.used += 1
-        if acquisition.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE):
-            return self._emit(key)
-        return None
-
-    def _rejection(self, acquisition: ismrmrd.Acquisition) -> str | None:
-        """Why a readout cannot be used, or None."""
-        if acquisition.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
-            return "noise readout reached the buffer (no noise adjustment in front)"
-        if acquisition.active_channels == 0 or acquisition.number_of_samples == 0:
-            return "readout without channels or samples"
-        if acquisition.active_channels > self.limits.max_channels:
-            return (f"{acquisition.active_channels} channels exceed the operator limit of {self.limits.max_channels} "
-                    f"(${self.limits.variable('max_channels')})")
-        if self.channels is None:
-            self.channels = acquisition.active_channels
-        elif acquisition.active_channels != self.channels:
-            return f"{acquisition.active_channels} channels where the scan has {self.channels}"
-        if not 0 <= acquisition.idx.kspace_encode_step_1 < self.lines:
-            return f"phase-encode index outside the encoded matrix (0..{self.lines - 1})"
-        if not np.isfinite(acquisition.data).all():
-            return "NaN or infinite samples"
-        return None
-
-    def _emit(self, key: tuple[int, int]) -> ReconData:
-        buffer = self.buffers.pop(key)
-        if buffer.lines < self.lines:
-            log.info("slice %d repetition %d: %d of %d phase-encode lines acquired", key[0], key[1],
-                     buffer.lines, self.lines)
-        if self.crop_factor != 1.0:
-            readout = int(round(buffer.data.shape[0] * self.crop_factor))
-            buffer.data = np.moveaxis(remove_readout_oversampling(np.moveaxis(buffer.data, 0, -1), readout), -1, 0)
-        return _recon_data(buffer, self.encoding, self.crop_factor)
+        """File one readout; returns a ReconData when it completes its image."""
+        filled = self.kspace.add(acquisition)
+        return None if filled is None else self._recon_data(filled)
 
     def flush(self) -> list[ReconData]:
-        """At the end of the stream: emit buffers whose slice never completed."""
-        for key, buffer in self.buffers.items():
-            log.warning("stream ended before slice %d repetition %d was complete (%d of %d lines): "
-                        "reconstructing what was acquired", key[0], key[1], buffer.lines, self.lines)
-        return [self._emit(key) for key in list(self.buffers)]
+        """At the end of the stream: emit buffers whose image never completed."""
+        return [self._recon_data(filled) for filled in self.kspace.flush()]
+
+    def _crop(self, data: np.ndarray) -> np.ndarray:
+        """Remove readout oversampling along axis 0."""
+        if self.crop_factor == 1.0:
+            return data
+        readout = int(round(data.shape[0] * self.crop_factor))
+        return np.moveaxis(remove_readout_oversampling(np.moveaxis(data, 0, -1), readout), -1, 0)
+
+    def _recon_data(self, filled: Filled) -> ReconData:
+        data = self._crop(filled.data)
+        reference = None
+        if filled.calibration is not None and filled.calibration_headers is not None:
+            reference = _recon_buffer(self._crop(filled.calibration)[..., None], filled.calibration_headers[..., None],
+                                      self.encoding, self.crop_factor)
+        return ReconData([ReconBit(_recon_buffer(data, filled.headers, self.encoding, self.crop_factor), reference)])
 
 
-def _recon_data(buffer: _Buffer, encoding: hdr.Encoding, crop_factor: float) -> ReconData:
-    """Wrap a filled buffer in Gadgetron's ReconData layout [RO, E1, E2, CHA, N, S, LOC]."""
-    readout, lines, channels = buffer.data.shape
-    data = np.ascontiguousarray(buffer.data.reshape(readout, lines, 1, channels, 1, 1, 1), dtype=np.complex64)
-    headers = np.empty((lines, 1, 1, 1, 1), dtype=object)
-    for line, acquired in enumerate(buffer.headers):
-        headers[line, 0, 0, 0, 0] = acquired if acquired is not None else ismrmrd.AcquisitionHeader()
+def _recon_buffer(data: np.ndarray, acquired: np.ndarray, encoding: hdr.Encoding, crop_factor: float) -> ReconBuffer:
+    """Gadgetron's ReconBuffer layout [RO, E1, E2, CHA, N, S, LOC] from data [RO, E1, E2, CHA, N] and
+    headers [E1, E2, N] (None where nothing was acquired)."""
+    readout, lines, partitions, channels, averages = data.shape
+    data = np.ascontiguousarray(data.reshape(readout, lines, partitions, channels, averages, 1, 1),
+                                dtype=np.complex64)
+    headers = np.empty((lines, partitions, averages, 1, 1), dtype=object)
+    for index in np.ndindex(lines, partitions, averages):
+        header = acquired[index]
+        headers[index + (0, 0)] = header if header is not None else ismrmrd.AcquisitionHeader()
     sampling = SamplingDescription()
     fov_x, fov_y, fov_z = encoding.encoded_fov_mm
     sampling.encoded_FOV[:] = (fov_x * crop_factor, fov_y, fov_z)
     sampling.recon_FOV[:] = encoding.recon_fov_mm
-    sampling.encoded_matrix[:] = (readout, lines, 1)
+    sampling.encoded_matrix[:] = (readout, lines, partitions)
     sampling.recon_matrix[:] = encoding.recon_matrix
-    e1_min, e1_centre, e1_max = encoding.e1_limits
-    sampling.sampling_limits[0].min, sampling.sampling_limits[0].center, sampling.sampling_limits[0].max = \
-        0, readout // 2, readout - 1
-    sampling.sampling_limits[1].min, sampling.sampling_limits[1].center, sampling.sampling_limits[1].max = \
-        e1_min, e1_centre, e1_max
-    return ReconData([ReconBit(ReconBuffer(data, None, None, headers, sampling))])
+    limits = sampling.sampling_limits
+    limits[0].min, limits[0].center, limits[0].max = 0, readout // 2, readout - 1
+    for axis, (low, centre, high), size in ((1, encoding.e1_limits, lines), (2, encoding.e2_limits, partitions)):
+        offset = size // 2 - centre if size > 1 or axis == 1 else 0
+        limits[axis].min, limits[axis].center, limits[axis].max = low + offset, centre + offset, high + offset
+    return ReconBuffer(data, None, None, headers, sampling)
 
 
 def readout_buffer(connection: Any) -> None:

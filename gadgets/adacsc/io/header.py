@@ -21,6 +21,10 @@ class Encoding:
     recon_fov_mm: tuple[float, float, float]
     e1_limits: tuple[int, int, int]
     """(minimum, centre, maximum) of kspace_encode_step_1."""
+    e2_limits: tuple[int, int, int] = (0, 0, 0)
+    """(minimum, centre, maximum) of kspace_encode_step_2 (3-D partitions)."""
+    averages: int = 1
+    """How many averages the scan declares (encodingLimits.average maximum + 1)."""
 
 
 def parse_header(xml: bytes | str) -> ismrmrd.xsd.ismrmrdHeader:
@@ -46,14 +50,21 @@ def encoding(header: ismrmrd.xsd.ismrmrdHeader) -> Encoding:
     ef, rf = enc.encodedSpace.fieldOfView_mm, enc.reconSpace.fieldOfView_mm
     if min(em.x, em.y, rm.x, rm.y) <= 0:
         raise HeaderError(f"the ISMRMRD header has a non-positive matrix size ({em.x}x{em.y}, {rm.x}x{rm.y})")
-    limits = enc.encodingLimits.kspace_encoding_step_1 if enc.encodingLimits else None
+    all_limits = enc.encodingLimits
+    limits = all_limits.kspace_encoding_step_1 if all_limits else None
     e1 = (limits.minimum, limits.center, limits.maximum) if limits else (0, em.y // 2, em.y - 1)
+    partitions = max(em.z, 1)
+    limits = all_limits.kspace_encoding_step_2 if all_limits else None
+    e2 = (limits.minimum, limits.center, limits.maximum) if limits else (0, partitions // 2, partitions - 1)
+    average = all_limits.average if all_limits else None
     return Encoding(
         encoded_matrix=(em.x, em.y, max(em.z, 1)),
         recon_matrix=(rm.x, rm.y, max(rm.z, 1)),
         encoded_fov_mm=(ef.x, ef.y, ef.z),
         recon_fov_mm=(rf.x, rf.y, rf.z),
         e1_limits=e1,
+        e2_limits=e2,
+        averages=max(int(average.maximum) + 1, 1) if average is not None and average.maximum is not None else 1,
     )
 
 

@@ -82,6 +82,9 @@ def build_header(
     n_slices: int,
     measurement_id: str,
     n_repetitions: int = 1,
+    n_partitions: int = 1,
+    n_averages: int = 1,
+    n_contrasts: int = 1,
     noise_dependency_id: str | None = None,
     relative_noise_bandwidth: float | None = DEFAULT_RELATIVE_NOISE_BANDWIDTH,
     system_vendor: str | None = None,
@@ -105,23 +108,24 @@ def build_header(
     `encoded_matrix`/`encoded_fov_mm` describe the acquired grid (x = readout samples including any
     oversampling), `recon_matrix`/`recon_fov_mm` the image grid. `n_lines` phase-encoding lines
     (kspace_encoding_step_1 0..n_lines-1, centre n_lines // 2), `n_slices` slices, `n_repetitions`
-    repetitions. Coils are labelled `coilNumber` 0..C-1 with `coil_names`. `noise_dependency_id`
+    repetitions; a 3-D scan has `n_partitions` along kspace_encoding_step_2 (centre n_partitions // 2,
+    encoded_matrix z the same), `n_averages` averages and `n_contrasts` contrasts. Coils are labelled `coilNumber` 0..C-1 with `coil_names`. `noise_dependency_id`
     declares a separate noise scan (measurementDependency of type "Noise").
     """
     if not coil_names:
         raise ValueError("at least one coil is needed")
-    if n_lines < 1 or n_slices < 1 or n_repetitions < 1:
-        raise ValueError("n_lines, n_slices and n_repetitions must be >= 1")
+    if min(n_lines, n_slices, n_repetitions, n_partitions, n_averages, n_contrasts) < 1:
+        raise ValueError("n_lines, n_slices, n_repetitions, n_partitions, n_averages and n_contrasts must be >= 1")
     if not measurement_id:
         raise ValueError("a measurementID is required")
 
     limits = xsd.encodingLimitsType(
         kspace_encoding_step_0=_limit(int(encoded_matrix[0]) - 1, int(encoded_matrix[0]) // 2),
         kspace_encoding_step_1=_limit(n_lines - 1, n_lines // 2),
-        kspace_encoding_step_2=_limit(0),
-        average=_limit(0),
+        kspace_encoding_step_2=_limit(n_partitions - 1, n_partitions // 2),
+        average=_limit(n_averages - 1),
         slice=_limit(n_slices - 1),
-        contrast=_limit(0),
+        contrast=_limit(n_contrasts - 1),
         phase=_limit(0),
         repetition=_limit(n_repetitions - 1),
         set=_limit(0),
@@ -233,6 +237,9 @@ def cartesian_readout(
     line: int = 0,
     slice_index: int = 0,
     repetition: int = 0,
+    partition: int = 0,
+    average: int = 0,
+    contrast: int = 0,
     center_sample: int | None = None,
     sample_time_us: float,
     flags: Iterable[int] = (),
@@ -266,6 +273,9 @@ def cartesian_readout(
     acq.idx.kspace_encode_step_1 = int(line)
     acq.idx.slice = int(slice_index)
     acq.idx.repetition = int(repetition)
+    acq.idx.kspace_encode_step_2 = int(partition)
+    acq.idx.average = int(average)
+    acq.idx.contrast = int(contrast)
     for i in range(3):
         acq.position[i] = float(position_mm[i])
         acq.read_dir[i] = float(read_dir[i])

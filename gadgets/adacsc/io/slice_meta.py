@@ -1,8 +1,10 @@
 """What the coil combination tells the reconstruction about a slice, carried in the image meta:
-which phase-encode lines were acquired, and the noise level when a noise scan fixed it.
+which phase-encode lines were acquired, the noise level when a noise scan fixed it, how many
+averages were combined and whether a 3-D scan's kz was undersampled inside its limits.
 
 The meta's text form (`SamplingMask` one '0'/'1' per phase-encode line, `NoiseLevel`,
-`NoiseSource`) is written and read here only; the gadgets pass `SliceSampling` objects.
+`NoiseSource`, `Averages` when more than 1, `KzUndersampled` when so) is written and read here
+only; the gadgets pass `SliceSampling` objects.
 """
 
 from __future__ import annotations
@@ -32,17 +34,27 @@ class SliceSampling:
     lines: np.ndarray
     noise_level: float | None = None
     noise_source: str = ""
+    averages: int = 1
+    """the most averages combined into one line"""
+    kz_undersampled: bool = False
+    """a 3-D partition whose kz was undersampled inside the encoding limits"""
 
     @classmethod
-    def prewhitened(cls, lines: np.ndarray) -> "SliceSampling":
-        """A slice whose readouts were prewhitened with a noise scan: noise std 1."""
-        return cls(np.asarray(lines, bool), 1.0, NOISE_SCAN)
+    def prewhitened(cls, lines: np.ndarray, level: float = 1.0, **fields: Any) -> "SliceSampling":
+        """A slice whose readouts were prewhitened with a noise scan: noise std 1, or `level`
+        after averaging."""
+        return cls(np.asarray(lines, bool), level, NOISE_SCAN, **fields)
+
+    def qa(self) -> dict[str, str]:
+        """The entries the reconstruction's QA meta repeats (none for a plain 2-D single average)."""
+        meta = {"Averages": str(self.averages)} if self.averages > 1 else {}
+        return meta | ({"KzUndersampled": "1"} if self.kz_undersampled else {})
 
     def to_meta(self) -> dict[str, str]:
         meta = {"SamplingMask": "".join("1" if x else "0" for x in self.lines)}
         if self.noise_level is not None:
             meta.update({"NoiseLevel": f"{self.noise_level:g}", "NoiseSource": self.noise_source})
-        return meta
+        return meta | self.qa()
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], lines: int) -> "SliceSampling":
@@ -55,7 +67,9 @@ class SliceSampling:
             raise ValueError(f"SamplingMask meta does not describe {lines} phase-encode lines")
         else:
             sampled = np.array([c == "1" for c in mask])
+        extra = {"averages": int(_first(meta.get("Averages")) or 1),
+                 "kz_undersampled": _first(meta.get("KzUndersampled")) == "1"}
         level = _first(meta.get("NoiseLevel"))
         if not level:
-            return cls(sampled)
-        return cls(sampled, float(level), str(_first(meta.get("NoiseSource", "meta"))))
+            return cls(sampled, **extra)
+        return cls(sampled, float(level), str(_first(meta.get("NoiseSource", "meta"))), **extra)

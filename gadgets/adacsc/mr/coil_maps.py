@@ -1,11 +1,14 @@
 """Coil sensitivity estimation (Walsh, Inati) and coil combination on numpy images [C, Y, X]."""
 
+import logging
 from typing import Literal
 
 import numpy as np
 from scipy.ndimage import uniform_filter
 
 from adacsc.mr.fft import ifftc
+
+log = logging.getLogger(__name__)
 
 Method = Literal["inati", "walsh"]
 _EPS = 1e-12
@@ -39,8 +42,13 @@ def walsh(images: np.ndarray, kernel: int = 7) -> np.ndarray:
 
 def inati(images: np.ndarray, kernel: int = 7, iterations: int = 5) -> np.ndarray:
     """Inati's iterative estimate: maps are the smoothed, normalised correlation of each coil with
-    the current combined image; their phase follows a virtual body coil (the coil-summed map)."""
+    the current combined image; their phase follows a virtual body coil (the coil-summed map).
+    When the pixel sums vanish (k-space centre not acquired, e.g. regular undersampling), the
+    body coil is the dominant eigenvector of the coils' correlation instead."""
     body = np.sum(images, axis=(1, 2))
+    if np.linalg.norm(body) <= 1e-6 * np.sqrt(np.sum(np.abs(images) ** 2)):
+        flat = images.reshape(images.shape[0], -1)
+        body = np.linalg.eigh(flat @ flat.conj().T)[1][:, -1]
     body /= np.linalg.norm(body) + _EPS
     combined = np.tensordot(body.conj(), images, axes=(0, 0))
     maps = images
@@ -69,15 +77,29 @@ def combine(images: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return np.sum(maps.conj() * images, axis=0).astype(np.complex64)
 
 
+UNDERSAMPLED_REACH = 8
+"""Lines from the k-space centre within which an undersampled scan without its centre line must
+have acquired lines on both sides for its maps to come from the aliased data."""
+
+
 def calibration_images(kspace: np.ndarray, sampled_lines: np.ndarray) -> np.ndarray:
     """Low-resolution coil images from the contiguous block of sampled lines around the centre.
 
-    `kspace` [C, E1, RO]; `sampled_lines` bool [E1]. Fully sampled data give the full images.
+    `kspace` [C, E1, RO]; `sampled_lines` bool [E1]. Fully sampled data give the full images. When
+    the centre line itself is missing but lines near it were acquired on both sides (regular
+    undersampling without calibration lines), the maps come from every acquired line (aliased,
+    logged); a scan that lacks the centre region altogether raises ValueError.
     """
     lines = kspace.shape[1]
     centre = lines // 2
     if not sampled_lines[centre]:
-        raise ValueError("k-space centre line was not acquired: cannot estimate coil maps")
+        below = sampled_lines[max(centre - UNDERSAMPLED_REACH, 0):centre].any()
+        above = sampled_lines[centre + 1:centre + 1 + UNDERSAMPLED_REACH].any()
+        if not (below and above):
+            raise ValueError("k-space centre line was not acquired: cannot estimate coil maps")
+        log.warning("k-space centre line not acquired and no calibration lines: coil maps from the "
+                    "undersampled (aliased) data")
+        return ifftc(np.where(sampled_lines[None, :, None], kspace, 0))
     low, high = centre, centre
     while low > 0 and sampled_lines[low - 1]:
         low -= 1

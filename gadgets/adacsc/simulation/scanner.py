@@ -17,7 +17,24 @@ What is written (`simulate_scan`)
   readout ACQ_LAST_IN_MEASUREMENT), geometry per slice (slices stacked along slice_dir,
   `slice_spacing_mm` apart, centred on the isocentre), scan_counter from 1, time stamps in 2.5 ms
   ticks (one TR per readout), measurement_uid.
-- Ground truth beside the ISMRMRD data (simulation.ground_truth).
+- Ground truth beside the ISMRMRD data (simulation.ground_truth): [K, Y, X] with K = contrasts x
+  slices x partitions (contrast outermost).
+
+Protocol options (all off by default; a scan with extras has exactly the imaging samples of the
+same scan without them, since extras draw from their own random stream)
+------------------------------------------------------------------------------------------------
+- `averages` A: each line acquired A times with independent noise (idx.average, encodingLimits
+  average 0..A-1); `average_loop` "inner" acquires each line's averages in a row, "outer" the whole
+  slice once per average (each pass ends with ACQ_LAST_IN_SLICE). Both orders hold the same samples.
+- `contrasts` C: C echoes per line, interleaved (idx.contrast); contrast k images x |x|^k.
+- `partitions` P > 1: 3-D, each slice a slab of P partitions of slice_thickness_mm along slice_dir
+  (encoded z = P, kspace_encode_step_2 0..P-1 centre P/2), k-space by a 3-D FFT.
+- Extra readouts that would spoil an image if used (the centre line with a random amplitude and
+  phase): `dummy_scans` at the start (ACQ_IS_DUMMYSCAN_DATA), `navigators` and `phase_correction`
+  (ACQ_IS_NAVIGATION_DATA, ACQ_IS_PHASECORR_DATA, every second one reversed) at the start of each
+  slice pass, `feedback` RT/HP feedback readouts (alternating) before each centre line;
+  `calibration_lines` central lines flagged ACQ_IS_PARALLEL_CALIBRATION with their own noise.
+- `reverse`: every second readout is stored reversed and flagged ACQ_IS_REVERSE.
 
 Signal model
 ------------
@@ -88,6 +105,17 @@ class SimulationConfig:
     relative_noise_bandwidth: float = hb.DEFAULT_RELATIVE_NOISE_BANDWIDTH
     tr_ms: float = 500.0
     te_ms: float = 20.0
+    # protocol options (docs in the module docstring, "Protocol options")
+    averages: int = 1
+    average_loop: str = "inner"  # "inner": each line's averages in a row; "outer": the whole slice again
+    contrasts: int = 1
+    partitions: int = 1  # > 1: 3-D, each slice is a slab of this many partitions along kz
+    navigators: int = 0
+    phase_correction: int = 0
+    dummy_scans: int = 0
+    feedback: int = 0
+    calibration_lines: int = 0
+    reverse: bool = False
 
     def validate(self) -> None:
         if self.matrix < 8 or self.matrix % 2:
@@ -108,6 +136,24 @@ class SimulationConfig:
             raise ValueError("fov, slice thickness and dwell times must be positive")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        if min(self.averages, self.contrasts, self.partitions) < 1:
+            raise ValueError("averages, contrasts and partitions must be >= 1")
+        if self.average_loop not in ("inner", "outer"):
+            raise ValueError(f"average_loop must be inner or outer, got {self.average_loop!r}")
+        if min(self.navigators, self.phase_correction, self.dummy_scans, self.feedback, self.calibration_lines) < 0:
+            raise ValueError("counts of extra readouts must be >= 0")
+        if self.calibration_lines > self.matrix:
+            raise ValueError(f"calibration_lines {self.calibration_lines} exceed the matrix {self.matrix}")
+
+    def protocol_fields(self) -> dict[str, object]:
+        """The protocol options that differ from a plain 2-D single-average scan."""
+        plain = SimulationConfig()
+        return {name: getattr(self, name) for name in PROTOCOL_OPTIONS if getattr(self, name) != getattr(plain, name)}
+
+
+PROTOCOL_OPTIONS = ("averages", "average_loop", "contrasts", "partitions", "navigators", "phase_correction",
+                    "dummy_scans", "feedback", "calibration_lines", "reverse")
+"""SimulationConfig fields beyond a plain 2-D scan (left out of the measurementID hash at their defaults)."""
 
 
 @dataclass
@@ -127,7 +173,8 @@ def measurement_ids(config: SimulationConfig, object_kind: str) -> tuple[str, st
     `tag` is a hash of the configuration, so scans that differ in anything get different IDs while
     the same configuration always gets the same ones.
     """
-    fields = dataclasses.asdict(config) | {"object": object_kind}
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in PROTOCOL_OPTIONS}
+    fields |= config.protocol_fields() | {"object": object_kind}
     tag = zlib.crc32(json.dumps(fields, sort_keys=True).encode()) % 100000
     prefix = f"{DEVICE_SERIAL}_{config.seed}_{tag:05d}"
     return f"{prefix}_1", f"{prefix}_2"
@@ -145,16 +192,19 @@ def stack_positions_mm(n_slices: int, spacing_mm: float) -> np.ndarray:
 
 
 def _header(config, *, measurement_id, noise_dependency_id, object_kind, noise_only=False):
-    n = config.matrix
+    n, p = config.matrix, config.partitions
     return hb.build_header(
         field_T=config.field_T,
         coil_names=coil_names(config.coils),
-        encoded_matrix=(2 * n, n, 1),
-        encoded_fov_mm=(2 * config.fov_mm, config.fov_mm, config.slice_thickness_mm),
-        recon_matrix=(n, n, 1),
-        recon_fov_mm=(config.fov_mm, config.fov_mm, config.slice_thickness_mm),
+        encoded_matrix=(2 * n, n, p),
+        encoded_fov_mm=(2 * config.fov_mm, config.fov_mm, p * config.slice_thickness_mm),
+        recon_matrix=(n, n, p),
+        recon_fov_mm=(config.fov_mm, config.fov_mm, p * config.slice_thickness_mm),
         n_lines=n,
         n_slices=config.slices,
+        n_partitions=p,
+        n_averages=config.averages,
+        n_contrasts=config.contrasts,
         measurement_id=measurement_id,
         noise_dependency_id=noise_dependency_id,
         relative_noise_bandwidth=config.relative_noise_bandwidth,
@@ -163,7 +213,7 @@ def _header(config, *, measurement_id, noise_dependency_id, object_kind, noise_o
         device_serial=DEVICE_SERIAL,
         protocol_name="adacsc_noise" if noise_only else f"adacsc_sim_{object_kind}",
         series_description=("noise scan" if noise_only else f"simulated {object_kind}, {config.coils} coils"),
-        sequence_type="noise" if noise_only else "2D Cartesian (simulated)",
+        sequence_type="noise" if noise_only else f"{'3D' if p > 1 else '2D'} Cartesian (simulated)",
         tr_ms=None if noise_only else config.tr_ms,
         te_ms=None if noise_only else config.te_ms,
         user_strings={"adacsc_object": object_kind},
@@ -194,6 +244,81 @@ def _noise_readouts(config, cov_noise, rng, *, uid, counter0, last_in_measuremen
     return acqs
 
 
+def contrast_images(images: np.ndarray, contrasts: int) -> np.ndarray:
+    """[contrasts, ...] objects: contrast k is x |x|^k (max |x| stays 1), a darker weighting per echo."""
+    return np.stack([images * np.abs(images) ** k for k in range(contrasts)]).astype(np.complex64)
+
+
+def _extra(config: SimulationConfig, samples: np.ndarray, flag: int, count: int, rng: np.random.Generator,
+           **fields: object) -> list[ismrmrd.Acquisition]:
+    """`count` readouts flagged `flag` that would spoil an image if used: the centre line with a
+    random phase and amplitude (navigators, phase correction, dummy scans, feedback)."""
+    readouts = []
+    for k in range(count):
+        spoilt = samples * (0.5 + rng.random()) * np.exp(2j * np.pi * rng.random())
+        flags = [flag] + ([ismrmrd.ACQ_IS_REVERSE] if flag == ismrmrd.ACQ_IS_PHASECORR_DATA and k % 2 else [])
+        readouts.append(hb.cartesian_readout(spoilt, center_sample=config.matrix,
+                                             sample_time_us=config.acq_dwell_us, flags=flags, **fields))
+    return readouts
+
+
+def _imaging_readouts(config: SimulationConfig, kspaces: dict, rng: np.random.Generator, *, uid: int,
+                      positions: list) -> list[ismrmrd.Acquisition]:
+    """Every readout after the noise, in the protocol's loop order (module docstring)."""
+    n, parts = config.matrix, config.partitions
+    tr_ticks = config.tr_ms / hb.TIME_STAMP_TICK_MS
+    t0 = START_TICKS + config.noise_readouts + 10
+    acqs: list[ismrmrd.Acquisition] = []
+
+    def common(s: int) -> dict:
+        return {"slice_index": s, "measurement_uid": uid, "position_mm": positions[s],
+                "time_stamp": int(round(t0 + len(acqs) * tr_ticks))}
+
+    centre = kspaces[0, 0, 0][:, parts // 2, n // 2, :]
+    acqs += _extra(config, centre, ismrmrd.ACQ_IS_DUMMYSCAN_DATA, config.dummy_scans, rng, **common(0))
+    passes = range(config.averages) if config.average_loop == "outer" else [None]
+    per_pass = parts * n
+    for outer in passes:
+        for s in range(config.slices):
+            centre = kspaces[s, 0, 0][:, parts // 2, n // 2, :]
+            acqs += _extra(config, centre, ismrmrd.ACQ_IS_NAVIGATION_DATA, config.navigators, rng, **common(s))
+            acqs += _extra(config, centre, ismrmrd.ACQ_IS_PHASECORR_DATA, config.phase_correction, rng,
+                           line=n // 2, **common(s))
+            if outer in (None, 0):
+                acqs += _calibration(config, kspaces, s, rng, common)
+            for step in range(per_pass):
+                partition, line = divmod(step, n)
+                if config.feedback and line == n // 2:
+                    for k in range(config.feedback):
+                        flag = ismrmrd.ACQ_IS_RTFEEDBACK_DATA if k % 2 == 0 else ismrmrd.ACQ_IS_HPFEEDBACK_DATA
+                        acqs += _extra(config, centre, flag, 1, rng, **common(s))
+                for average in (range(config.averages) if outer is None else [outer]):
+                    for contrast in range(config.contrasts):
+                        data = kspaces[s, contrast, average][:, partition, line, :]
+                        flags = hb.cartesian_flags(step, per_pass)
+                        if config.reverse and len(acqs) % 2:
+                            data, flags = data[:, ::-1], flags + [ismrmrd.ACQ_IS_REVERSE]
+                        acqs.append(hb.cartesian_readout(
+                            data, line=line, partition=partition, average=average, contrast=contrast,
+                            center_sample=n, sample_time_us=config.acq_dwell_us, flags=flags, **common(s)))
+    return acqs
+
+
+def _calibration(config: SimulationConfig, kspaces: dict, s: int, rng: np.random.Generator,
+                 common) -> list[ismrmrd.Acquisition]:
+    """`calibration_lines` central lines (centre partition) flagged ACQ_IS_PARALLEL_CALIBRATION,
+    from the first contrast with their own noise."""
+    n, parts = config.matrix, config.partitions
+    low = n // 2 - config.calibration_lines // 2
+    readouts = []
+    for line in range(low, low + config.calibration_lines):
+        data = kspaces[s, 0, 0][:, parts // 2, line, :] * (1 + 0.05 * rng.standard_normal())
+        readouts.append(hb.cartesian_readout(
+            data, line=line, partition=parts // 2, center_sample=n, sample_time_us=config.acq_dwell_us,
+            flags=[ismrmrd.ACQ_IS_PARALLEL_CALIBRATION], **common(s)))
+    return readouts
+
+
 def simulate_scan(
     path: str | os.PathLike,
     config: SimulationConfig = SimulationConfig(),
@@ -205,14 +330,16 @@ def simulate_scan(
     n, c = config.matrix, config.coils
     kind = resolve_object_kind(config.object)
 
-    seeds = np.random.SeedSequence(config.seed).spawn(5)
-    rng_obj, rng_coil, rng_cov, rng_kspace, rng_noise = (np.random.default_rng(s) for s in seeds)
+    seeds = np.random.SeedSequence(config.seed).spawn(6)
+    rng_obj, rng_coil, rng_cov, rng_kspace, rng_noise, rng_extra = (np.random.default_rng(s) for s in seeds)
 
     z = stack_positions_mm(config.slices, config.slice_spacing_mm)
+    parts = config.partitions
+    z_all = (z[:, None] + (np.arange(parts) - parts // 2)[None] * config.slice_thickness_mm).reshape(-1)
     images, kind = object_slices(
-        config.object, n, z, fov_mm=config.fov_mm, slice_thickness_mm=config.slice_thickness_mm, rng=rng_obj
+        config.object, n, z_all, fov_mm=config.fov_mm, slice_thickness_mm=config.slice_thickness_mm, rng=rng_obj
     )
-    maps = coil_sensitivities(n, c, z, fov_mm=config.fov_mm, rng=rng_coil)
+    maps = coil_sensitivities(n, c, z_all, fov_mm=config.fov_mm, rng=rng_coil)
     cov = imaging_covariance(c, config.noise, rng_cov)
     cov_noise = noise_readout_covariance(
         cov, config.acq_dwell_us, config.noise_dwell_us, config.relative_noise_bandwidth
@@ -224,36 +351,24 @@ def simulate_scan(
     positions = [(0.0, 0.0, float(zs)) for zs in z]
 
     acqs = []
-    counter = 1
     if not separate_noise:
-        acqs += _noise_readouts(config, cov_noise, rng_noise, uid=uid, counter0=counter,
+        acqs += _noise_readouts(config, cov_noise, rng_noise, uid=uid, counter0=1,
                                 last_in_measurement=False, position=positions[0])
-        counter += config.noise_readouts
 
-    tr_ticks = config.tr_ms / hb.TIME_STAMP_TICK_MS
-    t0 = START_TICKS + config.noise_readouts + 10
+    objects = contrast_images(images, config.contrasts)  # [contrasts, S * P, N, N]
+    kspaces = {}
     for s in range(config.slices):
-        padded = np.zeros((c, n, 2 * n), dtype=np.complex64)
-        padded[:, :, n // 2 : n // 2 + n] = maps[s] * images[s][None]
-        kspace = fftc(padded).astype(np.complex64)
-        kspace += correlated_noise(cov, (n, 2 * n), rng_kspace)
-        for line in range(n):
-            last = s == config.slices - 1 and line == n - 1
-            acqs.append(
-                hb.cartesian_readout(
-                    kspace[:, line, :],
-                    line=line,
-                    slice_index=s,
-                    center_sample=n,
-                    sample_time_us=config.acq_dwell_us,
-                    flags=hb.cartesian_flags(line, n, last_in_measurement=last),
-                    scan_counter=counter,
-                    time_stamp=int(round(t0 + (s * n + line) * tr_ticks)),
-                    measurement_uid=uid,
-                    position_mm=positions[s],
-                )
-            )
-            counter += 1
+        for contrast in range(config.contrasts):
+            padded = np.zeros((c, parts, n, 2 * n), dtype=np.complex64)
+            volume = slice(s * parts, (s + 1) * parts)
+            padded[..., n // 2: n // 2 + n] = np.moveaxis(maps[volume], 1, 0) * objects[contrast, volume][None]
+            clean = fftc(padded, axes=(-3, -2, -1)).astype(np.complex64)
+            for average in range(config.averages):
+                kspaces[s, contrast, average] = clean + correlated_noise(cov, (parts, n, 2 * n), rng_kspace)
+    acqs += _imaging_readouts(config, kspaces, rng_extra, uid=uid, positions=positions)
+    for number, acquisition in enumerate(acqs):
+        acquisition.scan_counter = number + 1
+    acqs[-1].set_flag(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
 
     header = _header(config, measurement_id=scan_id,
                      noise_dependency_id=noise_id if separate_noise else None, object_kind=kind)
@@ -266,7 +381,7 @@ def simulate_scan(
         "field_T": config.field_T,
         "fov_mm": config.fov_mm,
         "slice_thickness_mm": config.slice_thickness_mm,
-        "slice_positions_mm": np.asarray(z, dtype=np.float64),
+        "slice_positions_mm": np.asarray(z_all, dtype=np.float64),
         "acq_dwell_us": config.acq_dwell_us,
         "noise_dwell_us": config.noise_dwell_us,
         "relative_noise_bandwidth": config.relative_noise_bandwidth,
@@ -277,7 +392,9 @@ def simulate_scan(
         "noise_measurement_id": noise_id if separate_noise else scan_id,
         "config_json": json.dumps(dataclasses.asdict(config) | {"object": kind}, sort_keys=True),
     }
-    gt = GroundTruth(image=images, coil_maps=maps, noise_covariance=cov, attrs=attrs)
+    attrs.update(config.protocol_fields())
+    gt = GroundTruth(image=objects.reshape(-1, n, n), coil_maps=np.tile(maps, (config.contrasts, 1, 1, 1)),
+                     noise_covariance=cov, attrs=attrs)
     write_ground_truth(out, gt)
 
     noise_path = None
@@ -302,6 +419,6 @@ def simulate_scan(
         object_kind=kind,
         measurement_id=scan_id,
         noise_measurement_id=noise_id if separate_noise else None,
-        slice_positions_mm=np.asarray(z),
+        slice_positions_mm=np.asarray(z_all),
         ground_truth=gt,
     )
