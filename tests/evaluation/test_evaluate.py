@@ -121,8 +121,10 @@ def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
         assert scores["bart_tv"]["psnr"][0] > scores["zero_filled"]["psnr"][0]
     # --report-only re-renders the document from results.json
     (out / "EVALUATION.md").write_text("stale")
-    assert cli.main(["evaluate", "-o", str(out), "--report-only"]) == 0
+    (out / "evaluation.png").unlink()
+    assert cli.main(["evaluate", "-o", str(out), "--report-only", "--figure", "--real-scan", "sim_brain_4coil_64.h5"]) == 0
     assert (out / "EVALUATION.md").read_text().startswith("# Evaluation")
+    assert (out / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @needs_brain

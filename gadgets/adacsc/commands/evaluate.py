@@ -61,6 +61,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="re-render DIR/EVALUATION.md from DIR/results.json (after a change to the report's text); "
                         "nothing is re-run")
+    p.add_argument("--figure", action="store_true",
+                   help="with --report-only: redraw DIR/evaluation.png too (recomputes its few example slices)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto [cpu]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch default]")
     p.set_defaults(func=run)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from adacsc.training.provenance import git_commit
 
     if args.report_only:
-        return _report_only(args.output)
+        return _report_only(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in ("images", "images_256", "val_images"):
@@ -154,13 +156,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_only(folder: Path) -> int:
-    """Re-render FOLDER/EVALUATION.md from FOLDER/results.json (figure kept, nothing re-run)."""
+def _report_only(args: argparse.Namespace) -> int:
+    """Re-render DIR/EVALUATION.md from DIR/results.json; with --figure also redraw the figure
+    (its examples recomputed with the stored settings and tuned lambdas)."""
     import json
 
-    from adacsc.evaluation.report import write_markdown
+    from adacsc.evaluation.report import write_figure, write_markdown
     from adacsc.training.provenance import git_commit
 
+    folder = args.output
     source = folder / "results.json"
     if not source.is_file():
         raise FileNotFoundError(f"--report-only needs {source}, written by an earlier `adacsc evaluate -o {folder}`")
@@ -168,6 +172,14 @@ def _report_only(folder: Path) -> int:
     if "provenance" not in result:
         raise ValueError(f"{source} records no provenance (command, commit, date): re-run the evaluation")
     figure = folder / "evaluation.png"
+    if args.figure:
+        from adacsc.evaluation.protocol import figure_examples
+
+        settings = result["settings"]
+        result["examples"] = figure_examples(result)
+        write_figure(result, figure, real_example(args.real_scan, settings["weights"], settings["dictionary"],
+                                                  settings["iterations"]))
+        del result["examples"]
     commit = git_commit().get("commit")
     if commit and commit != result["provenance"].get("commit"):
         result["provenance"]["report_commit"] = commit

@@ -39,7 +39,7 @@ from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.slices import HELD_OUT_SUBJECT, load_split
 from adacsc.training.sampling import pick_evenly
 
-__all__ = ["EvaluationSettings", "TestGrid", "GRID_KEYS", "HELD_OUT_LABEL", "LOWPASS", "TEST_SETS", "TEST_SETS_256", "SCORES", "BART_SETTINGS",
+__all__ = ["EvaluationSettings", "TestGrid", "settings_of", "figure_examples", "GRID_KEYS", "HELD_OUT_LABEL", "LOWPASS", "TEST_SETS", "TEST_SETS_256", "SCORES", "BART_SETTINGS",
            "run_evaluation", "test_grids"]
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,45 @@ def _run_grid(grid: TestGrid, methods: dict[str, Method], s: EvaluationSettings,
                      time.perf_counter() - t_level, ", ".join(
                          f"{m} {np.mean(v['psnr']):.2f} dB" for m, v in scores.items()))
     return worst
+
+
+def settings_of(result: dict[str, Any]) -> EvaluationSettings:
+    """The EvaluationSettings stored in a result (e.g. read back from results.json)."""
+    return EvaluationSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in result["settings"].items()})
+
+
+def figure_examples(result: dict[str, Any]) -> dict[str, Any]:
+    """Recompute the figure's examples of a stored result (results.json keeps no images): the middle
+    test slice of the figure grid's first set at each noise level, through zero-filled, BART TV
+    with its tuned lambdas (when it was run) and the learned maps with their low-pass part; the same
+    data and settings as the run, so the same images."""
+    s = settings_of(result)
+    device = torch.device(s.device)
+    network, info = load_named_model(s.weights, device=device)
+    settings = TrainedSettings.from_scalars(info.scalars)
+    if s.iterations:
+        settings = replace(settings, iterations=s.iterations)
+    trained = load_named_dictionary(s.dictionary)
+    filters = torch.from_numpy(np.ascontiguousarray(trained.filters)).float()
+    maps_method = MapCSC(filters, settings, device, network=network)
+    grid = next(g for g in test_grids(s) if g.figure and g.key in s.grids)
+    label, split = next(iter(grid.sets.items()))
+    images = load_split(split, grid.size, pixel_mm=grid.pixel_mm)
+    chosen = pick_evenly(images.shape[0], grid.images)
+    example = len(chosen) // 2
+    bart = None
+    if "bart_tv" in result["methods"]:
+        bart = BartPics(BART_SETTINGS["bart_tv"][0], s.bart_iterations, random_shifts=BART_SETTINGS["bart_tv"][1],
+                        lambdas=dict(result["tuning"][grid.key]["chosen"]["bart_tv"]))
+    examples: dict[str, Any] = {}
+    for level in grid.noise_levels:
+        batch = fixed_lowfield(images[[chosen[example]]], float(level), seed=s.seed, start_index=example)
+        outputs: dict[str, torch.Tensor] = {"zero_filled": ZeroFilled()(batch, float(level))}
+        if bart is not None:
+            outputs["bart_tv"] = bart(batch, float(level))
+        outputs[MAPS], maps, outputs[LOWPASS] = maps_method.solve(batch)
+        examples[f"{label}, noise {level:g}"] = _figure_example(batch, 0, outputs, maps, level, int(chosen[example]))
+    return examples
 
 
 def run_evaluation(s: EvaluationSettings) -> dict[str, Any]:
