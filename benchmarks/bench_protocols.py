@@ -15,6 +15,8 @@
   extras       navigators, phase correction, dummy scans, feedback, calibration-only lines and
                reversed readouts: PSNR difference to the same scan without them, and the tally.
   budget       a slab over a small scan budget fails before its buffer is allocated.
+  shepp_logan  ismrmrd-tools' generator (128 x 128, 8 coils) with -a 2, -r 3 and -a 4 -w 16: every
+               image back from replay and from `adacsc serve --strict` + send, pixels compared.
 
 Usage:
     python benchmarks/bench_protocols.py [--sections nex contrasts partitions extras budget] [--out DIR]
@@ -25,6 +27,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +39,7 @@ import ismrmrd
 import numpy as np
 
 from adacsc.chain.config import load_chain
+from adacsc.client import send_scan
 from adacsc.io import header_builder as hb
 from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
@@ -245,8 +251,39 @@ def section_budget(folder: Path) -> None:
         del os.environ["ADACSC_MAX_SCAN_GB"]
 
 
+def section_shepp_logan(folder: Path) -> None:
+    generator = shutil.which("ismrmrd_generate_cartesian_shepp_logan")
+    if generator is None:
+        log.info("shepp_logan: ismrmrd_generate_cartesian_shepp_logan not installed (Debian ismrmrd-tools)")
+        return
+    port = 9390
+    server = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", str(port), "--strict"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(8)
+        for options in (["-a", "2"], ["-r", "3"], ["-a", "4", "-w", "16"]):
+            scan = folder / f"shepp{''.join(options)}.h5"
+            scan.unlink(missing_ok=True)  # the generator appends to an existing file
+            subprocess.run([generator, "-m", "128", "-c", "8", *options, "-o", str(scan)], check=True,
+                           capture_output=True)
+            replayed, _ = run(scan, folder / f"{scan.stem}_recon.h5")
+            sent_path = folder / f"{scan.stem}_send.h5"
+            sent_path.unlink(missing_ok=True)
+            send_scan(scan, sent_path, port=port, config_name="adacsc_lowfield")
+            sent = images_of(sent_path)
+            same = all(np.array_equal(a.data, b.data) for name in replayed
+                       for a, b in zip(sorted(replayed[name], key=lambda i: i.image_index),
+                                       sorted(sent.get(name, []), key=lambda i: i.image_index)))
+            log.info("shepp-logan %s: replay %s, send %s; pixels identical: %s; all finite: %s", " ".join(options),
+                     {n: len(v) for n, v in replayed.items()}, {n: len(v) for n, v in sent.items()}, same,
+                     all(np.isfinite(im.data).all() for v in replayed.values() for im in v))
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 SECTIONS = {"nex": section_nex, "contrasts": section_contrasts, "partitions": section_partitions,
-            "extras": section_extras, "budget": section_budget}
+            "extras": section_extras, "budget": section_budget, "shepp_logan": section_shepp_logan}
 
 
 def main() -> None:

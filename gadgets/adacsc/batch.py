@@ -7,9 +7,13 @@ the workers as XML text, so a worker needs adacsc installed but not the client's
 On a Dask cluster, inputs and outputs must be on storage every worker sees under the same paths.
 """
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import traceback
 import uuid
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from adacsc.chain.config import ChainConfig, parse_chain
-from adacsc.io.output_file import partial_path
+from adacsc.io.output_file import clear_stale_partials, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,12 @@ SCAN_SUFFIXES = (".h5", ".hdf5", ".mrd")
 """Files a folder contributes to a batch."""
 SCHEDULER_TIMEOUT_S = 20.0
 """How long to try reaching a Dask scheduler."""
+WORKER_STOP_S = 3.0
+"""How long a stopped local worker gets to remove its temporary file before it is killed."""
+PARENT_POLL_S = 0.5
+"""How often a local worker checks that the process that started it is still there."""
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option: the signal a process gets when its parent dies."""
 
 
 class BatchError(ValueError):
@@ -156,13 +166,16 @@ def run_job(source: str, output: str, chain_xml: str, chain_name: str, group: st
     """Replay `source` through the chain into `output`, atomically; never raises for a bad file."""
     from adacsc.replay import replay  # imported here: workers pay for it once, the client never
 
+    global _writing
     target = Path(output)
     if target.exists() and not overwrite:
         return Outcome(source, output, "skipped")
     started = time.perf_counter()
     temporary = partial_path(target)
+    _writing = temporary
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        clear_stale_partials(target)
         result = replay(source, temporary, parse_chain(chain_xml, chain_name), group)
         if not result.images:
             raise RuntimeError("the chain produced no images")
@@ -173,14 +186,50 @@ def run_job(source: str, output: str, chain_xml: str, chain_name: str, group: st
         log.debug("%s failed:\n%s", source, traceback.format_exc())
         return Outcome(source, output, "failed", time.perf_counter() - started, error=text)
     finally:
+        _writing = None
         temporary.unlink(missing_ok=True)
 
 
-def _init_local_worker(log_level: int, threads: int) -> None:
-    """A local pool worker: log like the parent, share the CPU cores fairly (set before torch loads)."""
+_writing: Path | None = None
+"""the temporary file the job running in this worker writes (removed when the worker is stopped)"""
+
+
+def _init_local_worker(log_level: int, threads: int, parent: int) -> None:
+    """A local pool worker: log like the parent, share the CPU cores fairly (set before torch
+    loads), leave Ctrl-C to the parent, and end (removing its temporary file) on SIGTERM, which
+    the parent sends when it stops and the kernel sends when the parent dies (even by SIGKILL)."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s")
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, str(threads))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+    _die_with(parent)
+
+
+def _stop_worker(_signum: int, _frame: object) -> None:
+    """SIGTERM in a worker: remove the temporary file of the running job and exit at once."""
+    if _writing is not None:
+        _writing.unlink(missing_ok=True)
+    os._exit(128 + signal.SIGTERM)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM to this process when `parent` dies: the kernel's parent-death signal on Linux, and
+    on every system a watcher thread that notices being re-parented."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="adacsc-parent-watch", daemon=True).start()
 
 
 def _worker_log_level() -> int:
@@ -249,17 +298,36 @@ def _run_local(jobs: Sequence[Job], xml: str, name: str, group: str | None, over
     workers = min(workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     log.info("local pool: %d worker process(es), %d thread(s) each, %d file(s)", workers, threads, len(jobs))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker,
-                             initargs=(_worker_log_level(), threads)) as pool:
-        futures: dict[Future, Job] = {
-            pool.submit(run_job, str(job.source), str(job.output), xml, name, group, overwrite): job for job in jobs}
-        try:
-            for future in as_completed(futures):
-                record(_outcome(future, futures[future]))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_local_worker,
+                               initargs=(_worker_log_level(), threads, os.getpid()))
+    futures: dict[Future, Job] = {}
+    try:
+        for job in jobs:
+            futures[pool.submit(run_job, str(job.source), str(job.output), xml, name, group, overwrite)] = job
+        for future in as_completed(futures):
+            record(_outcome(future, futures[future]))
+    except BaseException:  # Ctrl-C, SIGTERM, an error: stop the workers now, not after their jobs
+        _stop_pool(pool, list(futures))
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, futures: list[Future]) -> None:
+    """Cancel what has not started and end the worker processes (SIGTERM: each removes its
+    temporary file), killing those that do not end within WORKER_STOP_S."""
+    for future in futures:
+        future.cancel()
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + WORKER_STOP_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
 
 
 def _run_dask(jobs: Sequence[Job], xml: str, name: str, group: str | None, overwrite: bool, scheduler: str,

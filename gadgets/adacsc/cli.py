@@ -6,7 +6,9 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "dictionaries",
             "learn_dictionary", "train", "evaluate")
@@ -43,11 +45,38 @@ def main(argv: list[str] | None = None) -> int:
     level = "DEBUG" if args.verbose else os.environ.get("ADACSC_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError, RuntimeError) as err:
         logging.getLogger("adacsc").error("%s", err)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: `finally` blocks have removed temporary files
+        name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+        logging.getLogger("adacsc").error("stopped by %s; unfinished outputs were removed", name)
+        return 128 + (signal.SIGTERM if name == "SIGTERM" else signal.SIGINT)
+    finally:
+        if previous is not _NOT_SET:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is, so that a command stops the same way (a server sets its own)."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
+_NOT_SET = object()
+
+
+def _stop_on_sigterm() -> object:
+    """Have SIGTERM raise Terminated: the previous handler, to restore (_NOT_SET off the main
+    thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _NOT_SET
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

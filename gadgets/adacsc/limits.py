@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from adacsc.io.header import encoding, receiver_channels
 
 GiB = 1 << 30
+T = TypeVar("T")
+WAIT_POLL_S = 0.1
+"""how often a charge waiting for memory asks its stop test"""
 
 _ENVIRONMENT = {"max_matrix": "ADACSC_MAX_MATRIX", "max_channels": "ADACSC_MAX_CHANNELS",
                 "max_iterations": "ADACSC_MAX_ITERATIONS", "max_scan_bytes": "ADACSC_MAX_SCAN_GB"}
@@ -91,18 +99,63 @@ def check_encoding(header: Any, limits: ScanLimits) -> None:
 
 
 class ScanBudget:
-    """Bytes one scan has received plus bytes its gadgets allocated, against one limit.
-    Thread-safe: the connection's thread and the gadgets' threads charge the same budget."""
+    """Bytes one scan holds, against one limit: what it has received plus what its gadgets and
+    the server allocate for it. Every allocation is charged before it is made and released when
+    freed (`allocate`, `hold`: when its owner is garbage-collected; `reserve`: working memory
+    for the length of a block). Thread-safe: the connection's thread, the gadgets' threads and
+    the slice pool charge the same budget."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._lock = threading.Lock()
+        self.peak = 0
+        self._released = threading.Condition()
 
-    def charge(self, nbytes: int, what: str) -> None:
-        """Count `nbytes` for `what`; LimitError (nothing counted) when the budget would be exceeded."""
-        with self._lock:
-            if self.used + nbytes > self.limit:
-                raise LimitError(f"{what} needs {nbytes} bytes; with the {self.used} bytes this scan already "
-                                 f"uses, that exceeds the scan limit of {self.limit} bytes")
+    def charge(self, nbytes: int, what: str, stop: Callable[[], bool] | None = None) -> None:
+        """Count `nbytes` for `what`; LimitError (nothing counted) when the budget would be
+        exceeded. With `stop` (a stop test), wait while other charges of the scan may still be
+        released (e.g. slices reconstructed in parallel), until `stop()` says to give up."""
+        with self._released:
+            while self.used + nbytes > self.limit:
+                if stop is None or nbytes > self.limit or not self.used:
+                    raise LimitError(f"{what} needs {nbytes} bytes; with the {self.used} bytes this scan already "
+                                     f"uses, that exceeds the scan limit of {self.limit} bytes")
+                if stop():
+                    raise LimitError(f"{what} needs {nbytes} bytes; the scan's other work still held {self.used} "
+                                     f"of its {self.limit} bytes when it stopped waiting")
+                self._released.wait(WAIT_POLL_S)
             self.used += nbytes
+            self.peak = max(self.peak, self.used)
+
+    def release(self, nbytes: int) -> None:
+        """Give back `nbytes` charged before (their memory was freed)."""
+        with self._released:
+            self.used = max(0, self.used - nbytes)
+            self._released.notify_all()
+
+    def hold(self, owner: T, nbytes: int) -> T:
+        """Release `nbytes` (already charged) once `owner` is garbage-collected; returns `owner`."""
+        weakref.finalize(owner, self.release, nbytes)
+        return owner
+
+    def allocate(self, shape: tuple[int, ...], dtype: Any, what: str,
+                 stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """A zeroed array, charged before it is allocated (`stop`: see `charge`) and released
+        when it is freed."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        self.charge(nbytes, what, stop)
+        try:
+            array = np.zeros(shape, dtype)
+        except BaseException:
+            self.release(nbytes)
+            raise
+        return self.hold(array, nbytes)
+
+    @contextmanager
+    def reserve(self, nbytes: int, what: str, stop: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Charge working memory for the length of a block (`stop`: see `charge`)."""
+        self.charge(nbytes, what, stop)
+        try:
+            yield
+        finally:
+            self.release(nbytes)

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["ResourceError", "ResourceKind", "DICTIONARY", "WEIGHTS", "CONFIG", "BASELINE", "NOISE", "package_data",
-           "check_name", "folders", "resolve", "names", "bundled_scan", "DEFAULT_DICTIONARY",
+           "check_name", "folders", "resolve", "names", "bundled_scan", "without_folders", "DEFAULT_DICTIONARY",
            "DEFAULT_WEIGHTS", "DEFAULT_SCAN"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
@@ -61,6 +61,34 @@ DEFAULT_SCAN = "lowfield_0055T_FSE.h5"
 def package_data(*parts: str) -> Path:
     """A file or folder shipped inside the adacsc package, e.g. package_data("data", "scans")."""
     return Path(str(resources.files("adacsc").joinpath(*parts)))
+
+
+def _folder_labels(extra_config: Sequence[str | os.PathLike[str]]) -> list[tuple[str, str]]:
+    """(absolute folder text, its label) for every folder a resource may come from, longest first."""
+    labels: list[tuple[Path, str]] = []
+    for kind in (DICTIONARY, WEIGHTS, CONFIG, BASELINE, NOISE):
+        operator = _operator_folder(kind)
+        if operator is not None:
+            labels.append((operator, f"${kind.environment}"))
+        if kind.shipped is not None:
+            labels.append((package_data(*kind.shipped.split("/")), f"<shipped {kind.shipped}>"))
+    labels += [(Path(folder), "--config-dir") for folder in extra_config]
+    labels.append((package_data(), "<adacsc>"))
+    texts: dict[str, str] = {}
+    for folder, label in labels:
+        for form in {str(folder), str(folder.resolve())}:
+            if os.path.isabs(form) and form != os.sep:
+                texts.setdefault(form, label)
+    return sorted(texts.items(), key=lambda pair: -len(pair[0]))
+
+
+def without_folders(text: str, extra_config: Sequence[str | os.PathLike[str]] = ()) -> str:
+    """`text` (an error for a client) with every resource folder's absolute path replaced by its
+    label: $ADACSC_DICTIONARY_DIR, <shipped data/weights>, --config-dir, ...; files in them are
+    then named relative to the operator's folders, and the server's layout stays private."""
+    for folder, label in _folder_labels(extra_config):
+        text = text.replace(folder, label)
+    return text
 
 
 def bundled_scan(name: str = DEFAULT_SCAN) -> Path:

@@ -128,6 +128,8 @@ def test_output_images_carry_geometry_and_meta(sim_scan: Path, tmp_path: Path) -
         assert image.field_of_view[0] > 0 and image.field_of_view[1] > 0
         assert image.meta["DataRole"] == "CoilCombined"
         assert image.meta["SamplingMask"] == "1" * 64
+        assert image.meta["SeriesDescription"].endswith("_adacsc_coilcombined")
+        assert image.meta["ImageProcessingHistory"] == ["PYTHON", "ADACSC", "COILCOMBINED"]
     assert images[0].position[2] != images[1].position[2]
 
 

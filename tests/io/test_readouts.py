@@ -106,6 +106,14 @@ def test_averages_are_kept_per_line_and_complete_in_either_loop_order(loop: str)
     assert accumulator.tally.count(USED_FOR_IMAGE) == 12 and accumulator.tally.left_out == 0
 
 
+def test_averages_innermost_complete_on_the_slices_last_readout_alone() -> None:
+    accumulator = KSpaceAccumulator(encoding(lines=2, averages=3), lambda n, what: None, 8)
+    readouts = [readout(line=line, average=a, flags=(ismrmrd.ACQ_LAST_IN_SLICE,) if (line, a) == (1, 2) else ())
+                for line in range(2) for a in range(3)]
+    completed = [accumulator.add(r) for r in readouts]
+    assert all(c is None for c in completed[:-1]) and completed[-1].acquired.all()
+
+
 def test_missing_averages_are_reconstructed_at_the_end_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     accumulator = KSpaceAccumulator(encoding(lines=4, averages=2), lambda n, what: None, 8)
     with caplog.at_level(logging.WARNING):
@@ -155,3 +163,17 @@ def test_calibration_lines_first_with_their_own_length_do_not_set_the_image_read
                                 readout(samples=16, line=0), readout(samples=16, line=1)])
     assert accumulator.tally.left_out == 0 and filled[0].acquired.all()
     assert np.array_equal(filled[0].calibration[2:14, 1, 0, :].T, readout(samples=12, centre=6).data)
+
+
+def test_one_last_in_slice_on_the_last_echo_completes_every_contrast_of_the_slice() -> None:
+    accumulator = KSpaceAccumulator(Encoding((16, 2, 1), (16, 2, 1), (200.0, 200.0, 5.0), (200.0, 200.0, 5.0),
+                                             (0, 1, 1), contrasts=3), lambda n, what: None, 8)
+    completed = []
+    for line in range(2):
+        for contrast in range(3):
+            last = (line, contrast) == (1, 2)
+            completed.append(accumulator.add_all(readout(line=line, contrast=contrast,
+                                                         flags=(ismrmrd.ACQ_LAST_IN_SLICE,) if last else ())))
+    assert all(not c for c in completed[:-1])
+    assert [f.key.contrast for f in completed[-1]] == [0, 1, 2] and all(f.acquired.all() for f in completed[-1])
+    assert not accumulator.buffers

@@ -145,3 +145,14 @@ def test_averaging_means_lines_and_scales_the_noise_level() -> None:
     partial[:, 2:] = 1  # kz 0 and 1 not acquired: sqrt(6 / 8)
     assert averaging.noise_after_averaging(partial) == pytest.approx(np.sqrt(6 / 8))
     assert not averaging.kz_undersampled(partial, (2, 7)) and averaging.kz_undersampled(partial, (0, 7))
+
+
+def test_inati_maps_when_the_coil_images_sum_to_zero() -> None:
+    """No k-space centre (every pixel sum 0): the virtual body coil comes from the coils' correlation."""
+    pattern = np.where(np.arange(16)[:, None] < 8, 1.0, -1.0) * np.ones((16, 16))  # sums to exactly 0
+    weights = np.array([1, 0.5j, -0.25, 2 - 1j])
+    images = weights[:, None, None] * pattern * (1 + np.arange(16)[None] % 2)[None]
+    assert not np.sum(images, axis=(1, 2)).any()
+    maps = coil_maps.inati(images)
+    assert np.isfinite(maps).all()
+    np.testing.assert_allclose(np.sum(np.abs(maps) ** 2, axis=0), 1, atol=1e-4)

@@ -143,9 +143,11 @@ def test_pacer_rejects_nonsense(mode):
 
 def test_serve_arguments_become_settings(tmp_path):
     args = parse("serve", "--workers", "3", "--timeout", "7", "--strict", "--config-dir", str(tmp_path),
-                 "--error-format", "error", "--allow-module", "my.gadgets", "--max-readout-mb", "1")
+                 "--error-format", "error", "--allow-module", "my.gadgets", "--max-readout-mb", "1",
+                 "--header-timeout", "4", "--message-timeout", "2.5")
     settings = serve_command.settings_from_args(args)
     assert settings.host == "127.0.0.1" and settings.port == 9002 and settings.workers == 3
+    assert settings.header_timeout_s == 4 and settings.session.message_timeout_s == 2.5
     assert settings.session.strict and settings.session.io_timeout_s == 7
     assert settings.session.error_format == "error" and settings.allow_modules == ("my.gadgets",)
     assert settings.extra_config_dirs == (tmp_path,) and settings.session.limits.max_readout_bytes == 1 << 20

@@ -18,7 +18,7 @@ from adacsc.replay import replay
 from adacsc.server import protocol as proto
 from support.scans import read_images
 from support.server import (FRONTEND, assert_same_images, chain_text, error_texts, exchange,
-                            frontend_text, make_scan, scan_messages, threaded_server)
+                            frontend_text, make_scan, poll_until, scan_messages, threaded_server)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -182,8 +182,9 @@ def test_excess_connections_are_refused_clearly(small_scan):
     with threaded_server(workers=1, max_waiting=0, wait_s=0.2) as running:
         blocker = socket.create_connection(("127.0.0.1", running.port))
         try:
-            time.sleep(0.2)
-            replies = exchange(running.port, b"")
+            blocker.sendall(_config_and_header(small_scan))  # takes the only worker, then sends nothing
+            poll_until(lambda: running.server.scans_running() == 1)
+            replies = exchange(running.port, _config_and_header(small_scan))
         finally:
             blocker.close()
     assert any("busy" in text for text in error_texts(replies)) and replies[-1].mid == proto.CLOSE

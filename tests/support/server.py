@@ -43,9 +43,10 @@ def chain_text(*nodes: tuple[str, str]) -> str:
 
 
 def make_scan(path: Path, coils: int = 4, lines: int = 16, slices: int = 2, noise: int = 16,
-              seed: int = 0, tr_ms: float = 5.0) -> Path:
+              seed: int = 0, tr_ms: float = 5.0, kspace_noise: float = 0.1) -> Path:
     """A tiny 2-D Cartesian scan: readouts of 2 x lines samples (2x oversampled), `lines` lines per
-    slice, noise readouts first, ACQ_LAST_IN_SLICE on each slice's last line."""
+    slice, `noise` noise readouts first, ACQ_LAST_IN_SLICE on each slice's last line; the imaging
+    readouts carry white noise of std `kspace_noise` (0: noise-free)."""
     samples = 2 * lines
     rng = np.random.default_rng(seed)
     header = xsd.ismrmrdHeader(
@@ -78,7 +79,7 @@ def make_scan(path: Path, coils: int = 4, lines: int = 16, slices: int = 2, nois
     for s in range(slices):
         coil_images = np.stack([obj * (1 + 0.2 * c) * np.exp(1j * c * xx / samples) for c in range(coils)])
         kspace = fftc(coil_images) * (5 + s)
-        kspace += 0.1 * (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape))
+        kspace += kspace_noise * (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape))
         for line in range(lines):
             acquisition = ismrmrd.Acquisition.from_array(kspace[:, line, :].astype(np.complex64))
             acquisition.idx.kspace_encode_step_1 = line
@@ -223,3 +224,12 @@ def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, 
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
+
+
+def poll_until(predicate, timeout: float = 20.0, what: str = "the condition") -> None:
+    """Wait until `predicate()` holds (polled every 10 ms), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout:g} s")
+        time.sleep(0.01)

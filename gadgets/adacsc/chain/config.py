@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adacsc import resources
-from adacsc.gadgets.properties import PropertySpec, raw_properties
+from adacsc.gadgets.properties import PropertyError, PropertySpec, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
 
 
@@ -64,9 +64,33 @@ class ChainConfig:
             matched = [n for n in nodes if (not target or n.target == target) and name in spec_for(n).names()]
             if not matched:
                 raise ChainError(f"no node of chain {self.name!r} accepts property {key!r}")
+            if not target and len(matched) > 1:
+                _check_bare_name(name, value, matched)
             for node in matched:
                 _set_property(node.configuration, name, value)
         return ChainConfig(self.name, tuple(nodes))
+
+
+class AmbiguousProperty(ChainError):
+    """A bare property name that several nodes accept, with a value that does not suit them all."""
+
+
+def _check_bare_name(name: str, value: str, matched: list[Node]) -> None:
+    """A bare `name=value` that several nodes accept must suit them all; otherwise say which
+    nodes match and which of them the value suits (ChainError)."""
+    rejected = []
+    for node in matched:
+        try:
+            spec_for(node).parse({name: value})
+        except PropertyError:
+            rejected.append(node.target)
+    if rejected:
+        suited = [node.target for node in matched if node.target not in rejected]
+        hint = (f"; set it on one node, e.g. {suited[0]}.{name}={value}" if suited
+                else f"; set it per node ({', '.join(f'{node.target}.{name}' for node in matched)})")
+        raise AmbiguousProperty(f"property {name!r} is accepted by {len(matched)} nodes "
+                         f"({', '.join(node.target for node in matched)}) and {value!r} is not valid for "
+                         f"{', '.join(rejected)}{hint}")
 
 
 def _set_property(configuration: ET.Element, name: str, value: str) -> None:

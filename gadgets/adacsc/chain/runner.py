@@ -60,6 +60,12 @@ _MESSAGE_IDS: tuple[tuple[type, int], ...] = (
 )
 
 
+BULK_MESSAGES = frozenset({constants.GADGET_MESSAGE_ISMRMRD_IMAGE, constants.GADGET_MESSAGE_IMAGE_ARRAY,
+                           constants.GADGET_MESSAGE_RECON_DATA})
+"""buffers and images: large items, of which at most MAX_PENDING_BULK wait in front of a node"""
+MAX_PENDING_BULK = 2
+
+
 def message_id(item: object) -> int:
     """The Gadgetron message id of an item that can cross a chain; TypeError otherwise."""
     for kind, mid in _MESSAGE_IDS:
@@ -81,7 +87,8 @@ class LocalConnection:
 
     def __init__(self, config: ET.Element, header: Any, raw: _Raw, inbox: "queue.Queue[Any]",
                  forward: Callable[[object], None], cancelled: Callable[[], str | None] = lambda: None,
-                 budget: ScanBudget | None = None) -> None:
+                 budget: ScanBudget | None = None, taken: Callable[[int], None] = lambda mid: None) -> None:
+        self._taken = taken
         self.config = config
         self.header = header
         self.raw_bytes = raw
@@ -120,6 +127,7 @@ class LocalConnection:
                 self._inbox.put(_CLOSE)
                 raise StopIteration
             mid, item = entry
+            self._taken(mid)
             if all(predicate(item) for predicate in self.filters):
                 return mid, item
             self.send(item)
@@ -158,6 +166,16 @@ def load_target(node: Node) -> Callable[[Any], None]:
     raise ChainError(f"module {node.module!r} has no callable target {node.target!r}")
 
 
+def _node_configuration(node: Node) -> ET.Element:
+    """A node's configuration as its gadget reads it; ChainError when it does not survive the
+    round trip through XML (e.g. a property value with a NUL character)."""
+    try:
+        return ET.fromstring(node.configuration_bytes())
+    except ET.ParseError as err:
+        raise ChainError(f"the configuration of node {node.target} is not valid XML ({err}): a property value "
+                         "holds a character XML cannot carry") from err
+
+
 class NodeFailure(RuntimeError):
     """A node raised: names the node and the cause."""
 
@@ -176,11 +194,15 @@ class Chain:
         self._threads: list[threading.Thread] = []
         self._errors: list[tuple[Node, BaseException]] = []
         self._targets = [load_target(node) for node in chain.nodes]
+        self._configs = [_node_configuration(node) for node in chain.nodes]
         self._header = header
         self._budget = budget if budget is not None else ScanBudget(ScanLimits.from_environment().max_scan_bytes)
         self._on_warning = on_warning
         self._cancel_reason: str | None = None
         self._cancel_event = threading.Event()
+        self._bulk = [0 for _ in chain.nodes]
+        self._ended = [False for _ in chain.nodes]
+        self._room = threading.Condition()
         self.items_in = 0
         self.items_out = 0
 
@@ -192,22 +214,42 @@ class Chain:
             if self._cancel_event.is_set():
                 return
             if index + 1 < len(self._queues):
-                self._queues[index + 1].put(self._hop(item))
+                entry = self._hop(item)
+                if entry[0] in BULK_MESSAGES:
+                    self._wait_for_room(index + 1)
+                self._queues[index + 1].put(entry)
             else:
                 self.items_out += 1
                 self._on_output(item)
         return forward
 
+    def _wait_for_room(self, index: int) -> None:
+        """Block the sending node while node `index` has MAX_PENDING_BULK buffers or images
+        waiting (back-pressure: a fast node cannot pile up memory in front of a slow one)."""
+        with self._room:
+            while (self._bulk[index] >= MAX_PENDING_BULK and not self._cancel_event.is_set()
+                   and not self._ended[index]):
+                self._room.wait(0.1)
+            self._bulk[index] += 1
+
+    def _taken(self, index: int) -> Callable[[int], None]:
+        def taken(mid: int) -> None:
+            if mid in BULK_MESSAGES:
+                with self._room:
+                    self._bulk[index] = max(0, self._bulk[index] - 1)
+                    self._room.notify_all()
+        return taken
+
     def _run(self, index: int) -> None:
         node = self.chain.nodes[index]
-        connection = LocalConnection(
-            ET.fromstring(node.configuration_bytes()), self._parsed_header,
-            _Raw(node.configuration_bytes(), self._header), self._queues[index], self._forwarder(index),
-            lambda: self._cancel_reason, self._budget)
         cancel.bind(self._cancel_event.is_set)
         _node.chain = self
         started = time.perf_counter()
         try:
+            connection = LocalConnection(
+                self._configs[index], self._parsed_header, _Raw(node.configuration_bytes(), self._header),
+                self._queues[index], self._forwarder(index), lambda: self._cancel_reason, self._budget,
+                self._taken(index))
             self._targets[index](connection)
         except cancel.Cancelled as err:
             log.info("node %s stopped: %s", node.target, err)
@@ -215,6 +257,9 @@ class Chain:
             log.debug("node %s.%s failed: %s", node.module, node.target, err)
             self._errors.append((node, err))
         finally:
+            with self._room:  # nobody waits for room in front of a node that has stopped
+                self._ended[index] = True
+                self._room.notify_all()
             leftover = sum(1 for entry in list(self._queues[index].queue) if entry is not _CLOSE)
             if leftover and not self._cancel_event.is_set():
                 log.warning("node %s stopped with %d unread items", node.target, leftover)
@@ -252,6 +297,8 @@ class Chain:
         if self._cancel_reason is None:
             self._cancel_reason = reason
             self._cancel_event.set()
+        with self._room:
+            self._room.notify_all()
         for inbox in self._queues:
             inbox.put(_CLOSE)  # wakes nodes waiting for input
 

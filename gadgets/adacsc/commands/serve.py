@@ -10,7 +10,7 @@ from adacsc.limits import GiB, ScanLimits
 from adacsc.server import Limits, Server, ServerSettings, SessionSettings
 from adacsc.server.host import log_host_resources
 from adacsc.server.protocol import MiB
-from adacsc.server.signals import serve_until_signalled
+from adacsc.server.signals import exit_now, serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-waiting", type=int, help="connections that may wait for a worker (default 4 x workers)")
     parser.add_argument("--wait", type=float, default=120.0, help="seconds a connection may wait for a worker")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a client may stay silent mid-scan")
-    parser.add_argument("--write-stall", type=float, default=30.0,
+    parser.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a connection may take to send its config and header (it holds no worker "
+                             "meanwhile)")
+    parser.add_argument("--message-timeout", type=float, default=10.0,
+                        help="seconds one message may take from its first byte (plus 1 s per MiB)")
+    parser.add_argument("--write-stall", type=float, default=20.0,
                         help="seconds a client may leave its results unread before its scan is cancelled")
     parser.add_argument("--scan-timeout", type=float, default=1800.0,
                         help="deadline of one scan in seconds; a scan past it is cancelled")
@@ -67,18 +72,20 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """ServerSettings from the command line."""
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
-    for option in ("timeout", "write_stall", "scan_timeout", "max_scan_gb", "max_matrix", "max_channels",
-                   "max_iterations"):
+    for option in ("timeout", "header_timeout", "message_timeout", "write_stall", "scan_timeout", "max_scan_gb",
+                   "max_matrix", "max_channels", "max_iterations"):
         if getattr(args, option) <= 0:
             raise ValueError(f"--{option.replace('_', '-')} must be positive")
     if args.grace < 0:
         raise ValueError("--grace must be >= 0")
     limits = Limits(max_text_bytes=int(args.max_text_mb * MiB), max_readout_bytes=int(args.max_readout_mb * MiB))
     session = SessionSettings(config_dirs=(), strict=args.strict, io_timeout_s=args.timeout,
-                              write_stall_s=args.write_stall, scan_timeout_s=args.scan_timeout, limits=limits,
+                              message_timeout_s=args.message_timeout, write_stall_s=args.write_stall,
+                              scan_timeout_s=args.scan_timeout, limits=limits,
                               max_scan_bytes=int(args.max_scan_gb * GiB), error_format=args.error_format)
     return ServerSettings(host=args.host, port=args.port, workers=args.workers, max_waiting=args.max_waiting,
-                          wait_s=args.wait, extra_config_dirs=tuple(args.config_dir),
+                          wait_s=args.wait, header_timeout_s=args.header_timeout,
+                          extra_config_dirs=tuple(args.config_dir),
                           allow_modules=tuple(args.allow_module), preload=not args.no_preload,
                           grace_s=args.grace, session=session)
 
@@ -105,6 +112,5 @@ def run(args: argparse.Namespace) -> int:
     server = Server(settings_from_args(args))
     server.start()
     serve_until_signalled(server, server.active_sessions)
-    failed = sum(1 for report in server.reports if not report.ok)
-    log.info("served %d scans (%d with errors)", len(server.reports), failed)
-    return 0
+    log.info("served %d scans (%d with errors)", server.sessions_served, server.sessions_failed)
+    exit_now(0)

@@ -11,10 +11,11 @@ iteration. Nothing is bound by default: the step costs nothing in training and t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 
-__all__ = ["Cancelled", "bind", "bound_check", "set_iteration_hook", "between_iterations"]
+__all__ = ["Cancelled", "bind", "bound_check", "stop_or_after", "set_iteration_hook", "between_iterations"]
 
 _CHECK: ContextVar[Callable[[], bool] | None] = ContextVar("adacsc_cancel_check", default=None)
 _HOOK: ContextVar[Callable[[], None] | None] = ContextVar("adacsc_iteration_hook", default=None)
@@ -32,6 +33,13 @@ def bind(check: Callable[[], bool] | None) -> None:
 def bound_check() -> Callable[[], bool] | None:
     """The stop test bound to this context, or None."""
     return _CHECK.get()
+
+
+def stop_or_after(seconds: float) -> Callable[[], bool]:
+    """A stop test for a bounded wait: true once the bound test says stop, or `seconds` from now."""
+    check = _CHECK.get()
+    give_up = time.monotonic() + seconds
+    return lambda: bool(check is not None and check()) or time.monotonic() > give_up
 
 
 def set_iteration_hook(hook: Callable[[], None] | None) -> None:

@@ -24,14 +24,20 @@ import ismrmrd
 import numpy as np
 from gadgetron.types import ImageArray, ReconData
 
+from adacsc.core import cancel
 from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
 from adacsc.gadgets.properties import Property, PropertySpec, read_properties
 from adacsc.io.images import header_from_acquisition, make_image
+from adacsc.io.series import PROCESSING_HISTORY, Series, protocol_name, series_names
 from adacsc.io.slice_meta import SliceSampling
+from adacsc.limits import ScanBudget, ScanLimits
 from adacsc.mr import averaging, coil_maps
 from adacsc.mr.fft import ifftc
 
 log = logging.getLogger(__name__)
+
+MEMORY_WAIT_S = 30.0
+"""how long an image waits for the scan's budget to have room for its working memory"""
 
 SPEC = PropertySpec("coil_combination", (
     Property("coil_map_method", str, "inati", "coil sensitivity estimation", choices=("inati", "walsh")),
@@ -43,11 +49,6 @@ SPEC = PropertySpec("coil_combination", (
              "image_array (for a reconstruction gadget downstream) or images (final complex images)",
              choices=("image_array", "images")),
 ))
-
-
-def sampled_lines(headers: np.ndarray) -> np.ndarray:
-    """Which phase-encode lines hold data: acquired lines carry a header with samples."""
-    return np.array([h.number_of_samples > 0 for h in headers.reshape(headers.shape[0], -1)[:, 0]])
 
 
 def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: int,
@@ -67,9 +68,13 @@ def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: i
     return coil_maps.combine(images, maps)
 
 
-def prewhitened(headers: np.ndarray, lines: np.ndarray) -> bool:
-    """Whether every acquired readout [E1] of a slice carries the prewhitening flag."""
-    return all(h.is_flag_set(PREWHITENED_FLAG) for h in headers[lines])
+def working_bytes(shape: tuple[int, int, int], method: str) -> int:
+    """Peak working memory of combine_buffer for k-space [CHA, E1, RO] (measured: the FFTs and
+    the Inati maps stay within 6 times the k-space, Walsh's per-pixel coil covariances within 6
+    times that per coil)."""
+    channels = shape[0]
+    nbytes = 8 * channels * shape[1] * shape[2]
+    return 6 * nbytes * (channels if method == "walsh" and channels > 1 else 1)
 
 
 def _reference_header(headers: np.ndarray, lines: np.ndarray, centre: int) -> ismrmrd.AcquisitionHeader:
@@ -113,12 +118,13 @@ def _extent(limits: Any, name: str) -> int:
     return int(limit.maximum) + 1 if limit is not None and limit.maximum is not None else 1
 
 
-def combine_recon_data(recon: ReconData, props: dict[str, Any],
-                       limits: Any = None) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+def combine_recon_data(recon: ReconData, props: dict[str, Any], limits: Any = None,
+                       budget: ScanBudget | None = None) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
     """(image [Y, X], image header, meta) for every image in a ReconData: every S and LOC, every
     group of N (averages combined or kept apart, other counters separate) and every partition E2,
     each as soon as it is combined (the reconstruction of a 3-D slab's first partition starts
-    while the others are combined)."""
+    while the others are combined). The working memory is charged to `budget` while it is used."""
+    budget = budget if budget is not None else ScanBudget(ScanLimits.from_environment().max_scan_bytes)
     for bit in recon:
         buffer = bit.data
         data = np.asarray(buffer.data)  # [RO, E1, E2, CHA, N, S, LOC]
@@ -134,12 +140,13 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any],
                 reference[:, :, :, :, 0, min(s, reference.shape[5] - 1), min(loc, reference.shape[6] - 1)]
             for members in _image_groups(headers, acquired, props["averages"]).values():
                 yield from _combine_image(data[:, :, :, :, members, s, loc], headers[:, :, members],
-                                          acquired[:, :, members], calibration, buffer.sampling, props, limits)
+                                          acquired[:, :, members], calibration, buffer.sampling, props, limits,
+                                          budget)
 
 
 def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, calibration: np.ndarray | None,
-                   sampling: Any, props: dict[str, Any],
-                   limits: Any) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+                   sampling: Any, props: dict[str, Any], limits: Any,
+                   budget: ScanBudget) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
     """The images (one per partition) of one image's k-space [RO, E1, E2, CHA, N] with headers [E1, E2, N]."""
     readout, n_lines, n_partitions = data.shape[:3]
     kspace, counts = averaging.mean_of_averages(data, acquired)
@@ -167,12 +174,16 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
                             else np.transpose(reference_hybrid[:, :, partition, :], (2, 1, 0)))
         name = (f"slice {reference.idx.slice}" + (f" partition {partition}" if n_partitions > 1 else "")
                 + f" repetition {reference.idx.repetition}")
-        try:
-            image = combine_buffer(image_kspace, lines, props["coil_map_method"], props["kernel_size"],
-                                   reference_kspace)
-        except ValueError as err:
-            log.error("%s not reconstructed: %s", name, err)
-            continue
+        with budget.reserve(working_bytes(image_kspace.shape, props["coil_map_method"]),
+                            f"the coil combination of {name} ({image_kspace.shape[0]} coils x "
+                            f"{image_kspace.shape[1]} lines x {image_kspace.shape[2]} samples)",
+                            cancel.stop_or_after(MEMORY_WAIT_S)):
+            try:
+                image = combine_buffer(image_kspace, lines, props["coil_map_method"], props["kernel_size"],
+                                       reference_kspace)
+            except ValueError as err:
+                log.error("%s not reconstructed: %s", name, err)
+                continue
         bad = ~np.isfinite(image)
         if bad.any():
             log.warning("%s: %d NaN or infinite pixels set to 0", name, int(bad.sum()))
@@ -203,6 +214,16 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
         yield image.reshape(n_lines, readout), header, meta
 
 
+COMBINED_SERIES = Series(1, "CoilCombined", "_coilcombined", "SNR", "COILCOMBINED")
+
+
+def final_image_names(protocol: str) -> dict[str, object]:
+    """The series names and processing history of combined images sent as final images (the
+    front-end chain's output), as adacsc.io.series gives the reconstruction's."""
+    return {**series_names(protocol, COMBINED_SERIES),
+            "ImageProcessingHistory": [*PROCESSING_HISTORY, COMBINED_SERIES.step]}
+
+
 def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -> ImageArray:
     """An ImageArray [X, Y, 1, 1, 1, 1, 1] holding one combined image."""
     header.matrix_size = (image.shape[1], image.shape[0], 1)
@@ -220,13 +241,16 @@ def coil_combination(connection: Any) -> None:
     """Gadget: ReconData in, one combined complex image per slice out; other items pass on."""
     props = read_properties(connection, SPEC)
     limits = _encoding_limits(connection.header)
+    budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
+    names = final_image_names(protocol_name(connection.header))
     connection.filter(ReconData)
     for item in connection:
-        for image, header, meta in combine_recon_data(item, props, limits):
-            if props["output"] == "images":
-                connection.send(make_image(image, header, meta))
-            else:
-                connection.send(to_image_array(image, header, meta))
+        for image, header, meta in combine_recon_data(item, props, limits, budget):
+            budget.charge(image.nbytes, f"the combined image of slice {header.slice}",
+                          cancel.stop_or_after(MEMORY_WAIT_S))
+            output = (make_image(image, header, {**meta, **names}) if props["output"] == "images"
+                      else to_image_array(image, header, meta))
+            connection.send(budget.hold(output, image.nbytes))
 
 
 def _encoding_limits(header: Any) -> Any:

@@ -35,6 +35,7 @@ import torch
 from gadgetron.types import ImageArray
 
 from adacsc import resources
+from adacsc.core import cancel
 from adacsc.core.app import CSCRecon, FixedLambda, LowPass, ReconImages, SparsityMaps
 from adacsc.core.device import parse_device_name, resolve_device
 from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS, NoiseMultiple, TrainedSettings
@@ -42,8 +43,10 @@ from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_p
 from adacsc.gadgets.slice_pool import OrderedSender, shared_pool
 from adacsc.io.dictionary_file import load_dictionary
 from adacsc.io.series import OUTPUT_FORMATS, Series, protocol_name, scanner_image
+from adacsc.io import header as hdr
 from adacsc.io.slice_meta import SliceSampling
 from adacsc.io.weights_file import load_model, read_model_info
+from adacsc.limits import GiB, LimitError, ScanBudget, ScanLimits
 from adacsc.mr.fft import fftc
 from adacsc.mr.noise import estimate_noise_std
 
@@ -80,6 +83,11 @@ SPEC = PropertySpec("csc", (
 ))
 
 NOISE_FROM_IMAGE = "estimated from the image"
+NOISE_FLOOR = 1e-3
+"""the lowest noise level used, relative to the image's 99th-percentile magnitude (an SNR of 1000)"""
+NOISE_FLOOR_SOURCE = "floor (the image has no measurable noise)"
+MEMORY_WAIT_S = 60.0
+"""how long a slice waits for the memory other slices of its scan hold before the scan fails"""
 
 
 @dataclass(frozen=True)
@@ -160,12 +168,18 @@ def _slices(item: ImageArray) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dic
 def noise_level(image: np.ndarray, sampling: SliceSampling) -> tuple[float, str]:
     """(k-space noise std of a combined image, where it comes from): the level the coil
     combination recorded (prewhitened with a noise scan), else an estimate from the image; the
-    image's noise is the k-space noise times sqrt(fraction of acquired lines)."""
+    image's noise is the k-space noise times sqrt(fraction of acquired lines). An estimate
+    below NOISE_FLOOR of the image's 99th-percentile magnitude (noise-free or synthetic input)
+    is raised to that floor: the solver's noise-scaled steps would otherwise amplify rounding."""
     if sampling.noise_level:
         return sampling.noise_level, sampling.noise_source
+    magnitude = np.abs(image)
+    if not magnitude.any():
+        raise ValueError("the noise level of this image cannot be estimated: it is all zeros")
+    floor = NOISE_FLOOR * float(np.percentile(magnitude, 99)) / np.sqrt(max(float(sampling.lines.mean()), 1e-6))
     estimate = estimate_noise_std(image) / np.sqrt(max(float(sampling.lines.mean()), 1e-6))
-    if not estimate > 0:
-        raise ValueError("the noise level of this image cannot be estimated (is it all zeros?)")
+    if not estimate >= floor:
+        return floor, NOISE_FLOOR_SOURCE
     return estimate, NOISE_FROM_IMAGE
 
 
@@ -209,6 +223,8 @@ def csc(connection: Any) -> None:
     props = read_properties(connection, SPEC)
     recon = build_recon(ReconSettings.from_properties(props))
     log.info("CSC: %s", recon.describe())
+    budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
+    check_grid(recon, connection.header, budget)
     output = _Output(output_series(props), props["output"], protocol_name(connection.header))
     count = 0
     sources: set[str] = set()
@@ -220,22 +236,51 @@ def csc(connection: Any) -> None:
                 noise = noise_level(image, sampling)
                 if noise[1] not in sources:
                     sources.add(noise[1])
-                    log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
+                    if noise[1] == NOISE_FLOOR_SOURCE:
+                        log.warning("slice %d has no measurable noise (noise-free or synthetic input?): using a "
+                                    "noise floor of %g of its 99th-percentile magnitude (%.4g)", header.slice,
+                                    NOISE_FLOOR, noise[0])
+                    else:
+                        log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
-                                               header, sampling.qa()))
+                                               header, sampling.qa(), budget))
+
+
+def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
+    """Refuse, before any data, a scan whose CSC grid would not fit the scan's budget: the
+    largest slice the header allows (encoded lines x recon readout) at `super_resolution`."""
+    encoding = hdr.encoding(header)
+    acquired = (encoding.encoded_matrix[1], max(encoding.recon_matrix[0], 1))
+    need = recon.peak_bytes(acquired)
+    if need > budget.limit:
+        grid_y, grid_x = recon.grid(acquired)
+        raise LimitError(f"csc.super_resolution = {recon.super_resolution} makes a {grid_y}x{grid_x} grid with "
+                         f"{recon.dictionary.num_filters} filters for the header's {acquired[0]}x{acquired[1]} "
+                         f"matrix: {need / GiB:.1f} GiB per slice, over the scan limit of {budget.limit / GiB:.1f} "
+                         "GiB; lower super_resolution or raise the limit")
 
 
 def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarray, lines: np.ndarray,
-                  noise: tuple[float, str], header: ismrmrd.ImageHeader,
-                  sampling_qa: dict[str, str]) -> list[ismrmrd.Image]:
+                  noise: tuple[float, str], header: ismrmrd.ImageHeader, sampling_qa: dict[str, str],
+                  budget: ScanBudget) -> list[ismrmrd.Image]:
     """The images of one slice (a slice-pool job); `sampling_qa` (averages, kz undersampling) joins
-    the QA meta."""
+    the QA meta; its working memory and images are charged to the scan's budget."""
     started = time.perf_counter()
-    images = recon(fftc(image.astype(np.complex64)), lines, noise[0])
-    elapsed_ms = 1000 * (time.perf_counter() - started)
-    qa = qa_meta(recon, images, elapsed_ms, noise) | sampling_qa
-    log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
-             torch.get_num_threads())
-    return [scanner_image(getattr(images, key), header, wanted, output.pixel_format, image_index=count,
-                          protocol=output.protocol, qa=qa) for key, wanted in output.series]
+    grid_y, grid_x = recon.grid(image.shape)
+    with budget.reserve(recon.peak_bytes(image.shape),
+                        f"the CSC reconstruction of slice {header.slice} ({grid_y}x{grid_x} grid, "
+                        f"{recon.dictionary.num_filters} filters, super_resolution {recon.super_resolution})",
+                        stop=cancel.stop_or_after(MEMORY_WAIT_S)):
+        images = recon(fftc(image.astype(np.complex64)), lines, noise[0])
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        qa = qa_meta(recon, images, elapsed_ms, noise) | sampling_qa
+        log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
+                 torch.get_num_threads())
+        results = []
+        for key, wanted in output.series:
+            nbytes = 8 * grid_y * grid_x
+            budget.charge(nbytes, f"image {count} of series {wanted.index}", cancel.stop_or_after(MEMORY_WAIT_S))
+            results.append(budget.hold(scanner_image(getattr(images, key), header, wanted, output.pixel_format,
+                                                     image_index=count, protocol=output.protocol, qa=qa), nbytes))
+    return results

@@ -9,7 +9,9 @@ still open when the stream ends, at the end. The scan's tally names every readou
 the image, used for calibration, or left out with the reason.
 
 The header's matrix and coils are checked against the operator's limits (adacsc.limits) before
-any buffer exists, and every buffer is charged to the scan's budget before it is allocated.
+any buffer exists, and every buffer is charged to the scan's budget before it is allocated and
+released when it is freed downstream; while the budget is full, the next buffer waits (up to
+MEMORY_WAIT_S) for the gadgets downstream to free theirs.
 """
 
 import logging
@@ -19,6 +21,7 @@ import ismrmrd
 import numpy as np
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
 
+from adacsc.core import cancel
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.io import header as hdr
 from adacsc.io.kspace_buffers import Filled, KSpaceAccumulator
@@ -26,6 +29,9 @@ from adacsc.limits import ScanBudget, ScanLimits, check_encoding
 from adacsc.mr.oversampling import remove_readout_oversampling
 
 log = logging.getLogger(__name__)
+
+MEMORY_WAIT_S = 30.0
+"""how long a new buffer waits for the scan's budget to have room before the scan fails"""
 
 SPEC = PropertySpec("readout_buffer", (
     Property("remove_oversampling", parse_bool, True,
@@ -44,7 +50,7 @@ class Accumulator:
         encoded_x, recon_x = self.encoding.encoded_matrix[0], self.encoding.recon_matrix[0]
         self.crop_factor = recon_x / encoded_x if remove_oversampling and encoded_x > recon_x else 1.0
         self.kspace = KSpaceAccumulator(self.encoding, self.budget.charge, self.limits.max_channels,
-                                        f"${self.limits.variable('max_channels')}")
+                                        f"${self.limits.variable('max_channels')}", self._allocate)
         self.tally = self.kspace.tally
 
     def add(self, acquisition: ismrmrd.Acquisition) -> ReconData | None:
@@ -52,16 +58,28 @@ class Accumulator:
         filled = self.kspace.add(acquisition)
         return None if filled is None else self._recon_data(filled)
 
+    def add_all(self, acquisition: ismrmrd.Acquisition) -> list[ReconData]:
+        """File one readout; a ReconData for every image it completes (io.kspace_buffers.add_all)."""
+        return [self._recon_data(filled) for filled in self.kspace.add_all(acquisition)]
+
     def flush(self) -> list[ReconData]:
         """At the end of the stream: emit buffers whose image never completed."""
         return [self._recon_data(filled) for filled in self.kspace.flush()]
 
+    def _allocate(self, shape: tuple[int, ...], what: str) -> np.ndarray:
+        """A k-space buffer charged to the scan's budget (waiting while it is full) until freed."""
+        return self.budget.allocate(shape, np.complex64, what, cancel.stop_or_after(MEMORY_WAIT_S))
+
     def _crop(self, data: np.ndarray) -> np.ndarray:
-        """Remove readout oversampling along axis 0."""
+        """Remove readout oversampling along axis 0 (contiguous, charged to the budget until freed)."""
         if self.crop_factor == 1.0:
             return data
         readout = int(round(data.shape[0] * self.crop_factor))
-        return np.moveaxis(remove_readout_oversampling(np.moveaxis(data, 0, -1), readout), -1, 0)
+        nbytes = 8 * readout * int(np.prod(data.shape[1:]))
+        with self.budget.reserve(4 * data.nbytes, "the oversampling removal of a k-space buffer"):
+            self.budget.charge(nbytes, "a k-space buffer without readout oversampling")
+            cropped = remove_readout_oversampling(np.moveaxis(data, 0, -1), readout)
+            return self.budget.hold(np.ascontiguousarray(np.moveaxis(cropped, -1, 0)), nbytes)
 
     def _recon_data(self, filled: Filled) -> ReconData:
         data = self._crop(filled.data)
@@ -102,8 +120,7 @@ def readout_buffer(connection: Any) -> None:
     accumulator = Accumulator(connection.header, props["remove_oversampling"], getattr(connection, "budget", None))
     connection.filter(ismrmrd.Acquisition)
     for item in connection:
-        complete = accumulator.add(item)
-        if complete is not None:
+        for complete in accumulator.add_all(item):
             connection.send(complete)
     for complete in accumulator.flush():
         connection.send(complete)

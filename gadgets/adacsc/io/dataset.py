@@ -50,6 +50,9 @@ class InputScan:
                 self._file = h5py.File(self.path, "r")
                 groups = [n for n in self._file if isinstance(self._file[n], h5py.Group) and "xml" in self._file[n]]
         except OSError as err:
+            if "lock" in str(err).lower():
+                raise DatasetError(f"{self.path}: locked by another program that has it open for writing; try "
+                                   "again once it has closed the file") from err
             raise DatasetError(f"{self.path}: damaged HDF5 file: {err}") from err
         if group is None:
             if not groups:

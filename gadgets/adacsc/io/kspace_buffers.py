@@ -6,9 +6,12 @@ BucketToBuffer does with N_dimension=average: data [RO, E1, E2, CHA, A] with the
 acquired (line, partition, average), so the coil combination can take each line's mean over the
 averages that were acquired (or keep them apart) and knows how many went into each line.
 
-A buffer is complete when ACQ_LAST_IN_SLICE has been seen in each of the averages the header
-declares (encodingLimits.average), whichever loop order the scan used; buffers still open when the
-stream ends are returned by `flush` (with a warning when lines or averages are missing).
+A buffer is complete when ACQ_LAST_IN_SLICE comes with the last average the header declares
+(encodingLimits.average) or has come in each of them, whichever loop order the scan used (averages
+innermost: the slice's last readout is of the last average; outermost: each pass ends the slice);
+the slice's last readout in the last declared contrast also completes its other contrasts; buffers
+still open when the stream ends are returned by `flush` (with a warning when lines or averages are
+missing).
 Calibration-only readouts fill a separate calibration buffer [RO, E1, E2, CHA] of the same image.
 
 Every readout is accounted for in the `Tally` (adacsc.io.readouts); each buffer is charged to the
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import ismrmrd
 import numpy as np
@@ -97,10 +100,15 @@ class KSpaceAccumulator:
     """Sorts classified, placed readouts into per-image buffers; returns each buffer once complete."""
 
     def __init__(self, encoding: Encoding, charge: Callable[[int, str], None], max_channels: int,
-                 channel_limit_name: str = "the operator limit") -> None:
+                 channel_limit_name: str = "the operator limit",
+                 allocate: Callable[[tuple[int, ...], str], np.ndarray] | None = None) -> None:
         self.grid = Grid.from_encoding(encoding)
         self.averages = encoding.averages
+        self.contrasts = encoding.contrasts
         self.charge = charge
+        self.allocate = allocate
+        """makes a zeroed complex64 buffer charged to the scan (and released when freed) instead
+        of `charge` followed by np.zeros"""
         self.max_channels = max_channels
         self.channel_limit_name = channel_limit_name
         self.buffers: dict[ImageKey, _Buffer] = {}
@@ -130,9 +138,23 @@ class KSpaceAccumulator:
             return None
         if acquisition.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) and kind != CALIBRATION:
             buffer.finished_averages.add(average)
-            if len(buffer.finished_averages) >= self.averages:
+            if average == self.averages - 1 or len(buffer.finished_averages) >= self.averages:
                 return self._take(key)
         return None
+
+    def add_all(self, acquisition: ismrmrd.Acquisition) -> list[Filled]:
+        """File one readout; every image it completes: its own and, when it ends the slice in the
+        last declared contrast, the slice's other contrasts still open (a scan that flags
+        ACQ_LAST_IN_SLICE once, on the last echo of the last line)."""
+        filled = self.add(acquisition)
+        if filled is None:
+            return []
+        completed = [filled]
+        if self.contrasts > 1 and filled.key.contrast == self.contrasts - 1:
+            siblings = [key for key in self.buffers if key.contrast < filled.key.contrast
+                        and replace(key, contrast=0) == replace(filled.key, contrast=0)]
+            completed = [taken for taken in map(self._take, sorted(siblings)) if taken is not None] + completed
+        return completed
 
     def _rejection(self, acquisition: ismrmrd.Acquisition) -> str | None:
         """Why a readout that belongs in an image cannot be used, or None."""
@@ -156,10 +178,17 @@ class KSpaceAccumulator:
         extent = f"{shape[0]} samples x {shape[1]} lines"
         extent += f" x {shape[2]} partitions" if shape[2] > 1 else ""
         extent += f" x {shape[3]} channels" + (f" x {shape[4]} averages" if shape[4] > 1 else "")
-        self.charge(8 * int(np.prod(shape)), f"the k-space buffer of {key.describe()} ({extent})")
-        buffer = _Buffer(key, None, np.zeros(shape, np.complex64), np.empty(shape[1:3] + shape[4:], object))
+        data = self._zeros(shape, f"the k-space buffer of {key.describe()} ({extent})")
+        buffer = _Buffer(key, None, data, np.empty(shape[1:3] + shape[4:], object))
         self.buffers[key] = buffer
         return buffer
+
+    def _zeros(self, shape: tuple[int, ...], what: str) -> np.ndarray:
+        """A zeroed complex64 buffer, charged to the scan before it is allocated."""
+        if self.allocate is not None:
+            return self.allocate(shape, what)
+        self.charge(8 * int(np.prod(shape)), what)
+        return np.zeros(shape, np.complex64)
 
     def _image(self, buffer: _Buffer, acquisition: ismrmrd.Acquisition, average: int, kind: str) -> None:
         if buffer.samples is None:
@@ -180,8 +209,7 @@ class KSpaceAccumulator:
     def _calibrate(self, buffer: _Buffer, acquisition: ismrmrd.Acquisition) -> None:
         if buffer.calibration is None:
             shape = buffer.data.shape[:4]
-            self.charge(8 * int(np.prod(shape)), f"the calibration buffer of {buffer.key.describe()}")
-            buffer.calibration = np.zeros(shape, np.complex64)
+            buffer.calibration = self._zeros(shape, f"the calibration buffer of {buffer.key.describe()}")
             buffer.calibration_headers = np.empty(shape[1:3], object)
             buffer.calibration_samples = acquisition.number_of_samples
         elif acquisition.number_of_samples != buffer.calibration_samples:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from adacsc.chain.config import ChainConfig, ChainError, parse_chain
+from adacsc.chain.config import AmbiguousProperty, ChainConfig, ChainError, parse_chain
 from adacsc.server import fire
 
 __all__ = ["ParameterError", "JsonParameters", "looks_like_json", "parse_json_parameters", "ChainRequest",
@@ -37,16 +37,80 @@ class JsonParameters:
     """parameters whose value is not a string, number or boolean (ignored)"""
 
 
+MAX_DEPTH = 32
+"""deepest nesting of objects and arrays accepted in JSON parameters"""
+MAX_NUMBER_DIGITS = 64
+"""longest number literal accepted in JSON parameters"""
+_BOM = "\ufeff"
+
+
+class _Number(str):
+    """A JSON number literal, kept as text until its parameter is known (long ones are refused
+    with the parameter's name, instead of Python's int-conversion limit deep inside json)."""
+
+
 def looks_like_json(text: str) -> bool:
-    """Whether a TEXT message is meant as JSON parameters (else it is only logged)."""
-    return text.strip().startswith("{")
+    """Whether a TEXT message is meant as JSON parameters (else it is only logged); a leading
+    UTF-8 byte-order mark is allowed."""
+    return text.strip().lstrip(_BOM).lstrip().startswith("{")
+
+
+def _too_deep(text: str) -> str | None:
+    """The path (e.g. 'parameters.x') of the first place nested deeper than MAX_DEPTH, or None;
+    a scan of the text, so that no recursive parser runs out of stack."""
+    keys: list[str | None] = []
+    last_string: str | None = None
+    in_string = escaped = False
+    start = 0
+    for position, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                last_string = text[start:position]
+        elif char == '"':
+            in_string, start = True, position + 1
+        elif char in "{[":
+            keys.append(None)
+            if len(keys) > MAX_DEPTH:
+                return ".".join(k for k in keys if k) or "(top level)"
+        elif char in "}]":
+            if keys:
+                keys.pop()
+        elif char == ":" and keys:
+            keys[-1] = last_string
+    return None
+
+
+def _value(key: str, value: object) -> str:
+    """A parameter's value as property text; ParameterError naming `key` when it cannot be one."""
+    if isinstance(value, _Number):
+        if len(value) > MAX_NUMBER_DIGITS:
+            raise ParameterError(f"JSON parameter {key!r}: a number of {len(value)} characters (at most "
+                                 f"{MAX_NUMBER_DIGITS})")
+        number = float(value) if any(c in value for c in ".eE") else int(value)
+        return str(number)
+    text = str(value)
+    bad = next((c for c in text if (ord(c) < 32 and c not in "\t\n\r") or c in "\ufffe\uffff"), None)
+    if bad is not None:
+        raise ParameterError(f"JSON parameter {key!r}: its value holds the control character U+{ord(bad):04X}")
+    return text
 
 
 def parse_json_parameters(text: str) -> JsonParameters:
-    """The parameters of one JSON TEXT message; ParameterError when it does not parse or is not
-    shaped as {"parameters": {...}, ...}."""
+    """The parameters of one JSON TEXT message (a leading byte-order mark allowed);
+    ParameterError, naming the parameter where there is one, when it does not parse, nests
+    deeper than MAX_DEPTH, holds a number longer than MAX_NUMBER_DIGITS or a control character,
+    or is not shaped as {"parameters": {...}, ...}."""
+    text = text.strip().lstrip(_BOM)
+    deep = _too_deep(text)
+    if deep is not None:
+        raise ParameterError(f"JSON parameters nest deeper than {MAX_DEPTH} levels at {deep!r}")
     try:
-        document = json.loads(text.strip())
+        document = json.loads(text, parse_int=_Number, parse_float=_Number)
     except json.JSONDecodeError as err:
         raise ParameterError(f"TEXT looks like JSON but does not parse ({err})") from err
     if not isinstance(document, dict):
@@ -58,7 +122,7 @@ def parse_json_parameters(text: str) -> JsonParameters:
     for key in _CONFIG_KEYS:
         for source in (document, parameters):
             value = source.get(key)
-            if isinstance(value, str) and value.strip():
+            if isinstance(value, str) and not isinstance(value, _Number) and value.strip():
                 config = value.strip()
     properties: dict[str, str] = {}
     unusable = []
@@ -67,8 +131,8 @@ def parse_json_parameters(text: str) -> JsonParameters:
             continue
         if isinstance(value, bool):
             properties[str(key)] = "true" if value else "false"
-        elif isinstance(value, (int, float, str)):
-            properties[str(key)] = str(value)
+        elif isinstance(value, str):
+            properties[_value("(name)", key)] = _value(key, value)
         else:
             unusable.append(str(key))
     return JsonParameters(config, properties, tuple(unusable))
@@ -102,12 +166,15 @@ def select_chain(request: ChainRequest, folders: list[Path], trusts: Callable[[s
 
 
 def apply_overrides(chain: ChainConfig, overrides: dict[str, str]) -> tuple[ChainConfig, list[str]]:
-    """`chain` with every override some node accepts, and the keys no node accepts (ignored)."""
+    """`chain` with every override some node accepts, and the keys no node accepts (ignored);
+    AmbiguousProperty for a bare name several nodes accept with a value that does not suit all."""
     applied: dict[str, str] = {}
     ignored = []
     for key, value in fire.chain_overrides(overrides, chain).items():
         try:
             chain.with_overrides({key: value})
+        except AmbiguousProperty:
+            raise
         except ChainError:
             ignored.append(key)
             continue

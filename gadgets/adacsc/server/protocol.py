@@ -61,6 +61,11 @@ class TruncatedMessage(ProtocolError, ConnectionError):
     """The peer closed its sending side in the middle of a message."""
 
 
+class ReadDeadline(TimeoutError):
+    """A deadline of the reader passed (a message arriving too slowly, or the opening of a
+    stream taking too long); the text says which."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Upper bounds checked before anything is allocated."""
@@ -95,25 +100,70 @@ class Message:
         return NAMES.get(self.mid, str(self.mid))
 
 
+MESSAGE_BYTES_PER_S = MiB
+"""the slowest a message may arrive, past its allowance of `message_s` seconds (see SocketReader)"""
+
+
 class SocketReader:
     """Reads exact byte counts from a socket through a small buffer; never reads ahead more than
-    one chunk and never allocates for bytes that have not arrived."""
+    one chunk and never allocates for bytes that have not arrived.
 
-    def __init__(self, sock: socket.socket, chunk: int = 1024 * 1024) -> None:
+    Deadlines, so that a peer trickling bytes cannot hold a connection: `message_s` (None: none)
+    bounds one message, from its first byte, to that many seconds plus one second per
+    MESSAGE_BYTES_PER_S of its size; `deadline` (a time.monotonic() value, None: none) bounds
+    everything read until it is cleared. Between messages, the socket's own timeout applies."""
+
+    def __init__(self, sock: socket.socket, chunk: int = 1024 * 1024, message_s: float | None = None) -> None:
         self._sock = sock
         self._chunk = chunk
         self._buffer = b""
         self._pos = 0
         self.bytes_read = 0
+        self.message_s = message_s
+        self.deadline: float | None = None
+        self.deadline_reason = "the deadline passed"
+        self._message_deadline: float | None = None
 
     def _recv(self) -> bytes:
-        data = self._sock.recv(self._chunk)
+        if self.deadline is not None or self._message_deadline is not None:
+            end, reason = min((d, why) for d, why in ((self.deadline, "opening"), (self._message_deadline, "message"))
+                              if d is not None)
+            reason = self.deadline_reason if reason == "opening" else self._message_reason()
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise ReadDeadline(reason)
+            idle = self._sock.gettimeout()
+            self._sock.settimeout(remaining if idle is None else min(idle, remaining))
+            try:
+                data = self._sock.recv(self._chunk)
+            except TimeoutError:
+                if time.monotonic() >= end:
+                    raise ReadDeadline(reason) from None
+                raise
+            finally:
+                self._sock.settimeout(idle)
+        else:
+            data = self._sock.recv(self._chunk)
         self.bytes_read += len(data)
         return data
+
+    def _message_reason(self) -> str:
+        return f"a message did not arrive within {self.message_s:g} s (+1 s per MiB) of its first byte"
+
+    def begin_message(self) -> None:
+        """The first byte of a message has arrived: its deadline starts now."""
+        if self.message_s is not None:
+            self._message_deadline = time.monotonic() + self.message_s
+
+    def end_message(self) -> None:
+        """The message is complete: between messages only the socket's timeout applies."""
+        self._message_deadline = None
 
     def read(self, size: int, boundary: bool = False) -> bytes:
         """Exactly `size` bytes. At EOF: EndOfStream when nothing of this read arrived and
         `boundary` says a message may end here, else TruncatedMessage."""
+        if self._message_deadline is not None:
+            self._message_deadline += size / MESSAGE_BYTES_PER_S
         available = len(self._buffer) - self._pos
         if available >= size:
             start = self._pos
@@ -246,8 +296,18 @@ def _waveform(reader: SocketReader, limits: Limits) -> tuple[ismrmrd.Waveform, i
 
 def read_message(reader: SocketReader, limits: Limits = Limits()) -> Message:
     """The next message. Raises EndOfStream at a clean end, TruncatedMessage when the stream ends
-    inside a message, ProtocolError for an unknown id, an absurd length or undecodable data."""
-    (mid,) = _ID.unpack(reader.read(_ID.size, boundary=True))
+    inside a message, ProtocolError for an unknown id, an absurd length or undecodable data,
+    ReadDeadline when one of the reader's deadlines passes."""
+    first = reader.read(1, boundary=True)
+    reader.begin_message()
+    try:
+        return _read_body(reader, limits, first)
+    finally:
+        reader.end_message()
+
+
+def _read_body(reader: SocketReader, limits: Limits, first: bytes) -> Message:
+    (mid,) = _ID.unpack(first + reader.read(1))
     if mid == ACQUISITION:
         item, size = _acquisition(reader, limits)
         return Message(mid, item, 2 + size)

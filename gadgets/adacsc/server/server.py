@@ -1,4 +1,6 @@
 """The `adacsc serve` server: one thread per connection, at most `workers` scans running at once, a
+connection taking a worker only once its config and header have arrived (within
+`header_timeout_s`; a bounded number of connections may be that far at once), a
 bounded number waiting for a slot (the rest are refused with a clear error), gadget modules and
 torch imported once at start, graceful stop (stop accepting, let running scans finish for at most
 `grace_s` seconds, then cancel the rest and say so, and return). The accept loop and connection
@@ -17,9 +19,17 @@ from adacsc import resources
 from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
 from adacsc.server.listener import ConnectionServer, join_threads
-from adacsc.server.session import Session, SessionReport, SessionSettings
+from adacsc.server.opening import Opening, read_opening
+from adacsc.server.session import Session, SessionReport, SessionSettings, config_name_warning
 
 log = logging.getLogger(__name__)
+
+REPORTS_KEPT = 1000
+"""session reports kept for inspection (the oldest go first); counts cover every session"""
+CANCEL_WAIT_S = 0.5
+"""after the grace period, how long cancelled scans get to send their error report and CLOSE"""
+ABANDON_WAIT_S = 0.3
+"""then, how long the connections still running get once their sockets are shut down"""
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,10 @@ class ServerSettings:
     """connections that may wait for a worker (default 4 x workers); more are refused at once"""
     wait_s: float = 120.0
     """how long a connection waits for a worker before it is refused"""
+    header_timeout_s: float = 10.0
+    """how long a connection may take to send its config and header; it holds no worker meanwhile"""
+    max_opening: int = 256
+    """connections that may be sending their config and header at once; more are refused at once"""
     extra_config_dirs: tuple[Path, ...] = ()
     allow_modules: tuple[str, ...] = ()
     """modules a client-sent chain XML may run besides adacsc.gadgets.* and the configured chains'"""
@@ -66,7 +80,11 @@ class Server(ConnectionServer):
         self._sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._waiting = 0
+        self._opening: set[socket.socket] = set()
         self.reports: list[SessionReport] = []
+        """the reports of the latest sessions (at most 2 x REPORTS_KEPT: a server runs for months)"""
+        self.sessions_served = 0
+        self.sessions_failed = 0
         self.session_settings: SessionSettings | None = None
         self.address: tuple[str, int] | None = None
 
@@ -146,18 +164,63 @@ class Server(ConnectionServer):
     # ---- serving ---------------------------------------------------------------------------
 
     def _accepted(self, sock: socket.socket, peer: str) -> None:
-        if self._stop.is_set():
+        with self._lock:  # stop() shuts down the opening sockets it finds under this lock
+            stopping = self._stop.is_set()
+            crowded = len(self._opening) >= self.settings.max_opening
+            if not crowded and not stopping:
+                self._opening.add(sock)
+        if stopping:
             _refuse(sock, "server shutting down", self.session_settings.error_format)
             return
-        self._admit(sock, peer)
+        if crowded:
+            log.warning("refusing %s: %d connections are still sending their header", peer, self.settings.max_opening)
+            threading.Thread(target=_refuse, args=(sock, "server busy: too many connections at once, try later",
+                                                   self.session_settings.error_format), daemon=True).start()
+            return
+        self._spawn(self._open, (sock, peer), f"adacsc-conn-{peer}")
+
+    def _open(self, sock: socket.socket, peer: str) -> None:
+        """Read the config and header without a worker (bounded in time and bytes), then admit."""
+        settings = self.session_settings
+        assert settings is not None
+        try:
+            sock.settimeout(settings.io_timeout_s)
+            opening = read_opening(sock, settings.limits, self.settings.header_timeout_s,
+                                   settings.message_timeout_s, 4 * settings.limits.max_text_bytes,
+                                   lambda message: self._answer_early(message, settings))
+        except Exception:
+            log.exception("connection %s failed", peer)
+            sock.close()
+            return
+        finally:
+            with self._lock:
+                self._opening.discard(sock)
+        if self._stop.is_set():
+            _refuse(sock, "server shutting down", settings.error_format)
+        elif opening.timed_out:
+            log.warning("refusing %s: %s", peer, opening.failure)
+            _refuse(sock, str(opening.failure), settings.error_format)
+        else:
+            self._admit(sock, peer, opening)
+
+    @staticmethod
+    def _answer_early(message: proto.Message, settings: SessionSettings) -> bytes | None:
+        """The warning an unknown config name gets before the header (clients show it at once)."""
+        if message.mid != proto.CONFIG_FILE or not message.payload:
+            return None
+        warning = config_name_warning(message.payload, settings)
+        if warning is None:
+            return None
+        return proto.text_message(f"WARNING: {resources.without_folders(warning, settings.config_dirs)}")
 
     def _after_stop(self) -> None:
         self._drain()
-        log.info("server stopped after %d sessions", len(self.reports))
+        log.info("server stopped after %d sessions", self.sessions_served)
 
     def _drain(self) -> None:
-        """Wait up to `grace_s` for the running connections; then cancel them and wait for the
-        cancellation (bounded by the write stall time: an error report may still be sent)."""
+        """Wait up to `grace_s` for the running connections; then cancel them, give them
+        CANCEL_WAIT_S to tell their clients, drop those still running (a client that does not
+        read, a gadget busy between cancellation points) and return within about a second."""
         running = self.running_threads()
         if running:
             log.info("stopping: waiting up to %g s for %d connection(s) to finish", self.settings.grace_s,
@@ -170,11 +233,17 @@ class Server(ConnectionServer):
                         len(sessions))
             for session in sessions:
                 session.cancel("the server is shutting down")
-        left = join_threads(self.running_threads(), self.settings.session.write_stall_s + 10.0)
+        if not join_threads(self.running_threads(), CANCEL_WAIT_S):
+            return
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.abandon("the server is shutting down")
+        left = join_threads(self.running_threads(), ABANDON_WAIT_S)
         if left:
             log.error("%d connection(s) did not stop after cancelling; exiting without them", left)
 
-    def _admit(self, sock: socket.socket, peer: str) -> None:
+    def _admit(self, sock: socket.socket, peer: str, opening: Opening) -> None:
         limit = self.settings.max_waiting if self.settings.max_waiting is not None else 4 * self.settings.workers
         error_format = self.session_settings.error_format if self.session_settings else "text"
         acquired = self._slots.acquire(blocking=False)
@@ -186,13 +255,12 @@ class Server(ConnectionServer):
             if busy:
                 log.warning("refusing %s: all %d workers busy and %d connections waiting", peer,
                             self.settings.workers, limit)
-                threading.Thread(target=_refuse, args=(sock, "server busy: too many scans at once, try later",
-                                                       error_format), daemon=True).start()
+                _refuse(sock, "server busy: too many scans at once, try later", error_format)
                 return
             log.info("%s waits for a free worker", peer)
-        self._spawn(self._handle, (sock, peer, acquired), f"adacsc-conn-{peer}")
+        self._handle(sock, peer, acquired, opening)
 
-    def _handle(self, sock: socket.socket, peer: str, acquired: bool) -> None:
+    def _handle(self, sock: socket.socket, peer: str, acquired: bool, opening: Opening) -> None:
         assert self.session_settings is not None
         try:
             if not acquired:
@@ -205,7 +273,7 @@ class Server(ConnectionServer):
                     log.warning("refusing %s: %s", peer, reason)
                     _refuse(sock, reason, self.session_settings.error_format)
                     return
-            session = Session(sock, peer, next(self._ids), self.session_settings)
+            session = Session(sock, peer, next(self._ids), self.session_settings, opening)
             with self._lock:
                 self._sessions.add(session)
             try:
@@ -214,13 +282,14 @@ class Server(ConnectionServer):
                 with self._lock:
                     self._sessions.discard(session)
             with self._lock:
+                self.sessions_served += 1
+                self.sessions_failed += not report.ok
                 self.reports.append(report)
+                if len(self.reports) > 2 * REPORTS_KEPT:
+                    del self.reports[:REPORTS_KEPT]
         except Exception:
             log.exception("connection %s failed", peer)
-            try:
-                sock.close()
-            except OSError:
-                pass
+            _refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
         finally:
             if acquired:
                 self._slots.release()
@@ -231,6 +300,13 @@ class Server(ConnectionServer):
         if not self._stop.is_set():
             log.info("stop requested: no new connections; running scans finish within %g s", self.settings.grace_s)
         super().stop()
+        with self._lock:
+            opening = list(self._opening)
+        for sock in opening:  # wakes their threads, which refuse them
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
 
     def abort(self) -> None:
         """Stop accepting and cancel every running scan now."""
@@ -243,3 +319,8 @@ class Server(ConnectionServer):
     def active_sessions(self) -> int:
         """Connections being served or waiting."""
         return len(self.running_threads())
+
+    def scans_running(self) -> int:
+        """Connections holding a worker."""
+        with self._lock:
+            return len(self._sessions)

@@ -37,11 +37,13 @@ from gadgetron.types import ImageArray
 from adacsc import resources
 from adacsc.chain.config import ChainConfig, ChainError
 from adacsc.chain.runner import Chain, NodeFailure
+from adacsc.core import cancel
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
 from adacsc.limits import LimitError, ScanBudget, ScanLimits, check_encoding
 from adacsc.server import protocol as proto
+from adacsc.server.opening import Opening
 from adacsc.server.outbox import Outbox
 from adacsc.server.parameters import (
     ChainRequest, ParameterError, apply_overrides, looks_like_json, parse_json_parameters, select_chain,
@@ -54,6 +56,8 @@ DIRECT_SEND_BYTES = 4 * proto.MiB
 """messages up to this size are written by the producing thread itself when the socket is idle"""
 SEND_CHUNK_BYTES = proto.MiB
 """sends go out in pieces of this size, each within `write_stall_s`"""
+MESSAGE_OVERHEAD_BYTES = 1024
+"""an image message's bytes besides its pixels and attributes (id, header, lengths), charged with it"""
 GADGET_WARNINGS_SENT = 20
 """gadget warnings passed on to the client per scan; later ones are only logged"""
 
@@ -69,7 +73,9 @@ class SessionSettings:
     """round-trip every hop through gadgetron-python's serialisers (slower; see Chain)"""
     io_timeout_s: float = 300.0
     """a client silent this long mid-scan is dropped"""
-    write_stall_s: float = 30.0
+    message_timeout_s: float = 10.0
+    """a message must arrive within this long of its first byte, plus 1 s per MiB of its size"""
+    write_stall_s: float = 20.0
     """a client that accepts none of its results for this long is dropped (its scan is cancelled)"""
     scan_timeout_s: float = 1800.0
     """the deadline of one scan, from connection to CLOSE; past it the scan is cancelled"""
@@ -139,14 +145,18 @@ class _Prefixed(logging.LoggerAdapter):
 class Session:
     """Serves one connection; `run()` returns when the scan is done and the socket closed."""
 
-    def __init__(self, sock: socket.socket, peer: str, session_id: int, settings: SessionSettings) -> None:
+    def __init__(self, sock: socket.socket, peer: str, session_id: int, settings: SessionSettings,
+                 opening: Opening | None = None) -> None:
         self.sock = sock
         self.settings = settings
         self.report = SessionReport(session_id, peer)
         self.log = _Prefixed(log, {"prefix": f"session {session_id} ({peer})"})
-        self._reader = proto.SocketReader(sock)
+        self._opening = opening if opening is not None else Opening(proto.SocketReader(sock))
+        self._reader = self._opening.reader
+        self._reader.message_s = settings.message_timeout_s
         self._wsock = sock.dup()  # the sending side, with its own (shorter) timeout
-        self._outbox = Outbox(settings.outbox_bytes)
+        self._budget = ScanBudget(settings.max_scan_bytes)
+        self._outbox = Outbox(settings.outbox_bytes, self._budget.release)
         self._writer = threading.Thread(target=self._write_loop, name=f"adacsc-send-{session_id}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"adacsc-watch-{session_id}", daemon=True)
         self._done = threading.Event()
@@ -154,7 +164,6 @@ class Session:
         self._last_sent = time.monotonic()
         self._cancelled: str | None = None
         self._gadget_warnings = 0
-        self._budget = ScanBudget(settings.max_scan_bytes)
         self._config_name: str | None = None
         self._config_text: str | None = None
         self._header: bytes | None = None
@@ -173,14 +182,21 @@ class Session:
             batch = self._outbox.take()
             if batch is None:
                 return
+            charged = sum(nbytes for _, _, nbytes in batch)
             try:
-                self._send_bytes(b"".join(data for _, data in batch))
+                if sum(len(data) for _, data, _ in batch) <= SEND_CHUNK_BYTES:
+                    self._send_bytes(b"".join(data for _, data, _ in batch))
+                else:  # large messages go out one by one, without a joined copy
+                    for _, data, _ in batch:
+                        self._send_bytes(data)
             except OSError as err:
                 self._outbox.release()
+                self._budget.release(charged)
                 self._drop(self._send_failure(err))
                 return
             self._outbox.release()
-            for kind, data in batch:
+            self._budget.release(charged)
+            for kind, data, _ in batch:
                 self._sent(kind, data)
 
     def _send_bytes(self, data: bytes) -> None:
@@ -230,6 +246,12 @@ class Session:
         except OSError:
             pass
 
+    def abandon(self, reason: str) -> None:
+        """Give up on the connection now (the server stops): pending output is discarded, the
+        socket shut down, so no send or read blocks any longer; the chain is cancelled."""
+        self.cancel(reason)
+        self._drop(reason)
+
     def _watch(self) -> None:
         """The deadline; once the input ended, a reset connection and, while the chain computes
         without output, a progress probe."""
@@ -258,9 +280,12 @@ class Session:
         except OSError:
             return True
 
-    def _send(self, kind: str, data: bytes) -> None:
-        """Send now when the socket is free and the message small, else queue it for the writer."""
+    def _send(self, kind: str, data: bytes, charged: int = 0) -> None:
+        """Send now when the socket is free and the message small, else queue it for the writer.
+        `charged`: bytes of the scan's budget the message holds, released once it is sent or
+        discarded."""
         if self.report.dropped is not None:
+            self._budget.release(charged)
             raise _Dropped()
         if len(data) <= DIRECT_SEND_BYTES and self._outbox.claim():
             try:
@@ -269,16 +294,20 @@ class Session:
                 self._outbox.release()
                 self._drop(self._send_failure(err))
                 raise _Dropped() from err
+            finally:
+                self._budget.release(charged)
             self._outbox.release()
             self._sent(kind, data)
             return
-        if not self._outbox.put(kind, data, self.settings.write_stall_s):
+        if not self._outbox.put(kind, data, self.settings.write_stall_s, charged):
+            self._budget.release(charged)
             self._drop(f"the client did not read its results for {self.settings.write_stall_s:g} s")
             raise _Dropped()
 
     def _send_error(self, text: str) -> None:
         self.report.errors.append(text)
         self.log.error("%s", text)
+        text = resources.without_folders(text, self.settings.config_dirs)
         data = (proto.error_message(text) if self.settings.error_format == "error"
                 else proto.text_message(f"ERROR: {text}"))
         try:
@@ -289,6 +318,7 @@ class Session:
     def _send_warning(self, text: str, logged: bool = False) -> None:
         if not logged:
             self.log.warning("%s", text)
+        text = resources.without_folders(text, self.settings.config_dirs)
         try:
             self._send("text", proto.text_message(f"WARNING: {text}"))
         except _Dropped:
@@ -319,8 +349,11 @@ class Session:
             if self.report.dropped is not None:
                 self.report.outputs_not_sent["Image (session dropped)"] += 1
                 continue
+            nbytes = image.data.nbytes + len(image.attribute_string) + MESSAGE_OVERHEAD_BYTES
+            self._budget.charge(nbytes, f"sending image {image.image_index} of series {image.image_series_index}",
+                                cancel.stop_or_after(self.settings.write_stall_s))
             try:
-                self._send(f"image_{image.image_series_index}", proto.item_message(image))
+                self._send(f"image_{image.image_series_index}", proto.item_message(image), nbytes)
             except _Dropped:
                 self.report.outputs_not_sent["Image (session dropped)"] += 1
 
@@ -365,7 +398,7 @@ class Session:
             if self._cancelled is not None:
                 return False
             try:
-                message = proto.read_message(self._reader, limits)
+                message = self._next_message(limits)
             except proto.EndOfStream:
                 if self.report.dropped is None:
                     (self.log.warning if self._anything_received else self.log.info)(
@@ -379,6 +412,9 @@ class Session:
                 return False
             except proto.ProtocolError as err:
                 self._send_error(f"protocol error: {err}")
+                return True
+            except proto.ReadDeadline as err:
+                self._send_error(f"{err}: the scan is dropped")
                 return True
             except TimeoutError:
                 self._send_error(f"no data from the client for {self.settings.io_timeout_s:g} s")
@@ -404,6 +440,15 @@ class Session:
                 self.log.warning("a gadget failed after %d items: no more data is read", self.report.pushed)
                 return True
 
+    def _next_message(self, limits: proto.Limits) -> proto.Message:
+        """The messages the server read before it gave this connection a worker, then the socket's."""
+        if self._opening.messages:
+            return self._opening.messages.pop(0)
+        if self._opening.failure is not None:
+            failure, self._opening.failure = self._opening.failure, None
+            raise failure
+        return proto.read_message(self._reader, limits)
+
     def _handle(self, message: proto.Message) -> bool:
         """Act on one message; False when the client closed the stream."""
         mid = message.mid
@@ -418,11 +463,9 @@ class Session:
             if mid == proto.CONFIG_FILE:
                 if not message.payload:
                     raise SessionError("CONFIG_FILE with an empty name")
-                try:
-                    resources.resolve(resources.CONFIG, message.payload, self.settings.config_dirs)
-                except resources.ResourceError as err:  # JSON parameters may still name the config (FIRE clients)
-                    self._send_warning(f"{err}; unless JSON parameters name a config, the scan fails at its "
-                                       "first data")
+                warning = config_name_warning(message.payload, self.settings)
+                if warning is not None and message not in self._opening.answered:
+                    self._send_warning(warning)
                 self._config_name = message.payload
             else:
                 self._config_text = message.payload
@@ -592,6 +635,16 @@ class Session:
         if r.outputs_not_sent:
             self.log.warning("outputs not sent: %s",
                              ", ".join(f"{name} x{count}" for name, count in sorted(r.outputs_not_sent.items())))
+
+
+def config_name_warning(name: str, settings: SessionSettings) -> str | None:
+    """The warning a CONFIG_FILE naming no known config gets at once (JSON parameters may still
+    name the config, as FIRE clients do), or None."""
+    try:
+        resources.resolve(resources.CONFIG, name, settings.config_dirs)
+    except resources.ResourceError as err:
+        return f"{err}; unless JSON parameters name a config, the scan fails at its first data"
+    return None
 
 
 def _listing(names: list[str], noun: str, shown: int = 10) -> str:

@@ -1,0 +1,105 @@
+"""Soak: the server's resident memory over many sequential scans, and its growth per scan.
+
+Starts `adacsc serve` in a subprocess on a free loopback port, sends the same small scan
+(`--samples`-sample readouts, the front-end chain by default) `--scans` times one after another,
+and reads the server's RSS (/proc/PID/status, VmRSS) every `--every` scans. The first `--warmup`
+scans are left out (allocator pools, caches and lazily imported code fill up there); the growth
+per scan is the least-squares slope of RSS over the rest, in bytes per scan. A leak shows as a
+slope that does not fall as the run grows longer; the issue-19 target is under 0.5 KB per scan.
+
+    python benchmarks/bench_soak.py                              # 4000 scans, front end
+    python benchmarks/bench_soak.py --scans 1000 --every 50
+    python benchmarks/bench_soak.py --config adacsc_lowfield --scans 300 --samples 64
+    python benchmarks/bench_soak.py --nodes noise_adjust,readout_buffer    # part of a chain (bisecting)
+
+Linux only (reads /proc). Not part of the test suite: 4000 scans take minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_server import ServerProcess, make_scan, read_messages
+
+from adacsc.client import StreamClient, stream
+
+log = logging.getLogger("bench_soak")
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process `pid`."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def slope(points: list[tuple[int, int]]) -> float:
+    """Least-squares slope of y over x."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
+
+
+def nodes_chain(targets: str) -> str:
+    """Chain XML of adacsc gadgets named by target, comma-separated (each module = its target)."""
+    body = "".join(f'<external><execute name="adacsc.gadgets.{t}" target="{t}" type="python"/><configuration/>'
+                   "</external>" for t in targets.split(","))
+    return f"<configuration><version>2</version><stream>{body}</stream></configuration>"
+
+
+def one_scan(port: int, header: bytes, messages: list[bytes], config: str, config_text: str | None = None) -> None:
+    """Send the scan and wait for the server's CLOSE; raise when it reports an error."""
+    client = StreamClient("127.0.0.1", port, timeout=120)
+    stream(client, header, messages, config_name=None if config_text else config, config_text=config_text)
+    result = client.wait(120)
+    if not result.ok:
+        raise RuntimeError(f"scan failed: {result.errors}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scans", type=int, default=4000)
+    parser.add_argument("--warmup", type=int, default=200, help="scans left out of the slope")
+    parser.add_argument("--every", type=int, default=100, help="read the RSS every this many scans")
+    parser.add_argument("--config", default="adacsc_frontend")
+    parser.add_argument("--samples", type=int, default=32, help="readout length (2x oversampled)")
+    parser.add_argument("--slices", type=int, default=1)
+    parser.add_argument("--nodes", help="instead of --config: these adacsc gadgets (targets, comma-separated)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with tempfile.TemporaryDirectory() as folder:
+        scan = make_scan(Path(folder) / "scan.h5", coils=2, samples=args.samples, slices=args.slices, noise=8)
+        header, messages = read_messages(scan)
+        server = ServerProcess(["--workers", "1"], Path(folder) / "server.log")
+        points: list[tuple[int, int]] = []
+        started = time.perf_counter()
+        try:
+            for index in range(1, args.scans + 1):
+                one_scan(server.port, header, messages, args.config, nodes_chain(args.nodes) if args.nodes else None)
+                if index % args.every == 0:
+                    rss = rss_bytes(server.process.pid)
+                    if index > args.warmup:
+                        points.append((index, rss))
+                    log.info("%d scans: RSS %.1f MiB%s", index, rss / 2**20,
+                             f", growth so far {slope(points):.0f} B/scan" if len(points) > 1 else "")
+        finally:
+            server.stop()
+        if len(points) < 2:
+            sys.exit("too few RSS readings after the warm-up: raise --scans or lower --every")
+        growth = slope(points)
+        print(f"{args.scans} scans of {args.nodes or args.config} ({args.samples}-sample readouts, {args.slices} slice(s)) in "
+              f"{time.perf_counter() - started:.0f} s; RSS {points[0][1] / 2**20:.1f} MiB after {points[0][0]} "
+              f"scans, {points[-1][1] / 2**20:.1f} MiB after {points[-1][0]}; growth {growth:.0f} B/scan "
+              f"({growth / 1024:.2f} KB/scan; target < 0.5 KB/scan)")
+
+
+if __name__ == "__main__":
+    main()
