@@ -72,7 +72,7 @@ def test_super_resolution_grid_and_series(sim_scan: Path, tmp_path: Path, model_
     replay(sim_scan, tmp_path / "out.h5", chain)
     series = read_images(tmp_path / "out.h5")
     for name in ("image_1", "image_2", "image_3"):
-        assert [list(im.matrix_size) for im in series[name]] == [[128, 128, 1]] * 2
+        assert [list(im.getHead().matrix_size) for im in series[name]] == [[128, 128, 1]] * 2
         assert all(np.isfinite(im.data).all() for im in series[name])
     recon = series["image_1"][0]
     assert recon.meta["Dictionary"] == "gabor9x9_k32" and recon.meta["Filters"] == "32"

@@ -124,7 +124,7 @@ def test_output_images_carry_geometry_and_meta(sim_scan: Path, tmp_path: Path) -
         assert np.allclose(image.read_dir[:], source.read_dir[:])
         assert image.image_series_index == 1
         assert image.image_type == ismrmrd.IMTYPE_COMPLEX
-        assert list(image.matrix_size) == [64, 64, 1]
+        assert list(image.getHead().matrix_size) == [64, 64, 1]
         assert image.field_of_view[0] > 0 and image.field_of_view[1] > 0
         assert image.meta["DataRole"] == "CoilCombined"
         assert image.meta["SamplingMask"] == "1" * 64
