@@ -11,7 +11,7 @@ import sys
 import threading
 
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "dictionaries",
-            "learn_dictionary", "train", "evaluate")
+            "learn_dictionary", "train", "evaluate", "noise_report")
 SLOW_PARSERS = ("simulate", "learn_dictionary", "train", "evaluate")
 """commands whose options come from modules that take long to import (torch, the simulator):
 registered by name only unless they are the command being run, so that `adacsc --help` and the

@@ -118,7 +118,7 @@ def test_properties_in_both_xml_forms_and_typed_errors() -> None:
 
     conn = Conn()
     conn.config = config
-    assert read_properties(conn, NOISE_SPEC) == {"perform_noise_adjust": False}
+    assert read_properties(conn, NOISE_SPEC) == NOISE_SPEC.parse({}) | {"perform_noise_adjust": False}
     conn.config = ET.fromstring('<configuration><property name="perform_noise_adjust" value="maybe"/></configuration>')
     with pytest.raises(PropertyError, match="perform_noise_adjust.*not a boolean"):
         read_properties(conn, NOISE_SPEC)

@@ -10,6 +10,7 @@ from gadgetron.types import ImageArray, ReconData
 
 from adacsc.chain.config import load_chain
 from adacsc.io.dataset import InputScan
+from adacsc.io.scan_qa import is_scan_qa, read_scan_qa
 from adacsc.replay import replay
 from support.scans import image_stack, read_images, simulated
 from support.gadgetron_host import run_external_node
@@ -26,7 +27,10 @@ def test_front_end_chain_across_processes_equals_in_process_replay(sim_scan: Pat
         assert "Traceback" not in log, log
         items = [item for _, item in received]
         kinds.append({type(item).__name__ for item in items})
-    assert kinds == [{"Acquisition"}, {"ReconData"}, {"ImageArray"}]
+    # the scan QA waveform (the noise report) crosses every process boundary untouched
+    assert kinds == [{"Acquisition", "Waveform"}, {"ReconData", "Waveform"}, {"ImageArray", "Waveform"}]
+    assert "NoiseRMS" in read_scan_qa(next(item for item in items if is_scan_qa(item)))
+    items = [item for item in items if not is_scan_qa(item)]
     assert all(isinstance(a, ImageArray) for a in items) and len(items) == 2
 
     replay(sim_scan, tmp_path / "local.h5", load_chain("adacsc_frontend"))
@@ -44,6 +48,7 @@ def test_noise_node_consumes_noise_and_images_node_sends_images(sim_scan: Path) 
     noise = sum(a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) for a in acquisitions)
     received, _ = run_external_node(chain.nodes[0].module, chain.nodes[0].target,
                                     chain.nodes[0].configuration, header, acquisitions)
+    received = [(mid, a) for mid, a in received if not is_scan_qa(a)]  # the noise report
     assert noise > 0 and len(received) == len(acquisitions) - noise
     buffered, _ = run_external_node(chain.nodes[1].module, chain.nodes[1].target,
                                     chain.nodes[1].configuration, header, [a for _, a in received])
@@ -68,6 +73,7 @@ def test_scanner_protocol_across_processes_equals_in_process_replay(sim_dir: Pat
         received, log = run_external_node(node.module, node.target, node.configuration, header, items)
         assert "Traceback" not in log, log
         items = [item for _, item in received]
+    items = [item for item in items if not is_scan_qa(item)]  # the noise report crossed too
     assert len(items) == 4 and all(isinstance(im, ismrmrd.Image) for im in items)
     replay(scan, tmp_path / "local.h5", load_chain("adacsc_frontend"))
     local = image_stack(read_images(tmp_path / "local.h5")["image_1"])

@@ -169,6 +169,33 @@ def test_train_command_tiny(tmp_path, monkeypatch):
                                             "--val-dictionaries", "dct7x7_k48"]) == 2
 
 
+def test_train_command_blackbox_tiny(tmp_path, monkeypatch):
+    """`adacsc train --model unet-blackbox` trains on the slice sets `train` loads (a list) and
+    writes weights that `adacsc evaluate` can load."""
+    pytest.importorskip("nibabel")
+    from adacsc.training.volumes import source_path
+
+    try:
+        source_path("colin27_ch2")
+        source_path("colin27_ch2better")
+    except (FileNotFoundError, KeyError) as exc:
+        pytest.skip(f"training volumes not installed: {exc}")
+    from adacsc import cli
+    from adacsc.training.blackbox import load_blackbox
+
+    monkeypatch.setenv("ADACSC_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    argv = ["train", "-o", str(out), "--model", "unet-blackbox", "--schedule", "tiny", "--device", "cpu",
+            "--no-progress", "--threads", "1"]
+    assert cli.main(argv) == 0
+    model, meta = load_blackbox(out / "unet_blackbox.safetensors")
+    prov = meta["provenance"]
+    assert prov["steps"] == SCHEDULES["tiny"].steps and prov["schedule"]["name"] == "tiny"
+    assert prov["created_by"].startswith("adacsc train -o") and prov["skipped_steps"] >= 0
+    assert any("val_psnr" in h for h in prov["history"])
+    assert cli.main(argv + ["--resume"]) == 2  # not resumable: a clear error, not a traceback
+
+
 def test_noise_aware_tv_training_on_several_pixel_sizes(tmp_path: Path) -> None:
     schedule = _schedule(network="noise", lowpass="tv", tv_weight=0.5, crop=32, crop_min=20, steps=6,
                          validate_every=3, checkpoint_every=3, final_validation=True, final_val_images=1,

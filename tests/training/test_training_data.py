@@ -113,6 +113,31 @@ def test_out_of_distribution_sets_never_reach_training():
     assert files == {"ch2better.nii.gz", "ch2.nii.gz"}
 
 
+def _held_out_available() -> bool:
+    try:
+        volumes.source_path(slices.HELD_OUT_VOLUME)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@needs_data
+@pytest.mark.skipif(not _held_out_available(), reason="the held-out subject needs the PyPI package nilearn's data")
+def test_held_out_subject_is_another_volume_in_no_training_split():
+    images, records = slices.load_split_with_records(slices.HELD_OUT_SUBJECT, SIZE, pixel_mm=2.9)
+    assert images.shape[0] == len(records) >= 30 and images.shape[-1] == SIZE
+    assert {r.source for r in records} == {slices.HELD_OUT_VOLUME}
+    assert {r.orientation for r in records} == set(volumes.ORIENTATIONS)
+    assert all(r.split == slices.HELD_OUT_SUBJECT and r.fov_mm == pytest.approx(SIZE * 2.9) for r in records)
+    assert slices.HELD_OUT_VOLUME not in volumes.SOURCES  # never a training, validation or dictionary source
+    for name in slices.SPLITS:
+        assert slices.HELD_OUT_VOLUME not in {r.source for r in slices.split_records(name, SIZE)}
+    mags = images.abs()
+    assert float(mags.amax()) > 0.9 and bool(torch.isfinite(mags).all())
+    # normalised like every other slice: bright tissue about 1
+    assert np.median([float(torch.quantile(m[m > 0.1 * m.max()], 0.995)) for m in mags]) == pytest.approx(1.0, abs=0.05)
+
+
 def test_unknown_split_and_bad_size():
     with pytest.raises(ValueError, match="unknown split"):
         slices.split_records("training", SIZE)

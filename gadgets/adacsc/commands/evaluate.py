@@ -52,6 +52,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="scalar CSC lambdas tried in tuning (normalised units) [%(default)s]")
     p.add_argument("--bart-grid", type=_grid, default=d.bart_grid, metavar="L1,L2,...",
                    help="BART lambdas tried in tuning [%(default)s]")
+    p.add_argument("--grids", type=_grids, default=d.grids, metavar="256,160",
+                   help="test grids to run: 256 (held-out subject and Colin27 test slabs, the headline) and/or "
+                        "160 (Colin27, macaque, phantom) [256,160]")
+    p.add_argument("--grid-only", action="store_true",
+                   help="tune by the plain grid search, without widening past an end or refining to 2^(1/4) "
+                        "(smoke runs only: the report flags values at an end of the grid)")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render DIR/EVALUATION.md from DIR/results.json (after a change to the report's text); "
+                        "nothing is re-run")
+    p.add_argument("--figure", action="store_true",
+                   help="with --report-only: redraw DIR/evaluation.png too (recomputes its few example slices)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto [cpu]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch default]")
     p.set_defaults(func=run)
@@ -67,6 +78,16 @@ def _grid(text: str) -> tuple[float, ...]:
     if not values or any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"lambdas must be > 0, got {text!r}")
     return values
+
+
+def _grids(text: str) -> tuple[str, ...]:
+    """A comma-separated list of test grid keys."""
+    from adacsc.evaluation.protocol import GRID_KEYS
+
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not keys or any(k not in GRID_KEYS for k in keys):
+        raise argparse.ArgumentTypeError(f"expected grid keys from {', '.join(GRID_KEYS)}, got {text!r}")
+    return tuple(k for k in GRID_KEYS if k in keys)
 
 
 def _blackbox_file(value: str) -> Path:
@@ -93,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from adacsc.evaluation.report import write_figure, write_json, write_markdown
     from adacsc.training.provenance import git_commit
 
+    if args.report_only:
+        return _report_only(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in ("images", "images_256", "val_images"):
@@ -100,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.iterations < 0:
         raise ValueError("--iterations must be at least 1 (or 0: the count the weights were trained with)")
+    if "256" in args.grids:
+        from adacsc.training.slices import HELD_OUT_VOLUME
+        from adacsc.training.volumes import source_path
+
+        source_path(HELD_OUT_VOLUME)  # FileNotFoundError naming the package, before minutes of work
     if not args.no_bart:
         from adacsc.evaluation.bart import BartError, find_bart
 
@@ -113,18 +141,51 @@ def run(args: argparse.Namespace) -> int:
         dictionary=args.dictionary, unseen_dictionary=args.unseen_dictionary,
         blackbox=None if args.no_blackbox else str(_blackbox_file(args.blackbox)),
         bart=not args.no_bart, device=str(resolve_device(args.device)), scalar_grid=args.scalar_grid,
-        bart_grid=args.bart_grid)
+        bart_grid=args.bart_grid, grids=args.grids, refine=not args.grid_only)
     args.output.mkdir(parents=True, exist_ok=True)
     result = run_evaluation(settings)
+    result["provenance"] = {"command": getattr(args, "command_line", None) or "adacsc evaluate",
+                            "commit": git_commit().get("commit"),
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    write_json(result, args.output / "results.json")  # first: the numbers survive whatever follows
     real = real_example(args.real_scan, args.weights, args.dictionary, args.iterations)
     figure = write_figure(result, args.output / "evaluation.png", real)
-    write_json(result, args.output / "results.json")
-    report = write_markdown(result, args.output / "EVALUATION.md",
-                            command=getattr(args, "command_line", None) or "adacsc evaluate",
-                            figure=figure.name, commit=git_commit().get("commit"),
-                            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    report = write_markdown(result, args.output / "EVALUATION.md", figure=figure.name)
     log.info("wrote %s, %s and %s (%.1f min)", report, figure, args.output / "results.json",
              result["seconds"] / 60)
+    return 0
+
+
+def _report_only(args: argparse.Namespace) -> int:
+    """Re-render DIR/EVALUATION.md from DIR/results.json; with --figure also redraw the figure
+    (its examples recomputed with the stored settings and tuned lambdas)."""
+    import json
+
+    from adacsc.evaluation.report import write_figure, write_markdown
+    from adacsc.training.provenance import git_commit
+
+    folder = args.output
+    source = folder / "results.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"--report-only needs {source}, written by an earlier `adacsc evaluate -o {folder}`")
+    result = json.loads(source.read_text())
+    if "provenance" not in result:
+        raise ValueError(f"{source} records no provenance (command, commit, date): re-run the evaluation")
+    figure = folder / "evaluation.png"
+    if args.figure:
+        from adacsc.evaluation.protocol import figure_examples
+
+        settings = result["settings"]
+        result["examples"] = figure_examples(result)
+        write_figure(result, figure, real_example(args.real_scan, settings["weights"], settings["dictionary"],
+                                                  settings["iterations"]))
+        del result["examples"]
+    commit = git_commit().get("commit")
+    if commit and commit != result["provenance"].get("commit"):
+        result["provenance"]["report_commit"] = commit
+    report = write_markdown(result, folder / "EVALUATION.md", figure=figure.name if figure.is_file() else None)
+    source.write_text(json.dumps(result, indent=1))
+    log.info("re-rendered %s from %s", report, source)
     return 0
 
 

@@ -63,8 +63,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         protocol.add_argument(f"--{name}", type=int, default=0, metavar="N", dest=name.replace("-", "_"),
                               help=f"{what} [0]")
     protocol.add_argument("--reverse", action="store_true", help="every second readout reversed (ACQ_IS_REVERSE)")
+    emi = p.add_argument_group("electromagnetic interference (adacsc.simulation.emi)")
+    emi.add_argument("--sensing-coils", type=int, default=0, metavar="N",
+                     help="EMI sensing coils appended to the receive coils (labels EMI_SENSE_01...); with "
+                          "N > 0 the scan carries EMI at --emi-ratio, with ground truth [0]")
+    emi.add_argument("--emi-ratio", type=float, default=10.0, metavar="R",
+                     help="EMI power in the receive coils relative to their thermal noise power; 0: the "
+                          "sensing coils hold thermal noise only [10]")
+    emi.add_argument("--emi-tones", type=_frequencies, default=None, metavar="HZ,HZ,...",
+                     help="narrowband tone offsets from the centre frequency in Hz [2500,-9400,17300]")
+    emi.add_argument("--emi-tone-fraction", type=float, default=None, metavar="F",
+                     help="share of the EMI power in the tones, the rest broadband [0.5]")
     p.set_defaults(func=run)
     return p
+
+
+def _frequencies(text: str) -> tuple[float, ...]:
+    """A comma-separated list of frequencies in Hz."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of frequencies in Hz") from None
+
+
+def emi_config(args: argparse.Namespace):
+    """The EMIConfig the options ask for, or None without sensing coils."""
+    from adacsc.simulation.emi import EMIConfig
+
+    if args.sensing_coils <= 0:
+        if args.emi_tones is not None or args.emi_tone_fraction is not None:
+            raise ValueError("EMI options need --sensing-coils N (N > 0)")
+        return None
+    defaults = EMIConfig()
+    return EMIConfig(sensing_coils=args.sensing_coils, power_ratio=args.emi_ratio,
+                     tones_hz=defaults.tones_hz if args.emi_tones is None else args.emi_tones,
+                     tone_fraction=defaults.tone_fraction if args.emi_tone_fraction is None else args.emi_tone_fraction)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +124,10 @@ def run(args: argparse.Namespace) -> int:
             calibration_lines=args.calibration_lines,
             reverse=args.reverse,
         )
-        result = simulate_scan(args.output, config, noise_file=args.noise_file)
+        emi = emi_config(args)
+        if emi is not None:
+            emi.validate()
+        result = simulate_scan(args.output, config, noise_file=args.noise_file, emi=emi)
     except (ValueError, FileNotFoundError, OSError) as exc:
         log.error("simulate: %s", exc)
         return 2

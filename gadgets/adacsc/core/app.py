@@ -4,6 +4,11 @@
                      device=torch.device("cpu"), lowpass=LowPass("tv", tv_weight=0.7))
     images = recon(kspace, sampled_lines, noise_std)
 
+Data consistency. Every call also measures how far the image is from the data it came from:
+the data residual chi2 = ||A x* - y||^2 / (M sigma^2) and the trust index (adacsc.core.trust), about
+1 in distribution. It costs one FFT on the grid. `ReconImages.residual_map` is
+|A^H (A x* - y)| / sigma on the grid when asked for.
+
 It owns the solver (adacsc.core.reconstruct.CSCReconstructor, which caches the operator and its
 step size per grid and mask) and says how Lambda is chosen: maps from a network (NET_Theta), a
 fixed value, or a multiple of the noise level. Everything is validated when it is built; a call
@@ -22,6 +27,8 @@ import torch
 from torch import nn
 
 from adacsc.core.dictionary import Dictionary
+from adacsc.core.fourier import SampledFourier
+from adacsc.core.trust import measure
 from adacsc.core.reconstruct import (
     DEFAULT_BETA, DEFAULT_TV_WEIGHT, LOWPASS_KINDS, CSCReconstructor, LambdaSpec, NoiseMultiple,
 )
@@ -75,6 +82,14 @@ class ReconImages:
     zero_filled: np.ndarray
     mean_map: np.ndarray
     """the mean Lambda over the filters (normalised units; constant in scalar modes)"""
+    data_residual: float = float("nan")
+    """chi2 = ||A x* - y||^2 / (M sigma^2)"""
+    trust_index: float = float("nan")
+    """chi2 over its in-distribution expectation (adacsc.core.trust): about 1 on good data"""
+    active_per_sample: float = float("nan")
+    """non-zero code coefficients (real and imaginary parts counted apart) per acquired sample"""
+    residual_map: np.ndarray | None = None
+    """|A^H (A x* - y)| / sigma on the grid, when asked for"""
 
 
 class CSCRecon:
@@ -122,9 +137,11 @@ class CSCRecon:
         grid_y, grid_x = self.grid(acquired)
         return 10 * 8 * self.dictionary.num_filters * grid_y * grid_x
 
-    def __call__(self, kspace: np.ndarray, lines: np.ndarray, noise_std: float) -> ReconImages:
+    def __call__(self, kspace: np.ndarray, lines: np.ndarray, noise_std: float,
+                 residual_map: bool = False) -> ReconImages:
         """Reconstruct one slice from its centred k-space block [E1, RO] (complex64), the acquired
-        phase-encode lines (bool [E1]) and its k-space noise std."""
+        phase-encode lines (bool [E1]) and its k-space noise std; with `residual_map`, also the
+        residual image."""
         if kspace.ndim != 2 or lines.shape != kspace.shape[:1]:
             raise ValueError(f"a k-space block [E1, RO] with one flag per line is needed, got {kspace.shape} "
                              f"and {lines.shape}")
@@ -136,8 +153,14 @@ class CSCRecon:
             mean_map = result.lam.mean(dim=1)[0].expand(grid).contiguous().cpu().numpy()
         else:
             mean_map = np.full(grid, result.lam, np.float32)
+        consistency = measure(SampledFourier(kspace.shape, grid, mask), result.image, y, result.codes,
+                              int(lines.sum()) * kspace.shape[1], noise_std, residual_map)
+        residual = consistency.residual_map
         return ReconImages(reconstruction=result.image[0].abs().cpu().numpy(),
-                           zero_filled=result.x0[0].abs().cpu().numpy(), mean_map=mean_map)
+                           zero_filled=result.x0[0].abs().cpu().numpy(), mean_map=mean_map,
+                           data_residual=consistency.data_residual, trust_index=consistency.trust_index,
+                           active_per_sample=consistency.active_per_sample,
+                           residual_map=None if residual is None else residual.cpu().numpy())
 
     def describe(self) -> str:
         """One line for the log: dictionary, mode, iterations, grid factor, low-pass, device."""

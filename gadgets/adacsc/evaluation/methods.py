@@ -2,14 +2,16 @@
 (LowFieldBatch, noise level) -> complex images [N, H, W] on the CPU.
 
 Methods with a regularisation weight (scalar CSC, BART) hold one weight per noise level, chosen
-on validation data by `tune` (a grid search), as an operator would tune a protocol.
+on validation data by `tune` (a bracketed search: a coarse grid, widened while its best value sits
+at an end, then refined to neighbours within 2^(1/4) of the optimum), as an operator would tune a
+protocol.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +21,8 @@ from adacsc.core.scaling import robust_scale
 from adacsc.training.lowfield import LowFieldBatch
 from adacsc.metrics import magnitude_psnr
 
-__all__ = ["Method", "ZeroFilled", "ScalarCSC", "NoiseScalarCSC", "MapCSC", "BlackBox", "BartPics",
-           "tune"]
+__all__ = ["Method", "ZeroFilled", "LowPassPart", "ScalarCSC", "NoiseScalarCSC", "MapCSC", "BlackBox", "BartPics",
+           "tune", "tune_one", "bracket_search", "FINEST_STEP"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,18 @@ class _CSC:
         with torch.inference_mode():
             return self.recon(batch.kspace.to(self.device), batch.grid_shape, lam,
                               noise_std=batch.noise_std.to(self.device))
+
+
+@dataclass
+class LowPassPart(_CSC):
+    """The CSC's own low-pass part alone (the TV or Tikhonov image x_low, every code switched off):
+    what the sparse codes are measured against. `adacsc evaluate` takes it from the learned-map
+    run, which computes it anyway; called on its own it solves with lambda 0 and keeps x_low."""
+
+    name: str = "the CSC's low-pass part alone (codes off)"
+
+    def __call__(self, batch: LowFieldBatch, noise_level: float) -> torch.Tensor:
+        return self._solve(batch, 0.0).x_low.cpu()
 
 
 @dataclass
@@ -109,10 +123,10 @@ class MapCSC(_CSC):
         super().__post_init__()
         self.network = self.network.to(self.device).eval()
 
-    def solve(self, batch: LowFieldBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, Lambda maps [N, K, H, W]) on the CPU."""
+    def solve(self, batch: LowFieldBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, Lambda maps [N, K, H, W], the low-pass part x_low) on the CPU."""
         res = self._solve(batch, self.network)
-        return res.image.cpu(), res.lam.cpu()
+        return res.image.cpu(), res.lam.cpu(), res.x_low.cpu()
 
     def __call__(self, batch: LowFieldBatch, noise_level: float) -> torch.Tensor:
         return self.solve(batch)[0]
@@ -169,18 +183,104 @@ class BartPics:
         return self.with_lambda(self.lambdas[key])(batch, noise_level)
 
 
+#: the finest ratio between tried values around an optimum (the issue's 2^(1/4))
+FINEST_STEP = 2 ** 0.25
+#: how many times a search may step past the end of its grid (each time by the grid's end ratio)
+MAX_WIDEN = 6
+_MAX_REFINE = 12  # refinement rounds (a unimodal score needs about log2(log2(grid ratio) / log2(finest)) + 2)
+
+
+def _key(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def bracket_search(score: Callable[[float], float], grid: Sequence[float], *, finest: float | None = FINEST_STEP,
+                   max_widen: int = MAX_WIDEN) -> tuple[float, dict[str, float], bool]:
+    """Maximise `score` over a positive parameter: the grid first; while its best value is at an
+    end, one more value beyond that end (at most `max_widen` times); then around the best value
+    with ratios halved in log until the neighbours tried on both sides are within `finest` of it.
+
+    Returns (best value, {value: score} of every value tried, whether the best value is still at an
+    end of the tried range, i.e. the widening limit was reached)."""
+    values = sorted({float(v) for v in grid})
+    if not values or values[0] <= 0:
+        raise ValueError(f"the grid must hold positive values, got {list(grid)}")
+    tried: dict[float, float] = {}
+
+    def at(v: float) -> float:
+        v = float(_key(v))
+        if v not in tried:
+            tried[v] = float(score(v))
+        return tried[v]
+
+    for v in values:
+        at(v)
+    low = values[1] / values[0] if len(values) > 1 else 2.0
+    high = values[-1] / values[-2] if len(values) > 1 else 2.0
+    for _ in range(max_widen):
+        best = max(tried, key=tried.get)
+        if best == min(tried):
+            at(best / low)
+        elif best == max(tried):
+            at(best * high)
+        else:
+            break
+    best = max(tried, key=tried.get)
+    step = max(low, high)
+    # refine only inside a bracket: a best value still at an end is reported as such
+    for _ in range(_MAX_REFINE if finest is not None and best not in (min(tried), max(tried)) else 0):
+        step = max(step ** 0.5, finest) if step > finest * (1 + 1e-9) else finest
+        at(best / step)
+        at(best * step)
+        new = max(tried, key=tried.get)
+        if new == best and step <= finest * (1 + 1e-9):
+            break
+        best = new
+    edge = best in (min(tried), max(tried))
+    return best, {_key(v): tried[v] for v in sorted(tried)}, edge
+
+
+def _search(refine: bool) -> dict[str, Any]:
+    return {} if refine else {"finest": None, "max_widen": 0}
+
+
 def tune(make: Callable[[float], Callable[[LowFieldBatch, float], torch.Tensor]], grid: Sequence[float],
-         batches: dict[str, LowFieldBatch], label: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Grid search: for each noise level (key of `batches`, the validation data at that level), the
-    lambda of `grid` with the best mean PSNR. Returns ({level: lambda}, {level: {lambda: PSNR}})."""
+         batches: dict[str, LowFieldBatch], label: str, memo: dict[tuple[str, float], float] | None = None,
+         refine: bool = True) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Bracketed search (`bracket_search`) per noise level (key of `batches`, the validation data at
+    that level) for the value with the best mean PSNR. `memo` ({(level, value): PSNR}) keeps every
+    score for reuse; `refine=False`: the plain grid search. Returns ({level: value}, {level: {"best",
+    "psnr": {value: PSNR}, "at_edge"}})."""
+    memo = {} if memo is None else memo
     best: dict[str, float] = {}
-    scores: dict[str, dict[str, float]] = {}
+    scores: dict[str, dict[str, Any]] = {}
     for level, batch in batches.items():
-        scores[level] = {}
-        for lam in grid:
-            scores[level][f"{lam:g}"] = float(magnitude_psnr(make(lam)(batch, float(level)), batch.target).mean())
-        best[level] = float(max(scores[level], key=scores[level].get))
-        log.info("%s, noise %s: lambda %g (validation PSNR %.2f dB; grid %s)", label, level, best[level],
-                 scores[level][f"{best[level]:g}"],
-                 ", ".join(f"{k}: {v:.2f}" for k, v in scores[level].items()))
+        def score(lam: float, level: str = level, batch: LowFieldBatch = batch) -> float:
+            if (level, lam) not in memo:
+                memo[(level, lam)] = float(magnitude_psnr(make(lam)(batch, float(level)), batch.target).mean())
+            return memo[(level, lam)]
+
+        best[level], tried, edge = bracket_search(score, grid, **_search(refine))
+        scores[level] = {"best": best[level], "psnr": tried, "at_edge": edge}
+        log.info("%s, noise %s: %g (validation PSNR %.2f dB%s; tried %s)", label, level, best[level],
+                 tried[_key(best[level])], ", AT THE EDGE of the widened range" if edge else "",
+                 ", ".join(f"{k}: {v:.2f}" for k, v in tried.items()))
     return best, scores
+
+
+def tune_one(make: Callable[[float], Callable[[LowFieldBatch, float], torch.Tensor]], grid: Sequence[float],
+             batches: dict[str, LowFieldBatch], label: str, memo: dict[tuple[str, float], float] | None = None,
+             refine: bool = True) -> tuple[float, dict[str, Any]]:
+    """Bracketed search for the one value with the best PSNR averaged over every noise level."""
+    memo = {} if memo is None else memo
+
+    def score(lam: float) -> float:
+        for level, batch in batches.items():
+            if (level, lam) not in memo:
+                memo[(level, lam)] = float(magnitude_psnr(make(lam)(batch, float(level)), batch.target).mean())
+        return float(np.mean([memo[(level, lam)] for level in batches]))
+
+    value, tried, edge = bracket_search(score, grid, **_search(refine))
+    log.info("%s: %g (mean validation PSNR %.2f dB%s)", label, value, tried[_key(value)],
+             ", AT THE EDGE of the widened range" if edge else "")
+    return value, {"best": value, "mean_psnr": tried, "at_edge": edge}

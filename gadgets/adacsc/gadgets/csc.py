@@ -14,12 +14,23 @@ from the image (adacsc.mr.noise.estimate_noise_std); the source is logged once p
 stored in the QA meta. Noise-aware maps, the TV low-pass and the default scalar lambda
 (`noise_lambda` times the noise level) follow it.
 
+Trust. Every slice's QA meta carries the data residual ||A x* - y||^2 / (M sigma^2) and the
+trust index, that residual over its in-distribution expectation (adacsc.core.trust): about 1 when
+the image explains the acquired data as well as on good data. A slice whose index lies outside
+[1 / trust_limit, trust_limit] is flagged "do not trust" (meta `Trust`, and a warning in the
+log): the noise level is wrong, the data are corrupted, or the model cannot represent what was
+scanned. The default limit and its evidence: docs/SITE_QA.md.
+
+Scan QA. Figures that noise_adjust sends down the chain (noise and EMI report, EMI removal;
+adacsc.io.scan_qa) are added to the QA meta of every later image.
+
 Series sent (base = image_series_index): base the reconstruction, base + 1 the zero-filled
 image A^H y on the same grid (send_zero_filled), base + 2 the mean sparsity map over filters
-(send_maps). The images are in SNR units, the maps in normalised units; `output` chooses the
-pixel format (float32, int16 with recorded scaling, or complex) and adacsc.io.series the names,
-window, history and QA meta (dictionary, iterations, reconstruction time, map statistics, low-pass
-part, noise level and its source). Everything but ImageArrays passes on at once.
+(send_maps), base + 3 the residual map |A^H (A x* - y)| / sigma (send_residual). The images are
+in SNR units, the maps in normalised units; `output` chooses the pixel format (float32, int16 with
+recorded scaling, or complex) and adacsc.io.series the names, window, history and QA meta
+(dictionary, iterations, reconstruction time, map statistics, low-pass part, noise level and its
+source, trust). Everything but ImageArrays passes on at once.
 """
 
 import functools
@@ -42,6 +53,7 @@ from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS, NoiseMu
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.gadgets.slice_pool import OrderedSender, shared_pool
 from adacsc.io.dictionary_file import load_dictionary
+from adacsc.io.scan_qa import is_scan_qa, read_scan_qa
 from adacsc.io.series import OUTPUT_FORMATS, Series, protocol_name, scanner_image
 from adacsc.io import header as hdr
 from adacsc.io.slice_meta import SliceSampling
@@ -51,6 +63,9 @@ from adacsc.mr.fft import fftc
 from adacsc.mr.noise import estimate_noise_std
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TRUST_LIMIT = 1.25
+"""trust index band [1 / limit, limit] of a slice to be trusted (evidence: docs/SITE_QA.md)"""
 
 SPEC = PropertySpec("csc", (
     Property("dictionary", str, resources.DEFAULT_DICTIONARY,
@@ -75,14 +90,20 @@ SPEC = PropertySpec("csc", (
     Property("device", parse_device_name, "auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N"),
     Property("send_zero_filled", parse_bool, True, "also send the zero-filled image (series base + 1)"),
     Property("send_maps", parse_bool, True, "also send the mean sparsity map (series base + 2)"),
-    Property("image_series_index", int, 1, "series index of the reconstruction (base); base + 2 must fit in "
-             "uint16", minimum=0, maximum=65533),
+    Property("send_residual", parse_bool, False, "also send the residual map |A^H (A x - y)| / sigma "
+             "(series base + 3)"),
+    Property("trust_limit", float, DEFAULT_TRUST_LIMIT, "flag a slice \"do not trust\" when its trust index (the "
+             "data residual over its in-distribution expectation, about 1 on good data) is above this or below its "
+             "inverse (docs/SITE_QA.md)", minimum=1),
+    Property("image_series_index", int, 1, "series index of the reconstruction (base); the last series sent "
+             "must fit in uint16", minimum=0, maximum=65533),
     Property("output", str, "float32", "pixel format of every series: float32 (magnitude), int16 (magnitude "
              "scaled to 0..4095, scaling in the meta, for a scanner's image injector) or complex (for a "
              "complex-image injector)", choices=OUTPUT_FORMATS),
 ))
 
 NOISE_FROM_IMAGE = "estimated from the image"
+DO_NOT_TRUST = "do not trust"
 NOISE_FLOOR = 1e-3
 """the lowest noise level used, relative to the image's 99th-percentile magnitude (an SNR of 1000)"""
 NOISE_FLOOR_SOURCE = "floor (the image has no measurable noise)"
@@ -190,14 +211,28 @@ def output_series(props: dict[str, Any]) -> list[tuple[str, Series]]:
                   ("zero_filled", Series(base + 1, "ZeroFilled", "_zerofilled", "SNR", "ZEROFILLED"),
                    props["send_zero_filled"]),
                   ("mean_map", Series(base + 2, "SparsityMap", "_maps", "normalised", "SPARSITYMAP"),
-                   props["send_maps"])]
-    return [(key, series) for key, series, wanted in candidates if wanted]
+                   props["send_maps"]),
+                  ("residual_map", Series(base + 3, "Residual", "_residual", "noise std", "RESIDUAL"),
+                   props.get("send_residual", False))]
+    chosen = [(key, series) for key, series, wanted in candidates if wanted]
+    if chosen[-1][1].index > 65535:
+        raise ValueError(f"image_series_index {base}: series {chosen[-1][1].index} does not fit in uint16")
+    return chosen
 
 
-def qa_meta(recon: CSCRecon, images: ReconImages, elapsed_ms: float, noise: tuple[float, str]) -> dict[str, object]:
+def trusted(index: float, limit: float) -> bool:
+    """Whether a trust index lies inside [1 / limit, limit]."""
+    return 1 / limit <= index <= limit
+
+
+def qa_meta(recon: CSCRecon, images: ReconImages, elapsed_ms: float, noise: tuple[float, str],
+            trust_limit: float = DEFAULT_TRUST_LIMIT) -> dict[str, object]:
     """The scan's QA figures for the meta of every image of a slice."""
     maps = images.mean_map
     return {
+        "TrustIndex": f"{images.trust_index:.4f}", "DataResidual": f"{images.data_residual:.4f}",
+        "TrustLimit": f"{trust_limit:g}",
+        "Trust": "ok" if trusted(images.trust_index, trust_limit) else DO_NOT_TRUST,
         "Dictionary": recon.dictionary.name, "Filters": str(recon.dictionary.num_filters),
         "Iterations": str(recon.iterations), "Mode": recon.mode,
         "SuperResolution": str(recon.super_resolution), "ReconTimeMs": f"{elapsed_ms:.1f}",
@@ -213,6 +248,7 @@ class _Output:
     series: list[tuple[str, Series]]
     pixel_format: str
     protocol: str
+    trust_limit: float = DEFAULT_TRUST_LIMIT
 
 
 def csc(connection: Any) -> None:
@@ -225,12 +261,16 @@ def csc(connection: Any) -> None:
     log.info("CSC: %s", recon.describe())
     budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
     check_grid(recon, connection.header, budget)
-    output = _Output(output_series(props), props["output"], protocol_name(connection.header))
+    output = _Output(output_series(props), props["output"], protocol_name(connection.header), props["trust_limit"])
     count = 0
     sources: set[str] = set()
-    connection.filter(ImageArray)
+    scan_qa: dict[str, list[str]] = {}
+    connection.filter(lambda item: isinstance(item, ImageArray) or is_scan_qa(item))
     with OrderedSender(connection.send, shared_pool()) as sender:
         for item in connection:
+            if is_scan_qa(item):
+                scan_qa = {**scan_qa, **read_scan_qa(item)}
+                continue
             for image, header, meta in _slices(item):
                 sampling = SliceSampling.from_meta(meta, image.shape[0])
                 noise = noise_level(image, sampling)
@@ -244,7 +284,7 @@ def csc(connection: Any) -> None:
                         log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
-                                               header, sampling.qa(), budget))
+                                               header, sampling.qa(), budget, scan_qa))
 
 
 def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
@@ -263,20 +303,26 @@ def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
 
 def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarray, lines: np.ndarray,
                   noise: tuple[float, str], header: ismrmrd.ImageHeader, sampling_qa: dict[str, str],
-                  budget: ScanBudget) -> list[ismrmrd.Image]:
-    """The images of one slice (a slice-pool job); `sampling_qa` (averages, kz undersampling) joins
-    the QA meta; its working memory and images are charged to the scan's budget."""
+                  budget: ScanBudget, scan_qa: dict[str, list[str]] | None = None) -> list[ismrmrd.Image]:
+    """The images of one slice (a slice-pool job); `sampling_qa` (averages, kz undersampling) and
+    `scan_qa` (noise and EMI report, EMI removal) join the QA meta; its working memory and images are
+    charged to the scan's budget."""
     started = time.perf_counter()
     grid_y, grid_x = recon.grid(image.shape)
     with budget.reserve(recon.peak_bytes(image.shape),
                         f"the CSC reconstruction of slice {header.slice} ({grid_y}x{grid_x} grid, "
                         f"{recon.dictionary.num_filters} filters, super_resolution {recon.super_resolution})",
                         stop=cancel.stop_or_after(MEMORY_WAIT_S)):
-        images = recon(fftc(image.astype(np.complex64)), lines, noise[0])
+        images = recon(fftc(image.astype(np.complex64)), lines, noise[0],
+                       residual_map=any(key == "residual_map" for key, _ in output.series))
         elapsed_ms = 1000 * (time.perf_counter() - started)
-        qa = qa_meta(recon, images, elapsed_ms, noise) | sampling_qa
-        log.info("slice %d reconstructed in %.0f ms (%d torch thread(s))", header.slice, elapsed_ms,
-                 torch.get_num_threads())
+        qa = {**(scan_qa or {}), **qa_meta(recon, images, elapsed_ms, noise, output.trust_limit), **sampling_qa}
+        log.info("slice %d reconstructed in %.0f ms (%d torch thread(s)), trust index %.3f", header.slice,
+                 elapsed_ms, torch.get_num_threads(), images.trust_index)
+        if qa["Trust"] == DO_NOT_TRUST:
+            log.warning("slice %d: do not trust: trust index %.3f is outside [%.3g, %.3g] (noise level wrong, "
+                        "anatomy unlike training or corrupted data)", header.slice, images.trust_index,
+                        1 / output.trust_limit, output.trust_limit)
         results = []
         for key, wanted in output.series:
             nbytes = 8 * grid_y * grid_x

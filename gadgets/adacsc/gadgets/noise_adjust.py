@@ -7,6 +7,11 @@ white with unit variance (SNR units). The covariance is stored under the scan's 
 that names it as its "Noise" measurementDependency (coils matched by label). Without noise the
 data pass through unchanged, with a warning. The folder of stored covariances is the operator's
 ($ADACSC_NOISE_DIR), never a chain property: a client may send the chain XML.
+
+Before any of this, site QA (adacsc.gadgets.site_qa): EMI is removed with sensing channels when
+the scan has any (they are dropped from the stream, the noise readouts are cleaned the same way
+so the covariance describes what is left), and the noise readouts are reported on (levels,
+narrowband lines, correlations; log and QA meta).
 """
 
 import logging
@@ -16,6 +21,7 @@ import ismrmrd
 import numpy as np
 
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
+from adacsc.gadgets.site_qa import PROPERTIES as SITE_QA_PROPERTIES, SiteQA
 from adacsc.io import header as hdr
 from adacsc.io.noise_store import NoiseStore, StoredNoise
 from adacsc.mr.noise import NoiseAccumulator, bandwidth_scale, match_channels, whitening_matrix
@@ -27,7 +33,7 @@ PREWHITENED_FLAG = ismrmrd.ACQ_USER8
 
 SPEC = PropertySpec("noise_adjust", (
     Property("perform_noise_adjust", parse_bool, True, "prewhiten; false passes all readouts through"),
-))
+) + SITE_QA_PROPERTIES)
 
 
 class Prewhitener:
@@ -40,6 +46,8 @@ class Prewhitener:
         self.noise_dwell_us = 0.0
         self.matrix: np.ndarray | None = None
         self.channels: int | None = None
+        self.labels: list[str] | None = None
+        """coil labels of the channels that reach the prewhitener (None: the header's, in order)"""
         self._resolved = False
 
     def add_noise(self, acquisition: ismrmrd.Acquisition) -> None:
@@ -87,7 +95,7 @@ class Prewhitener:
     def _resolve(self, acquisition: ismrmrd.Acquisition) -> None:
         self._resolved = True
         self.channels = acquisition.active_channels
-        labels = hdr.coil_labels(self.header, self.channels)
+        labels = self.labels or hdr.coil_labels(self.header, self.channels)
         found = self._covariance(labels)
         if found is None:
             log.warning("no noise data and no usable noise dependency: readouts pass through without prewhitening")
@@ -126,7 +134,7 @@ class Prewhitener:
             log.warning("noise-only scan without measurementID: covariance not stored")
             return
         self.channels = self.noise.covariance().shape[0]
-        self._save(measurement, self.noise.covariance(), hdr.coil_labels(self.header, self.channels))
+        self._save(measurement, self.noise.covariance(), self.labels or hdr.coil_labels(self.header, self.channels))
 
 
 def _nothing(item: object) -> bool:
@@ -137,11 +145,24 @@ def _nothing(item: object) -> bool:
 def noise_adjust(connection: Any) -> None:
     """Gadget: consume noise readouts, prewhiten all other readouts, pass everything else on."""
     props = read_properties(connection, SPEC)
-    prewhitener = Prewhitener(connection.header, NoiseStore())
+    store = NoiseStore()
+    prewhitener = Prewhitener(connection.header, store)
+    site = SiteQA(connection.header, props, store)
+
+    def send(items: list) -> None:
+        for item in items:
+            if isinstance(item, ismrmrd.Acquisition):
+                prewhitener.labels = site.kept_labels
+                item = prewhitener.apply(item)
+            connection.send(item)
+
     connection.filter(ismrmrd.Acquisition if props["perform_noise_adjust"] else _nothing)
     for item in connection:
         if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
-            prewhitener.add_noise(item)
+            for noise in site.noise(item):
+                prewhitener.add_noise(noise)
         else:
-            connection.send(prewhitener.apply(item))
+            send(site.imaging(item, prewhitener.add_noise))
+    send(site.finish(prewhitener.add_noise))
+    prewhitener.labels = site.kept_labels
     prewhitener.finish()

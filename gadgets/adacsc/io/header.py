@@ -117,3 +117,12 @@ def noise_dependency(header: ismrmrd.xsd.ismrmrdHeader) -> str | None:
         if (dependency.dependencyType or "").lower() == "noise":
             return dependency.measurementID
     return None
+
+
+def scanner_identity(header: ismrmrd.xsd.ismrmrdHeader) -> str | None:
+    """The scanner a scan was taken on: deviceSerialNumber, else stationName, else systemModel."""
+    system = header.acquisitionSystemInformation
+    for value in ((system.deviceSerialNumber, system.stationName, system.systemModel) if system else ()):
+        if value and str(value).strip():
+            return str(value).strip()
+    return None

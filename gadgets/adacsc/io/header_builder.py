@@ -289,6 +289,22 @@ def cartesian_readout(
     return acq
 
 
+def with_channels(acquisition: ismrmrd.Acquisition, data: np.ndarray) -> ismrmrd.Acquisition:
+    """A copy of `acquisition` (every header field, trajectory) holding `data` [CHA', samples],
+    channels 0..CHA'-1 active: for readouts that gain or lose channels (EMI sensing coils)."""
+    head = acquisition.getHead()
+    head.active_channels = head.available_channels = data.shape[0]
+    head.number_of_samples = data.shape[1]
+    for word in range(len(head.channel_mask)):
+        head.channel_mask[word] = 0
+    for channel in range(data.shape[0]):
+        head.channel_mask[channel // 64] |= 1 << (channel % 64)
+    copy = ismrmrd.Acquisition(head)
+    copy.data[:] = data
+    copy.traj[:] = acquisition.traj
+    return copy
+
+
 def write_ismrmrd(
     path: str | os.PathLike,
     header: xsd.ismrmrdHeader | str,

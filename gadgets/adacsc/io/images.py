@@ -11,6 +11,7 @@ import numpy as np
 from gadgetron.types import ImageArray
 
 from adacsc.io.dataset import HDF5_LOCK
+from adacsc.io.scan_qa import is_scan_qa
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,14 @@ class OutputWriter:
             self._dataset.write_xml_header(xml)
 
     def write(self, item: object) -> None:
-        """Write an Image or every image of an ImageArray; anything else is an error."""
+        """Write an Image or every image of an ImageArray; a scan QA waveform (adacsc.io.scan_qa)
+        is left out; anything else is an error."""
         if isinstance(item, ImageArray):
             for image in split_image_array(item):
                 self.write(image)
             return
+        if is_scan_qa(item):
+            return  # chain-internal: its figures are in the images' QA meta
         if not isinstance(item, ismrmrd.Image):
             raise TypeError(f"cannot store a {type(item).__name__} in an image file")
         name = f"image_{item.image_series_index}"

@@ -1,6 +1,8 @@
-"""Stored noise covariances, keyed by measurementID inside one operator-configured folder."""
+"""Stored noise covariances, keyed by measurementID, and per-site noise references, keyed by the
+scanner, inside one operator-configured folder."""
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,23 @@ class StoredNoise:
     coil_labels: list[str]
     noise_dwell_us: float
     samples: int
+
+
+@dataclass(frozen=True)
+class NoiseReference:
+    """A site's reference noise: per coil label the level per unit bandwidth, rms * sqrt(dwell_us)
+    (adacsc.mr.noise_report), from a quiet scan the operator chose."""
+
+    densities: dict[str, float]
+    source: str
+
+
+def site_name(text: str) -> str:
+    """A scanner identity (serial number, station name) as a plain file-name part."""
+    name = re.sub(r"\.{2,}|[^A-Za-z0-9_.-]", "_", text.strip())[:64].strip("._-")
+    if not name:
+        raise ValueError(f"{text!r} does not name a scanner")
+    return name
 
 
 class NoiseStore:
@@ -65,6 +84,38 @@ class NoiseStore:
             raise ValueError(f"stored noise {path} is unreadable: {err}") from err
         _check_finite(stored.covariance, measurement_id)
         return stored
+
+
+def _reference_path(store: NoiseStore, site: str) -> Path:
+    return store.folder / resources.check_name(resources.NOISE, f"noise_reference_{site_name(site)}")
+
+
+def save_reference(store: NoiseStore, site: str, reference: NoiseReference) -> Path:
+    """Store `reference` as the noise reference of scanner `site`; returns the file written."""
+    values = np.array(list(reference.densities.values()), dtype=np.float64)
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise ValueError("a noise reference needs finite, positive levels")
+    path = _reference_path(store, site)
+    with atomic_output(path, overwrite=True) as temporary, temporary.open("wb") as stream:
+        np.savez(stream, labels=json.dumps(list(reference.densities)), densities=values, source=reference.source)
+    return path
+
+
+def load_reference(store: NoiseStore, site: str) -> NoiseReference | None:
+    """The noise reference of scanner `site`, or None when there is none."""
+    path = _reference_path(store, site)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            labels = list(json.loads(str(f["labels"])))
+            densities = np.asarray(f["densities"], dtype=np.float64)
+            source = str(f["source"])
+    except (OSError, KeyError, ValueError, EOFError) as err:
+        raise ValueError(f"noise reference {path} is unreadable: {err}") from err
+    if len(labels) != len(densities):
+        raise ValueError(f"noise reference {path} is inconsistent ({len(labels)} labels, {len(densities)} levels)")
+    return NoiseReference(dict(zip(labels, densities.tolist())), source)
 
 
 def _check_finite(covariance: np.ndarray, measurement_id: str) -> None:

@@ -41,6 +41,7 @@ from adacsc.core import cancel
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
+from adacsc.io.scan_qa import is_scan_qa
 from adacsc.limits import LimitError, ScanBudget, ScanLimits, check_encoding
 from adacsc.server import protocol as proto
 from adacsc.server.opening import Opening
@@ -339,6 +340,8 @@ class Session:
             images = split_image_array(item)
         elif isinstance(item, ismrmrd.Image):
             images = [item]
+        elif is_scan_qa(item):
+            return  # chain-internal (adacsc.io.scan_qa): its figures are in the images' QA meta
         else:
             name = type(item).__name__
             if not self.report.outputs_not_sent[name]:

@@ -65,6 +65,7 @@ import numpy as np
 from adacsc.io import header_builder as hb
 from adacsc.mr.fft import fftc
 from adacsc.simulation.coils import coil_names, coil_sensitivities
+from adacsc.simulation.emi import EMIConfig, Interference, config_json, sensing_names, write_emi_truth
 from adacsc.simulation.ground_truth import GroundTruth, write_ground_truth
 from adacsc.simulation.noise import (
     bandwidth_scale_squared,
@@ -167,14 +168,16 @@ class SimulationResult:
     ground_truth: GroundTruth
 
 
-def measurement_ids(config: SimulationConfig, object_kind: str) -> tuple[str, str]:
+def measurement_ids(config: SimulationConfig, object_kind: str, emi: EMIConfig | None = None) -> tuple[str, str]:
     """(noise scan, imaging scan) measurementIDs, Siemens style `DEVICE_seed_tag_number`.
 
-    `tag` is a hash of the configuration, so scans that differ in anything get different IDs while
-    the same configuration always gets the same ones.
+    `tag` is a hash of the configuration (and the EMI, when there is any), so scans that differ in
+    anything get different IDs while the same configuration always gets the same ones.
     """
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in PROTOCOL_OPTIONS}
     fields |= config.protocol_fields() | {"object": object_kind}
+    if emi is not None:
+        fields["emi"] = config_json(emi)
     tag = zlib.crc32(json.dumps(fields, sort_keys=True).encode()) % 100000
     prefix = f"{DEVICE_SERIAL}_{config.seed}_{tag:05d}"
     return f"{prefix}_1", f"{prefix}_2"
@@ -191,11 +194,11 @@ def stack_positions_mm(n_slices: int, spacing_mm: float) -> np.ndarray:
     return hb.slice_positions_mm(n_slices, spacing_mm)
 
 
-def _header(config, *, measurement_id, noise_dependency_id, object_kind, noise_only=False):
+def _header(config, *, measurement_id, noise_dependency_id, object_kind, noise_only=False, sensing=0):
     n, p = config.matrix, config.partitions
     return hb.build_header(
         field_T=config.field_T,
-        coil_names=coil_names(config.coils),
+        coil_names=coil_names(config.coils) + sensing_names(sensing),
         encoded_matrix=(2 * n, n, p),
         encoded_fov_mm=(2 * config.fov_mm, config.fov_mm, p * config.slice_thickness_mm),
         recon_matrix=(n, n, p),
@@ -324,8 +327,11 @@ def simulate_scan(
     config: SimulationConfig = SimulationConfig(),
     *,
     noise_file: str | os.PathLike | None = None,
+    emi: EMIConfig | None = None,
 ) -> SimulationResult:
-    """Simulate one multi-slice, multi-coil scan into `path` (and the noise scan into `noise_file`)."""
+    """Simulate one multi-slice, multi-coil scan into `path` (and the noise scan into `noise_file`);
+    with `emi`, sensing coils are appended to the receive coils and interference is added to every
+    readout (simulation.emi), its ground truth stored beside the rest."""
     config.validate()
     n, c = config.matrix, config.coils
     kind = resolve_object_kind(config.object)
@@ -345,7 +351,7 @@ def simulate_scan(
         cov, config.acq_dwell_us, config.noise_dwell_us, config.relative_noise_bandwidth
     )
 
-    noise_id, scan_id = measurement_ids(config, kind)
+    noise_id, scan_id = measurement_ids(config, kind, emi)
     separate_noise = noise_file is not None
     uid = hb.measurement_uid(scan_id)
     positions = [(0.0, 0.0, float(zs)) for zs in z]
@@ -369,9 +375,18 @@ def simulate_scan(
     for number, acquisition in enumerate(acqs):
         acquisition.scan_counter = number + 1
     acqs[-1].set_flag(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
+    interference = None
+    if emi is not None:
+        interference = Interference(
+            emi, cov, bandwidth_scale_squared(config.acq_dwell_us, config.noise_dwell_us,
+                                              config.relative_noise_bandwidth),
+            np.random.default_rng(np.random.SeedSequence(config.seed).spawn(7)[6]),
+            origin_ticks=START_TICKS, span_ticks=acqs[-1].acquisition_time_stamp - START_TICKS)
+        acqs = interference.apply(acqs)
+    sensing = emi.sensing_coils if emi is not None else 0
 
     header = _header(config, measurement_id=scan_id,
-                     noise_dependency_id=noise_id if separate_noise else None, object_kind=kind)
+                     noise_dependency_id=noise_id if separate_noise else None, object_kind=kind, sensing=sensing)
     out = hb.write_ismrmrd(path, header, acqs)
 
     attrs = {
@@ -400,12 +415,22 @@ def simulate_scan(
     noise_path = None
     if separate_noise:
         noise_header = _header(config, measurement_id=noise_id, noise_dependency_id=None,
-                               object_kind=kind, noise_only=True)
+                               object_kind=kind, noise_only=True, sensing=sensing)
         noise_acqs = _noise_readouts(config, cov_noise, rng_noise, uid=hb.measurement_uid(noise_id),
                                      counter0=1, last_in_measurement=True, position=positions[0])
+        if interference is not None:
+            noise_acqs = interference.apply(noise_acqs)
         noise_path = hb.write_ismrmrd(noise_file, noise_header, noise_acqs)
         log.info("wrote noise scan %s (measurementID %s, %d readouts)", noise_path, noise_id,
                  len(noise_acqs))
+
+    if interference is not None:
+        noise_group = noise_acqs if separate_noise else acqs
+        span = acqs[-1].acquisition_time_stamp - START_TICKS
+        progress = [np.array([a.acquisition_time_stamp - START_TICKS for a in group
+                              if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) == is_noise]) / span
+                    for group, is_noise in ((noise_group, True), (acqs, False))]
+        write_emi_truth(out, interference.truth(coil_names(c) + sensing_names(sensing), *progress))
 
     log.info(
         "wrote %s: %s, %dx%d, %d coils, %d slices, %.3f T, noise sigma %g, measurementID %s, "

@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -109,21 +109,27 @@ def _validation_psnr(model: ImageUNet, images: torch.Tensor, levels: tuple[float
     return float(np.mean(values))
 
 
-def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *, train_images: torch.Tensor,
-                   val_images: torch.Tensor, config: BlackBoxConfig = BlackBoxConfig(), seed: int = 0,
+def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *,
+                   train_images: torch.Tensor | Sequence[torch.Tensor], val_images: torch.Tensor, config: BlackBoxConfig = BlackBoxConfig(), seed: int = 0,
                    device: torch.device | str = "cpu", provenance: dict[str, Any] | None = None,
                    name: str = "unet_blackbox", progress: bool = True) -> Path:
     """Train the black-box U-Net for `schedule.steps` steps on the schedule's data stream (crops,
     augmentation, random degradation; `config.batch_size` images per step, so the step counts and
     the wall time stay comparable with NET_Theta's) with the same relative loss, warm-up and cosine
-    decay; write OUT/NAME.safetensors and return its path."""
+    decay; write OUT/NAME.safetensors and return its path. `train_images` is one set of slices
+    [N, S, S] or several (one per pixel size, as `adacsc train` loads them for schedules with
+    `pixel_sizes_mm`); a batch draws one set, as for NET_Theta."""
     device = torch.device(device)
     stream = replace(schedule, batch_size=config.batch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ImageUNet(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    images = train_images.to(torch.complex64).contiguous()
+    sets = [train_images] if isinstance(train_images, torch.Tensor) else list(train_images)
+    if not sets or any(images.ndim != 3 or min(images.shape[-2:]) < schedule.crop for images in sets):
+        raise ValueError(f"training images [N, S, S] with S >= crop {schedule.crop} needed, got "
+                         f"{[tuple(images.shape) for images in sets]}")
+    images = [images.to(torch.complex64).contiguous() for images in sets]
     val = val_images[pick_evenly(val_images.shape[0], schedule.val_images)].to(torch.complex64)
     history: list[dict[str, float]] = []
     bar = None
@@ -131,7 +137,7 @@ def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *, train
         from tqdm import tqdm
 
         bar = tqdm(total=schedule.steps, desc=f"train {name}", unit="step", dynamic_ncols=True)
-    elapsed, window = 0.0, []
+    elapsed, window, skipped = 0.0, [], 0
     for step in range(schedule.steps):
         t0 = time.perf_counter()
         batch, _ = sample_training_batch(images, stream, seed, step)
@@ -147,6 +153,9 @@ def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *, train
             if schedule.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.grad_clip)
             optimizer.step()
+        else:  # e.g. a crop of empty background: no signal, so no relative loss
+            skipped += 1
+            log.warning("step %d: non-finite loss; step skipped (%d so far)", step, skipped)
         elapsed += time.perf_counter() - t0
         window.append(float(loss.detach()))
         if bar is not None:
@@ -168,7 +177,7 @@ def train_blackbox(schedule: Schedule, out_dir: str | os.PathLike[str], *, train
         bar.close()
     record = {**(provenance or {}), "schedule": schedule.to_dict(), "seed": seed, "steps": schedule.steps,
               "training_seconds": round(elapsed, 1), "device": str(device),
-              "torch_threads": torch.get_num_threads(), "history": history,
+              "torch_threads": torch.get_num_threads(), "history": history, "skipped_steps": skipped,
               "parameters": sum(p.numel() for p in model.parameters()),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = save_blackbox(model, Path(out_dir) / f"{name}.safetensors", record)

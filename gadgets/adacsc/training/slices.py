@@ -11,6 +11,12 @@ the same world-coordinate slabs (both are in MNI space), so an anatomical slab i
 only, whichever volume it is cut from. Slices whose brain area (ch2better, in the nearest voxel
 plane) covers less than `MIN_BRAIN_FRACTION` of the field of view are skipped.
 
+Held-out subject, never used for training, tuning or dictionary learning in any form:
+  test_mni152: the MNI ICBM152 2009a T1 template (an average of 152 other adults; Colin27 is one
+  person), three orientations, slices `HELD_OUT_SPACING_MM` apart: human anatomy the networks
+  never saw, where the Colin27 test slabs are unseen slices of the training subject. Not in
+  `SPLITS` (it needs the PyPI package nilearn's data); `load_split` accepts it.
+
 Out of distribution, never used for training or dictionary learning in any form:
   ood_macaque: the INIA19 rhesus macaque T1 brain (another species), three orientations;
   ood_phantom: the analytic 3-D modified Shepp-Logan phantom (adacsc.simulation.phantom).
@@ -43,7 +49,7 @@ import torch
 from adacsc.simulation.phase import smooth_phase
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.training.volumes import (
-    ORIENTATIONS, SOURCES, brain_box_mm, file_sha256, plane_fraction, resample_slices, source_path,
+    ORIENTATIONS, SOURCES, TEST_ONLY_SOURCES, brain_box_mm, file_sha256, plane_fraction, resample_slices, source_path,
 )
 
 __all__ = [
@@ -59,6 +65,7 @@ __all__ = [
     "training_size",
     "cache_dir",
     "DATA_VERSION",
+    "HELD_OUT_SUBJECT",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,7 @@ DATA_VERSION = 1
 IN_DISTRIBUTION = ("train", "val", "test")
 OUT_OF_DISTRIBUTION = ("ood_macaque", "ood_phantom")
 SPLITS = IN_DISTRIBUTION + OUT_OF_DISTRIBUTION
+HELD_OUT_SUBJECT = "test_mni152"
 
 HUMAN_VOLUMES = ("colin27_ch2better", "colin27_ch2")
 REFERENCE_VOLUME = "colin27_ch2better"  # defines slab positions, brain fraction and image centre
@@ -79,6 +87,9 @@ SLAB_SLICES = 8
 VAL_AT = 0.30
 TEST_AT = 0.55
 MIN_BRAIN_FRACTION = 0.10
+
+HELD_OUT_VOLUME = "mni152_2009a"
+HELD_OUT_SPACING_MM = 8.0  # one slice per slab width, so the slices are far apart
 
 MACAQUE_VOLUME = "inia19_macaque"
 MACAQUE_FOV_MM = 96.0  # the macaque brain fills about as much of the field as the human one
@@ -220,6 +231,25 @@ def _macaque_records(size: int, seed: int) -> list[SliceRecord]:
     return records
 
 
+def _held_out_records(size: int, seed: int, pixel_mm: float | None = None) -> list[SliceRecord]:
+    """The held-out subject: slices every HELD_OUT_SPACING_MM through its brain, three orientations."""
+    box = brain_box_mm(HELD_OUT_VOLUME)
+    fov = _human_fov(size, pixel_mm)
+    records = []
+    for orientation in ORIENTATIONS:
+        axis = ORIENTATIONS[orientation][0]
+        pos = _positions(*box[axis], HELD_OUT_SPACING_MM)
+        frac = plane_fraction(HELD_OUT_VOLUME, orientation, pos, fov)
+        for p, f in zip(pos, frac):
+            if f < MIN_BRAIN_FRACTION:
+                continue
+            p = float(p)
+            records.append(_record(HELD_OUT_VOLUME, TEST_ONLY_SOURCES[HELD_OUT_VOLUME].file, orientation, p,
+                                   HELD_OUT_SUBJECT, -1, (p - THICKNESS_MM / 2, p + THICKNESS_MM / 2),
+                                   THICKNESS_MM, fov, size, float(f), seed))
+    return records
+
+
 def _phantom_records(size: int, seed: int) -> list[SliceRecord]:
     return [_record("phantom", "", "axial", p, "ood_phantom", -1, (p, p), 0.0, PHANTOM_FOV_MM, size,
                     float("nan"), seed) for p in PHANTOM_POSITIONS_MM]
@@ -237,8 +267,8 @@ def _check_size(size: int) -> None:
 
 
 def _check_split(name: str) -> None:
-    if name not in SPLITS:
-        raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+    if name not in SPLITS + (HELD_OUT_SUBJECT,):
+        raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS + (HELD_OUT_SUBJECT,))}")
 
 
 def training_size(pixel_mm: float) -> int:
@@ -253,8 +283,11 @@ def _records_of(name: str, size: int, seed: int, pixel_mm: float | None = None) 
     _check_size(size)
     if name in IN_DISTRIBUTION:
         return [r for r in _human_records(size, seed, pixel_mm) if r.split == name]
+    if name == HELD_OUT_SUBJECT:
+        return _held_out_records(size, seed, pixel_mm)
     if pixel_mm is not None:
-        raise ValueError(f"pixel_mm applies to the human splits {IN_DISTRIBUTION} only, not {name!r}")
+        raise ValueError(f"pixel_mm applies to the human splits {IN_DISTRIBUTION + (HELD_OUT_SUBJECT,)} only, "
+                         f"not {name!r}")
     if name == "ood_macaque":
         return _macaque_records(size, seed)
     return _phantom_records(size, seed)
@@ -305,7 +338,8 @@ def _render(records: list[SliceRecord]) -> tuple[np.ndarray, list[SliceRecord]]:
 
 def _cache_key(name: str, size: int, seed: int, pixel_mm: float | None = None) -> str:
     files = {}
-    keys = HUMAN_VOLUMES if name in IN_DISTRIBUTION else ((MACAQUE_VOLUME,) if name == "ood_macaque" else ())
+    keys = (HUMAN_VOLUMES if name in IN_DISTRIBUTION else (MACAQUE_VOLUME,) if name == "ood_macaque"
+            else (HELD_OUT_VOLUME,) if name == HELD_OUT_SUBJECT else ())
     for key in keys:
         path = str(source_path(key))
         files[key] = {"path": path, "sha256": file_sha256(path)}
@@ -349,7 +383,7 @@ def load_split_with_records(name: str, size: int = DEFAULT_SIZE, *, seed: int = 
 
 def load_split(name: str, size: int = DEFAULT_SIZE, *, seed: int = 0, cache: bool = True,
                pixel_mm: float | None = None) -> torch.Tensor:
-    """Images of split `name` ('train', 'val', 'test', 'ood_macaque', 'ood_phantom'):
+    """Images of split `name` ('train', 'val', 'test', 'ood_macaque', 'ood_phantom', 'test_mni152'):
     complex64 tensor [N, size, size], deterministic for given (size, seed, pixel_mm)."""
     return load_split_with_records(name, size, seed=seed, cache=cache, pixel_mm=pixel_mm)[0]
 

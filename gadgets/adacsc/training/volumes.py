@@ -2,7 +2,10 @@
 
 Every image used for training, validation or testing comes from a T1-weighted brain volume shipped
 by Debian's `mricron-data` package (/usr/share/mricron/templates), or from the analytic phantom of
-`adacsc.simulation.phantom` (no data file). `SOURCES` lists them with their provenance: package,
+`adacsc.simulation.phantom` (no data file). The held-out test subject, a second human volume used
+for testing only, is the MNI ICBM152 2009a T1 template as the PyPI package `nilearn` ships it
+(package data only: nilearn is never imported). mricron-data's JHU file (`jhu189.nii.gz`) is a
+189-region label atlas, not a T1 image, so it cannot serve. `SOURCES` (and `TEST_ONLY_SOURCES`) list them with their provenance: package,
 file, licence as stated in /usr/share/doc/mricron-data/copyright, species, role.
 
 Geometry. Volumes are read with `adacsc.simulation.brain.load_volume` (reoriented to canonical RAS+
@@ -39,6 +42,7 @@ __all__ = [
     "ORIENTATIONS",
     "VolumeSource",
     "SOURCES",
+    "TEST_ONLY_SOURCES",
     "source_path",
     "file_sha256",
     "world_volume",
@@ -93,19 +97,52 @@ SOURCES: dict[str, VolumeSource] = {
 }
 
 
+#: volumes used for testing only, never for training, tuning or dictionary learning (not shipped by
+#: mricron-data, so kept apart from SOURCES)
+TEST_ONLY_SOURCES: dict[str, VolumeSource] = {
+    "mni152_2009a": VolumeSource(
+        "mni152_2009a", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+        "MNI ICBM152 2009a nonlinear symmetric T1 template (average of 152 adults, none of them "
+        "Colin27), brain-extracted, 1 mm isotropic, MNI space",
+        "human", "held-out test subject", package="nilearn (PyPI), package data nilearn/datasets/data",
+        licence=("'unknown' per the description nilearn ships with it "
+                 "(nilearn/datasets/description/icbm152_2009.rst; nilearn itself is BSD-3-clause); "
+                 "Fonov et al. 2009, 2011, McConnell Brain Imaging Centre, MNI. Used for testing only, "
+                 "read at run time; no image data is copied into the repository")),
+}
+
+
 def source_path(key: str) -> Path:
     """Path of a source volume; the primary human volume follows `brain_volume_path()`."""
-    if key not in SOURCES:
-        raise KeyError(f"unknown source volume {key!r}; known: {', '.join(SOURCES)}")
+    if key not in SOURCES and key not in TEST_ONLY_SOURCES:
+        raise KeyError(f"unknown source volume {key!r}; known: {', '.join([*SOURCES, *TEST_ONLY_SOURCES])}")
     if key == "colin27_ch2better":
         path = brain_volume_path()
         if path is not None:
             return Path(path)
+    if key == "mni152_2009a":
+        return _nilearn_data(TEST_ONLY_SOURCES[key].file)
     path = TEMPLATES_DIR / SOURCES[key].file
     if not path.is_file():
         raise FileNotFoundError(
             f"training source {key!r} needs {path} (Debian package mricron-data: apt-get install mricron-data)")
     return path
+
+
+def _nilearn_data(name: str) -> Path:
+    """A data file of the installed nilearn package, found without importing nilearn (whose
+    dependencies the evaluation does not need)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nilearn")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / "datasets" / "data" / name
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"the held-out test subject needs {name} from the PyPI package nilearn "
+        "(pip install --no-deps nilearn, or the `evaluate` extra)")
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,168 @@
+"""Site QA in the chain: EMI removed with sensing channels in noise_adjust, the noise report, the
+scan QA reaching the images' meta, the trust index, and `adacsc noise-report`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+import pytest
+
+from adacsc.chain.config import load_chain, parse_chain
+from adacsc.chain.runner import Chain
+from adacsc.io.dataset import InputScan
+from adacsc.io.images import OutputWriter
+from adacsc.io.scan_qa import qa_waveform, read_scan_qa
+from adacsc.replay import replay
+from adacsc.simulation.emi import EMIConfig, read_emi_truth
+from adacsc.simulation.scanner import SimulationConfig, simulate_scan
+from support.scans import read_images
+
+NOISE_ONLY = """<configuration><version>2</version><stream><external>
+<execute name="adacsc.gadgets.noise_adjust" target="noise_adjust" type="python"/><configuration/>
+</external></stream></configuration>"""
+
+
+def run_chain_on_file(path: Path, chain_text: str) -> list[object]:
+    """Everything a chain sends out for a file's acquisitions."""
+    outputs: list[object] = []
+    with InputScan(path) as scan:
+        chain = Chain(parse_chain(chain_text), scan.header_bytes(), outputs.append).start()
+        for acquisition in scan.acquisitions():
+            chain.push(acquisition)
+        chain.close()
+    return outputs
+
+CONFIG = SimulationConfig(matrix=64, coils=1, slices=2, seed=2)
+
+
+@pytest.fixture(scope="module")
+def emi_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("emi") / "emi.h5"
+    simulate_scan(path, CONFIG, emi=EMIConfig(sensing_coils=2, power_ratio=10.0))
+    return path
+
+
+def test_noise_adjust_removes_emi_and_drops_sensing_channels(emi_scan: Path) -> None:
+    outputs = run_chain_on_file(emi_scan, NOISE_ONLY)
+    readouts = [a for a in outputs if isinstance(a, ismrmrd.Acquisition)]
+    assert len(readouts) == 2 * 64 and all(a.active_channels == 1 for a in readouts)
+    qa = [read_scan_qa(w) for w in outputs if isinstance(w, ismrmrd.Waveform)]
+    assert qa and qa[-1]["EMISensingChannels"] == ["EMI_SENSE_01", "EMI_SENSE_02"]
+    assert float(qa[-1]["EMIRemovedPercent"][0]) > 10  # of the power with the MR signal
+    assert float(qa[-1]["EMIRemovedNoisePercent"][0]) > 50
+    assert "NoiseLines" in qa[-1] and "NoiseRMS" in qa[-1]
+    # what is left is whitened thermal noise: the outer half of the oversampled readout holds no
+    # object, and its variance is about 1 (with the interference it would be about 11)
+    kspace = np.stack([a.data[0] for a in readouts]).reshape(2, 64, 128)
+    images = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(kspace, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    outside = np.concatenate([images[..., :28], images[..., 100:]], axis=-1)
+    assert np.mean(np.abs(outside) ** 2) == pytest.approx(1.0, abs=0.3)
+
+
+def test_removal_off_keeps_every_channel(emi_scan: Path) -> None:
+    chain = NOISE_ONLY.replace("<configuration/>",
+                               '<configuration><property name="emi_removal" value="false"/></configuration>')
+    readouts = [a for a in run_chain_on_file(emi_scan, chain) if isinstance(a, ismrmrd.Acquisition)]
+    assert all(a.active_channels == 3 for a in readouts)
+
+
+def test_removal_on_without_sensing_channels_is_an_error(sim_scan: Path) -> None:
+    chain = NOISE_ONLY.replace("<configuration/>",
+                               '<configuration><property name="emi_removal" value="true"/></configuration>')
+    with pytest.raises(Exception, match="no channel is a sensing channel"):
+        run_chain_on_file(sim_scan, chain)
+
+
+def test_scan_without_sensing_channels_passes_unchanged(real_scan: Path) -> None:
+    """The bundled real scan has neither sensing channels nor noise readouts: nothing is added."""
+    outputs = run_chain_on_file(real_scan, NOISE_ONLY)
+    assert not any(isinstance(item, ismrmrd.Waveform) for item in outputs)
+
+
+def test_images_carry_the_scan_qa_and_the_trust_index(emi_scan: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    replay(emi_scan, out, load_chain("adacsc_lowfield").with_overrides({"send_residual": "true"}))
+    images = read_images(out)
+    assert sorted(images) == ["image_1", "image_2", "image_3", "image_4"]
+    meta = ismrmrd.Meta.deserialize(images["image_1"][0].attribute_string)
+    assert meta["EMIReceiveChannels"] == "LF_HEAD_QUAD"
+    assert float(meta["NoiseMaxCorrelation"]) > 0
+    assert 0.7 < float(meta["TrustIndex"]) < 1.3 and meta["Trust"] == "ok"
+    assert images["image_4"][0].data.shape == images["image_1"][0].data.shape
+
+
+def test_wrong_noise_level_is_not_trusted(sim_scan: Path, tmp_path: Path) -> None:
+    """A scan whose noise is 3x what its stored noise dependency says: every slice flagged."""
+    noise_file = tmp_path / "noise.h5"
+    quiet = simulate_scan(tmp_path / "quiet.h5", SimulationConfig(matrix=32, coils=2, slices=1, seed=9, noise=0.02,
+                                                                  object="phantom"), noise_file=noise_file)
+    replay(noise_file, tmp_path / "noise_out.h5", load_chain("adacsc_lowfield"))
+    loud = simulate_scan(tmp_path / "loud.h5", SimulationConfig(matrix=32, coils=2, slices=1, seed=9, noise=0.06,
+                                                                object="phantom"), noise_file=tmp_path / "n2.h5")
+    assert loud.noise_measurement_id != quiet.noise_measurement_id
+    # the loud scan declares the quiet scan's noise as its dependency
+    import h5py
+
+    with h5py.File(loud.path, "a") as f:
+        xml = f["dataset/xml"][0].decode().replace(loud.noise_measurement_id, quiet.noise_measurement_id)
+        f["dataset/xml"][0] = xml.encode()
+    out = tmp_path / "out.h5"
+    replay(loud.path, out, load_chain("adacsc_lowfield"))
+    meta = ismrmrd.Meta.deserialize(read_images(out)["image_1"][0].attribute_string)
+    assert float(meta["TrustIndex"]) > 2 and meta["Trust"] == "do not trust"
+
+
+def test_writer_and_qa_waveform_round_trip(tmp_path: Path) -> None:
+    wave = qa_waveform({"NoiseRMS": ["0.1", "0.2"], "Ünits": ["µV"]})
+    assert read_scan_qa(wave) == {"NoiseRMS": ["0.1", "0.2"], "Ünits": ["µV"]}
+    writer = OutputWriter(tmp_path / "w.h5", "g")
+    writer.write(wave)  # chain-internal: left out of the file
+    writer.close()
+    assert writer.counts == {}
+
+
+def test_noise_report_command(emi_scan: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "report.png"
+    run = subprocess.run([sys.executable, "-m", "adacsc", "noise-report", str(emi_scan), "-o", str(figure),
+                          "--save-reference"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "EMI_SENSE_01" in run.stdout and "line" in run.stdout
+    assert figure.stat().st_size > 10000
+    again = subprocess.run([sys.executable, "-m", "adacsc", "noise-report", str(emi_scan)], capture_output=True,
+                           text=True, timeout=120)
+    assert "1.000 x reference" in again.stdout
+    truth = read_emi_truth(emi_scan)
+    assert json.loads(truth.attrs["channel_labels"])[0] in again.stdout
+
+
+def test_noise_report_command_without_noise(real_scan: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "adacsc", "noise-report", str(real_scan)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2 and "no noise readouts" in run.stderr
+
+
+def test_noise_report_command_says_how_to_get_matplotlib(emi_scan: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from adacsc.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(["noise-report", str(emi_scan), "-o", str(tmp_path / "r.png")]) == 2
+    assert 'pip install "adacsc[report]"' in caplog.text
+
+
+def test_separate_noise_scan_with_sensing_channels(tmp_path: Path) -> None:
+    """The noise scan is cleaned and stored for the receive channels; the imaging scan that names
+    it as its noise dependency is whitened with it."""
+    from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
+
+    config = SimulationConfig(matrix=32, coils=2, slices=1, seed=6, object="phantom")
+    result = simulate_scan(tmp_path / "scan.h5", config, noise_file=tmp_path / "noise.h5",
+                           emi=EMIConfig(sensing_coils=2, power_ratio=10.0))
+    run_chain_on_file(result.noise_path, NOISE_ONLY)
+    readouts = [a for a in run_chain_on_file(result.path, NOISE_ONLY) if isinstance(a, ismrmrd.Acquisition)]
+    assert all(a.active_channels == 2 and a.is_flag_set(PREWHITENED_FLAG) for a in readouts)
