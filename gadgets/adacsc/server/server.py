@@ -18,6 +18,7 @@ from pathlib import Path
 from adacsc import resources
 from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
+from adacsc.server.heap import release_free_memory
 from adacsc.server.listener import ConnectionServer, join_threads
 from adacsc.server.opening import Opening, read_opening
 from adacsc.server.session import Session, SessionReport, SessionSettings, config_name_warning
@@ -305,6 +306,7 @@ class Server(ConnectionServer):
                 self.reports.append(report)
                 if len(self.reports) > 2 * REPORTS_KEPT:
                     del self.reports[:REPORTS_KEPT]
+            release_free_memory()
         except Exception:
             log.exception("connection %s failed", peer)
             _refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
