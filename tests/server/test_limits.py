@@ -147,7 +147,7 @@ def test_a_scan_past_its_deadline_is_cancelled_and_frees_its_worker(small_scan, 
     with threaded_server(workers=1, scan_timeout_s=3.0) as running:
         replies = exchange(running.port, stream, timeout=60)
         report = running.report(1)[0]
-        assert report.seconds < 30 and running.server.active_sessions() == 0
+        assert report.seconds < 30 and running.server.scans_running() == 0
         _then_a_good_scan(running.port, small_scan, tmp_path / "after.h5")
     assert "cancelled" in errors_of(replies) and "deadline of 3 s" in errors_of(replies)
 
@@ -157,7 +157,7 @@ def test_a_scan_whose_client_is_gone_is_cancelled(small_scan, tmp_path, monkeypa
     with threaded_server(workers=1, probe_s=0.5) as running:
         exchange(running.port, stream, close_abruptly=False, half_close=True, timeout=0.5)
         report = running.wait_for(lambda r: True, timeout=60)
-        assert "the client is gone" in report.dropped and running.server.active_sessions() == 0
+        assert "the client is gone" in report.dropped and running.server.scans_running() == 0
         _then_a_good_scan(running.port, small_scan, tmp_path / "after.h5")
 
 
