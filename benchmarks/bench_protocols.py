@@ -34,14 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import ismrmrd
 import numpy as np
 
 from adacsc.chain.config import load_chain
 from adacsc.client import send_scan
 from adacsc.io import header_builder as hb
-from adacsc.io.dataset import InputScan
+from adacsc.io.dataset import InputScan, read_images
 from adacsc.io.header import parse_header
 from adacsc.mr.fft import fftc, ifftc
 from adacsc.replay import replay
@@ -53,23 +52,12 @@ log = logging.getLogger("bench_protocols")
 BASE = {"matrix": 128, "coils": 8, "slices": 4, "noise": 0.02, "object": None}
 
 
-def images_of(path: Path) -> dict[str, list[ismrmrd.Image]]:
-    with h5py.File(path, "r") as f:
-        group = sorted(f.keys())[-1]
-        names = sorted(n for n in f[group] if n.startswith("image_"))
-    dataset = ismrmrd.Dataset(str(path), group, create_if_needed=False)
-    try:
-        return {n: [dataset.read_image(n, i) for i in range(dataset.number_of_images(n))] for n in names}
-    finally:
-        dataset.close()
-
-
 def run(scan: Path, out: Path, chain: str = "adacsc_lowfield", **overrides: str) -> tuple[dict, float]:
     if out.exists():
         out.unlink()
     started = time.perf_counter()
     replay(scan, out, load_chain(chain).with_overrides(overrides) if overrides else load_chain(chain))
-    return images_of(out), time.perf_counter() - started
+    return read_images(out), time.perf_counter() - started
 
 
 def stack(images: list[ismrmrd.Image]) -> np.ndarray:
@@ -270,7 +258,7 @@ def section_shepp_logan(folder: Path) -> None:
             sent_path = folder / f"{scan.stem}_send.h5"
             sent_path.unlink(missing_ok=True)
             send_scan(scan, sent_path, port=port, config_name="adacsc_lowfield")
-            sent = images_of(sent_path)
+            sent = read_images(sent_path)
             same = all(np.array_equal(a.data, b.data) for name in replayed
                        for a, b in zip(sorted(replayed[name], key=lambda i: i.image_index),
                                        sorted(sent.get(name, []), key=lambda i: i.image_index)))

@@ -2,12 +2,11 @@
 
 from pathlib import Path
 
-import h5py
 import ismrmrd
 import numpy as np
 import pytest
 
-from adacsc.io.dataset import InputScan
+from adacsc.io.dataset import InputScan, read_images  # noqa: F401 (read_images: re-exported for the tests)
 from adacsc.io.header import parse_header
 from adacsc.simulation.brain import brain_available
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
@@ -30,18 +29,6 @@ def simulated(sim_dir: Path, name: str, **config: object) -> Path:
     if not path.exists():
         simulate_scan(path, SimulationConfig(**config))
     return path
-
-
-def read_images(path: Path, group: str | None = None) -> dict[str, list[ismrmrd.Image]]:
-    """Every image series of `group` (default: the newest group) of an output file."""
-    with h5py.File(path, "r") as f:
-        group = group or sorted(f.keys())[-1]
-        names = sorted(n for n in f[group] if n.startswith("image_"))
-    dataset = ismrmrd.Dataset(str(path), group, create_if_needed=False)
-    try:
-        return {n: [dataset.read_image(n, i) for i in range(dataset.number_of_images(n))] for n in names}
-    finally:
-        dataset.close()
 
 
 def image_stack(images: list[ismrmrd.Image]) -> np.ndarray:

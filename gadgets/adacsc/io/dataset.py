@@ -104,3 +104,16 @@ class InputScan:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def read_images(path: str | Path, group: str | None = None) -> dict[str, list[ismrmrd.Image]]:
+    """Every image series of `group` (default: the newest group) of an output file, as written by
+    `adacsc recon`, `adacsc send` or gadgetron_ismrmrd_client."""
+    with h5py.File(path, "r") as f:
+        group = group or sorted(f.keys())[-1]
+        names = sorted(n for n in f[group] if n.startswith("image_"))
+    dataset = ismrmrd.Dataset(str(path), group, create_if_needed=False)
+    try:
+        return {n: [dataset.read_image(n, i) for i in range(dataset.number_of_images(n))] for n in names}
+    finally:
+        dataset.close()
