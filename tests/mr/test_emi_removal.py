@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from adacsc.mr.emi import EMIRemover, remove_block, sensing_channels
+from adacsc.mr.emi import FALLBACK_DWELL_US, MAX_TAPS, EMIRemover, kernel_taps, remove_block, sensing_channels
 
 
 def _interference(rng: np.random.Generator, readouts: int, samples: int, sources: int = 2) -> np.ndarray:
@@ -79,19 +79,41 @@ def test_remover_streams_blocks_and_drops_sensing_channels() -> None:
     rng = np.random.default_rng(3)
     receive, sensing, _ = _scan(rng, emi_power=10.0, signal=False)
     stack = np.concatenate([sensing[:1], receive, sensing[1:]])  # sensing channels first and last
-    remover = EMIRemover([0, 2], 3, block=16, width=3)
+    remover = EMIRemover([0, 2], 3, block=16, kernel_us=120.0)  # 7 taps at 20 us
     out = []
     for i in range(stack.shape[1]):
-        out += remover.push(stack[:, i], i)
+        out += remover.push(stack[:, i], i, 20.0)
         if i == 40:
             out += remover.flush()  # a slice ends early
     out += remover.flush()
     assert [tag for _, tag in out] == list(range(stack.shape[1]))
     assert all(data.shape == (1, stack.shape[2]) for data, _ in out)
     assert remover.tally.blocks == 5  # 16 + 16 + 9 (flushed) + 16 + 7
-    assert remover.tally.percent()[0] > 80
+    assert remover.tally.percent()[0] > 80 and remover.tally.taps == {7}
     with pytest.raises(ValueError, match="channels"):
-        remover.push(stack[:2, 0], 0)
+        remover.push(stack[:2, 0], 0, 20.0)
+
+
+def test_a_new_dwell_time_ends_the_block() -> None:
+    rng = np.random.default_rng(5)
+    receive, sensing, _ = _scan(rng, emi_power=10.0, signal=False)
+    stack = np.concatenate([receive, sensing])
+    remover = EMIRemover([1, 2], 3, block=64, kernel_us=120.0)
+    out = [item for i in range(10) for item in remover.push(stack[:, i], i, 20.0)]
+    out += [item for i in range(10, 20) for item in remover.push(stack[:, i], i, 5.0)]
+    assert not out or remover.tally.blocks == 1
+    out += remover.flush()
+    assert [tag for _, tag in out] == list(range(20)) and remover.tally.blocks == 2
+    assert remover.tally.taps == {7, 25}
+
+
+def test_kernel_taps_cover_the_same_time_at_every_dwell() -> None:
+    assert kernel_taps(120.0, 20.0) == 7 and kernel_taps(120.0, 5.0) == 25
+    assert kernel_taps(120.0, 1000.0) == 3  # never fewer than 3
+    assert kernel_taps(10000.0, 1.0) == MAX_TAPS
+    assert kernel_taps(120.0, 0.0) == kernel_taps(120.0, FALLBACK_DWELL_US)  # a readout without a dwell time
+    with pytest.raises(ValueError, match="kernel length"):
+        kernel_taps(0.0, 5.0)
 
 
 def test_a_bad_sample_does_not_spoil_its_block() -> None:

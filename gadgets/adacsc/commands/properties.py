@@ -11,11 +11,9 @@ from adacsc import resources
 from adacsc.core.device import parse_device_name
 from adacsc.gadgets.properties import Property, PropertySpec, format_value, parse_bool, raw_properties
 from adacsc.gadgets.registry import GADGET_MODULES
-from adacsc.gadgets.site_qa import parse_odd
 from adacsc.limits import ScanLimits
 
-_TYPE_NAMES = {parse_bool: "bool", int: "int", float: "float", str: "string", parse_device_name: "string",
-               parse_odd: "int (odd)"}
+_TYPE_NAMES = {parse_bool: "bool", int: "int", float: "float", str: "string", parse_device_name: "string"}
 
 MARKDOWN_INTRO = """\
 # Chain properties

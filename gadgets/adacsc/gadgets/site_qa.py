@@ -29,18 +29,10 @@ from adacsc.io import header as hdr
 from adacsc.io.header_builder import with_channels
 from adacsc.io.noise_store import NoiseStore, load_reference
 from adacsc.io.scan_qa import qa_waveform
-from adacsc.mr.emi import DEFAULT_SENSING_PATTERN, EMIRemover, sensing_channels
+from adacsc.mr.emi import DEFAULT_KERNEL_US, DEFAULT_SENSING_PATTERN, EMIRemover, sensing_channels
 from adacsc.mr.noise_report import DEFAULT_LINES, NoiseReport, noise_report
 
 log = logging.getLogger(__name__)
-
-
-def parse_odd(text: str) -> int:
-    """An odd positive integer."""
-    value = int(text)
-    if value % 2 == 0:
-        raise ValueError("must be odd (a kernel centred on the sample)")
-    return value
 
 
 PROPERTIES = (
@@ -51,8 +43,9 @@ PROPERTIES = (
     Property("emi_sensing_channels", str, "", "comma-separated indices of further sensing channels"),
     Property("emi_block", int, 64, "readouts per EMI fit (a block also ends with its slice)", minimum=1,
              maximum=4096),
-    Property("emi_kernel", parse_odd, 7, "taps of the convolution kernels along the readout (odd)", minimum=1,
-             maximum=63),
+    Property("emi_kernel_us", float, DEFAULT_KERNEL_US, "length in us of the convolution kernels along the "
+             "readout: each block gets the odd number of taps (3 to 63) that covers it at its dwell time",
+             minimum=1.0, maximum=10000.0),
     Property("noise_report", parse_bool, True, "report noise levels, narrowband lines and channel correlations "
              "of the noise readouts (log and QA meta)"),
     Property("noise_report_lines", int, DEFAULT_LINES, "strongest narrowband lines in the report", minimum=0,
@@ -113,15 +106,15 @@ class SiteQA:
                              "set emi_sensing_pattern or emi_sensing_channels)")
         if not self.sensing:
             return
-        block, width = self.props["emi_block"], self.props["emi_kernel"] // 2
-        self._noise_remover = EMIRemover(self.sensing, channels, block, width)
-        self._imaging_remover = EMIRemover(self.sensing, channels, block, width)
+        block, kernel_us = self.props["emi_block"], self.props["emi_kernel_us"]
+        self._noise_remover = EMIRemover(self.sensing, channels, block, kernel_us)
+        self._imaging_remover = EMIRemover(self.sensing, channels, block, kernel_us)
         self.kept_labels = [label for i, label in enumerate(self.labels) if i not in self.sensing]
-        log.info("EMI removal: sensing channels %s, receive channels %s, blocks of %d readouts, %d-tap kernels",
-                 [self.labels[i] for i in self.sensing], self.kept_labels, block, 2 * width + 1)
+        log.info("EMI removal: sensing channels %s, receive channels %s, blocks of %d readouts, %g us kernels",
+                 [self.labels[i] for i in self.sensing], self.kept_labels, block, kernel_us)
         self._meta.update({"EMISensingChannels": [self.labels[i] for i in self.sensing],
                            "EMIReceiveChannels": list(self.kept_labels),
-                           "EMIKernel": [str(2 * width + 1)], "EMIBlock": [str(block)]})
+                           "EMIKernelUs": [f"{kernel_us:g}"], "EMIBlock": [str(block)]})
 
     def noise(self, acquisition: ismrmrd.Acquisition) -> list[ismrmrd.Acquisition]:
         """A noise readout in; the (cleaned) noise readouts ready for the covariance out."""
@@ -130,8 +123,8 @@ class SiteQA:
             self._raw_noise.append((np.array(acquisition.data), float(acquisition.sample_time_us)))
         if self._noise_remover is None or not np.isfinite(acquisition.data).all():
             return [acquisition]  # the prewhitener ignores a non-finite noise readout, with a warning
-        return [with_channels(original, data) for data, original in self._noise_remover.push(acquisition.data,
-                                                                                               acquisition)]
+        return [with_channels(original, data) for data, original in self._noise_remover.push(
+            acquisition.data, acquisition, float(acquisition.sample_time_us))]
 
     def _flush_noise(self, add_noise: Callable[[ismrmrd.Acquisition], None]) -> None:
         if self._noise_remover is None:
@@ -141,8 +134,9 @@ class SiteQA:
         tally = self._noise_remover.tally
         if tally.readouts:
             self._meta["EMIRemovedNoisePercent"] = [f"{v:.2f}" for v in tally.percent()]
-            log.info("EMI removal, noise readouts: %s of the power removed (%d blocks%s)",
-                     _percents(self.kept_labels, tally.percent()), tally.blocks,
+            self._meta["EMINoiseTaps"] = [str(t) for t in sorted(tally.taps)]
+            log.info("EMI removal, noise readouts: %s of the power removed (%d blocks, %s-tap kernels%s)",
+                     _percents(self.kept_labels, tally.percent()), tally.blocks, "/".join(map(str, sorted(tally.taps))),
                      f", {tally.skipped} too small to fit" if tally.skipped else "")
 
     def _report(self) -> None:
@@ -176,7 +170,7 @@ class SiteQA:
                 out.append(qa_waveform(self._meta))
         if self._imaging_remover is None:
             return out + [acquisition]
-        ready = self._imaging_remover.push(acquisition.data, acquisition)
+        ready = self._imaging_remover.push(acquisition.data, acquisition, float(acquisition.sample_time_us))
         if any(acquisition.is_flag_set(flag) for flag in _SLICE_END):
             ready += self._imaging_remover.flush()
         return out + self._cleaned(ready, self._imaging_remover)
@@ -187,6 +181,7 @@ class SiteQA:
         if not ready:
             return []
         self._meta["EMIRemovedPercent"] = [f"{v:.2f}" for v in remover.tally.percent()]
+        self._meta["EMITaps"] = [str(t) for t in sorted(remover.tally.taps)]
         return [qa_waveform(self._meta)] + [with_channels(original, data) for data, original in ready]
 
     def finish(self, add_noise: Callable[[ismrmrd.Acquisition], None]) -> list[ismrmrd.Acquisition | ismrmrd.Waveform]:
@@ -201,8 +196,8 @@ class SiteQA:
         out = self._cleaned(self._imaging_remover.flush(), self._imaging_remover)
         tally = self._imaging_remover.tally
         if tally.readouts:
-            log.info("EMI removal, imaging readouts: %s of the power removed (%d blocks%s)",
-                     _percents(self.kept_labels, tally.percent()), tally.blocks,
+            log.info("EMI removal, imaging readouts: %s of the power removed (%d blocks, %s-tap kernels%s)",
+                     _percents(self.kept_labels, tally.percent()), tally.blocks, "/".join(map(str, sorted(tally.taps))),
                      f", {tally.skipped} too small to fit" if tally.skipped else "")
         return out
 
