@@ -1,8 +1,10 @@
 """The data-consistency trust index (adacsc.core.trust) on simulations with ground truth: its
-spread in distribution, how often it flags out-of-distribution cases, and what it costs.
+spread in distribution, how often it and the code atypicality flag out-of-distribution cases,
+and what they cost.
 
     python benchmarks/bench_trust.py                  held-out test slices and the OOD cases
-    python benchmarks/bench_trust.py --calibrate      fit chi2_0 = 1 - a rho^b on validation slices
+    python benchmarks/bench_trust.py --calibrate      fit chi2_0 = 1 - a rho^b and the Gaussian of
+                                                      (ln snr, ln rho, H) on validation slices
 
 Cases (the evaluation protocol's degradation: central half of k-space acquired, 2x grid, complex
 Gaussian noise at a noise-to-signal level; the chain is told the true noise std unless said):
@@ -11,7 +13,9 @@ Gaussian noise at a noise-to-signal level; the chain is told the true noise std 
 - other anatomy: the INIA19 macaque and the analytic phantom slices (160 grid);
 - corrupted lines: 3 random phase-encode lines each with an RF spike (one sample at 0.5 x the
   largest |y|) of the in-distribution slices.
-Timing: the reconstruction of a slice (with the index) against the index's own part
+A slice is flagged "do not trust" when its trust index is outside [1 / limit, limit] or its
+code atypicality is above its limit (the chain's defaults: adacsc.gadgets.csc).
+Timing: the reconstruction of a slice (with both figures) against their own part
 (adacsc.core.trust.measure), same slices, one torch thread.
 """
 
@@ -27,13 +31,14 @@ import numpy as np
 import torch
 
 from adacsc.core.fourier import SampledFourier
-from adacsc.core.trust import CALIBRATION, measure
-from adacsc.gadgets.csc import SPEC, ReconSettings, build_recon
+from adacsc.core.trust import ATYPICALITY_LIMIT, CALIBRATION, TYPICAL, code_figures, measure
+from adacsc.gadgets.csc import DEFAULT_TRUST_LIMIT, SPEC, ReconSettings, build_recon, distrust_reasons
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
 
 log = logging.getLogger("bench_trust")
 LIMITS = (1.15, 1.2, 1.25, 1.3, 1.5)
+ATYPICALITY_LIMITS = (3.0, ATYPICALITY_LIMIT, 4.0, 5.0)
 
 
 def pick(split: str, size: int, count: int) -> torch.Tensor:
@@ -64,10 +69,12 @@ def run_case(recon, name: str, images: torch.Tensor, level: float, *, told: floa
         started = time.perf_counter()
         out = recon(y, lines, told)
         total = time.perf_counter() - started
+        figures = code_figures(float(np.sum(np.abs(y) ** 2)), y.size, told, out.active_per_sample, out.usage_entropy)
         rows.append({"case": name, "level": level, "image": i, "chi2": out.data_residual, "rho": out.active_per_sample,
-                     "trust": out.trust_index, "seconds": total})
-        log.info("%-26s level %.2f image %d: chi2 %.3f rho %.3f trust %.3f (%.2f s)", name, level, i,
-                 out.data_residual, out.active_per_sample, out.trust_index, total)
+                     "trust": out.trust_index, "figures": figures, "atypicality": out.atypicality,
+                     "flagged": bool(distrust_reasons(out)), "seconds": total})
+        log.info("%-26s level %.2f image %d: chi2 %.3f rho %.3f trust %.3f atypicality %.2f (%.2f s)", name, level,
+                 i, out.data_residual, out.active_per_sample, out.trust_index, out.atypicality, total)
     return rows
 
 
@@ -94,10 +101,20 @@ def summarise(rows: list[dict]) -> dict:
     out = {}
     for case in dict.fromkeys(r["case"] for r in rows):
         t = np.array([r["trust"] for r in rows if r["case"] == case])
+        a = np.array([r["atypicality"] for r in rows if r["case"] == case])
         out[case] = {"n": int(t.size), "mean": float(t.mean()), "min": float(t.min()), "max": float(t.max()),
                      "within_0.1": float(np.mean(np.abs(t - 1) <= 0.1)),
-                     "flagged": {f"{lim:g}": float(np.mean((t > lim) | (t < 1 / lim))) for lim in LIMITS}}
+                     "flagged": {f"{lim:g}": float(np.mean((t > lim) | (t < 1 / lim))) for lim in LIMITS},
+                     "atypicality_min": float(a.min()), "atypicality_median": float(np.median(a)),
+                     "atypicality_max": float(a.max()),
+                     "flagged_combined": float(np.mean([r["flagged"] for r in rows if r["case"] == case]))}
     return out
+
+
+def combined(rows: list[dict], trust_limit: float, atypicality_limit: float) -> float:
+    """The share of `rows` flagged by the trust index at `trust_limit` or the atypicality at its limit."""
+    return float(np.mean([(r["trust"] > trust_limit) | (r["trust"] < 1 / trust_limit)
+                          | (r["atypicality"] > atypicality_limit) for r in rows]))
 
 
 def calibrate(recon, count: int) -> None:
@@ -114,6 +131,14 @@ def calibrate(recon, count: int) -> None:
     trust = chi / (1 - a * rho ** b)
     print(f"chi2_0 = 1 - {a:.4f} rho^{b:.4f} from {len(rows)} validation slices; trust on them: mean "
           f"{trust.mean():.3f}, std {trust.std():.3f} (shipped: {CALIBRATION})")
+    figures = np.array([r["figures"] for r in rows])
+    mean, precision = figures.mean(0), np.linalg.inv(np.cov(figures.T))
+    distance = np.sqrt(np.einsum("ij,jk,ik->i", figures - mean, precision, figures - mean))
+    print(f"TYPICAL = Typical(mean=({', '.join(f'{m:.6g}' for m in mean)}), precision=("
+          + ", ".join("(" + ", ".join(f"{v:.6g}" for v in row) + ")" for row in precision) + "))")
+    print(f"  atypicality on these slices: median {np.median(distance):.2f}, 99th percentile "
+          f"{np.quantile(distance, 0.99):.2f}, max {distance.max():.2f}; above {ATYPICALITY_LIMIT}: "
+          f"{np.mean(distance > ATYPICALITY_LIMIT):.1%} (shipped: {TYPICAL})")
 
 
 def main() -> None:
@@ -144,16 +169,23 @@ def main() -> None:
     ood = [r for r in rows if not r["case"].startswith("in distribution")]
     ind = [r for r in rows if r["case"].startswith("in distribution")]
     print(f"{'case':28s} {'n':>3s} {'mean':>6s} {'min':>6s} {'max':>6s} {'|t-1|<=0.1':>10s}  flagged at limit "
-          + " ".join(f"{lim:>5g}" for lim in LIMITS))
+          + " ".join(f"{lim:>5g}" for lim in LIMITS) + "   atypicality min/median/max  flagged (both, defaults)")
     for case, s in summary.items():
         print(f"{case:28s} {s['n']:3d} {s['mean']:6.3f} {s['min']:6.3f} {s['max']:6.3f} {s['within_0.1']:10.0%}  "
-              + " " * 16 + " ".join(f"{s['flagged'][f'{lim:g}']:5.0%}" for lim in LIMITS))
+              + " " * 16 + " ".join(f"{s['flagged'][f'{lim:g}']:5.0%}" for lim in LIMITS)
+              + f"   {s['atypicality_min']:6.2f} {s['atypicality_median']:6.2f} {s['atypicality_max']:6.2f}"
+              + f"  {s['flagged_combined']:5.0%}")
     for lim in LIMITS:
         false = np.mean([(r["trust"] > lim) | (r["trust"] < 1 / lim) for r in ind])
         caught = np.mean([(r["trust"] > lim) | (r["trust"] < 1 / lim) for r in ood])
-        print(f"limit {lim:g}: in-distribution flagged {false:.1%}, out-of-distribution flagged {caught:.1%}")
-    print(f"time per 160-grid slice {whole * 1000:.0f} ms, of which the trust index {part * 1000:.2f} ms "
-          f"({100 * part / whole:.2f} %)")
+        print(f"trust index alone, limit {lim:g}: in-distribution flagged {false:.1%}, out-of-distribution flagged "
+              f"{caught:.1%}")
+    for lim in ATYPICALITY_LIMITS:
+        print(f"trust limit {DEFAULT_TRUST_LIMIT:g} or atypicality above {lim:g}: in-distribution flagged "
+              f"{combined(ind, DEFAULT_TRUST_LIMIT, lim):.1%}, out-of-distribution flagged "
+              f"{combined(ood, DEFAULT_TRUST_LIMIT, lim):.1%}")
+    print(f"time per 160-grid slice {whole * 1000:.0f} ms, of which the trust index and atypicality "
+          f"{part * 1000:.2f} ms ({100 * part / whole:.2f} %)")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "summary": summary, "seconds_slice": whole,
                                          "seconds_trust": part}, indent=1))

@@ -12,6 +12,10 @@ import pytest
 
 from adacsc.chain.config import load_chain, parse_chain
 from adacsc.chain.runner import Chain
+from adacsc.core.trust import ATYPICALITY_LIMIT
+from adacsc.gadgets.csc import (
+    DEFAULT_TRUST_LIMIT, SPEC as CSC_SPEC, ReconSettings, build_recon, distrust_reasons, trusted,
+)
 from adacsc.gadgets.noise_adjust import SPEC as NOISE_SPEC
 from adacsc.gadgets.site_qa import SiteQA
 from adacsc.io.dataset import InputScan
@@ -22,6 +26,8 @@ from adacsc.io.scan_qa import qa_waveform, read_scan_qa
 from adacsc.replay import replay
 from adacsc.simulation.emi import EMIConfig, read_emi_truth
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
+from adacsc.training.lowfield import fixed_lowfield
+from adacsc.training.slices import load_split
 from support.scans import read_images
 
 NOISE_ONLY = """<configuration><version>2</version><stream><external>
@@ -116,7 +122,8 @@ def test_images_carry_the_scan_qa_and_the_trust_index(emi_scan: Path, tmp_path: 
     meta = ismrmrd.Meta.deserialize(images["image_1"][0].attribute_string)
     assert meta["EMIReceiveChannels"] == "LF_HEAD_QUAD"
     assert float(meta["NoiseMaxCorrelation"]) > 0
-    assert 0.7 < float(meta["TrustIndex"]) < 1.3 and meta["Trust"] == "ok"
+    assert 0.7 < float(meta["TrustIndex"]) < 1.3 and meta["Trust"] == "ok" and meta["TrustReasons"] == "none"
+    assert float(meta["CodeAtypicality"]) < float(meta["AtypicalityLimit"])
     assert images["image_4"][0].data.shape == images["image_1"][0].data.shape
 
 
@@ -139,6 +146,32 @@ def test_wrong_noise_level_is_not_trusted(sim_scan: Path, tmp_path: Path) -> Non
     replay(loud.path, out, load_chain("adacsc_lowfield"))
     meta = ismrmrd.Meta.deserialize(read_images(out)["image_1"][0].attribute_string)
     assert float(meta["TrustIndex"]) > 2 and meta["Trust"] == "do not trust"
+    assert "data residual" in meta["TrustReasons"]
+
+
+@pytest.fixture(scope="module")
+def default_recon():
+    return build_recon(ReconSettings.from_properties(CSC_SPEC.parse({})))
+
+
+def _reconstruct(recon, split: str, index: int, level: float):
+    """One 160-grid slice of a split, degraded as in benchmarks/bench_trust.py (true noise level)."""
+    batch = fixed_lowfield(load_split(split, 160)[index:index + 1], level, seed=11)
+    y = (batch.kspace[0] / batch.noise_std[0]).numpy().astype(np.complex64)
+    return recon(y, np.ones(y.shape[0], bool), 1.0)
+
+
+def test_other_anatomy_is_flagged_by_the_code_atypicality(default_recon) -> None:
+    """The CSC fits the analytic phantom and the macaque brain as well as human brains (their trust
+    index stays in its band), but uses its filters unlike on the validation brains: the code
+    atypicality flags them. A held-out human test slice passes both."""
+    human = _reconstruct(default_recon, "test", 0, 0.15)
+    assert distrust_reasons(human) == [] and human.atypicality < ATYPICALITY_LIMIT
+    for split, index in (("ood_phantom", 11), ("ood_macaque", 10)):
+        other = _reconstruct(default_recon, split, index, 0.15)
+        assert trusted(other.trust_index, DEFAULT_TRUST_LIMIT)
+        assert distrust_reasons(other) == ["code atypicality"]
+        assert distrust_reasons(other, atypicality_limit=0) == []  # 0: off
 
 
 def test_writer_and_qa_waveform_round_trip(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@
 
 Data consistency. Every call also measures how far the image is from the data it came from:
 the data residual chi2 = ||A x* - y||^2 / (M sigma^2) and the trust index (adacsc.core.trust), about
-1 in distribution. It costs one FFT on the grid. `ReconImages.residual_map` is
+1 in distribution, and the code atypicality (how unlike validation slices the filter usage and code
+density are for the data's SNR). It costs one FFT on the grid. `ReconImages.residual_map` is
 |A^H (A x* - y)| / sigma on the grid when asked for.
 
 It owns the solver (adacsc.core.reconstruct.CSCReconstructor, which caches the operator and its
@@ -88,6 +89,10 @@ class ReconImages:
     """chi2 over its in-distribution expectation (adacsc.core.trust): about 1 on good data"""
     active_per_sample: float = float("nan")
     """non-zero code coefficients (real and imaginary parts counted apart) per acquired sample"""
+    usage_entropy: float = float("nan")
+    """the entropy of the share of non-zero code coefficients per filter (adacsc.core.trust)"""
+    atypicality: float = float("nan")
+    """the code atypicality (adacsc.core.trust): how unlike validation slices the solve's code figures are"""
     residual_map: np.ndarray | None = None
     """|A^H (A x* - y)| / sigma on the grid, when asked for"""
 
@@ -160,6 +165,7 @@ class CSCRecon:
                            zero_filled=result.x0[0].abs().cpu().numpy(), mean_map=mean_map,
                            data_residual=consistency.data_residual, trust_index=consistency.trust_index,
                            active_per_sample=consistency.active_per_sample,
+                           usage_entropy=consistency.usage_entropy, atypicality=consistency.atypicality,
                            residual_map=None if residual is None else residual.cpu().numpy())
 
     def describe(self) -> str:

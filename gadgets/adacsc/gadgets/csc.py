@@ -19,7 +19,10 @@ trust index, that residual over its in-distribution expectation (adacsc.core.tru
 the image explains the acquired data as well as on good data. A slice whose index lies outside
 [1 / trust_limit, trust_limit] is flagged "do not trust" (meta `Trust`, and a warning in the
 log): the noise level is wrong, the data are corrupted, or the model cannot represent what was
-scanned. The default limit and its evidence: docs/SITE_QA.md.
+scanned. So is a slice whose code atypicality (how unlike validation slices the solve's filter
+usage and code density are for the data's SNR) is above atypicality_limit: anatomy unlike
+training, which the residual alone cannot see when the model fits it (meta `CodeAtypicality`,
+`TrustReasons`). The default limits and their evidence: docs/SITE_QA.md.
 
 Scan QA. Figures that noise_adjust sends down the chain (noise and EMI report, EMI removal;
 adacsc.io.scan_qa) are added to the QA meta of every later image.
@@ -50,6 +53,7 @@ from adacsc.core import cancel
 from adacsc.core.app import CSCRecon, FixedLambda, LowPass, ReconImages, SparsityMaps
 from adacsc.core.device import parse_device_name, resolve_device
 from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS, NoiseMultiple, TrainedSettings
+from adacsc.core.trust import ATYPICALITY_LIMIT
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.gadgets.slice_pool import OrderedSender, shared_pool
 from adacsc.io.dictionary_file import load_dictionary
@@ -95,6 +99,10 @@ SPEC = PropertySpec("csc", (
     Property("trust_limit", float, DEFAULT_TRUST_LIMIT, "flag a slice \"do not trust\" when its trust index (the "
              "data residual over its in-distribution expectation, about 1 on good data) is above this or below its "
              "inverse (docs/SITE_QA.md)", minimum=1),
+    Property("atypicality_limit", float, ATYPICALITY_LIMIT, "flag a slice \"do not trust\" when its code "
+             "atypicality (the Mahalanobis distance of its SNR, code density and filter-usage entropy from "
+             "validation slices of the default chain) is above this; 0: off (for dictionaries, weights or "
+             "iterations it was not calibrated for; docs/SITE_QA.md)", minimum=0),
     Property("image_series_index", int, 1, "series index of the reconstruction (base); the last series sent "
              "must fit in uint16", minimum=0, maximum=65533),
     Property("output", str, "float32", "pixel format of every series: float32 (magnitude), int16 (magnitude "
@@ -225,14 +233,28 @@ def trusted(index: float, limit: float) -> bool:
     return 1 / limit <= index <= limit
 
 
+def distrust_reasons(images: ReconImages, trust_limit: float = DEFAULT_TRUST_LIMIT,
+                     atypicality_limit: float = ATYPICALITY_LIMIT) -> list[str]:
+    """Why a slice is not to be trusted (empty: it is): its data residual, its code atypicality."""
+    reasons = []
+    if not trusted(images.trust_index, trust_limit):
+        reasons.append("data residual")
+    if atypicality_limit > 0 and not images.atypicality <= atypicality_limit:
+        reasons.append("code atypicality")
+    return reasons
+
+
 def qa_meta(recon: CSCRecon, images: ReconImages, elapsed_ms: float, noise: tuple[float, str],
-            trust_limit: float = DEFAULT_TRUST_LIMIT) -> dict[str, object]:
+            trust_limit: float = DEFAULT_TRUST_LIMIT,
+            atypicality_limit: float = ATYPICALITY_LIMIT) -> dict[str, object]:
     """The scan's QA figures for the meta of every image of a slice."""
     maps = images.mean_map
+    reasons = distrust_reasons(images, trust_limit, atypicality_limit)
     return {
         "TrustIndex": f"{images.trust_index:.4f}", "DataResidual": f"{images.data_residual:.4f}",
-        "TrustLimit": f"{trust_limit:g}",
-        "Trust": "ok" if trusted(images.trust_index, trust_limit) else DO_NOT_TRUST,
+        "TrustLimit": f"{trust_limit:g}", "CodeAtypicality": f"{images.atypicality:.4f}",
+        "AtypicalityLimit": f"{atypicality_limit:g}",
+        "Trust": DO_NOT_TRUST if reasons else "ok", "TrustReasons": ", ".join(reasons) or "none",
         "Dictionary": recon.dictionary.name, "Filters": str(recon.dictionary.num_filters),
         "Iterations": str(recon.iterations), "Mode": recon.mode,
         "SuperResolution": str(recon.super_resolution), "ReconTimeMs": f"{elapsed_ms:.1f}",
@@ -249,6 +271,7 @@ class _Output:
     pixel_format: str
     protocol: str
     trust_limit: float = DEFAULT_TRUST_LIMIT
+    atypicality_limit: float = ATYPICALITY_LIMIT
 
 
 def csc(connection: Any) -> None:
@@ -261,7 +284,8 @@ def csc(connection: Any) -> None:
     log.info("CSC: %s", recon.describe())
     budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
     check_grid(recon, connection.header, budget)
-    output = _Output(output_series(props), props["output"], protocol_name(connection.header), props["trust_limit"])
+    output = _Output(output_series(props), props["output"], protocol_name(connection.header), props["trust_limit"],
+                     props["atypicality_limit"])
     count = 0
     sources: set[str] = set()
     scan_qa: dict[str, list[str]] = {}
@@ -316,13 +340,15 @@ def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarra
         images = recon(fftc(image.astype(np.complex64)), lines, noise[0],
                        residual_map=any(key == "residual_map" for key, _ in output.series))
         elapsed_ms = 1000 * (time.perf_counter() - started)
-        qa = {**(scan_qa or {}), **qa_meta(recon, images, elapsed_ms, noise, output.trust_limit), **sampling_qa}
-        log.info("slice %d reconstructed in %.0f ms (%d torch thread(s)), trust index %.3f", header.slice,
-                 elapsed_ms, torch.get_num_threads(), images.trust_index)
+        qa = {**(scan_qa or {}), **qa_meta(recon, images, elapsed_ms, noise, output.trust_limit,
+                                           output.atypicality_limit), **sampling_qa}
+        log.info("slice %d reconstructed in %.0f ms (%d torch thread(s)), trust index %.3f, code atypicality %.2f",
+                 header.slice, elapsed_ms, torch.get_num_threads(), images.trust_index, images.atypicality)
         if qa["Trust"] == DO_NOT_TRUST:
-            log.warning("slice %d: do not trust: trust index %.3f is outside [%.3g, %.3g] (noise level wrong, "
-                        "anatomy unlike training or corrupted data)", header.slice, images.trust_index,
-                        1 / output.trust_limit, output.trust_limit)
+            log.warning("slice %d: do not trust (%s): trust index %.3f (band [%.3g, %.3g]: noise level wrong or "
+                        "corrupted data), code atypicality %.2f (limit %g: anatomy unlike training)", header.slice,
+                        qa["TrustReasons"], images.trust_index, 1 / output.trust_limit, output.trust_limit,
+                        images.atypicality, output.atypicality_limit)
         results = []
         for key, wanted in output.series:
             nbytes = 8 * grid_y * grid_x
