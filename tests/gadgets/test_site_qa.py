@@ -14,7 +14,8 @@ from adacsc.chain.config import load_chain, parse_chain
 from adacsc.chain.runner import Chain
 from adacsc.core.trust import ATYPICALITY_LIMIT
 from adacsc.gadgets.csc import (
-    DEFAULT_TRUST_LIMIT, SPEC as CSC_SPEC, ReconSettings, build_recon, distrust_reasons, trusted,
+    DEFAULT_TRUST_LIMIT, SPEC as CSC_SPEC, ReconSettings, atypicality_calibrated, build_recon, distrust_reasons,
+    trusted,
 )
 from adacsc.gadgets.noise_adjust import SPEC as NOISE_SPEC
 from adacsc.gadgets.site_qa import SiteQA
@@ -172,6 +173,16 @@ def test_other_anatomy_is_flagged_by_the_code_atypicality(default_recon) -> None
         assert trusted(other.trust_index, DEFAULT_TRUST_LIMIT)
         assert distrust_reasons(other) == ["code atypicality"]
         assert distrust_reasons(other, atypicality_limit=0) == []  # 0: off
+
+
+def test_atypicality_joins_the_flag_only_for_the_chain_it_was_calibrated_for() -> None:
+    def settings(**raw: str) -> ReconSettings:
+        return ReconSettings.from_properties(CSC_SPEC.parse(raw))
+
+    assert atypicality_calibrated(settings()) and atypicality_calibrated(settings(device="cpu"))
+    assert not atypicality_calibrated(settings(iterations="16"))
+    assert not atypicality_calibrated(settings(mode="scalar"))
+    assert not atypicality_calibrated(settings(super_resolution="3"))
 
 
 def test_writer_and_qa_waveform_round_trip(tmp_path: Path) -> None:

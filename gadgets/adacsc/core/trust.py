@@ -45,8 +45,9 @@ Gaussian of validation slices (human brains at noise levels 0.02-0.3, 160 and 25
 fitted by `benchmarks/bench_trust.py --calibrate` (validation data only, never the test or
 out-of-distribution cases). For a Gaussian f, a^2 is chi-square with 3 degrees of freedom, so
 a > ATYPICALITY_LIMIT = 3.37 happens to 1 % of in-distribution slices; other anatomy uses the
-filters differently for its snr (the phantom's flat regions and sharp edges: few filters; the
-macaque's smaller folds: other ones) and lands far outside (figures in docs/SITE_QA.md).
+filters differently for its snr (the phantom spreads its codes more evenly over the filters than
+brains do, H higher; the macaque concentrates them on fewer, H lower) and lands outside (figures
+in docs/SITE_QA.md).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ recorded scaling, or complex) and adacsc.io.series the names, window, history an
 source, trust). Everything but ImageArrays passes on at once.
 """
 
+import dataclasses
 import functools
 import logging
 import time
@@ -101,8 +102,9 @@ SPEC = PropertySpec("csc", (
              "inverse (docs/SITE_QA.md)", minimum=1),
     Property("atypicality_limit", float, ATYPICALITY_LIMIT, "flag a slice \"do not trust\" when its code "
              "atypicality (the Mahalanobis distance of its SNR, code density and filter-usage entropy from "
-             "validation slices of the default chain) is above this; 0: off (for dictionaries, weights or "
-             "iterations it was not calibrated for; docs/SITE_QA.md)", minimum=0),
+             "validation slices) is above this; 0: off. Applies to the chain it was calibrated for (the default "
+             "dictionary, weights, mode, low-pass, iterations and grid factor); other chains only report it "
+             "(docs/SITE_QA.md)", minimum=0),
     Property("image_series_index", int, 1, "series index of the reconstruction (base); the last series sent "
              "must fit in uint16", minimum=0, maximum=65533),
     Property("output", str, "float32", "pixel format of every series: float32 (magnitude), int16 (magnitude "
@@ -141,6 +143,13 @@ class ReconSettings:
                    lam=float(props["lambda"]), noise_lambda=float(props["noise_lambda"]), beta=float(props["beta"]),
                    lowpass=props["lowpass"], tv_weight=float(props["tv_weight"]), iterations=int(props["iterations"]),
                    super_resolution=int(props["super_resolution"]), device=props["device"])
+
+
+def atypicality_calibrated(settings: ReconSettings) -> bool:
+    """Whether the code atypicality's calibration (adacsc.core.trust.TYPICAL) holds for `settings`:
+    those of the default chain, whatever the device."""
+    default = ReconSettings.from_properties(SPEC.parse({}))
+    return dataclasses.replace(settings, device=default.device) == default
 
 
 def build_recon(settings: ReconSettings) -> CSCRecon:
@@ -280,12 +289,17 @@ def csc(connection: Any) -> None:
     Slices are reconstructed on the process's slice pool while later ones arrive, and sent in
     arrival order (adacsc.gadgets.slice_pool)."""
     props = read_properties(connection, SPEC)
-    recon = build_recon(ReconSettings.from_properties(props))
+    settings = ReconSettings.from_properties(props)
+    recon = build_recon(settings)
     log.info("CSC: %s", recon.describe())
+    atypicality_limit = props["atypicality_limit"]
+    if atypicality_limit > 0 and not atypicality_calibrated(settings):
+        log.info("code atypicality: calibrated for the default chain only, so reported but not part of the trust flag")
+        atypicality_limit = 0.0
     budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
     check_grid(recon, connection.header, budget)
     output = _Output(output_series(props), props["output"], protocol_name(connection.header), props["trust_limit"],
-                     props["atypicality_limit"])
+                     atypicality_limit)
     count = 0
     sources: set[str] = set()
     scan_qa: dict[str, list[str]] = {}
