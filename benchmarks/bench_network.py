@@ -116,7 +116,8 @@ def main() -> None:
             for round_ in range(args.repeats):
                 times["reference"].append(timed(reference))
                 if args.solver:
-                    times["solver"].append(timed(lambda: solver.infer(kspace, (n, n), FixedLambda(0.05), args.iterations)))
+                    times["solver"].append(
+                        timed(lambda: solver.infer(kspace, (n, n), FixedLambda(0.05), args.iterations)))
                 for name, net in nets.items():
                     if name == "published" and round_ >= args.published_repeats:
                         continue
