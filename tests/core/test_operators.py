@@ -10,7 +10,7 @@ from adacsc.core.convolution import Synthesis, filter_spectra
 from adacsc.core.dictionary import random_dictionary
 from adacsc.core.filter_bank import FilterBank
 from adacsc.core.fourier import SampledFourier, fft2c, ifft2c
-from adacsc.core.linop import power_iteration
+from adacsc.core.linop import LinearOperator, power_iteration
 from adacsc.core.lowpass import forward_differences, forward_differences_adjoint, lowpass
 from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.mr.fft import fftc, ifftc
@@ -157,6 +157,18 @@ def test_closed_form_norm_agrees_with_power_iteration_on_the_composition():
     # a different dictionary gives a different value
     op2 = SpectralCodeOperator(Synthesis(filters64(8, 7, seed=5)), F, "cpu", torch.complex128)
     assert float(op2.squared_norm()) != float(exact)
+
+
+def test_sampled_fourier_norm_is_one_per_slice_with_any_sample_kept():
+    mask = torch.ones(3, 8, 10)
+    mask[1, ::2] = 0
+    mask[2] = 0
+    A = SampledFourier((8, 10), (16, 20), mask)
+    torch.testing.assert_close(A.squared_norm(), torch.tensor([1.0, 1.0, 0.0]))
+    start = crandn(3, 16, 20)
+    power = LinearOperator.squared_norm(A, start, n_iter=50)  # the generic power iteration
+    torch.testing.assert_close(power.float(), A.squared_norm(), atol=1e-6, rtol=0)
+    assert float(SampledFourier((8, 10), (16, 20)).operator_norm()) == 1.0
 
 
 def test_squared_norm_per_batch_mask():
