@@ -52,7 +52,6 @@ class Synthesis(LinearOperator):
     def __init__(self, bank: FilterBank) -> None:
         if not isinstance(bank, FilterBank):
             raise TypeError(f"Synthesis takes a FilterBank, got {type(bank).__name__}")
-        self.bank = bank
         self.filters = bank.tensor
         self._cache: dict[tuple, torch.Tensor] = {}
 

@@ -13,8 +13,9 @@ the small [B, K, M1, M2] block. The centring phase is folded into the data once 
 so the iteration never shifts. Block arrays use an internal order: the centred block order, or
 the plain FFT order when grid == acquired (no gather/scatter needed then).
 
-Also: ||A D||^2 exactly (`squared_norm`, overriding LinearOperator's power iteration). At each frequency the normal operator (A D)^H A D is the rank-one
-matrix g g^H with g = (G_k[f])_k, so ||A D||^2 = max_f sum_k |G_k[f]|^2.
+Also: ||A D||^2 exactly (`squared_norm`, overriding LinearOperator's power iteration). At each
+frequency the normal operator (A D)^H A D is the rank-one matrix g g^H with g = (G_k[f])_k, so
+||A D||^2 = max_f sum_k |G_k[f]|^2.
 """
 
 from __future__ import annotations
