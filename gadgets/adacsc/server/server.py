@@ -21,7 +21,11 @@ from adacsc.server import protocol as proto
 from adacsc.server.heap import release_free_memory
 from adacsc.server.listener import ConnectionServer, join_threads
 from adacsc.server.opening import Opening, read_opening
-from adacsc.server.session import Session, SessionReport, SessionSettings, config_name_warning
+from adacsc.server.refusal import refuse
+from adacsc.server.request import config_name_warning
+from adacsc.server.session import Session
+from adacsc.server.session_report import SessionReport
+from adacsc.server.session_settings import SessionSettings
 from adacsc.server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -58,20 +62,6 @@ class ServerSettings:
     grace_s: float = 60.0
     """after stop(), how long running scans may take to finish before they are cancelled"""
     session: SessionSettings = field(default_factory=lambda: SessionSettings(config_dirs=()))
-
-
-def _refuse(sock: socket.socket, text: str, error_format: str) -> None:
-    """Tell a connection we will not serve it, then close it."""
-    try:
-        sock.settimeout(5.0)
-        data = proto.error_message(text) if error_format == "error" else proto.text_message(f"ERROR: {text}")
-        sock.sendall(data + proto.close_message())
-        sock.shutdown(socket.SHUT_WR)
-        proto.SocketReader(sock).drain(max_bytes=16 * proto.MiB, deadline_s=1.0)
-    except OSError:
-        pass
-    finally:
-        sock.close()
 
 
 class Server(ConnectionServer):
@@ -182,12 +172,12 @@ class Server(ConnectionServer):
                 self._opening.add(sock)
         if stopping:
             self.telemetry.refused("shutting_down")
-            _refuse(sock, "server shutting down", self.session_settings.error_format)
+            refuse(sock, "server shutting down", self.session_settings.error_format)
             return
         if crowded:
             log.warning("refusing %s: %d connections are still sending their header", peer, self.settings.max_opening)
             self.telemetry.refused("crowded")
-            threading.Thread(target=_refuse, args=(sock, "server busy: too many connections at once, try later",
+            threading.Thread(target=refuse, args=(sock, "server busy: too many connections at once, try later",
                                                    self.session_settings.error_format), daemon=True).start()
             return
         self._spawn(self._open, (sock, peer), f"adacsc-conn-{peer}")
@@ -210,11 +200,11 @@ class Server(ConnectionServer):
                 self._opening.discard(sock)
         if self._stop.is_set():
             self.telemetry.refused("shutting_down")
-            _refuse(sock, "server shutting down", settings.error_format)
+            refuse(sock, "server shutting down", settings.error_format)
         elif opening.timed_out:
             log.warning("refusing %s: %s", peer, opening.failure)
             self.telemetry.refused("header_timeout")
-            _refuse(sock, str(opening.failure), settings.error_format)
+            refuse(sock, str(opening.failure), settings.error_format)
         else:
             self._admit(sock, peer, opening)
 
@@ -223,7 +213,7 @@ class Server(ConnectionServer):
         """The warning an unknown config name gets before the header (clients show it at once)."""
         if message.mid != proto.CONFIG_FILE or not message.payload:
             return None
-        warning = config_name_warning(message.payload, settings)
+        warning = config_name_warning(message.payload, settings.config_dirs)
         if warning is None:
             return None
         return proto.text_message(f"WARNING: {resources.without_folders(warning, settings.config_dirs)}")
@@ -271,7 +261,7 @@ class Server(ConnectionServer):
                 log.warning("refusing %s: all %d workers busy and %d connections waiting", peer,
                             self.settings.workers, limit)
                 self.telemetry.refused("busy")
-                _refuse(sock, "server busy: too many scans at once, try later", error_format)
+                refuse(sock, "server busy: too many scans at once, try later", error_format)
                 return
             log.info("%s waits for a free worker", peer)
         self._handle(sock, peer, acquired, opening)
@@ -288,7 +278,7 @@ class Server(ConnectionServer):
                               else f"server busy: no worker free within {self.settings.wait_s:g} s")
                     log.warning("refusing %s: %s", peer, reason)
                     self.telemetry.refused("shutting_down" if self._stop.is_set() else "wait_timeout")
-                    _refuse(sock, reason, self.session_settings.error_format)
+                    refuse(sock, reason, self.session_settings.error_format)
                     return
             session = Session(sock, peer, next(self._ids), self.session_settings, opening)
             with self._lock:
@@ -309,7 +299,7 @@ class Server(ConnectionServer):
             release_free_memory()
         except Exception:
             log.exception("connection %s failed", peer)
-            _refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
+            refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
         finally:
             if acquired:
                 self._slots.release()
