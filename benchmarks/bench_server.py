@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 
 import ismrmrd
-import ismrmrd.xsd as xsd
-import numpy as np
 
 from adacsc.chain.config import load_chain
 from adacsc.chain.runner import Chain
@@ -47,67 +45,16 @@ from adacsc.io.images import split_image_array
 from gadgetron.types import ImageArray
 from adacsc.client import Pacer, StreamClient, send_scan, stream
 from adacsc.io.dataset import InputScan
-from adacsc.mr.fft import fftc
 from adacsc.server import protocol as proto
+from adacsc.simulation.small_scan import write_small_scan
 
 
 def make_scan(path: Path, coils: int = 4, samples: int = 256, slices: int = 8, noise: int = 64,
               tr_ms: float = 10.0, seed: int = 0) -> Path:
-    """A 2-D multi-slice Cartesian scan: `samples`-sample readouts (2x oversampled), samples/2 lines
-    per slice, an ellipse object seen by smooth coils, white noise; noise readouts first."""
-    lines, recon = samples // 2, samples // 2
-    rng = np.random.default_rng(seed)
-    header = xsd.ismrmrdHeader(
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=2341761))
-    header.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
-        systemFieldStrength_T=0.055, receiverChannels=coils, relativeReceiverNoiseBandwidth=0.793,
-        coilLabel=[xsd.coilLabelType(coilNumber=c, coilName=f"coil{c}") for c in range(coils)])
-    header.measurementInformation = xsd.measurementInformationType(
-        measurementID=f"bench_{coils}_{samples}_{slices}_{seed}", patientPosition=xsd.patientPositionType.HFS)
-    encoding = xsd.encodingType(
-        encodedSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=samples, y=lines, z=1),
-                                           fieldOfView_mm=xsd.fieldOfViewMm(x=440, y=220, z=5)),
-        reconSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=recon, y=lines, z=1),
-                                         fieldOfView_mm=xsd.fieldOfViewMm(x=220, y=220, z=5)),
-        encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=lines - 1, center=lines // 2),
-            slice=xsd.limitType(minimum=0, maximum=slices - 1, center=0)),
-        trajectory=xsd.trajectoryType.CARTESIAN)
-    header.encoding = [encoding]
-    path.unlink(missing_ok=True)
-    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dataset.write_xml_header(xsd.ToXML(header))
-    stamp = 1_000_000
-    for n in range(noise):
-        samples_ = (rng.standard_normal((coils, samples)) + 1j * rng.standard_normal((coils, samples))) / np.sqrt(2)
-        acquisition = ismrmrd.Acquisition.from_array(samples_.astype(np.complex64))
-        acquisition.setFlag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        acquisition.sample_time_us = 5.0
-        acquisition.acquisition_time_stamp = stamp + n
-        dataset.append_acquisition(acquisition)
-    yy, xx = np.mgrid[:lines, :samples]
-    obj = ((((xx - samples / 2) / (samples / 4)) ** 2 + ((yy - lines / 2) / (lines / 2.5)) ** 2) < 1).astype(complex)
-    maps = np.stack([np.exp(-(((xx - samples / 2 - 40 * np.cos(2 * np.pi * c / coils)) / samples) ** 2
-                               + ((yy - lines / 2 - 40 * np.sin(2 * np.pi * c / coils)) / lines) ** 2))
-                     for c in range(coils)])
-    ticks = tr_ms / 2.5
-    for s in range(slices):
-        kspace = fftc(maps * obj * (1 + 0.1 * s)) * 20
-        kspace += (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)) / np.sqrt(2)
-        for line in range(lines):
-            acquisition = ismrmrd.Acquisition.from_array(kspace[:, line, :].astype(np.complex64))
-            acquisition.idx.kspace_encode_step_1 = line
-            acquisition.idx.slice = s
-            acquisition.sample_time_us = 10.0
-            acquisition.center_sample = samples // 2
-            acquisition.acquisition_time_stamp = int(stamp + noise + 10 + (s * lines + line) * ticks)
-            if line == 0:
-                acquisition.setFlag(ismrmrd.ACQ_FIRST_IN_SLICE)
-            if line == lines - 1:
-                acquisition.setFlag(ismrmrd.ACQ_LAST_IN_SLICE)
-            dataset.append_acquisition(acquisition)
-    dataset.close()
-    return path
+    """adacsc.simulation.small_scan's scan with `samples`-sample readouts (2x oversampled, so
+    samples/2 lines and a samples/2 square image per slice)."""
+    return write_small_scan(path, coils=coils, lines=samples // 2, slices=slices, noise=noise, seed=seed,
+                            tr_ms=tr_ms)
 
 
 class ServerProcess:

@@ -14,7 +14,8 @@ import yaml
 from adacsc.cli import main
 from adacsc.client import send_scan
 from adacsc.commands import site_config
-from support.server import FRONTEND, make_scan
+from adacsc.server.notify import PORT
+from support.server import FRONTEND, Notifications, make_scan
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,19 +128,14 @@ def test_the_server_runs_with_the_settings_of_the_file(tmp_path):
     refuses a 4-coil scan and a 2-coil scan goes through."""
     path = every_setting(tmp_path, limits__max_channels=2, metrics__port=None)
     log_path = tmp_path / "server.log"
+    notes = Notifications()
     with open(log_path, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--config", str(path)],
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT, env=notes.environment())
     try:
-        port = None
-        for _ in range(600):
-            match = re.search(r"listening on [^ ]+:(\d+) \((\d+) workers", log_path.read_text())
-            if match or process.poll() is not None:
-                break
-            subprocess.run(["sleep", "0.05"])
-        assert match, log_path.read_text()
-        port = int(match.group(1))
-        assert match.group(2) == "2" and f"site config {path}" in log_path.read_text()
+        port = int(notes.wait(PORT, process=process))
+        log = log_path.read_text()
+        assert f"listening on 127.0.0.1:{port} (2 workers" in log and f"site config {path}" in log, log
         refused = send_scan(make_scan(tmp_path / "four.h5", coils=4), None, port=port, config_name=FRONTEND)
         assert not refused.ok and "receiverChannels = 4 exceeds the operator limit of 2" in " ".join(refused.errors)
         served = send_scan(make_scan(tmp_path / "two.h5", coils=2), None, port=port, config_name=FRONTEND)

@@ -145,8 +145,8 @@ def test_single_recon_and_send_stop_on_sigterm_without_temporaries(scans, tmp_pa
         process = _adacsc("send", str(scans[0]), "-o", str(tmp_path / "s.h5"), "-c", FRONTEND, "--port",
                           str(running.port), "--pace", "20", log=log)
         try:
-            _wait_for(lambda: any(session.report.acquisitions >= 20 for session in list(running.server._sessions)),
-                      60, "send streaming its scan")  # past its start-up, whose imports defer signal handlers
+            # connected and streaming: past its start-up, whose imports defer signal handlers
+            running.wait_until(lambda: running.server.scans_running() == 1, 60, "send streaming its scan")
             assert _partials(tmp_path)
             elapsed = _stop_and_time(process, signal.SIGTERM)
         finally:

@@ -18,7 +18,7 @@ from adacsc.replay import replay
 from adacsc.server import protocol as proto
 from support.scans import read_images
 from support.server import (FRONTEND, assert_same_images, chain_text, error_texts, exchange,
-                            frontend_text, make_scan, poll_until, scan_messages, threaded_server)
+                            frontend_text, make_scan, scan_messages, threaded_server)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,7 +183,7 @@ def test_excess_connections_are_refused_clearly(small_scan):
         blocker = socket.create_connection(("127.0.0.1", running.port))
         try:
             blocker.sendall(_config_and_header(small_scan))  # takes the only worker, then sends nothing
-            poll_until(lambda: running.server.scans_running() == 1)
+            running.wait_until(lambda: running.server.scans_running() == 1, what="the blocker holding the worker")
             replies = exchange(running.port, _config_and_header(small_scan))
         finally:
             blocker.close()

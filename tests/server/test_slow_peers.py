@@ -10,7 +10,7 @@ import pytest
 
 from adacsc.client import send_scan
 from adacsc.server import protocol as proto
-from support.server import (FRONTEND, error_texts, make_scan, poll_until, read_replies, scan_messages,
+from support.server import (FRONTEND, error_texts, make_scan, read_replies, scan_messages,
                             threaded_server)
 
 pytestmark = pytest.mark.timeout(120)
@@ -124,7 +124,7 @@ def test_stop_does_not_wait_for_connections_still_opening(small_scan):
     running = None
     with threaded_server(workers=1, header_timeout_s=60.0) as running:
         idle = [_connect(running.port) for _ in range(3)]
-        poll_until(lambda: running.server.active_sessions() == 3, what="three connections opening")
+        running.wait_until(lambda: running.server.active_sessions() == 3, what="three connections opening")
         started = time.monotonic()
         running.stop(timeout=10)
         assert time.monotonic() - started < 2.0
@@ -152,7 +152,7 @@ def test_stop_returns_within_grace_and_a_second_with_a_client_that_never_reads(t
         sock.connect(("127.0.0.1", running.port))
         try:
             sock.sendall(stream)  # and never read
-            poll_until(lambda: running.server.scans_running() == 1, what="the scan running")
+            running.wait_until(lambda: running.server.scans_running() == 1, what="the scan running")
             started = time.monotonic()
             running.stop(timeout=30)
             stopped_after = time.monotonic() - started

@@ -37,7 +37,7 @@ def test_every_metric_equals_what_ten_scans_did(tmp_path: Path) -> None:
     with threaded_server(workers=1, max_waiting=1) as running:
         registry = running.server.telemetry.registry
         with serve_endpoints(running.server, "127.0.0.1", 0, None) as (http,):
-            expected = run_ten_scans(running.port, tmp_path, registry.get_sample_value)
+            expected = run_ten_scans(running.port, tmp_path, registry.get_sample_value, running.server.wait_until)
             running.report(9)
             status, text = get(http.port, "/metrics")
     assert status == 200

@@ -1,11 +1,15 @@
 """Helpers for the server and send tests: small scans, a server in a thread, raw-socket exchanges."""
 
+import itertools
+import os
+import re
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +21,7 @@ import numpy as np
 from adacsc.mr.fft import fftc
 from adacsc.server import Server, ServerSettings, SessionSettings
 from adacsc.io.dataset import InputScan
+from adacsc.server import notify
 from adacsc.server import protocol as proto
 
 FRONTEND = "adacsc_frontend"
@@ -130,22 +135,25 @@ class ThreadedServer:
 
     def report(self, count: int, timeout: float = 20.0) -> list:
         """Wait until `count` sessions have finished; their reports."""
-        deadline = time.monotonic() + timeout
-        while len(self.server.reports) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.server.reports) >= count, f"only {len(self.server.reports)} sessions finished"
+        finished = self.server.wait_until(lambda: len(self.server.reports) >= count, timeout)
+        assert finished, f"only {len(self.server.reports)} sessions finished"
         return self.server.reports
 
     def wait_for(self, predicate, start: int = 0, timeout: float = 20.0):
         """The first report from index `start` on that satisfies `predicate` (sessions of earlier
         tests may finish late, so report order is not test order)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [r for r in self.server.reports[start:] if predicate(r)]
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        raise AssertionError("no finished session matches")
+        found = []
+
+        def matched() -> bool:
+            found[:] = [r for r in self.server.reports[start:] if predicate(r)]
+            return bool(found)
+
+        assert self.server.wait_until(matched, timeout), "no finished session matches"
+        return found[0]
+
+    def wait_until(self, predicate, timeout: float = 20.0, what: str = "the condition") -> None:
+        """Wait until `predicate()` holds (tested whenever a connection or scan starts or ends)."""
+        assert self.server.wait_until(predicate, timeout), f"{what} did not hold within {timeout:g} s"
 
     def stop(self, timeout: float = 30.0) -> None:
         self.server.stop()
@@ -206,31 +214,78 @@ def error_texts(replies: list[proto.Message]) -> list[str]:
             if m.mid == proto.ERROR or (m.mid == proto.TEXT and m.payload.startswith("ERROR"))]
 
 
-def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
+class Notifications:
+    """The supervisor's side of adacsc.server.notify for a server process: a datagram socket in
+    the abstract namespace, named by NOTIFY_SOCKET in `environment()`. `wait` blocks on it until
+    the server says what the test waits for (no sleeping, no reading of logs)."""
+
+    def __init__(self) -> None:
+        self.name = f"adacsc-test-{os.getpid()}-{next(_NOTIFY_IDS)}-{uuid.uuid4().hex[:8]}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+        self.received: list[dict[str, str]] = []
+        """every notification so far, in order, as KEY -> VALUE"""
+
+    def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """`base` (default: this process's environment) with NOTIFY_SOCKET pointing here."""
+        return {**(os.environ if base is None else base), notify.ENVIRONMENT: "@" + self.name}
+
+    def wait(self, key: str, value: str | None = None, count: int = 1, after: int = 0, timeout: float = 60.0,
+             process: subprocess.Popen | None = None) -> str:
+        """The value of the `count`-th notification from index `after` on that sets `key` (to a
+        value that the regular expression `value` matches from its start, when given); fails after `timeout` s, or when `process`
+        exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [note[key] for note in self.received[after:]
+                     if key in note and (value is None or re.match(value, note[key]))]
+            if len(found) >= count:
+                return found[count - 1]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{len(found)} of {count} notifications {key}={value or '...'} "
+                                     f"within {timeout:g} s")
+            self.sock.settimeout(min(remaining, 1.0))  # a bounded receive, to notice a dead process
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                if process is not None and process.poll() is not None:
+                    raise AssertionError(f"the server exited ({process.returncode}) before {key}={value or '...'}")
+                continue
+            self._take(data)
+
+    def mark(self) -> int:
+        """Take in every notification already sent: the index the next one will have."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self._take(self.sock.recv(65536))
+        except BlockingIOError:
+            pass
+        return len(self.received)
+
+    def _take(self, data: bytes) -> None:
+        self.received.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_NOTIFY_IDS = itertools.count()
+
+
+def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path, Notifications]:
     """`adacsc serve` in a subprocess on a free port, without the warm-up solve (tests that need it
-    say so: tests/server/test_probes.py): (process, port, log file)."""
+    say so: tests/server/test_probes.py): (process, port, log file, its notifications)."""
     log_path = tmp_path / "server.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--no-warm-up", *args],
-                               stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 60
-    import re
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on [^ ]+:(\d+)", log_path.read_text())
-        if match:
-            return process, int(match.group(1)), log_path
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
-
-
-def poll_until(predicate, timeout: float = 20.0, what: str = "the condition") -> None:
-    """Wait until `predicate()` holds (polled every 10 ms), failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout:g} s")
-        time.sleep(0.01)
+    notes = Notifications()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--no-warm-up", *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=notes.environment())
+    try:
+        port = int(notes.wait(notify.PORT, process=process))
+    except AssertionError as err:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"server did not start ({err}): {log_path.read_text()[-3000:]}") from err
+    return process, port, log_path, notes

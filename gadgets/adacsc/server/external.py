@@ -29,6 +29,7 @@ from adacsc.core import cancel
 from adacsc.gadgets.registry import GADGET_MODULES
 from adacsc.server import protocol as proto
 from adacsc.server.listener import ConnectionServer, join_threads, open_listeners
+from adacsc.server.notify import PORT, notify, session_ended, session_started
 from adacsc.server.refusal import refuse
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class ExternalServer(ConnectionServer):
         addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._listeners)
         log.info("adacsc external (%s) listening on %s, port %d, %d worker(s)", self.gadget, addresses,
                  self.port, self.workers)
+        notify("READY=1", f"STATUS=listening on {addresses}", f"{PORT}={self.port}")
         return self
 
     def _accepted(self, sock: socket.socket, peer: str) -> None:
@@ -153,12 +155,14 @@ class ExternalServer(ConnectionServer):
         self.stop()
         self._abort.set()
 
-    def _count(self, failed: bool) -> None:
+    def _count(self, scan: int, failed: bool) -> None:
         with self._lock:
             if failed:
                 self.failed += 1
             else:
                 self.served += 1
+        session_ended(scan, not failed)
+        self._changed_now()
 
     def _handle(self, sock: socket.socket, peer: str, scan: int) -> None:
         acquired = False
@@ -186,18 +190,19 @@ class ExternalServer(ConnectionServer):
         try:
             connection = Connection(_GuardedSocket(sock, self.idle_timeout))
         except Exception as err:  # no CONFIG/HEADER, or a header that does not parse
-            self._count(failed=True)
             log.error("scan %d from %s: could not start: %s", scan, peer, err or type(err).__name__)
+            self._count(scan, failed=True)
             _fail(sock, f"adacsc external: could not start the scan: {err or type(err).__name__}")
             return
         log.info("scan %d from %s: started", scan, peer)
+        session_started(scan)
         try:
             self._target(connection)
         except Exception as err:
-            self._count(failed=True)
             text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             log.error("scan %d from %s: gadget %s failed after %.2f s: %s", scan, peer, self.gadget,
                       time.perf_counter() - started, text)
+            self._count(scan, failed=True)
             _fail(sock, f"adacsc external gadget {self.gadget}: {text}")
             return
         try:
@@ -207,5 +212,5 @@ class ExternalServer(ConnectionServer):
             log.warning("scan %d from %s: could not send CLOSE: %s", scan, peer, err)
         finally:
             sock.close()
-        self._count(failed=False)
         log.info("scan %d from %s: done in %.2f s", scan, peer, time.perf_counter() - started)
+        self._count(scan, failed=False)

@@ -20,6 +20,7 @@ from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
 from adacsc.server.heap import release_free_memory
 from adacsc.server.listener import ConnectionServer, join_threads
+from adacsc.server.notify import PORT, notify, session_ended, session_started
 from adacsc.server.opening import Opening, read_opening
 from adacsc.server.refusal import refuse
 from adacsc.server.request import config_name_warning
@@ -115,6 +116,7 @@ class Server(ConnectionServer):
         self.address = listener.getsockname()[:2]
         log.info("listening on %s:%d (%d workers, config folders: %s)", self.address[0], self.address[1],
                  self.settings.workers, ", ".join(str(d) for d in dirs))
+        notify("READY=1", f"STATUS=listening on {self.address[0]}:{self.address[1]}", f"{PORT}={self.address[1]}")
         return self
 
     @staticmethod
@@ -257,6 +259,7 @@ class Server(ConnectionServer):
                 busy = self._waiting >= limit
                 if not busy:
                     self._waiting += 1
+            self._changed_now()
             if busy:
                 log.warning("refusing %s: all %d workers busy and %d connections waiting", peer,
                             self.settings.workers, limit)
@@ -273,6 +276,7 @@ class Server(ConnectionServer):
                 acquired = self._wait_for_slot(self.settings.wait_s)
                 with self._lock:
                     self._waiting -= 1
+                self._changed_now()
                 if not acquired:
                     reason = ("server shutting down" if self._stop.is_set()
                               else f"server busy: no worker free within {self.settings.wait_s:g} s")
@@ -284,6 +288,8 @@ class Server(ConnectionServer):
             with self._lock:
                 self._sessions.add(session)
             self.telemetry.session_started()
+            session_started(session.report.session_id)
+            self._changed_now()
             try:
                 report = session.run()
             finally:
@@ -296,6 +302,8 @@ class Server(ConnectionServer):
                 self.reports.append(report)
                 if len(self.reports) > 2 * REPORTS_KEPT:
                     del self.reports[:REPORTS_KEPT]
+            session_ended(report.session_id, report.ok)
+            self._changed_now()
             release_free_memory()
         except Exception:
             log.exception("connection %s failed", peer)
