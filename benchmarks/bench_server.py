@@ -49,14 +49,6 @@ from adacsc.server import protocol as proto
 from adacsc.simulation.small_scan import write_small_scan
 
 
-def make_scan(path: Path, coils: int = 4, samples: int = 256, slices: int = 8, noise: int = 64,
-              tr_ms: float = 10.0, seed: int = 0) -> Path:
-    """adacsc.simulation.small_scan's scan with `samples`-sample readouts (2x oversampled, so
-    samples/2 lines and a samples/2 square image per slice)."""
-    return write_small_scan(path, coils=coils, lines=samples // 2, slices=slices, noise=noise, seed=seed,
-                            tr_ms=tr_ms)
-
-
 class ServerProcess:
     """`adacsc serve` in a subprocess on a free port; stderr goes to a log file."""
 
@@ -227,7 +219,8 @@ def main() -> None:
     server = ServerProcess(server_args, folder / "server.log")
     try:
         if args.mode in ("both", "throughput"):
-            scan = make_scan(folder / "throughput.h5", args.coils, args.samples, args.throughput_slices)
+            scan = write_small_scan(folder / "throughput.h5", args.coils, args.samples // 2, args.throughput_slices,
+                                    noise=64, tr_ms=10.0)
             print(f"throughput scan: {count_readouts(scan)} readouts of {args.coils} coils x {args.samples} samples, "
                   f"{args.throughput_slices} slices, sent unpaced from pre-encoded messages")
             throughput(server.port, scan, 1, "passthrough")  # warm-up
@@ -240,7 +233,8 @@ def main() -> None:
                       f"{runs[0]['images']} images per run); send phase median {statistics.median(sends):,.0f}/s; "
                       f"server CPU {statistics.median(r['server_cpu_us_per_readout'] for r in runs):.0f} us/readout")
         if args.mode in ("both", "latency"):
-            scan = make_scan(folder / "latency.h5", args.coils, args.samples, args.slices)
+            scan = write_small_scan(folder / "latency.h5", args.coils, args.samples // 2, args.slices, noise=64,
+                                    tr_ms=10.0)
             print(f"latency scan: {count_readouts(scan)} readouts, {args.slices} slices, paced at {args.pace} "
                   f"readouts/s, chain {args.config}; runs alternate in process / over the server")
             local: list[float] = []

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from adacsc.io.output_file import clear_stale_partials, partial_path
-from support.server import FRONTEND, make_scan, threaded_server
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, threaded_server
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")]
 SLOW = ["--set", "iterations=300", "--no-progress"]
@@ -22,7 +23,7 @@ SLOW = ["--set", "iterations=300", "--no-progress"]
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("stops")
-    return [make_scan(folder / f"s{i}.h5", lines=64, slices=4, noise=8, seed=i) for i in range(3)]
+    return [write_small_scan(folder / f"s{i}.h5", lines=64, slices=4, noise=8, seed=i) for i in range(3)]
 
 
 def _adacsc(*args: str, log: Path) -> subprocess.Popen:

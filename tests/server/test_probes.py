@@ -14,7 +14,8 @@ import pytest
 
 from adacsc.client import send_scan
 from adacsc.server.notify import HTTP_PORT, PORT, SESSION
-from support.server import FRONTEND, Notifications, make_scan
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, Notifications
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,7 +29,7 @@ def status(port: int, path: str) -> int:
 
 
 def test_ready_after_the_warm_up_and_not_while_draining(tmp_path: Path) -> None:
-    scan = make_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
     log_path = tmp_path / "server.log"
     notes = Notifications()
     with open(log_path, "w") as out:

@@ -9,13 +9,14 @@ import pytest
 
 from adacsc.client import send_scan
 from adacsc.server.notify import SESSION
-from support.server import FRONTEND, make_scan, start_server_process
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, start_server_process
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_sigterm_stops_accepting_and_finishes_the_running_scan(tmp_path: Path) -> None:
-    scan = make_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
     dictionaries = tmp_path / "dictionaries"
     dictionaries.mkdir()
     process, port, log_path, notes = start_server_process(tmp_path, "--workers", "2", "--dictionary-dir", str(dictionaries))

@@ -10,15 +10,15 @@ import pytest
 
 from adacsc.client import send_scan
 from adacsc.server import protocol as proto
-from support.server import (FRONTEND, error_texts, make_scan, read_replies, scan_messages,
-                            threaded_server)
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, error_texts, read_replies, scan_messages, threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
+    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 def _config_and_header(scan: Path) -> bytes:
@@ -98,7 +98,7 @@ def test_a_message_trickling_after_the_header_is_dropped_at_its_deadline(small_s
 def test_a_client_that_never_reads_holds_its_worker_for_the_write_stall_only(tmp_path):
     """The write stall is one deadline for the whole session: no byte accepted by the client
     for `write_stall_s` and the session ends, however its sends and queue are split."""
-    big = make_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
+    big = write_small_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
     header, acquisitions = scan_messages(big)
     stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
               + b"".join(acquisitions) + proto.close_message())
@@ -138,7 +138,7 @@ def test_stop_returns_within_grace_and_a_second_with_a_client_that_never_reads(t
     """A session blocked on a client that never reads (write stall far longer than the grace
     period) does not hold up the server's stop: it is cancelled at the end of the grace period
     and its socket shut down shortly after."""
-    big = make_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
+    big = write_small_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
     header, acquisitions = scan_messages(big)
     stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
               + b"".join(acquisitions) + proto.close_message())

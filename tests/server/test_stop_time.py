@@ -10,13 +10,14 @@ import pytest
 
 from adacsc.client import send_scan
 from adacsc.server.notify import SESSION
-from support.server import make_scan, start_server_process
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import start_server_process
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_the_server_exits_within_grace_plus_one_second(tmp_path: Path) -> None:
-    scan = make_scan(tmp_path / "scan.h5", lines=64, slices=4, noise=8)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=64, slices=4, noise=8)
     grace = 2.0
     process, port, log_path, notes = start_server_process(tmp_path, "--workers", "2", "--grace", str(grace))
     clients = [threading.Thread(target=send_scan, args=(scan, tmp_path / f"o{i}.h5"), daemon=True,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adacsc.client import SendResult, send_scan
-from support.server import make_scan
+from adacsc.simulation.small_scan import write_small_scan
 
 CHAIN = "adacsc_lowfield"
 FAST = {"mode": "scalar", "iterations": "2"}
@@ -40,7 +40,7 @@ def run_ten_scans(port: int, tmp_path: Path, gauge: Callable[[str], float],
     predicate whenever a connection or scan starts or ends). Asserts what each client saw;
     returns the expected metrics."""
     noise, lines = 8, 16
-    scan = make_scan(tmp_path / "scan.h5", lines=lines, slices=SLICES, noise=noise)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=lines, slices=SLICES, noise=noise)
     per_scan = noise + SLICES * lines
     concurrent: dict[str, SendResult] = {}
     first = threading.Thread(target=lambda: concurrent.update(first=send_scan(

@@ -1,4 +1,5 @@
-"""Helpers for the server and send tests: small scans, a server in a thread, raw-socket exchanges."""
+"""Helpers for the server and send tests: a server in a thread or a process (and what it notifies),
+raw-socket exchanges; the scans come from adacsc.simulation.small_scan."""
 
 import itertools
 import os
@@ -15,10 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import ismrmrd
-import ismrmrd.xsd as xsd
 import numpy as np
 
-from adacsc.mr.fft import fftc
 from adacsc.server import Server, ServerSettings, SessionSettings
 from adacsc.io.dataset import InputScan
 from adacsc.server import notify
@@ -45,59 +44,6 @@ def chain_text(*nodes: tuple[str, str]) -> str:
     body = "".join(f'<external><execute name="{m}" target="{t}" type="python"/><configuration/></external>'
                    for m, t in nodes)
     return f"<configuration><version>2</version><stream>{body}</stream></configuration>"
-
-
-def make_scan(path: Path, coils: int = 4, lines: int = 16, slices: int = 2, noise: int = 16,
-              seed: int = 0, tr_ms: float = 5.0, kspace_noise: float = 0.1) -> Path:
-    """A tiny 2-D Cartesian scan: readouts of 2 x lines samples (2x oversampled), `lines` lines per
-    slice, `noise` noise readouts first, ACQ_LAST_IN_SLICE on each slice's last line; the imaging
-    readouts carry white noise of std `kspace_noise` (0: noise-free)."""
-    samples = 2 * lines
-    rng = np.random.default_rng(seed)
-    header = xsd.ismrmrdHeader(
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=2341761))
-    header.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
-        systemFieldStrength_T=0.055, receiverChannels=coils, relativeReceiverNoiseBandwidth=0.793,
-        coilLabel=[xsd.coilLabelType(coilNumber=c, coilName=f"c{c}") for c in range(coils)])
-    header.measurementInformation = xsd.measurementInformationType(
-        measurementID=f"test_{path.stem}_{seed}", patientPosition=xsd.patientPositionType.HFS)
-    header.encoding = [xsd.encodingType(
-        encodedSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=samples, y=lines, z=1),
-                                           fieldOfView_mm=xsd.fieldOfViewMm(x=400, y=200, z=5)),
-        reconSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=lines, y=lines, z=1),
-                                         fieldOfView_mm=xsd.fieldOfViewMm(x=200, y=200, z=5)),
-        encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=lines - 1, center=lines // 2),
-            slice=xsd.limitType(minimum=0, maximum=slices - 1, center=0)),
-        trajectory=xsd.trajectoryType.CARTESIAN)]
-    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dataset.write_xml_header(xsd.ToXML(header))
-    for n in range(noise):
-        white = (rng.standard_normal((coils, samples)) + 1j * rng.standard_normal((coils, samples))) / np.sqrt(2)
-        acquisition = ismrmrd.Acquisition.from_array(white.astype(np.complex64))
-        acquisition.setFlag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        acquisition.sample_time_us = 5.0
-        acquisition.acquisition_time_stamp = 1000 + n
-        dataset.append_acquisition(acquisition)
-    yy, xx = np.mgrid[:lines, :samples]
-    obj = ((((xx - lines) / (lines / 2)) ** 2 + ((yy - lines / 2) / (lines / 2.5)) ** 2) < 1).astype(complex)
-    for s in range(slices):
-        coil_images = np.stack([obj * (1 + 0.2 * c) * np.exp(1j * c * xx / samples) for c in range(coils)])
-        kspace = fftc(coil_images) * (5 + s)
-        kspace += kspace_noise * (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape))
-        for line in range(lines):
-            acquisition = ismrmrd.Acquisition.from_array(kspace[:, line, :].astype(np.complex64))
-            acquisition.idx.kspace_encode_step_1 = line
-            acquisition.idx.slice = s
-            acquisition.sample_time_us = 10.0
-            acquisition.center_sample = lines
-            acquisition.scan_counter = noise + s * lines + line + 1
-            acquisition.acquisition_time_stamp = int(2000 + (s * lines + line) * tr_ms / 2.5)
-            if line == lines - 1:
-                acquisition.setFlag(ismrmrd.ACQ_LAST_IN_SLICE)
-            dataset.append_acquisition(acquisition)
-    dataset.close()
-    return path
 
 
 def scan_messages(path: Path) -> tuple[bytes, list[bytes]]:

@@ -25,31 +25,24 @@ from dataclasses import replace
 from typing import Any
 
 import ismrmrd
-from gadgetron.types import ImageArray
 
 from adacsc.chain.config import ChainError
 from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.core import cancel
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError
-from adacsc.io.images import split_image_array
-from adacsc.io.scan_qa import is_scan_qa
 from adacsc.limits import LimitError, ScanBudget, ScanLimits
 from adacsc.server import protocol as proto
 from adacsc.server.opening import Opening
-from adacsc.server.request import (
-    Action, Phase, RequestBuilder, RequestRefused, config_name_warning, resolve_chain,
-)
-from adacsc.server.session_io import Dropped, InputEnded, InputFailed, SessionIO
+from adacsc.server.request import Action, Phase, RequestBuilder, RequestRefused, config_name_warning, resolve_chain
+from adacsc.server.session_io import InputEnded, InputFailed, SessionIO
 from adacsc.server.session_report import SessionReport, log_accounting, log_summary
 from adacsc.server.session_settings import SessionSettings
 
-__all__ = ["Session", "SessionReport", "SessionSettings", "config_name_warning"]
+__all__ = ["Session", "SessionReport", "SessionSettings"]
 
 log = logging.getLogger(__name__)
 
-MESSAGE_OVERHEAD_BYTES = 1024
-"""an image message's bytes besides its pixels and attributes (id, header, lengths), charged with it"""
 THROTTLE_EVERY = 64
 """items pushed between two looks at the chain's queue (see `_throttle`)"""
 
@@ -80,11 +73,6 @@ class Session:
     def budget_used(self) -> int:
         """Bytes of the scan budget in use (received plus allocated)."""
         return self._budget.used
-
-    @property
-    def phase(self) -> Phase:
-        """Where the stream is (adacsc.server.request.Phase)."""
-        return self._request.phase
 
     def cancel(self, reason: str) -> None:
         """Stop the scan (deadline, server abort): the chain stops at its next item or solver
@@ -205,30 +193,9 @@ class Session:
             time.sleep(0.001)
 
     def _on_output(self, item: object) -> None:
-        """Called by the chain's last node for every item it produces: images go to the client."""
-        if isinstance(item, ImageArray):
-            images = split_image_array(item)
-        elif isinstance(item, ismrmrd.Image):
-            images = [item]
-        elif is_scan_qa(item):
-            return  # chain-internal (adacsc.io.scan_qa): its figures are in the images' QA meta
-        else:
-            name = type(item).__name__
-            if not self.report.outputs_not_sent[name]:
-                self.log.warning("the chain produced %s items: only images are sent back", name)
-            self.report.outputs_not_sent[name] += 1
-            return
-        for image in images:
-            if self.report.dropped is not None:
-                self.report.outputs_not_sent["Image (session dropped)"] += 1
-                continue
-            nbytes = image.data.nbytes + len(image.attribute_string) + MESSAGE_OVERHEAD_BYTES
-            self._budget.charge(nbytes, f"sending image {image.image_index} of series {image.image_series_index}",
-                                cancel.stop_or_after(self.settings.write_stall_s))
-            try:
-                self._io.send(f"image_{image.image_series_index}", proto.item_message(image), nbytes)
-            except Dropped:
-                self.report.outputs_not_sent["Image (session dropped)"] += 1
+        """Called by the chain's last node for every item it produces."""
+        stop = cancel.stop_or_after(self.settings.write_stall_s)
+        self._io.send_result(item, lambda nbytes, what: self._budget.charge(nbytes, what, stop))
 
     def _finish(self) -> None:
         """End the chain, send what it produced, report, CLOSE, close the socket."""

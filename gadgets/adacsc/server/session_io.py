@@ -15,7 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
+import ismrmrd
+from gadgetron.types import ImageArray
+
 from adacsc import resources
+from adacsc.io.images import split_image_array
+from adacsc.io.scan_qa import is_scan_qa
 from adacsc.server import protocol as proto
 from adacsc.server.opening import Opening
 from adacsc.server.outbox import Outbox
@@ -27,6 +32,8 @@ DIRECT_SEND_BYTES = 4 * proto.MiB
 """messages up to this size are written by the producing thread itself when the socket is idle"""
 SEND_CHUNK_BYTES = proto.MiB
 """sends go out in pieces of this size, each within `write_stall_s`"""
+MESSAGE_OVERHEAD_BYTES = 1024
+"""an image message's bytes besides its pixels and attributes (id, header, lengths), charged with it"""
 GADGET_WARNINGS_SENT = 20
 """gadget warnings passed on to the client per scan; later ones are only logged"""
 WATCH_S = 0.1
@@ -194,6 +201,33 @@ class SessionIO:
         elif self._gadget_warnings == GADGET_WARNINGS_SENT + 1:
             self.send_warning(f"more than {GADGET_WARNINGS_SENT} gadget warnings: the rest are only in the "
                               "server log", logged=True)
+
+    def send_result(self, item: object, charge: Callable[[int, str], None]) -> None:
+        """An item the chain produced: its images go to the client, each charged to the scan's
+        budget (`charge(nbytes, what)`, which may wait for room) until it is sent or discarded;
+        other items are counted as not sent (only images go back)."""
+        if isinstance(item, ImageArray):
+            images = split_image_array(item)
+        elif isinstance(item, ismrmrd.Image):
+            images = [item]
+        elif is_scan_qa(item):
+            return  # chain-internal (adacsc.io.scan_qa): its figures are in the images' QA meta
+        else:
+            name = type(item).__name__
+            if not self.report.outputs_not_sent[name]:
+                self.log.warning("the chain produced %s items: only images are sent back", name)
+            self.report.outputs_not_sent[name] += 1
+            return
+        for image in images:
+            if self.report.dropped is not None:
+                self.report.outputs_not_sent["Image (session dropped)"] += 1
+                continue
+            nbytes = image.data.nbytes + len(image.attribute_string) + MESSAGE_OVERHEAD_BYTES
+            charge(nbytes, f"sending image {image.image_index} of series {image.image_series_index}")
+            try:
+                self.send(f"image_{image.image_series_index}", proto.item_message(image), nbytes)
+            except Dropped:
+                self.report.outputs_not_sent["Image (session dropped)"] += 1
 
     def drop(self, reason: str) -> None:
         """Give up on the client: discard pending output and unblock the reading side."""
