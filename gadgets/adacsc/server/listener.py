@@ -83,6 +83,7 @@ class ConnectionServer:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._changed = threading.Condition()
+        self._stopped_at: float | None = None
 
     def start(self) -> "ConnectionServer":
         """Bind the listening sockets (and warm up); a subclass's job."""
@@ -127,7 +128,14 @@ class ConnectionServer:
 
     def stop(self) -> None:
         """Stop accepting; what happens to running connections is the subclass's `_after_stop`."""
+        if self._stopped_at is None:  # no lock: a signal handler calls this
+            self._stopped_at = time.monotonic()
         self._stop.set()
+
+    def since_stop(self) -> float:
+        """Seconds since the first stop() (0 before it): a grace period counts from there, not
+        from the moment the accept loop notices."""
+        return 0.0 if self._stopped_at is None else time.monotonic() - self._stopped_at
 
     @property
     def stopping(self) -> bool:

@@ -232,7 +232,7 @@ class Server(ConnectionServer):
         if running:
             log.info("stopping: waiting up to %g s for %d connection(s) to finish", self.settings.grace_s,
                      len(running))
-        join_threads(running, self.settings.grace_s)
+        join_threads(running, max(0.0, self.settings.grace_s - self.since_stop()))
         with self._lock:
             sessions = list(self._sessions)
         if sessions:
