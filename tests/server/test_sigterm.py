@@ -19,7 +19,8 @@ def test_sigterm_stops_accepting_and_finishes_the_running_scan(tmp_path: Path) -
     scan = write_small_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
     dictionaries = tmp_path / "dictionaries"
     dictionaries.mkdir()
-    process, port, log_path, notes = start_server_process(tmp_path, "--workers", "2", "--dictionary-dir", str(dictionaries))
+    process, port, log_path, notes = start_server_process(tmp_path, "--workers", "2", "--dictionary-dir",
+                                                          str(dictionaries))
     try:
         assert "imported" in log_path.read_text() and "adacsc.gadgets.coil_combination" in log_path.read_text()
         outcome = {}

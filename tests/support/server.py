@@ -179,8 +179,8 @@ class Notifications:
     def wait(self, key: str, value: str | None = None, count: int = 1, after: int = 0, timeout: float = 60.0,
              process: subprocess.Popen | None = None) -> str:
         """The value of the `count`-th notification from index `after` on that sets `key` (to a
-        value that the regular expression `value` matches from its start, when given); fails after `timeout` s, or when `process`
-        exits first."""
+        value the regular expression `value` matches from its start, when given); fails after
+        `timeout` s, or when `process` exits first."""
         deadline = time.monotonic() + timeout
         while True:
             found = [note[key] for note in self.received[after:]
