@@ -13,11 +13,10 @@ chain runs) -> CLOSED (CLOSE) or ENDED (the input ended without CLOSE); REFUSED 
 
 import enum
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from adacsc import resources
 from adacsc.chain.config import ChainConfig
