@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -45,30 +45,54 @@ from adacsc.io.images import split_image_array
 from gadgetron.types import ImageArray
 from adacsc.client import Pacer, StreamClient, send_scan, stream
 from adacsc.io.dataset import InputScan
+from adacsc.server import notify
 from adacsc.server import protocol as proto
 from adacsc.simulation.small_scan import write_small_scan
 
 
+class Supervisor:
+    """What `adacsc serve` notifies (adacsc.server.notify, sd_notify) on a datagram socket of the
+    abstract namespace; `environment()` names it for the server process."""
+
+    def __init__(self) -> None:
+        self.name = f"adacsc-bench-{os.getpid()}-{id(self)}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, notify.ENVIRONMENT: "@" + self.name}
+
+    def wait(self, key: str, process: subprocess.Popen, timeout: float = 300.0) -> str:
+        """The value of the next notification that sets `key`; RuntimeError when `process`
+        exits or `timeout` s pass first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            self.sock.settimeout(min(1.0, max(0.01, deadline - time.monotonic())))
+            try:
+                data = self.sock.recv(65536).decode()
+            except TimeoutError:
+                continue
+            for line in data.splitlines():
+                if line.startswith(f"{key}="):
+                    return line.split("=", 1)[1]
+        raise RuntimeError(f"the server did not notify {key}")
+
+
 class ServerProcess:
-    """`adacsc serve` in a subprocess on a free port; stderr goes to a log file."""
+    """`adacsc serve` in a subprocess on a free port (which it notifies); stderr goes to a log file."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")
+        supervisor = Supervisor()
         self.process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", *args],
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-        self.port = self._wait_port()
-
-    def _wait_port(self, timeout: float = 120.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(r"listening on [^ ]+:(\d+)", self.log_path.read_text())
-            if match:
-                return int(match.group(1))
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("server did not start")
+                                        stdout=self._log, stderr=subprocess.STDOUT, env=supervisor.environment())
+        try:
+            self.port = int(supervisor.wait(notify.PORT, self.process))
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}: {log_path.read_text()[-2000:]}") from err
+        finally:
+            supervisor.sock.close()
 
     def stop(self) -> None:
         self.process.terminate()
