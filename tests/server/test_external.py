@@ -19,7 +19,6 @@ from typing import NamedTuple
 import ismrmrd
 import numpy as np
 import pytest
-from gadgetron.external.connection import Connection
 
 from adacsc.chain import wire
 from adacsc.chain.config import load_chain
@@ -28,7 +27,7 @@ from adacsc.server import external
 from adacsc.server.notify import PORT, SESSION
 from adacsc.io.dataset import InputScan
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from support.gadgetron_host import CLOSE, CONFIG, HEADER, _Reader
+from support.gadgetron_host import CLOSE, CONFIG, HEADER, ExactReader
 from support import REPO
 from support.server import Notifications
 
@@ -89,7 +88,7 @@ def gadgetron_side(port: int, configuration: ET.Element, header: bytes, items: l
         for item in items:
             sock.sendall(wire.encode(item))
         sock.sendall(_id.pack(CLOSE))
-        reader, readers = _Reader(sock), Connection._default_readers()
+        reader = ExactReader(sock)
         while True:
             (mid,) = _id.unpack(reader.read(_id.size))
             if mid == CLOSE:
@@ -98,7 +97,7 @@ def gadgetron_side(port: int, configuration: ET.Element, header: bytes, items: l
                 (length,) = _u64.unpack(reader.read(_u64.size))
                 errors.append(reader.read(length).decode())
                 continue
-            received.append((mid, readers[mid](reader)))
+            received.append((mid, wire.read_payload(mid, reader)))
     finally:
         sock.close()
     return received, errors
