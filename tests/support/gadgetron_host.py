@@ -9,7 +9,6 @@ import sys
 import threading
 import xml.etree.ElementTree as ET
 
-
 from adacsc.chain import wire
 
 _ID = struct.Struct("<H")
