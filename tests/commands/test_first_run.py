@@ -40,7 +40,7 @@ def test_help_does_not_import_torch():
 def test_docs_match_the_defaults_and_the_output_layout():
     from adacsc.gadgets import csc
 
-    assert csc.SPEC.parse({})["beta"] == 0
+    assert csc.Settings().beta == 0
     model_card = (REPO / "docs" / "MODEL_CARD.md").read_text()
     assert "default beta = 1" not in model_card and "default beta = 0 means the trained value" in model_card
     readme = (REPO / "README.md").read_text()

@@ -1,5 +1,6 @@
 """`adacsc properties`: every chain property of every adacsc gadget, with its type, default, allowed
-values and description, read from the gadgets' SPECs (docs/PROPERTIES.md is its --markdown output)."""
+values and description, read from the gadgets' typed settings (adacsc.gadgets.registry; docs/PROPERTIES.md is its
+--markdown output)."""
 
 import argparse
 import importlib
@@ -9,8 +10,9 @@ from pathlib import Path
 
 from adacsc import resources
 from adacsc.core.device import parse_device_name
-from adacsc.gadgets.properties import Property, PropertySpec, format_value, parse_bool, raw_properties
-from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.gadgets import registry
+from adacsc.gadgets.contract import Gadget
+from adacsc.gadgets.properties import Property, format_value, parse_bool, raw_properties
 from adacsc.gadgets.site_qa import parse_odd
 from adacsc.limits import ScanLimits
 
@@ -51,13 +53,12 @@ def allowed(prop: Property) -> str:
     return f"{low or '...'} to {high or '...'}" if low or high else ""
 
 
-def specs() -> list[tuple[str, str, PropertySpec]]:
-    """(module, first docstring line, SPEC) of every registered gadget, in chain order."""
+def specs() -> list[tuple[str, Gadget]]:
+    """(first docstring paragraph of its module, gadget) of every registered gadget, in chain order."""
     result = []
-    for name in GADGET_MODULES:
-        module = importlib.import_module(name)
-        summary = (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        result.append((name, summary, module.SPEC))
+    for gadget in registry.gadgets():
+        module = importlib.import_module(gadget.module)
+        result.append(((module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "), gadget))
     return result
 
 
@@ -98,12 +99,12 @@ def _cell(text: str) -> str:
 def markdown() -> str:
     """The Markdown document: one section and table per gadget."""
     lines = [MARKDOWN_INTRO]
-    for module, summary, spec in specs():
-        lines += [f"## `{spec.gadget}`", "",
-                  f"`<execute name=\"{module}\" target=\"{spec.gadget}\" type=\"python\"/>`: {summary}", "",
+    for summary, gadget in specs():
+        lines += [f"## `{gadget.name}`", "",
+                  f"`<execute name=\"{gadget.module}\" target=\"{gadget.name}\" type=\"python\"/>`: {summary}", "",
                   "| property | type | default | allowed | description |",
                   "| --- | --- | --- | --- | --- |"]
-        for prop in spec.properties:
+        for prop in gadget.properties():
             default = format_value(prop.default)
             lines.append(f"| `{prop.name}` | {type_name(prop)} | {f'`{default}`' if default else '(empty)'} | "
                          f"{_cell(allowed(prop))} | {_cell(prop.doc)} |")
@@ -124,10 +125,10 @@ def markdown() -> str:
 def plain() -> str:
     """A compact text listing for the terminal."""
     lines = []
-    for module, _, spec in specs():
-        lines.append(f"{spec.gadget} ({module})")
-        width = max(len(p.name) for p in spec.properties)
-        for prop in spec.properties:
+    for _, gadget in specs():
+        lines.append(f"{gadget.name} ({gadget.module})")
+        width = max(len(p.name) for p in gadget.properties())
+        for prop in gadget.properties():
             choices = f" [{allowed(prop)}]" if allowed(prop) else ""
             lines.append(f"  {prop.name:<{width}}  {type_name(prop):<6} = {format_value(prop.default)}{choices}"
                          f"  {prop.doc}")

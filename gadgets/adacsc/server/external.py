@@ -5,14 +5,14 @@ With `<execute>`, Gadgetron starts a fresh Python process per node and per scan,
 for importing torch and loading the dictionary and network. Here one process loads them once and
 serves scan after scan: each Gadgetron connection is one scan (CONFIG, HEADER, items, CLOSE), read
 with gadgetron-python's own `Connection` and handed to the gadget function, exactly as
-`python -m gadgetron` would. Connections are served on their own threads, at most `workers` at
+`python -m gadgetron` would, with the scan's context (adacsc.scan_context: the operator limits, by default
+from this process's environment, and abort as its stop test). Connections are served on their own threads, at most `workers` at
 once (the others wait); the accept loop and threads are adacsc.server.listener's, shared with
 `adacsc serve`. A gadget that fails sends ERROR (id 8) before CLOSE, so Gadgetron reports the
 failure instead of taking a truncated scan for a finished one. SIGTERM/SIGINT: stop accepting, let
 running scans finish, exit 0.
 """
 
-import importlib
 import itertools
 import logging
 import socket
@@ -20,13 +20,12 @@ import struct
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from typing import Any
-
 from gadgetron.external.connection import Connection
 
-from adacsc.core import cancel
-from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.gadgets import registry
+from adacsc.gadgets.contract import Gadget
+from adacsc.limits import ScanLimits
+from adacsc.scan_context import ScanContext
 from adacsc.server.listener import ConnectionServer, join_threads, open_listeners
 
 log = logging.getLogger(__name__)
@@ -44,20 +43,6 @@ ERROR_MESSAGE_ID = 8
 CLOSE_MESSAGE_ID = 4
 _ERROR_HEADER = struct.Struct("<HQ")
 _CLOSE = struct.Struct("<H").pack(CLOSE_MESSAGE_ID)
-
-
-def gadget_names() -> dict[str, str]:
-    """Gadget name (the module's last part, which is also its target) -> module."""
-    return {module.rsplit(".", 1)[1]: module for module in GADGET_MODULES}
-
-
-def load_gadget(name: str) -> tuple[Any, Callable[[Any], None]]:
-    """(module, target function) of a registered gadget."""
-    modules = gadget_names()
-    if name not in modules:
-        raise ValueError(f"unknown gadget {name!r} (one of {', '.join(sorted(modules))})")
-    module = importlib.import_module(modules[name])
-    return module, getattr(module, name)
 
 
 class _GuardedSocket:
@@ -117,7 +102,8 @@ class ExternalServer(ConnectionServer):
     `adacsc external` main loop (`start`, `serve_forever`, `stop`)."""
 
     def __init__(self, gadget: str = DEFAULT_GADGET, host: str = "localhost", port: int = DEFAULT_PORT,
-                 workers: int = 2, idle_timeout: float | None = 1800.0, preload: bool = True) -> None:
+                 workers: int = 2, idle_timeout: float | None = 1800.0, preload: bool = True,
+                 limits: ScanLimits | None = None) -> None:
         if workers < 1:
             raise ValueError("--workers must be at least 1")
         super().__init__(workers)
@@ -127,8 +113,10 @@ class ExternalServer(ConnectionServer):
         self.idle_timeout = idle_timeout if idle_timeout and idle_timeout > 0 else None
         self.preload = preload
         self.workers = workers
+        self.limits = limits if limits is not None else ScanLimits.from_environment()
+        """every scan's operator limits (default: this process's environment)"""
         self._abort = threading.Event()
-        self._target: Callable[[Any], None] | None = None
+        self._gadget: Gadget | None = None
         self.served = 0
         self.failed = 0
         self._scan_ids = itertools.count(1)
@@ -137,13 +125,12 @@ class ExternalServer(ConnectionServer):
         """Import the gadget (and torch), bind (connections made meanwhile wait in the backlog),
         load the gadget's models once, then report ready."""
         started = time.perf_counter()
-        module, self._target = load_gadget(self.gadget)
+        self._gadget = registry.gadget(self.gadget)
         self._listeners = open_listeners(self.host, self.port)
         self.port = self._listeners[0].getsockname()[1]
-        hook = getattr(module, "preload", None)
-        if self.preload and callable(hook):
+        if self.preload and self._gadget.preload is not None:
             try:
-                hook()
+                self._gadget.preload()
             except Exception as err:  # the scans' own properties may not need the defaults
                 log.warning("%s.preload() failed (models load on the first scan instead): %s", self.gadget, err)
         log.info("gadget %s ready in %.2f s", self.gadget, time.perf_counter() - started)
@@ -183,7 +170,6 @@ class ExternalServer(ConnectionServer):
                 log.warning("scan %d from %s refused: shutting down", scan, peer)
                 _fail(sock, "adacsc external is shutting down", drain_s=1.0)
                 return
-            cancel.bind(self._abort.is_set)
             self._serve(sock, peer, scan)
         except Exception:  # a bug must end this scan only
             log.exception("scan %d from %s: unexpected failure", scan, peer)
@@ -192,7 +178,7 @@ class ExternalServer(ConnectionServer):
                 self._slots.release()
 
     def _serve(self, sock: socket.socket, peer: str, scan: int) -> None:
-        assert self._target is not None
+        assert self._gadget is not None
         started = time.perf_counter()
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -207,7 +193,7 @@ class ExternalServer(ConnectionServer):
             return
         log.info("scan %d from %s: started", scan, peer)
         try:
-            self._target(connection)
+            self._gadget.execute(connection, ScanContext(self.limits, stop=self._abort.is_set))
         except Exception as err:
             self._count(failed=True)
             text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

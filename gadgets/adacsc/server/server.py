@@ -17,6 +17,7 @@ from pathlib import Path
 
 from adacsc import resources
 from adacsc.chain.config import ChainError, parse_chain
+from adacsc.gadgets import registry
 from adacsc.server import protocol as proto
 from adacsc.server.heap import release_free_memory
 from adacsc.server.listener import ConnectionServer, join_threads
@@ -130,9 +131,7 @@ class Server(ConnectionServer):
     @staticmethod
     def _configured_modules(dirs: tuple[Path, ...]) -> set[str]:
         """Modules named by the chain XMLs in the config folders (operator-provided, trusted)."""
-        from adacsc.gadgets.registry import GADGET_MODULES
-
-        modules = set(GADGET_MODULES)
+        modules = set(registry.MODULES.values())
         for folder in dirs:
             if not folder.is_dir():
                 continue
@@ -146,7 +145,7 @@ class Server(ConnectionServer):
     @staticmethod
     def _preload(modules: list[str]) -> None:
         """Import torch and every gadget module now, once per process, so no scan pays for it.
-        A module that defines `preload()` (e.g. to load its models) gets it called."""
+        A registered gadget with a `preload` (e.g. to load its models) gets it called."""
         started = time.perf_counter()
         try:
             import torch  # noqa: F401  (the CSC core; importing takes seconds)
@@ -155,17 +154,17 @@ class Server(ConnectionServer):
         loaded = []
         for name in modules:
             try:
-                module = importlib.import_module(name)
+                importlib.import_module(name)
             except ImportError as err:
                 log.warning("gadget module %s not imported: %s", name, err)
                 continue
             except Exception as err:
                 log.warning("gadget module %s failed to import: %s", name, err)
                 continue
-            hook = getattr(module, "preload", None)
-            if callable(hook):
+            gadget = registry.by_module(name)
+            if gadget is not None and gadget.preload is not None:
                 try:
-                    hook()
+                    gadget.preload()
                 except Exception as err:
                     log.warning("%s.preload() failed: %s", name, err)
             loaded.append(name)

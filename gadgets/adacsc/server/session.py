@@ -44,6 +44,7 @@ from adacsc.io.header import HeaderError, parse_header
 from adacsc.io.images import split_image_array
 from adacsc.io.scan_qa import is_scan_qa
 from adacsc.limits import LimitError, ScanBudget, ScanLimits, check_encoding
+from adacsc.scan_context import ScanContext
 from adacsc.server import protocol as proto
 from adacsc.server.opening import Opening
 from adacsc.server.outbox import Outbox
@@ -88,6 +89,8 @@ class SessionSettings:
     limits: proto.Limits = proto.Limits()
     max_scan_bytes: int = 16 * GiB
     """the scan's budget: bytes received plus buffers allocated by the gadgets"""
+    scan_limits: ScanLimits = field(default_factory=ScanLimits.from_environment)
+    """the operator's limits on a scan's header and compute (its budget: `max_scan_bytes`)"""
     error_format: str = "text"
     """"text": TEXT "ERROR: ..." (Gadgetron's server); "error": ERROR (id 8, uint64 length)"""
     max_queued_items: int = 4096
@@ -484,9 +487,8 @@ class Session:
         elif mid == proto.HEADER:
             if self._chain is not None or self._header is not None:
                 raise SessionError("a second ISMRMRD header in one stream")
-            limits = replace(ScanLimits.from_environment(), max_scan_bytes=self.settings.max_scan_bytes)
             try:
-                check_encoding(parse_header(message.payload), limits)
+                check_encoding(parse_header(message.payload), self._scan_limits())
             except HeaderError as err:
                 raise SessionError(str(err)) from err
             except LimitError as err:
@@ -541,14 +543,18 @@ class Session:
             raise SessionError("data arrived before the ISMRMRD header (id 3)")
         try:
             chain = self._resolve_chain()
-            self._chain = Chain(chain, self._header, self._on_output, strict=self.settings.strict,
-                                budget=self._budget, on_warning=self._gadget_warning,
+            scan = ScanContext(self._scan_limits(), self._budget, warn=self._gadget_warning)
+            self._chain = Chain(chain, self._header, self._on_output, strict=self.settings.strict, scan=scan,
                                 observer=self.settings.observer).start()
         except (ChainError, HeaderError, ValueError) as err:
             raise SessionError(f"cannot run the config: {err}") from err
         self._chain_name = chain.name
         self.report.config = chain.name
         self.log.info("running chain %s (%d nodes)", chain.name, len(chain.nodes))
+
+    def _scan_limits(self) -> ScanLimits:
+        """The operator's limits for this scan, with the session's budget."""
+        return replace(self.settings.scan_limits, max_scan_bytes=self.settings.max_scan_bytes)
 
     def _push(self, message: proto.Message) -> None:
         if self._chain is None:
