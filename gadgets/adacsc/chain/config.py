@@ -62,7 +62,8 @@ class ChainConfig:
         nodes = [replace(n, configuration=copy.deepcopy(n.configuration)) for n in self.nodes]
         for key, value in overrides.items():
             target, _, name = key.rpartition(".")
-            matched = [n for n in nodes if (not target or n.target == target) and name in {p.name for p in gadget_for(n).properties()}]
+            matched = [n for n in nodes if (not target or n.target == target)
+                       and name in {prop.name for prop in gadget_for(n).properties()}]
             if not matched:
                 raise ChainError(f"no node of chain {self.name!r} accepts property {key!r}")
             if not target and len(matched) > 1:

@@ -197,7 +197,8 @@ class Chain:
         self._header = header
         self._cancel_reason: str | None = None
         self._cancel_event = threading.Event()
-        self.scan = (scan if scan is not None else ScanContext.from_environment()).or_stop_when(self._cancel_event.is_set)
+        given = scan if scan is not None else ScanContext.from_environment()
+        self.scan = given.or_stop_when(self._cancel_event.is_set)
         """the scan's context as the gadgets get it: the caller's, stopped by `cancel` too"""
         self._bulk = [0 for _ in chain.nodes]
         self._ended = [False for _ in chain.nodes]

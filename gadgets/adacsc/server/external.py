@@ -4,13 +4,13 @@
 With `<execute>`, Gadgetron starts a fresh Python process per node and per scan, so every scan pays
 for importing torch and loading the dictionary and network. Here one process loads them once and
 serves scan after scan: each Gadgetron connection is one scan (CONFIG, HEADER, items, CLOSE), read
-with gadgetron-python's own `Connection` and handed to the gadget function, exactly as
-`python -m gadgetron` would, with the scan's context (adacsc.scan_context: the operator limits, by default
-from this process's environment, and abort as its stop test). Connections are served on their own threads, at most `workers` at
-once (the others wait); the accept loop and threads are adacsc.server.listener's, shared with
-`adacsc serve`. A gadget that fails sends ERROR (id 8) before CLOSE, so Gadgetron reports the
-failure instead of taking a truncated scan for a finished one. SIGTERM/SIGINT: stop accepting, let
-running scans finish, exit 0.
+with gadgetron-python's own `Connection` and handed to the registered gadget (adacsc.gadgets.registry)
+as `python -m gadgetron` would, with the scan's context (adacsc.scan_context: the operator limits,
+by default from this process's environment, and abort as its stop test). Connections are served on
+their own threads, at most `workers` at once (the others wait); the accept loop and threads are
+adacsc.server.listener's, shared with `adacsc serve`. A gadget that fails sends ERROR (id 8) before
+CLOSE, so Gadgetron reports the failure instead of taking a truncated scan for a finished one.
+SIGTERM/SIGINT: stop accepting, let running scans finish, exit 0.
 """
 
 import itertools
