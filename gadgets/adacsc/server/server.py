@@ -116,7 +116,8 @@ class Server(ConnectionServer):
         if self.settings.warm_up:
             from adacsc.server.warmup import warm_up
 
-            warm_up(dirs)
+            warm_up(dirs, limits=replace(self.session_settings.scan_limits,
+                                         max_scan_bytes=self.session_settings.max_scan_bytes))
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
