@@ -13,7 +13,8 @@ from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.io.dataset import InputScan
 from adacsc.limits import GiB, ScanBudget, ScanLimits
 from adacsc.scan_context import ScanContext
-from support.server import FRONTEND, make_scan
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND
 
 LIMIT_VARIABLES = ("ADACSC_MAX_MATRIX", "ADACSC_MAX_CHANNELS", "ADACSC_MAX_ITERATIONS", "ADACSC_MAX_SCAN_GB")
 
@@ -36,19 +37,19 @@ def _run(scan: Path, chain_name: str, context: ScanContext | None, **overrides: 
 
 
 def test_the_matrix_limit_of_the_context_is_what_the_buffer_enforces(tmp_path, no_limits_in_the_environment):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     with pytest.raises(NodeFailure, match=r"readout_buffer.*matrixSize.x = 32 exceeds the operator limit of 16"):
         _run(scan, FRONTEND, ScanContext(ScanLimits(max_matrix=16)))
 
 
 def test_the_iteration_limit_of_the_context_is_what_the_csc_gadget_enforces(tmp_path, no_limits_in_the_environment):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     with pytest.raises(NodeFailure, match=r"csc: property iterations='50': exceeds the operator limit of 10"):
         _run(scan, "adacsc_lowfield", ScanContext(ScanLimits(max_iterations=10)), iterations="50")
 
 
 def test_gadgets_ignore_limits_in_the_environment_when_their_host_gives_a_context(tmp_path, monkeypatch):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     monkeypatch.setenv("ADACSC_MAX_MATRIX", "16")
     monkeypatch.setenv("ADACSC_MAX_SCAN_GB", "0.000001")
     outputs = _run(scan, FRONTEND, ScanContext())
@@ -56,7 +57,7 @@ def test_gadgets_ignore_limits_in_the_environment_when_their_host_gives_a_contex
 
 
 def test_the_budget_of_the_context_is_what_the_gadgets_charge(tmp_path, no_limits_in_the_environment):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     budget = ScanBudget(1 * GiB)
     _run(scan, FRONTEND, ScanContext(budget=budget))
     one_buffer = 8 * 32 * 16 * 2  # complex64 readouts x lines x coils
@@ -67,7 +68,7 @@ def test_the_budget_of_the_context_is_what_the_gadgets_charge(tmp_path, no_limit
 
 def test_without_a_context_the_chain_takes_the_limits_of_the_environment(tmp_path, monkeypatch):
     """Offline replay: the chain runner is the host and reads the operator's variables."""
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     monkeypatch.setenv("ADACSC_MAX_MATRIX", "16")
     with pytest.raises(NodeFailure, match="exceeds the operator limit of 16"):
         _run(scan, FRONTEND, None)
@@ -89,7 +90,7 @@ def test_each_context_has_its_own_budget_of_the_limits_size():
 
 
 def test_a_chain_stops_its_scan_when_cancelled_or_when_its_host_says_so(tmp_path):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     with InputScan(scan) as data:
         header = data.header_bytes()
     host_says_stop = threading.Event()
@@ -132,7 +133,7 @@ def test_warnings_logged_on_the_scans_thread_reach_its_reader_and_no_one_elses()
 
 
 def test_a_chain_relays_its_gadgets_warnings_to_the_context(tmp_path, no_limits_in_the_environment):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     heard: list[str] = []
     outputs: list[object] = []
     with InputScan(scan) as data:

@@ -10,7 +10,8 @@ from adacsc.cli import build_parser
 from adacsc.client import send_scan
 from adacsc.commands import serve
 from adacsc.limits import GiB, ScanLimits
-from support.server import chain_text, make_scan, threaded_server
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import chain_text, threaded_server
 
 LIMIT_VARIABLES = ("ADACSC_MAX_MATRIX", "ADACSC_MAX_CHANNELS", "ADACSC_MAX_ITERATIONS", "ADACSC_MAX_SCAN_GB")
 CSC_CHAIN = chain_text(("adacsc.gadgets.noise_adjust", "noise_adjust"),
@@ -37,7 +38,7 @@ def test_the_limit_options_are_the_sessions_scan_limits(no_limits_in_the_environ
 
 def test_a_servers_iteration_limit_reaches_the_csc_gadget_without_the_environment(tmp_path: Path,
                                                                                   no_limits_in_the_environment):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=4)
     with threaded_server(workers=1, scan_limits=ScanLimits(max_iterations=5)) as running:
         refused = send_scan(scan, tmp_path / "refused.h5", port=running.port, config_text=CSC_CHAIN,
                             overrides={"iterations": "6"}, timeout=60)

@@ -2,7 +2,7 @@
 
 `MapNetwork` is NET_Theta V3, the dictionary-agnostic network. For every filter d_k it forms the
 filter response r_k = d_k (circular correlation) x0, with the filter centre at the origin, which is
-also channel k of D^T x0. Its real and imaginary parts are the two input channels of one shared
+also channel k of D^T x0, which the network asks the synthesis operator for (`Synthesis.adjoint`). Its real and imaginary parts are the two input channels of one shared
 U-Net; the filter index is folded into the batch, so
 
     Lambda[b, k] = lambda_max * sigmoid(UNet([Re r_k, Im r_k] / scale_b))
@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adacsc.core.convolution import Synthesis
 from adacsc.core.network.bounded import BoundedMapMixin
 from adacsc.core.network.config import NetworkConfig
 from adacsc.core.network.features import check_image, image_scale, pooled_filter_responses
@@ -40,8 +41,8 @@ from adacsc.core.scaling import noise_levels
 class MapNetwork(BoundedMapMixin, nn.Module):
     """NET_Theta V3: one shared 2-in/1-out U-Net applied to every filter response.
 
-    forward(x0 [B, H, W] complex64, filters [K, h, w] float32, noise [B] (noise-aware networks
-    only)) -> Lambda [B, K, H, W] float32 in (0, lambda_max) (times the input scale for
+    forward(x0 [B, H, W] complex64, filters: the synthesis operator D of the K filters (its adjoint
+    gives the responses), noise [B] (noise-aware networks only)) -> Lambda [B, K, H, W] float32 in (0, lambda_max) (times the input scale for
     output_scaling="relative", times noise for noise-aware networks). Any K, any odd filter size.
     """
 
@@ -59,12 +60,7 @@ class MapNetwork(BoundedMapMixin, nn.Module):
     def lambda_max(self) -> float:
         return self.config.lambda_max
 
-    @property
-    def uses_noise(self) -> bool:
-        """Whether forward needs the noise level (the reconstructor passes it when True)."""
-        return self.config.noise_aware
-
-    def forward(self, x0: torch.Tensor, filters: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, filters: Synthesis, noise: torch.Tensor | None = None) -> torch.Tensor:
         x0 = check_image(x0)
         batch, height, width = x0.shape
         self._check_size(height, width)
