@@ -11,9 +11,9 @@ import torch
 from adacsc import resources
 from adacsc.core.cancel import Cancelled, bind
 from adacsc.core.convolution import Synthesis
-from adacsc.core.filter_bank import FilterBank
 from adacsc.core.device import resolve_device
 from adacsc.core.dictionary import random_dictionary
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.fista import fista
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.spectral import SpectralCodeOperator
@@ -112,7 +112,7 @@ def test_a_header_over_the_limits_fails_the_buffer_gadget_before_allocating(tmp_
 
 def test_fista_stops_between_iterations_when_asked():
     filters = random_dictionary(2, 3).filters
-    op = SpectralCodeOperator(Synthesis(FilterBank(filters)), SampledFourier((8, 8), (8, 8), None), "cpu")
+    op = SpectralCodeOperator(Synthesis(FilterBank(torch.tensor(filters))), SampledFourier((8, 8), (8, 8), None), "cpu")
     y = torch.randn(1, 8, 8, dtype=torch.complex64)
     calls = []
 
