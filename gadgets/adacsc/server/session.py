@@ -62,7 +62,8 @@ class Session:
         self.log = _Prefixed(log, {"prefix": f"session {session_id} ({peer})"})
         self._budget = ScanBudget(settings.max_scan_bytes)
         self._io = SessionIO(sock, opening, settings, self.report, self.log, self._budget.release)
-        self._request = RequestBuilder(settings.operator_limits(), lambda name: config_name_warning(name, settings.config_dirs),
+        self._limits = settings.operator_limits()
+        self._request = RequestBuilder(self._limits, lambda name: config_name_warning(name, settings.config_dirs),
                                        self._io.answered, self.log)
         self._chain: Chain | None = None
         self._cancelled: str | None = None
@@ -160,7 +161,7 @@ class Session:
             chain, warnings = resolve_chain(request, self.settings.config_dirs, self.settings.trusts)
             for warning in warnings:
                 self._io.send_warning(warning)
-            scan = ScanContext(self.settings.operator_limits(), self._budget, warn=self._io.gadget_warning)
+            scan = ScanContext(self._limits, self._budget, warn=self._io.gadget_warning)
             self._chain = Chain(chain, request.header, self._on_output, strict=self.settings.strict, scan=scan,
                                 observer=self.settings.observer).start()
         except (ChainError, HeaderError, ValueError) as err:
