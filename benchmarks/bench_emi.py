@@ -37,7 +37,7 @@ from adacsc.chain.config import load_chain
 from adacsc.io import header_builder as hb
 from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
-from adacsc.gadgets.site_qa import PROPERTIES
+from adacsc.gadgets.site_qa import SiteQASettings
 from adacsc.mr.emi import EMIRemover, kernel_taps
 from adacsc.mr.noise_report import MIN_LEVEL_DB, noise_report
 from adacsc.replay import replay
@@ -46,12 +46,12 @@ from adacsc.simulation.ground_truth import ideal_combined_magnitude, read_ground
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
 
 log = logging.getLogger("bench_emi")
-DEFAULTS = {p.name: p.default for p in PROPERTIES}
+DEFAULTS = SiteQASettings()
 
 
 def remover(sensing: list[int], channels: int) -> EMIRemover:
     """The removal as noise_adjust runs it by default."""
-    return EMIRemover(sensing, channels, DEFAULTS["emi_block"], DEFAULTS["emi_kernel_us"])
+    return EMIRemover(sensing, channels, DEFAULTS.emi_block, DEFAULTS.emi_kernel_us)
 
 
 def clean(acqs: list, sensing: list[int]) -> list:
@@ -150,7 +150,7 @@ def removal_time(scan: Path, noise: bool, repeats: int = 3) -> tuple[float, floa
     truth = read_emi_truth(scan)
     _, acqs = readouts(scan, noise)
     wall, cpu = best_times(lambda: clean(acqs, list(truth.attrs["sensing_channels"])), repeats)
-    taps = kernel_taps(DEFAULTS["emi_kernel_us"], float(acqs[0].sample_time_us))
+    taps = kernel_taps(DEFAULTS.emi_kernel_us, float(acqs[0].sample_time_us))
     return wall / len(acqs), cpu / len(acqs), taps
 
 

@@ -32,7 +32,7 @@ import torch
 
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.trust import ATYPICALITY_LIMIT, CALIBRATION, TYPICAL, code_figures, measure
-from adacsc.gadgets.csc import DEFAULT_TRUST_LIMIT, SPEC, ReconSettings, build_recon, distrust_reasons
+from adacsc.gadgets.csc import DEFAULT_TRUST_LIMIT, ReconSettings, Settings, build_recon, distrust_reasons
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
 
@@ -169,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    recon = build_recon(ReconSettings.from_properties(SPEC.parse({})))
+    recon = build_recon(ReconSettings.of(Settings()))
     if args.calibrate:
         calibrate(recon, args.images)
         return

@@ -14,11 +14,10 @@ from adacsc.chain.config import load_chain, parse_chain
 from adacsc.chain.runner import Chain
 from adacsc.core.trust import ATYPICALITY_LIMIT
 from adacsc.gadgets.csc import (
-    DEFAULT_TRUST_LIMIT, SPEC as CSC_SPEC, ReconSettings, atypicality_calibrated, build_recon, distrust_reasons,
-    trusted,
+    DEFAULT_TRUST_LIMIT, ReconSettings, Settings as CSCSettings, atypicality_calibrated, build_recon,
+    distrust_reasons, trusted,
 )
-from adacsc.gadgets.noise_adjust import SPEC as NOISE_SPEC
-from adacsc.gadgets.site_qa import SiteQA
+from adacsc.gadgets.site_qa import SiteQA, SiteQASettings
 from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.io.images import OutputWriter
@@ -85,7 +84,7 @@ def test_noise_readouts_lose_90_percent_of_the_emi_with_the_default_kernel(tmp_p
         acquisitions = list(scan.acquisitions())
     noise = [a for a in acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
     imaging = next(a for a in acquisitions if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT))
-    site = SiteQA(header, {**NOISE_SPEC.parse({}), "noise_report": False}, NoiseStore(tmp_path))
+    site = SiteQA(header, SiteQASettings(noise_report=False), NoiseStore(tmp_path))
     cleaned = [out for acq in noise for out in site.noise(acq)]
     site.imaging(imaging, cleaned.append)  # the first imaging readout flushes the noise still held
     assert len(cleaned) == len(noise) == 64
@@ -152,7 +151,7 @@ def test_wrong_noise_level_is_not_trusted(sim_scan: Path, tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def default_recon():
-    return build_recon(ReconSettings.from_properties(CSC_SPEC.parse({})))
+    return build_recon(ReconSettings.of(CSCSettings()))
 
 
 def _reconstruct(recon, split: str, index: int, level: float):
@@ -176,13 +175,13 @@ def test_other_anatomy_is_flagged_by_the_code_atypicality(default_recon) -> None
 
 
 def test_atypicality_joins_the_flag_only_for_the_chain_it_was_calibrated_for() -> None:
-    def settings(**raw: str) -> ReconSettings:
-        return ReconSettings.from_properties(CSC_SPEC.parse(raw))
+    def settings(**values: object) -> ReconSettings:
+        return ReconSettings.of(CSCSettings(**values))
 
     assert atypicality_calibrated(settings()) and atypicality_calibrated(settings(device="cpu"))
-    assert not atypicality_calibrated(settings(iterations="16"))
+    assert not atypicality_calibrated(settings(iterations=16))
     assert not atypicality_calibrated(settings(mode="scalar"))
-    assert not atypicality_calibrated(settings(super_resolution="3"))
+    assert not atypicality_calibrated(settings(super_resolution=3))
 
 
 def test_writer_and_qa_waveform_round_trip(tmp_path: Path) -> None:
