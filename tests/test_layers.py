@@ -23,13 +23,14 @@ MAY_IMPORT = {
     "training": {"core", "io", "metrics", "resources", "simulation"},
     "evaluation": {"core", "io", "metrics", "resources", "training"},
     "gadgets": {"core", "io", "mr", "resources", "settings", "limits"},
-    "chain": {"core", "gadgets", "io", "limits", "resources"},
+    "chain": {"core", "gadgets", "io", "limits", "resources", "threads"},
     "replay": {"chain", "io"},
     "batch": {"chain", "io", "replay"},
-    "server": {"chain", "core", "gadgets", "io", "limits", "resources"},
+    "server": {"chain", "core", "gadgets", "io", "limits", "resources", "threads"},
     "client": {"io", "server"},
     "packaging": {"chain", "gadgets", "resources", "server"},
     "runtime": set(),
+    "threads": set(),
 }
 """adacsc parts each part may import (besides itself); commands and cli may import anything"""
 NO_STREAMING = {"core", "mr", "metrics", "training", "evaluation", "simulation"}

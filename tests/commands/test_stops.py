@@ -7,11 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
 
+from adacsc import cli
+from adacsc.commands import recon
+from adacsc.core import cancel
 from adacsc.io.output_file import clear_stale_partials, partial_path
+from adacsc.replay import ReplayResult
 from support.server import FRONTEND, make_scan, threaded_server
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")]
@@ -155,3 +160,49 @@ def test_single_recon_and_send_stop_on_sigterm_without_temporaries(scans, tmp_pa
     assert process.returncode == 128 + signal.SIGTERM and elapsed < STOP_WITHIN_S
     assert not _partials(tmp_path) and not (tmp_path / "s.h5").exists()
     _one_line(log, "SIGTERM")
+
+
+def _stop_lost_in_a_finalizer(signum: int) -> None:
+    """Send `signum` to this process while its main thread runs a weakref finalizer, where the
+    exception the handler raises can only be printed and dropped by Python (seen under load:
+    `adacsc recon` ended with status 0 after SIGTERM, its output published)."""
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    weakref.finalize(owner, os.kill, os.getpid(), signum)
+    del owner
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_whose_exception_is_lost_still_stops_recon_and_publishes_nothing(scans, tmp_path, monkeypatch, capfd,
+                                                                                caplog, signum):
+    def replay(source, temporary, chain, group=None, progress=False):
+        Path(temporary).write_bytes(b"finished images")
+        _stop_lost_in_a_finalizer(signum)
+        return ReplayResult(acquisitions=1, images={"image_1": 1}, seconds=0.0, slices=1)
+
+    monkeypatch.setattr(recon, "replay", replay)
+    out = tmp_path / "r.h5"
+    code = cli.main(["recon", str(scans[0]), "-o", str(out), "--no-progress"])
+    assert code == 128 + signum
+    assert not out.exists() and not _partials(tmp_path)
+    assert f"stopped by {signal.Signals(signum).name}; unfinished outputs were removed" in caplog.text
+    printed = "".join(capfd.readouterr())
+    assert "Traceback" not in printed + caplog.text and "Exception ignored" not in printed
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handlers are put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_command_after_a_stopped_one_runs_normally(scans, tmp_path, monkeypatch):
+    """The recorded stop belongs to the command it stopped (tests run commands in one process)."""
+    def replay(source, temporary, chain, group=None, progress=False):
+        Path(temporary).write_bytes(b"finished images")
+        return ReplayResult(acquisitions=1, images={"image_1": 1}, seconds=0.0, slices=1)
+
+    monkeypatch.setattr(recon, "replay", replay)
+    with pytest.raises(KeyboardInterrupt):
+        cancel.stop_by_signal(signal.SIGINT)
+    assert cli.main(["recon", str(scans[0]), "-o", str(tmp_path / "r.h5"), "--no-progress"]) == 0
+    assert (tmp_path / "r.h5").read_bytes() == b"finished images"

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adacsc import threads
+
 log = logging.getLogger(__name__)
 
 ACCEPT_POLL_S = 0.2
@@ -59,12 +61,12 @@ def open_listeners(host: str, port: int, backlog: int = 16) -> list[socket.socke
     return listeners
 
 
-def join_threads(threads: list[threading.Thread], timeout: float | None) -> int:
-    """Join `threads` within `timeout` seconds in all (None: wait for each); how many are alive."""
+def join_threads(tasks: list[threads.Task], timeout: float | None) -> int:
+    """Join `tasks` within `timeout` seconds in all (None: wait for each); how many are alive."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    for thread in threads:
-        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return sum(thread.is_alive() for thread in threads)
+    for task in tasks:
+        task.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return sum(task.is_alive() for task in tasks)
 
 
 class ConnectionServer:
@@ -74,7 +76,7 @@ class ConnectionServer:
         self._stop = threading.Event()
         self._listeners: list[socket.socket] = []
         self._slots = threading.BoundedSemaphore(max(1, workers))
-        self._threads: set[threading.Thread] = set()
+        self._threads: set[threads.Task] = set()
         self._lock = threading.Lock()
 
     def start(self) -> "ConnectionServer":
@@ -126,25 +128,25 @@ class ConnectionServer:
         """Whether stop() was called."""
         return self._stop.is_set()
 
-    def running_threads(self) -> list[threading.Thread]:
+    def running_threads(self) -> list[threads.Task]:
         """The threads serving (or waiting to serve) a connection."""
         with self._lock:
             return list(self._threads)
 
     def _spawn(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
-        """Run `target(*args)` on its own daemon thread, counted in running_threads() until it ends."""
+        """Run `target(*args)` on a thread of its own (a pooled one: adacsc.threads), counted in
+        running_threads() until it ends."""
 
         def run() -> None:
             try:
                 target(*args)
             finally:
                 with self._lock:
-                    self._threads.discard(threading.current_thread())
+                    self._threads.discard(task)
 
-        thread = threading.Thread(target=run, name=name, daemon=True)
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
+        with self._lock:  # `run` cannot discard the task before it is added
+            task = threads.start(run, name=name)
+            self._threads.add(task)
 
     def _wait_for_slot(self, timeout_s: float | None = None) -> bool:
         """Take a worker slot, waiting at most `timeout_s` (None: until stop()); False without one."""

@@ -10,12 +10,11 @@ import importlib
 import itertools
 import logging
 import socket
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from adacsc import resources
+from adacsc import resources, threads
 from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
 from adacsc.server.heap import release_free_memory
@@ -26,7 +25,7 @@ from adacsc.server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-REPORTS_KEPT = 1000
+REPORTS_KEPT = 100
 """session reports kept for inspection (the oldest go first); counts cover every session"""
 CANCEL_WAIT_S = 0.5
 """after the grace period, how long cancelled scans get to send their error report and CLOSE"""
@@ -187,8 +186,8 @@ class Server(ConnectionServer):
         if crowded:
             log.warning("refusing %s: %d connections are still sending their header", peer, self.settings.max_opening)
             self.telemetry.refused("crowded")
-            threading.Thread(target=_refuse, args=(sock, "server busy: too many connections at once, try later",
-                                                   self.session_settings.error_format), daemon=True).start()
+            threads.start(_refuse, sock, "server busy: too many connections at once, try later",
+                          self.session_settings.error_format, name=f"adacsc-refuse-{peer}")
             return
         self._spawn(self._open, (sock, peer), f"adacsc-conn-{peer}")
 

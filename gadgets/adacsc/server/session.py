@@ -34,7 +34,7 @@ from typing import Any
 import ismrmrd
 from gadgetron.types import ImageArray
 
-from adacsc import resources
+from adacsc import resources, threads
 from adacsc.chain.config import ChainConfig, ChainError
 from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.chain.timing import ChainObserver
@@ -161,8 +161,7 @@ class Session:
         self._wsock = sock.dup()  # the sending side, with its own (shorter) timeout
         self._budget = ScanBudget(settings.max_scan_bytes)
         self._outbox = Outbox(settings.outbox_bytes, self._budget.release)
-        self._writer = threading.Thread(target=self._write_loop, name=f"adacsc-send-{session_id}", daemon=True)
-        self._watchdog = threading.Thread(target=self._watch, name=f"adacsc-watch-{session_id}", daemon=True)
+        self._writer: threads.Task | None = None
         self._done = threading.Event()
         self._input_ended = False
         self._last_sent = time.monotonic()
@@ -373,8 +372,9 @@ class Session:
     def run(self) -> SessionReport:
         """Serve the connection to its end."""
         self._configure_socket()
-        self._writer.start()
-        self._watchdog.start()
+        session_id = self.report.session_id
+        self._writer = threads.start(self._write_loop, name=f"adacsc-send-{session_id}")
+        threads.start(self._watch, name=f"adacsc-watch-{session_id}")
         fatal = False
         try:
             fatal = self._read_loop()
