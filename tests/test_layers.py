@@ -23,14 +23,13 @@ MAY_IMPORT = {
     "training": {"core", "io", "metrics", "resources", "simulation"},
     "evaluation": {"core", "io", "metrics", "resources", "training"},
     "gadgets": {"core", "io", "mr", "resources", "settings", "limits"},
-    "chain": {"core", "gadgets", "io", "limits", "resources", "threads"},
+    "chain": {"core", "gadgets", "io", "limits", "resources"},
     "replay": {"chain", "io"},
     "batch": {"chain", "io", "replay"},
-    "server": {"chain", "core", "gadgets", "io", "limits", "resources", "threads"},
+    "server": {"chain", "core", "gadgets", "io", "limits", "resources"},
     "client": {"io", "server"},
     "packaging": {"chain", "gadgets", "resources", "server"},
     "runtime": set(),
-    "threads": set(),
 }
 """adacsc parts each part may import (besides itself); commands and cli may import anything"""
 NO_STREAMING = {"core", "mr", "metrics", "training", "evaluation", "simulation"}

@@ -39,7 +39,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, set up logging, run; expected errors become one clear log line."""
+    """Entry point: parse, set up logging, run; expected errors become one clear log line.
+
+    SIGTERM and Ctrl-C stop a command with one line and status 128 + the signal, leaving no
+    temporary file, even when the signal's exception was lost on the way (adacsc.core.cancel).
+    A signal that arrives once the command's output is complete and published still gives that
+    status (the output is kept: it is complete); one that arrives after the handlers were put
+    back, as the process exits, ends it by the signal's default action (SIGTERM: killed by the
+    signal, which a shell also shows as 143)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
@@ -93,8 +100,8 @@ def _quiet_lost_stop(unraisable: "sys.UnraisableHookArgs") -> None:
 
 def _stop_on_signals() -> object:
     """SIGTERM and SIGINT record the stop and raise Terminated or KeyboardInterrupt (see
-    adacsc.core.cancel): the previous handlers, to restore (_NOT_SET off the main thread, where no
-    handler can be set)."""
+    adacsc.core.cancel; a server replaces them with its own, adacsc.server.signals): the previous
+    handlers, to restore (_NOT_SET off the main thread, where no handler can be set)."""
     if threading.current_thread() is not threading.main_thread():
         return _NOT_SET
     cancel.clear_stop_signal()

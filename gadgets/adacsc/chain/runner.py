@@ -24,7 +24,6 @@ import ismrmrd
 from gadgetron.external import constants
 from gadgetron.types import ImageArray, ReconData
 
-from adacsc import threads
 from adacsc.chain import wire
 from adacsc.chain.config import ChainConfig, ChainError, Node
 from adacsc.chain.timing import ChainObserver, SliceClock
@@ -194,7 +193,7 @@ class Chain:
         self._on_output = on_output
         self._parsed_header = parse_header(header)
         self._queues = [queue.Queue() for _ in chain.nodes]
-        self._threads: list[threads.Task] = []
+        self._threads: list[threading.Thread] = []
         self._errors: list[tuple[Node, BaseException]] = []
         self._targets = [load_target(node) for node in chain.nodes]
         self._configs = [_node_configuration(node) for node in chain.nodes]
@@ -279,13 +278,14 @@ class Chain:
                 log.warning("node %s stopped with %d unread items", node.target, leftover)
             if index + 1 < len(self._queues):
                 self._queues[index + 1].put(_CLOSE)
-            _node.chain = None  # the pooled thread runs other chains' nodes next
             log.debug("node %s finished after %.3f s", node.target, time.perf_counter() - started)
 
     def start(self) -> "Chain":
-        """Start each node on a thread of its own (a pooled one: adacsc.threads)."""
+        """Start one thread per node."""
         for index, node in enumerate(self.chain.nodes):
-            self._threads.append(threads.start(self._run, index, name=f"adacsc-{node.target}"))
+            thread = threading.Thread(target=self._run, args=(index,), name=f"adacsc-{node.target}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def push(self, item: object) -> None:

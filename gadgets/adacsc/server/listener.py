@@ -5,6 +5,10 @@ once, and a graceful stop (stop accepting, then let the subclass wind down its c
 A subclass binds its sockets in `start()`, serves a connection in `_accepted()` (usually by
 `_spawn`ing a thread that waits for a worker slot) and waits for or cancels the running ones in
 `_after_stop()`. Stop and abort are driven by adacsc.server.signals.
+
+What a server is doing can be waited on: `wait_until(predicate)` tests the predicate whenever a
+connection or scan starts or ends (in-process callers, the tests); a supervisor process hears
+of the same through adacsc.server.notify.
 """
 
 import logging
@@ -15,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from adacsc import threads
+from adacsc.server.notify import notify
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +65,12 @@ def open_listeners(host: str, port: int, backlog: int = 16) -> list[socket.socke
     return listeners
 
 
-def join_threads(tasks: list[threads.Task], timeout: float | None) -> int:
-    """Join `tasks` within `timeout` seconds in all (None: wait for each); how many are alive."""
+def join_threads(threads: list[threading.Thread], timeout: float | None) -> int:
+    """Join `threads` within `timeout` seconds in all (None: wait for each); how many are alive."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    for task in tasks:
-        task.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return sum(task.is_alive() for task in tasks)
+    for thread in threads:
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return sum(thread.is_alive() for thread in threads)
 
 
 class ConnectionServer:
@@ -76,8 +80,10 @@ class ConnectionServer:
         self._stop = threading.Event()
         self._listeners: list[socket.socket] = []
         self._slots = threading.BoundedSemaphore(max(1, workers))
-        self._threads: set[threads.Task] = set()
+        self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._stopped_at: float | None = None
 
     def start(self) -> "ConnectionServer":
         """Bind the listening sockets (and warm up); a subclass's job."""
@@ -117,36 +123,57 @@ class ConnectionServer:
             selector.close()
             for listener in self._listeners:
                 listener.close()
+            notify("STOPPING=1")
             self._after_stop()
 
     def stop(self) -> None:
         """Stop accepting; what happens to running connections is the subclass's `_after_stop`."""
+        if self._stopped_at is None:  # no lock: a signal handler calls this
+            self._stopped_at = time.monotonic()
         self._stop.set()
+
+    def since_stop(self) -> float:
+        """Seconds since the first stop() (0 before it): a grace period counts from there, not
+        from the moment the accept loop notices."""
+        return 0.0 if self._stopped_at is None else time.monotonic() - self._stopped_at
 
     @property
     def stopping(self) -> bool:
         """Whether stop() was called."""
         return self._stop.is_set()
 
-    def running_threads(self) -> list[threads.Task]:
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait until `predicate()` holds, tested now and whenever a connection or a scan starts
+        or ends (at most `timeout` seconds; None: no limit); whether it holds."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def _changed_now(self) -> None:
+        """Something `wait_until` predicates may look at has changed: test them again."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def running_threads(self) -> list[threading.Thread]:
         """The threads serving (or waiting to serve) a connection."""
         with self._lock:
             return list(self._threads)
 
     def _spawn(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
-        """Run `target(*args)` on a thread of its own (a pooled one: adacsc.threads), counted in
-        running_threads() until it ends."""
+        """Run `target(*args)` on its own daemon thread, counted in running_threads() until it ends."""
 
         def run() -> None:
             try:
                 target(*args)
             finally:
                 with self._lock:
-                    self._threads.discard(task)
+                    self._threads.discard(threading.current_thread())
+                self._changed_now()
 
-        with self._lock:  # `run` cannot discard the task before it is added
-            task = threads.start(run, name=name)
-            self._threads.add(task)
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+        self._changed_now()
 
     def _wait_for_slot(self, timeout_s: float | None = None) -> bool:
         """Take a worker slot, waiting at most `timeout_s` (None: until stop()); False without one."""
