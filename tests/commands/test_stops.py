@@ -163,6 +163,14 @@ def test_single_recon_and_send_stop_on_sigterm_without_temporaries(scans, tmp_pa
     _one_line(log, "SIGTERM")
 
 
+@pytest.fixture
+def in_process():
+    """A command run in this process: the stop it records (for the rest of a real process, so
+    that threads still running as it exits stop too) is forgotten afterwards."""
+    yield
+    cancel.clear_stop_signal()
+
+
 def _stop_lost_in_a_finalizer(signum: int) -> None:
     """Send `signum` to this process while its main thread runs a weakref finalizer, where the
     exception the handler raises can only be printed and dropped by Python (seen under load:
@@ -178,7 +186,7 @@ def _stop_lost_in_a_finalizer(signum: int) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_whose_exception_is_lost_still_stops_recon_and_publishes_nothing(scans, tmp_path, monkeypatch, capfd,
-                                                                                caplog, signum):
+                                                                                caplog, in_process, signum):
     def replay(source, temporary, chain, group=None, progress=False):
         Path(temporary).write_bytes(b"finished images")
         _stop_lost_in_a_finalizer(signum)
@@ -196,7 +204,7 @@ def test_a_stop_whose_exception_is_lost_still_stops_recon_and_publishes_nothing(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_command_after_a_stopped_one_runs_normally(scans, tmp_path, monkeypatch):
+def test_a_command_after_a_stopped_one_runs_normally(scans, tmp_path, monkeypatch, in_process):
     """The recorded stop belongs to the command it stopped (tests run commands in one process)."""
     def replay(source, temporary, chain, group=None, progress=False):
         Path(temporary).write_bytes(b"finished images")

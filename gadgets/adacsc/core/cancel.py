@@ -13,7 +13,9 @@ A command stopped by SIGTERM or Ctrl-C (`stop_by_signal`, the command line's han
 as well: an exception raised while the main thread happened to be in a finalizer (a weakref
 callback, `__del__`) is printed and dropped by Python, so the command would end as if nothing
 happened. With the stop recorded, every loop stops at its next iteration, a finished output is not
-published (`raise_if_stopped`, adacsc.io.output_file) and the command ends as stopped.
+published (`raise_if_stopped`, adacsc.io.output_file) and the command ends as stopped. The record
+stays for the rest of the process, so that the threads still running as it exits stop too; the
+command line clears it when a command starts.
 """
 
 from __future__ import annotations
