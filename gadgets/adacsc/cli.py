@@ -11,6 +11,7 @@ import sys
 import threading
 
 from adacsc.core import cancel
+from adacsc.runtime import configure_process
 
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "dictionaries",
             "learn_dictionary", "train", "evaluate", "noise_report")
@@ -39,7 +40,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, set up logging, run; expected errors become one clear log line.
+    """Entry point: the process settings (adacsc.runtime, before any command loads torch), parse,
+    set up logging, run; expected errors become one clear log line.
 
     SIGTERM and Ctrl-C stop a command with one line and status 128 + the signal, leaving no
     temporary file, even when the signal's exception was lost on the way (adacsc.core.cancel).
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     status (the output is kept: it is complete); one that arrives after the handlers were put
     back, as the process exits, ends it by the signal's default action (SIGTERM: killed by the
     signal, which a shell also shows as 143)."""
+    configure_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
