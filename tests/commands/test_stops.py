@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -215,3 +216,26 @@ def test_a_command_after_a_stopped_one_runs_normally(scans, tmp_path, monkeypatc
         cancel.stop_by_signal(signal.SIGINT)
     assert cli.main(["recon", str(scans[0]), "-o", str(tmp_path / "r.h5"), "--no-progress"]) == 0
     assert (tmp_path / "r.h5").read_bytes() == b"finished images"
+
+
+def test_a_batch_whose_stop_exception_is_lost_still_stops_its_pool(scans, tmp_path, in_process):
+    """The local pool's parent waits on its workers; a stop recorded while its exception went
+    elsewhere (here: raised in another thread) still ends the batch within seconds."""
+    out = tmp_path / "out"
+
+    def stop_once_a_worker_writes() -> None:
+        _wait_for(lambda: _partials(out), 120, "a worker writing its output")
+        try:
+            cancel.stop_by_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            stopped_at.append(time.monotonic())
+
+    stopped_at: list[float] = []
+    stopper = threading.Thread(target=stop_once_a_worker_writes, daemon=True)
+    stopper.start()
+    code = cli.main(["recon", *map(str, scans), "-o", str(out), "--workers", "2", *SLOW])
+    ended = time.monotonic()
+    stopper.join(1)
+    assert code == 128 + signal.SIGTERM
+    assert stopped_at and ended - stopped_at[0] < STOP_WITHIN_S, ended - stopped_at[0]
+    assert not _partials(out) and not list(out.glob("*.h5"))
