@@ -101,6 +101,11 @@ class NetworkConfig:
         module docstring); lambda_max and initial_lambda are then multiples of sigma.
     max_chunk_mb: bound on the activation memory of one U-Net call; the (B*K) maps are processed
         in chunks of equal size (only the last may be smaller) to respect it.
+    lowpass_input: the U-Net also sees the filter's response to the low-pass image x_low (two more
+        input channels, same features as those of x0); noise-aware networks only.
+    tv_map: the network also sets the TV low-pass weight per pixel (a second, per-image U-Net on
+        x0; a multiplier of the trained TV weight in (1/tv_map_range, tv_map_range)); noise-aware
+        networks only, for the TV low-pass.
     """
 
     base_channels: int = 8
@@ -114,6 +119,9 @@ class NetworkConfig:
     output_scaling: str = "absolute"
     noise_aware: bool = False
     max_chunk_mb: float = 256.0
+    lowpass_input: bool = False
+    tv_map: bool = False
+    tv_map_range: float = 4.0
 
     def __post_init__(self) -> None:
         def _int(name: str, minimum: int) -> None:
@@ -148,6 +156,14 @@ class NetworkConfig:
             )
         if not isinstance(self.noise_aware, bool):
             raise ValueError(f"NetworkConfig.noise_aware must be a boolean, got {self.noise_aware!r}")
+        for name in ("lowpass_input", "tv_map"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"NetworkConfig.{name} must be a boolean, got {getattr(self, name)!r}")
+            if getattr(self, name) and not self.noise_aware:
+                raise ValueError(f"NetworkConfig.{name} needs a noise-aware network (noise_aware=True)")
+        value = self.tv_map_range
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (1 < value < math.inf):
+            raise ValueError(f"NetworkConfig.tv_map_range must be a finite number > 1, got {value!r}")
         if self.output_scaling not in _OUTPUT_SCALINGS:
             raise ValueError(
                 f"NetworkConfig.output_scaling must be one of {_OUTPUT_SCALINGS}, got {self.output_scaling!r}"
@@ -198,6 +214,12 @@ PRESETS: dict[str, NetworkConfig] = {
     "noise": NetworkConfig(
         base_channels=8, depth=2, convs_per_stage=2, downsample=2, lambda_max=8.0, initial_lambda=1.5,
         noise_aware=True,
+    ),
+    # The noise network that also sees the low-pass image's responses and sets the TV weight per
+    # pixel (fine-tuned from the "noise" weights: the new parts start as no-ops).
+    "noise-tv": NetworkConfig(
+        base_channels=8, depth=2, convs_per_stage=2, downsample=2, lambda_max=8.0, initial_lambda=1.5,
+        noise_aware=True, lowpass_input=True, tv_map=True,
     ),
 }
 
@@ -365,6 +387,12 @@ def _pad_to_multiple(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
 
 
+def _compress(z: torch.Tensor) -> torch.Tensor:
+    """z * asinh(|z|) / |z|: a complex SNR map compressed logarithmically above 1, phase kept."""
+    magnitude = z.abs()
+    return z * (torch.asinh(magnitude) / magnitude.clamp_min(1e-12))
+
+
 class _BoundedMapMixin:
     config: NetworkConfig
 
@@ -426,9 +454,15 @@ class MapNetwork(_BoundedMapMixin, nn.Module):
         super().__init__()
         self.config = config if config is not None else NetworkConfig()
         cfg = self.config
-        channels = 3 if cfg.noise_aware else 2
+        channels = (3 if cfg.noise_aware else 2) + (2 if cfg.lowpass_input else 0)
         self.unet = UNet(channels, 1, cfg.base_channels, cfg.depth, cfg.convs_per_stage, cfg.negative_slope)
         self._init_head(self.unet.head)
+        self.tv_unet: UNet | None = None
+        if cfg.tv_map:
+            self.tv_unet = UNet(3, 1, cfg.base_channels, cfg.depth, cfg.convs_per_stage, cfg.negative_slope)
+            with torch.no_grad():  # an untrained TV map is 1 everywhere: the trained constant weight
+                self.tv_unet.head.weight.zero_()
+                self.tv_unet.head.bias.zero_()
 
     @property
     def lambda_max(self) -> float:
@@ -439,7 +473,41 @@ class MapNetwork(_BoundedMapMixin, nn.Module):
         """Whether forward needs the noise level (the reconstructor passes it when True)."""
         return self.config.noise_aware
 
-    def forward(self, x0: torch.Tensor, filters: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def uses_lowpass(self) -> bool:
+        """Whether forward needs the low-pass image x_low (the reconstructor passes it when True)."""
+        return self.config.lowpass_input
+
+    @property
+    def sets_lowpass_weight(self) -> bool:
+        """Whether the network sets the TV low-pass weight per pixel (`lowpass_weights`)."""
+        return self.config.tv_map
+
+    def lowpass_weights(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The per-pixel multiplier [B, H, W] of the TV low-pass weight, in (1/r, r) for
+        r = tv_map_range, from x0 alone (per image: the same for any dictionary).
+
+        Input: x0 in noise units, average-pooled, compressed as the filter responses, and the
+        noise level relative to the image intensity; output r ** tanh(u), 1 where u = 0."""
+        if self.tv_unet is None:
+            raise ValueError("this network does not set the TV weight (NetworkConfig.tv_map is off)")
+        x0 = _check_image(x0)
+        batch, height, width = x0.shape
+        self._check_size(height, width)
+        scale = image_scale(x0, self.config.input_normalization)
+        sigma = noise_levels(noise, batch, x0.device)
+        inputs = torch.view_as_real(x0 / sigma.view(batch, 1, 1)).permute(0, 3, 1, 2)
+        factor = self.config.downsample
+        if factor > 1:
+            inputs = F.avg_pool2d(_pad_to_multiple(inputs, factor), factor)
+        inputs = torch.view_as_real(_compress(torch.view_as_complex(inputs.permute(0, 2, 3, 1).contiguous())))
+        inputs = inputs.permute(0, 3, 1, 2)
+        level = torch.log(sigma / scale).view(batch, 1, 1, 1).expand(batch, 1, *inputs.shape[-2:])
+        u = self._full_resolution(self.tv_unet(torch.cat([inputs, level], dim=1)), height, width)[:, 0]
+        return self.config.tv_map_range ** torch.tanh(u)
+
+    def forward(self, x0: torch.Tensor, filters: torch.Tensor, noise: torch.Tensor | None = None,
+                x_low: torch.Tensor | None = None) -> torch.Tensor:
         x0 = _check_image(x0)
         batch, height, width = x0.shape
         self._check_size(height, width)
@@ -454,13 +522,21 @@ class MapNetwork(_BoundedMapMixin, nn.Module):
         responses = pooled_filter_responses(x0 / divisor.view(batch, 1, 1), filters, self.config.downsample)
         k, low_h, low_w = responses.shape[1:]
         if sigma is not None:  # SNR, compressed above 1 with its phase kept
-            magnitude = responses.abs()
-            responses = responses * (torch.asinh(magnitude) / magnitude.clamp_min(1e-12))
+            responses = _compress(responses)
         # fold K into the batch; [Re, Im] as channels: [B*K, 2, h, w] (a channels-last view)
         inputs = torch.view_as_real(responses).reshape(batch * k, low_h, low_w, 2).permute(0, 3, 1, 2)
         if sigma is not None:
             level = torch.log(sigma / scale).repeat_interleave(k).view(batch * k, 1, 1, 1)
             inputs = torch.cat([inputs, level.expand(batch * k, 1, low_h, low_w)], dim=1)
+        if self.config.lowpass_input:
+            if x_low is None:
+                raise ValueError("this network also reads the low-pass part: pass x_low")
+            x_low = _check_image(x_low)
+            if x_low.shape != x0.shape:
+                raise ValueError(f"x_low must have the shape of x0 {tuple(x0.shape)}, got {tuple(x_low.shape)}")
+            low = _compress(pooled_filter_responses(x_low / sigma.view(batch, 1, 1), filters, self.config.downsample))
+            low = torch.view_as_real(low).reshape(batch * k, low_h, low_w, 2).permute(0, 3, 1, 2)
+            inputs = torch.cat([inputs, low], dim=1)
         chunk = self._chunk_size(inputs.shape[1], height, width)
         logits = [
             self._full_resolution(self.unet(inputs[start : start + chunk]), height, width)

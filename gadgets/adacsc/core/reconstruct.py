@@ -15,7 +15,10 @@ Lambda is in normalised units and is either a float (scalar mode), a tensor broa
 [B, K, H, W], a `NoiseMultiple(c)` (scalar mode that follows the noise: Lambda = c * sigma_n), or a
 callable `map_fn(x0_n, filters) -> [B, K, H, W]` (NET_Theta: x0_n is the *normalised* zero-filled
 image, complex [B, H, W]; filters real [K, h, w] on the same device). A callable whose attribute
-`uses_noise` is true (a noise-aware NET_Theta) is called as map_fn(x0_n, filters, sigma_n).
+`uses_noise` is true (a noise-aware NET_Theta) is called as map_fn(x0_n, filters, sigma_n); one
+whose `uses_lowpass` is true also gets the low-pass part, map_fn(x0_n, filters, sigma_n, x_low=x_low_n).
+A callable whose `sets_lowpass_weight` is true also sets the TV weight per pixel: the TV low-pass
+uses mu = tv_weight * sigma_n * map_fn.lowpass_weights(x0_n, sigma_n) (the "tv" low-pass only).
 
 Noise. `noise_std` is the k-space noise std per slice in the units of y (1 in SNR units after
 prewhitening; an estimate otherwise); in normalised units it is sigma_n = noise_std / scale_b.
@@ -88,6 +91,8 @@ class CSCResult:
     x_low:  the low-pass part, SNR units
     codes:  s* [B, K, H, W], SNR units (image - x_low == D codes)
     lam:    Lambda used by the solver, normalised units (float or tensor broadcastable to codes)
+    lowpass_weights: [B, H, W] the per-pixel multiplier of the TV weight the network set (None
+            when the TV weight is constant)
     scale:  [B] the normalisation divisor (normalised = SNR units / scale)
     noise:  [B] sigma_n, the k-space noise std in normalised units (None when not given)
     lipschitz: the step-size constant L used (normalised units; independent of the data)
@@ -101,6 +106,7 @@ class CSCResult:
     scale: torch.Tensor
     lipschitz: torch.Tensor
     noise: torch.Tensor | None = None
+    lowpass_weights: torch.Tensor | None = None
 
 
 class CSCReconstructor(nn.Module):
@@ -183,14 +189,17 @@ class CSCReconstructor(nn.Module):
         return op, lipschitz_constant(op, self.lipschitz_method)
 
     def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor, num_filters: int,
-                noise: torch.Tensor | None) -> "float | torch.Tensor":
+                noise: torch.Tensor | None, x_low: torch.Tensor) -> "float | torch.Tensor":
         needs_noise = isinstance(lam, NoiseMultiple) or getattr(lam, "uses_noise", False)
         if needs_noise and noise is None:
             raise ValueError("this lambda follows the noise level: pass noise_std (k-space noise std per slice)")
         if isinstance(lam, NoiseMultiple):
             return (lam.value * noise).to(x0_n.real.dtype).view(-1, 1, 1, 1)
         if callable(lam) and not isinstance(lam, torch.Tensor):
-            maps = lam(x0_n, filters, noise) if needs_noise else lam(x0_n, filters)
+            if getattr(lam, "uses_lowpass", False):
+                maps = lam(x0_n, filters, noise, x_low=x_low)
+            else:
+                maps = lam(x0_n, filters, noise) if needs_noise else lam(x0_n, filters)
             want = (x0_n.shape[0], num_filters) + tuple(x0_n.shape[-2:])
             if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != want:
                 got = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
@@ -238,14 +247,22 @@ class CSCReconstructor(nn.Module):
         x0_n = x0 / broadcast_scale(scale, 3)
         noise = None if noise_std is None else noise_levels(noise_std, y.shape[0], y.device) / scale
         beta = self.beta.to(device=y.device, dtype=real)
+        weights = None
+        if getattr(lam, "sets_lowpass_weight", False):
+            if self.lowpass != "tv":
+                raise ValueError("this network sets the TV weight per pixel: it needs the TV low-pass, "
+                                 f"not {self.lowpass!r}")
+            if noise is None:
+                raise ValueError("the TV low-pass follows the noise level: pass noise_std")
+            weights = lam.lowpass_weights(x0_n, noise)
         if self.lowpass == "tv":
             if noise is None:
                 raise ValueError("the TV low-pass follows the noise level: pass noise_std")
-            x_low = tv_lowpass(y_n, fourier, self.tv_weight * noise)
+            x_low = tv_lowpass(y_n, fourier, self.tv_weight * noise, weight_map=weights)
         else:
             x_low = tikhonov_lowpass(x0_n, beta)
         y_high = y_n - fourier(x_low)
-        lam_used = self._lambda(lam, x0_n, f, op.num_filters, noise)
+        lam_used = self._lambda(lam, x0_n, f, op.num_filters, noise, x_low)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
                       grid, op.num_filters, [round(v, 4) for v in scale.tolist()], float(beta.detach()),
@@ -254,7 +271,8 @@ class CSCReconstructor(nn.Module):
         x = x_low + op.synthesis(codes)
         s = broadcast_scale(scale, 3)
         return CSCResult(image=x * s, x0=x0, x_low=x_low * s, codes=codes * broadcast_scale(scale, 4),
-                         lam=lam_used, scale=scale, lipschitz=lip, noise=noise)
+                         lam=lam_used, scale=scale, lipschitz=lip, noise=noise,
+                         lowpass_weights=None if weights is None else weights.detach())
 
     def infer(self, y: torch.Tensor, grid_shape: Sequence[int], lam: LambdaSpec,
               mask: "torch.Tensor | np.ndarray | None" = None, filters: "object | None" = None,
