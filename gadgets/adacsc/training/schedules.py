@@ -185,8 +185,8 @@ SCHEDULES: dict[str, Schedule] = {
 
 SCHEDULES["cpu-lowfield-tv"] = dataclasses.replace(SCHEDULES["cpu-lowfield"], name="cpu-lowfield-tv", lowpass="tv")
 SCHEDULES["cpu-lowfield-adaptive"] = dataclasses.replace(
-    SCHEDULES["cpu-lowfield-tv"], name="cpu-lowfield-adaptive", steps=1200, network="noise-tv",
-    init_weights="netv3_lowfield_tv", lr=5e-4, warmup_steps=20, final_lr_fraction=0.2, validate_every=300,
+    SCHEDULES["cpu-lowfield-tv"], name="cpu-lowfield-adaptive", steps=600, network="noise-tv",
+    init_weights="netv3_lowfield_tv", lr=5e-4, warmup_steps=20, final_lr_fraction=0.2, validate_every=200,
     final_validation=False)
 
 
