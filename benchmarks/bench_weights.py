@@ -1,6 +1,7 @@
 """Two sets of NET_Theta weights side by side on the 256 grid, in one process: the candidate
 against the shipped default, each with its own low-pass part, on the trained K = 32 dictionary and
-the unseen K = 128 one, and BART TV at given lambdas; plus CPU time per slice.
+the unseen K = 128 one, and BART TV at given lambdas; plus CPU time per slice. The candidate may
+also be a dictionary (--candidate-dictionary, a name or an .npz file) used with the same weights.
 
 The data and degradation are those of `adacsc evaluate` on its 256 grid (0.72 mm pixels, 128 x 128
 acquired, `fixed_lowfield` with the test seed 1 on test splits, seed 101 on the validation split),
@@ -8,7 +9,7 @@ so the figures for the default weights reproduce the evaluation's when the slice
 Weights are names (adacsc.resources) or files. Times are process CPU seconds per slice at 256 x 256
 (one thread unless --threads), best of --repeats runs taken in turn for the two weights.
 
-Usage:  python benchmarks/bench_weights.py CANDIDATE [--baseline netv3_lowfield_tv]
+Usage:  python benchmarks/bench_weights.py CANDIDATE [--baseline netv3_lowfield_tv] [--candidate-dictionary D]
             [--split test_mni152|test|val] [--images 12] [--bart 0.05=0.02263,0.15=0.07611,0.3=0.181]
             [--json OUT.json]
 """
@@ -27,7 +28,7 @@ import torch
 from adacsc import metrics
 from adacsc.core.reconstruct import TrainedSettings
 from adacsc.evaluation.methods import BartPics, MapCSC
-from adacsc.io.dictionary_file import load_named_dictionary
+from adacsc.io.dictionary_file import load_dictionary, load_named_dictionary
 from adacsc.io.weights_file import load_model, load_named_model
 from adacsc.resources import DEFAULT_DICTIONARY
 from adacsc.training.lowfield import fixed_lowfield
@@ -44,7 +45,8 @@ def _weights(name: str):
 
 
 def _filters(name: str) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(load_named_dictionary(name).filters)).float()
+    dictionary = load_dictionary(name) if Path(name).suffix == ".npz" else load_named_dictionary(name)
+    return torch.from_numpy(np.ascontiguousarray(dictionary.filters)).float()
 
 
 def _bart(text: str | None) -> dict[str, float]:
@@ -59,6 +61,9 @@ def main() -> None:
     parser.add_argument("--baseline", default="netv3_lowfield_tv")
     parser.add_argument("--dictionary", default=DEFAULT_DICTIONARY)
     parser.add_argument("--unseen-dictionary", default="cdl_k128_11x11_l0.01")
+    parser.add_argument("--no-unseen", action="store_true", help="leave the unseen K = 128 rows out")
+    parser.add_argument("--candidate-dictionary", default=None,
+                        help="the candidate's dictionary in place of --dictionary (name or .npz file)")
     parser.add_argument("--split", default=HELD_OUT_SUBJECT)
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--bart", default=None, metavar="LEVEL=LAMBDA,...",
@@ -72,10 +77,12 @@ def main() -> None:
     seed = 101 if args.split == "val" else 1
     trained, unseen = _filters(args.dictionary), _filters(args.unseen_dictionary)
     methods: dict[str, MapCSC] = {}
+    own = {"baseline": trained,
+           "candidate": _filters(args.candidate_dictionary) if args.candidate_dictionary else trained}
     for tag, name in (("baseline", args.baseline), ("candidate", args.candidate)):
         network, info = _weights(name)
         settings = TrainedSettings.from_scalars(info.scalars)
-        methods[tag] = MapCSC(trained, settings, network=network)
+        methods[tag] = MapCSC(own[tag], settings, network=network)
         methods[f"{tag} K=128"] = MapCSC(unseen, settings, network=network)
     bart_lambdas = _bart(args.bart)
     bart = BartPics("tv", 100, lambdas=bart_lambdas) if bart_lambdas else None
@@ -92,7 +99,8 @@ def main() -> None:
             outputs = {}
             for tag in ("baseline", "candidate"):
                 outputs[tag], _, outputs[f"{tag} low-pass part"] = methods[tag].solve(batch)
-                outputs[f"{tag} K=128"] = methods[f"{tag} K=128"](batch, level)
+                if not args.no_unseen:
+                    outputs[f"{tag} K=128"] = methods[f"{tag} K=128"](batch, level)
             if bart is not None:
                 outputs["BART TV"] = bart(batch, level)
             for method, out in outputs.items():
