@@ -24,10 +24,11 @@ import threading
 import time
 from pathlib import Path
 
-from bench_server import ServerProcess, make_scan, read_messages
+from bench_server import ServerProcess, read_messages
 
 from adacsc.client import send_scan
 from adacsc.server import protocol as proto
+from adacsc.simulation.small_scan import write_small_scan
 
 log = logging.getLogger("bench_hostile_peers")
 CONFIG = "adacsc_frontend"
@@ -78,8 +79,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        scan = make_scan(folder / "normal.h5", coils=4, samples=128, slices=2, noise=16)
-        big = make_scan(folder / "big.h5", coils=2, samples=512, slices=16, noise=8, seed=1)
+        scan = write_small_scan(folder / "normal.h5", coils=4, lines=64, slices=2, noise=16)
+        big = write_small_scan(folder / "big.h5", coils=2, lines=256, slices=16, noise=8, seed=1)
         header, messages = read_messages(big)
         big_stream = (proto.config_file_message(CONFIG) + proto.header_message(header) + b"".join(messages)
                       + proto.close_message())

@@ -14,7 +14,6 @@ Usage:  python benchmarks/bench_iterations.py [--weights NAME] [--iterations 8 1
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import statistics
 import time
@@ -22,7 +21,8 @@ import time
 import numpy as np
 import torch
 
-from adacsc.core.reconstruct import TrainedSettings
+from adacsc.core.app import CSCRecon, TrainedSettings
+from adacsc.core.lambdas import SparsityMaps
 from adacsc.io.dictionary_file import load_named_dictionary
 from adacsc.io.weights_file import load_named_model
 from adacsc.resources import DEFAULT_DICTIONARY
@@ -48,7 +48,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     network, info = load_named_model(args.weights)
     trained = TrainedSettings.from_scalars(info.scalars)
-    filters = load_named_dictionary(args.dictionary).filters
+    dictionary = load_named_dictionary(args.dictionary)
     images = load_split("val", 256, pixel_mm=0.72)
     images = images[pick_evenly(images.shape[0], args.images)]
     batches = {level: fixed_lowfield(images, level, seed=7) for level in args.noise_levels}
@@ -59,14 +59,14 @@ def main() -> None:
              + " | mean PSNR | s per slice |")
     log.info("| --- |" + " --- |" * (len(args.noise_levels) + 2))
     for count in args.iterations:
-        recon = dataclasses.replace(trained, iterations=count).reconstructor(filters)
+        recon = CSCRecon.from_trained(dictionary, SparsityMaps(network), trained.overridden(iterations=count),
+                                      super_resolution=2, device=torch.device("cpu"))
         psnrs, seconds = [], []
         for batch in batches.values():
             scores = []
             for i in range(images.shape[0]):
                 start = time.perf_counter()
-                result = recon.infer(batch.kspace[i:i + 1], batch.grid_shape, network,
-                                     noise_std=batch.noise_std[i:i + 1])
+                result = recon.solve(batch.kspace[i:i + 1], batch.grid_shape, batch.noise_std[i:i + 1])
                 seconds.append(time.perf_counter() - start)
                 scores.append(float(magnitude_psnr(result.image, batch.target[i:i + 1])))
             psnrs.append(float(np.mean(scores)))

@@ -18,6 +18,9 @@ import time
 
 import torch
 
+from adacsc.core.convolution import Synthesis
+from adacsc.core.filter_bank import FilterBank
+from adacsc.core.lambdas import FixedLambda
 from adacsc.core.network import MapNetwork, NetworkConfig
 
 CONFIGS = {
@@ -85,6 +88,8 @@ def main() -> None:
     for k in args.ks:
         filters = torch.randn(k, args.filter_size, args.filter_size)
         filters = filters / filters.flatten(1).norm(dim=1).view(k, 1, 1)
+        bank = FilterBank(filters)
+        synthesis = Synthesis(bank)
         volume = torch.randn(k, n, n, dtype=torch.complex64)
 
         def reference():
@@ -98,24 +103,25 @@ def main() -> None:
         if args.solver:
             from adacsc.core.reconstruct import CSCReconstructor
 
-            solver = CSCReconstructor(filters, n_iter=args.iterations)
+            solver = CSCReconstructor(bank)
             kspace = torch.randn(1, n // 2, n // 2, dtype=torch.complex64)
             times["solver"] = []
         with torch.inference_mode():
             reference()  # warm-up
             if args.solver:
-                solver.infer(kspace, (n, n), 0.05)
+                solver.infer(kspace, (n, n), FixedLambda(0.05), args.iterations)
             for net in nets.values():
-                net(x0, filters)
+                net(x0, synthesis)
             # interleaved rounds, minimum per item: robust against other load on a shared machine
             for round_ in range(args.repeats):
                 times["reference"].append(timed(reference))
                 if args.solver:
-                    times["solver"].append(timed(lambda: solver.infer(kspace, (n, n), 0.05)))
+                    times["solver"].append(
+                        timed(lambda: solver.infer(kspace, (n, n), FixedLambda(0.05), args.iterations)))
                 for name, net in nets.items():
                     if name == "published" and round_ >= args.published_repeats:
                         continue
-                    times[name].append(timed(lambda: net(x0, filters)))
+                    times[name].append(timed(lambda: net(x0, synthesis)))
 
         def best(name: str) -> tuple[float, float]:
             return min(t[0] for t in times[name]), min(t[1] for t in times[name])

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 
 import ismrmrd
-import ismrmrd.xsd as xsd
-import numpy as np
 
 from adacsc.chain.config import load_chain
 from adacsc.chain.runner import Chain
@@ -47,89 +45,54 @@ from adacsc.io.images import split_image_array
 from gadgetron.types import ImageArray
 from adacsc.client import Pacer, StreamClient, send_scan, stream
 from adacsc.io.dataset import InputScan
-from adacsc.mr.fft import fftc
+from adacsc.server import notify
 from adacsc.server import protocol as proto
+from adacsc.simulation.small_scan import write_small_scan
 
 
-def make_scan(path: Path, coils: int = 4, samples: int = 256, slices: int = 8, noise: int = 64,
-              tr_ms: float = 10.0, seed: int = 0) -> Path:
-    """A 2-D multi-slice Cartesian scan: `samples`-sample readouts (2x oversampled), samples/2 lines
-    per slice, an ellipse object seen by smooth coils, white noise; noise readouts first."""
-    lines, recon = samples // 2, samples // 2
-    rng = np.random.default_rng(seed)
-    header = xsd.ismrmrdHeader(
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=2341761))
-    header.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
-        systemFieldStrength_T=0.055, receiverChannels=coils, relativeReceiverNoiseBandwidth=0.793,
-        coilLabel=[xsd.coilLabelType(coilNumber=c, coilName=f"coil{c}") for c in range(coils)])
-    header.measurementInformation = xsd.measurementInformationType(
-        measurementID=f"bench_{coils}_{samples}_{slices}_{seed}", patientPosition=xsd.patientPositionType.HFS)
-    encoding = xsd.encodingType(
-        encodedSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=samples, y=lines, z=1),
-                                           fieldOfView_mm=xsd.fieldOfViewMm(x=440, y=220, z=5)),
-        reconSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=recon, y=lines, z=1),
-                                         fieldOfView_mm=xsd.fieldOfViewMm(x=220, y=220, z=5)),
-        encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=lines - 1, center=lines // 2),
-            slice=xsd.limitType(minimum=0, maximum=slices - 1, center=0)),
-        trajectory=xsd.trajectoryType.CARTESIAN)
-    header.encoding = [encoding]
-    path.unlink(missing_ok=True)
-    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dataset.write_xml_header(xsd.ToXML(header))
-    stamp = 1_000_000
-    for n in range(noise):
-        samples_ = (rng.standard_normal((coils, samples)) + 1j * rng.standard_normal((coils, samples))) / np.sqrt(2)
-        acquisition = ismrmrd.Acquisition.from_array(samples_.astype(np.complex64))
-        acquisition.setFlag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        acquisition.sample_time_us = 5.0
-        acquisition.acquisition_time_stamp = stamp + n
-        dataset.append_acquisition(acquisition)
-    yy, xx = np.mgrid[:lines, :samples]
-    obj = ((((xx - samples / 2) / (samples / 4)) ** 2 + ((yy - lines / 2) / (lines / 2.5)) ** 2) < 1).astype(complex)
-    maps = np.stack([np.exp(-(((xx - samples / 2 - 40 * np.cos(2 * np.pi * c / coils)) / samples) ** 2
-                               + ((yy - lines / 2 - 40 * np.sin(2 * np.pi * c / coils)) / lines) ** 2))
-                     for c in range(coils)])
-    ticks = tr_ms / 2.5
-    for s in range(slices):
-        kspace = fftc(maps * obj * (1 + 0.1 * s)) * 20
-        kspace += (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)) / np.sqrt(2)
-        for line in range(lines):
-            acquisition = ismrmrd.Acquisition.from_array(kspace[:, line, :].astype(np.complex64))
-            acquisition.idx.kspace_encode_step_1 = line
-            acquisition.idx.slice = s
-            acquisition.sample_time_us = 10.0
-            acquisition.center_sample = samples // 2
-            acquisition.acquisition_time_stamp = int(stamp + noise + 10 + (s * lines + line) * ticks)
-            if line == 0:
-                acquisition.setFlag(ismrmrd.ACQ_FIRST_IN_SLICE)
-            if line == lines - 1:
-                acquisition.setFlag(ismrmrd.ACQ_LAST_IN_SLICE)
-            dataset.append_acquisition(acquisition)
-    dataset.close()
-    return path
+class Supervisor:
+    """What `adacsc serve` notifies (adacsc.server.notify, sd_notify) on a datagram socket of the
+    abstract namespace; `environment()` names it for the server process."""
+
+    def __init__(self) -> None:
+        self.name = f"adacsc-bench-{os.getpid()}-{id(self)}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, notify.ENVIRONMENT: "@" + self.name}
+
+    def wait(self, key: str, process: subprocess.Popen, timeout: float = 300.0) -> str:
+        """The value of the next notification that sets `key`; RuntimeError when `process`
+        exits or `timeout` s pass first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            self.sock.settimeout(min(1.0, max(0.01, deadline - time.monotonic())))
+            try:
+                data = self.sock.recv(65536).decode()
+            except TimeoutError:
+                continue
+            for line in data.splitlines():
+                if line.startswith(f"{key}="):
+                    return line.split("=", 1)[1]
+        raise RuntimeError(f"the server did not notify {key}")
 
 
 class ServerProcess:
-    """`adacsc serve` in a subprocess on a free port; stderr goes to a log file."""
+    """`adacsc serve` in a subprocess on a free port (which it notifies); stderr goes to a log file."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w")
+        supervisor = Supervisor()
         self.process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", *args],
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-        self.port = self._wait_port()
-
-    def _wait_port(self, timeout: float = 120.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(r"listening on [^ ]+:(\d+)", self.log_path.read_text())
-            if match:
-                return int(match.group(1))
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("server did not start")
+                                        stdout=self._log, stderr=subprocess.STDOUT, env=supervisor.environment())
+        try:
+            self.port = int(supervisor.wait(notify.PORT, self.process))
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}: {log_path.read_text()[-2000:]}") from err
+        finally:
+            supervisor.sock.close()
 
     def stop(self) -> None:
         self.process.terminate()
@@ -280,7 +243,8 @@ def main() -> None:
     server = ServerProcess(server_args, folder / "server.log")
     try:
         if args.mode in ("both", "throughput"):
-            scan = make_scan(folder / "throughput.h5", args.coils, args.samples, args.throughput_slices)
+            scan = write_small_scan(folder / "throughput.h5", args.coils, args.samples // 2, args.throughput_slices,
+                                    noise=64, tr_ms=10.0)
             print(f"throughput scan: {count_readouts(scan)} readouts of {args.coils} coils x {args.samples} samples, "
                   f"{args.throughput_slices} slices, sent unpaced from pre-encoded messages")
             throughput(server.port, scan, 1, "passthrough")  # warm-up
@@ -293,7 +257,8 @@ def main() -> None:
                       f"{runs[0]['images']} images per run); send phase median {statistics.median(sends):,.0f}/s; "
                       f"server CPU {statistics.median(r['server_cpu_us_per_readout'] for r in runs):.0f} us/readout")
         if args.mode in ("both", "latency"):
-            scan = make_scan(folder / "latency.h5", args.coils, args.samples, args.slices)
+            scan = write_small_scan(folder / "latency.h5", args.coils, args.samples // 2, args.slices, noise=64,
+                                    tr_ms=10.0)
             print(f"latency scan: {count_readouts(scan)} readouts, {args.slices} slices, paced at {args.pace} "
                   f"readouts/s, chain {args.config}; runs alternate in process / over the server")
             local: list[float] = []

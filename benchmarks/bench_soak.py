@@ -24,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_server import ServerProcess, make_scan, read_messages
+from bench_server import ServerProcess, read_messages
 
 from adacsc.client import StreamClient, stream
+from adacsc.simulation.small_scan import write_small_scan
 
 log = logging.getLogger("bench_soak")
 
@@ -76,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory() as folder:
-        scan = make_scan(Path(folder) / "scan.h5", coils=2, samples=args.samples, slices=args.slices, noise=8)
+        scan = write_small_scan(Path(folder) / "scan.h5", coils=2, lines=args.samples // 2, slices=args.slices, noise=8)
         header, messages = read_messages(scan)
         server = ServerProcess(["--workers", "1"], Path(folder) / "server.log")
         points: list[tuple[int, int]] = []

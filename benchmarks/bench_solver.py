@@ -34,7 +34,9 @@ from collections.abc import Callable
 import torch
 
 from adacsc.core.dictionary import random_dictionary
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.fista import default_chunk_size, fista
+from adacsc.core.lambdas import FixedLambda, LambdaMaps
 from adacsc.core.reconstruct import CSCReconstructor
 
 log = logging.getLogger("bench_solver")
@@ -59,7 +61,7 @@ def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> 
     gen = torch.Generator().manual_seed(0)
     y = torch.complex(torch.randn((batch,) + acq, generator=gen), torch.randn((batch,) + acq, generator=gen))
     y = (y * 3).to(device)
-    rec = CSCReconstructor(random_dictionary(k, args.filter_size, seed=k), n_iter=args.iterations,
+    rec = CSCReconstructor(FilterBank(random_dictionary(k, args.filter_size, seed=k).filters),
                            chunk_size=args.chunk).to(device)
     codes = torch.complex(torch.randn((batch, k) + grid, generator=gen),
                           torch.randn((batch, k) + grid, generator=gen)).to(device)
@@ -70,6 +72,7 @@ def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> 
         op, lip = rec.operator(None, acq, grid, None, device, torch.complex64)
         y_high = y / 10
         lam = args.lam if mode == "scalar" else torch.full((batch, k) + grid, args.lam, device=device)
+        sparsity = FixedLambda(args.lam) if mode == "scalar" else LambdaMaps(lam)
 
         spec_buf, image_buf = torch.empty_like(codes), torch.empty_like(codes)
 
@@ -89,7 +92,7 @@ def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> 
             fista(op, y_high, lam, lip, args.iterations, args.chunk)
 
         def whole_slice():
-            rec.forward(y, grid, lam)
+            rec.forward(y, grid, sparsity, args.iterations)
 
         for fn in (fft_ref, fft_blocked, solve, whole_slice):  # warm-up (plans, allocator)
             fn()

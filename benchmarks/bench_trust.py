@@ -81,7 +81,7 @@ def time_measure(recon, images: torch.Tensor, repeats: int = 5) -> tuple[float, 
         started = time.perf_counter()
         recon(y[0].numpy(), np.ones(y.shape[1], bool), 1.0)
         whole.append(time.perf_counter() - started)
-        result = recon.solver.infer(y, grid, recon._lam, None, noise_std=1.0)
+        result = recon.solve(y, grid, 1.0)
         fourier = SampledFourier(tuple(y.shape[-2:]), grid)
         for _ in range(repeats):
             started = time.perf_counter()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench_server import Supervisor
+
 from adacsc.client import send_scan
+from adacsc.server import notify
 from adacsc.resources import bundled_scan
 
 log = logging.getLogger("bench_warmup")
@@ -36,24 +38,21 @@ def start(log_path: Path, *options: str) -> tuple[subprocess.Popen, int, int, fl
     """`adacsc serve` with metrics and probes on free ports: (process, scan port, http port,
     seconds until /ready answered 200)."""
     started = time.perf_counter()
+    supervisor = Supervisor()
     with open(log_path, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--metrics-port", "0",
-                                    *options], stdout=out, stderr=subprocess.STDOUT)
-    http = port = None
-    while time.perf_counter() - started < 300 and process.poll() is None:
-        text = log_path.read_text()
-        http = http or _port(r"on http://127\.0\.0\.1:(\d+)", text)
-        port = port or _port(r"listening on [^ ]+:(\d+)", text)
-        if http and port and _ready(http):
-            return process, port, http, time.perf_counter() - started
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"the server did not become ready: {log_path.read_text()[-2000:]}")
-
-
-def _port(pattern: str, text: str) -> int | None:
-    match = re.search(pattern, text)
-    return int(match.group(1)) if match else None
+                                    *options], stdout=out, stderr=subprocess.STDOUT, env=supervisor.environment())
+    try:
+        http = int(supervisor.wait(notify.HTTP_PORT, process))
+        port = int(supervisor.wait(notify.PORT, process))  # READY=1 comes with it, once warmed up
+        ready_s = time.perf_counter() - started
+    except RuntimeError as err:
+        process.kill()
+        raise RuntimeError(f"the server did not become ready: {log_path.read_text()[-2000:]}") from err
+    finally:
+        supervisor.sock.close()
+    assert _ready(http), "READY=1 was notified but /ready does not answer 200"
+    return process, port, http, ready_s
 
 
 def _ready(port: int) -> bool:

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from adacsc import metrics
-from adacsc.core.reconstruct import TrainedSettings
+from adacsc.core.app import TrainedSettings
+from adacsc.core.dictionary import Dictionary
 from adacsc.evaluation.methods import BartPics, MapCSC
 from adacsc.io.dictionary_file import load_dictionary, load_named_dictionary
 from adacsc.io.weights_file import load_model, load_named_model
@@ -44,9 +45,8 @@ def _weights(name: str):
     return load_model(name) if Path(name).suffix == ".safetensors" else load_named_model(name)
 
 
-def _filters(name: str) -> torch.Tensor:
-    dictionary = load_dictionary(name) if Path(name).suffix == ".npz" else load_named_dictionary(name)
-    return torch.from_numpy(np.ascontiguousarray(dictionary.filters)).float()
+def _dictionary(name: str) -> Dictionary:
+    return load_dictionary(name) if Path(name).suffix == ".npz" else load_named_dictionary(name)
 
 
 def _bart(text: str | None) -> dict[str, float]:
@@ -75,10 +75,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     seed = 101 if args.split == "val" else 1
-    trained, unseen = _filters(args.dictionary), _filters(args.unseen_dictionary)
+    trained, unseen = _dictionary(args.dictionary), _dictionary(args.unseen_dictionary)
     methods: dict[str, MapCSC] = {}
     own = {"baseline": trained,
-           "candidate": _filters(args.candidate_dictionary) if args.candidate_dictionary else trained}
+           "candidate": _dictionary(args.candidate_dictionary) if args.candidate_dictionary else trained}
     for tag, name in (("baseline", args.baseline), ("candidate", args.candidate)):
         network, info = _weights(name)
         settings = TrainedSettings.from_scalars(info.scalars)

@@ -12,6 +12,7 @@ from adacsc.chain.config import load_chain
 from adacsc.cli import main
 from adacsc.io.dataset import DatasetError, InputScan
 from adacsc.io.header import HeaderError
+from adacsc.io.header_builder import write_ismrmrd
 from adacsc.replay import replay
 from support.scans import read_images
 
@@ -22,12 +23,7 @@ def copy_scan(source: Path, target: Path, header: bytes | None = None,
     with InputScan(source) as scan:
         xml = header if header is not None else scan.header_bytes()
         acquisitions = [edit(a) for i, a in enumerate(scan.acquisitions()) if keep(i, a)]
-    dataset = ismrmrd.Dataset(str(target), "dataset", create_if_needed=True)
-    dataset.write_xml_header(xml)
-    for acquisition in acquisitions:
-        dataset.append_acquisition(acquisition)
-    dataset.close()
-    return target
+    return write_ismrmrd(target, xml.decode() if isinstance(xml, bytes) else xml, acquisitions)
 
 
 def test_file_that_is_not_ismrmrd(tmp_path: Path) -> None:

@@ -4,13 +4,14 @@ noise files (adacsc.resources)."""
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from adacsc import resources
 from adacsc.core.dictionary import random_dictionary
 from adacsc.core.network import MapNetwork
 from adacsc.io.dictionary_file import load_named_dictionary, save_dictionary
-from adacsc.io.noise_store import NoiseStore
+from adacsc.io.noise_store import NoiseStore, StoredNoise
 from adacsc.io.weights_file import load_named_model, save_model
 
 KINDS = [resources.DICTIONARY, resources.WEIGHTS, resources.CONFIG, resources.NOISE]
@@ -92,6 +93,11 @@ def test_named_files_load_from_the_operator_folders(tmp_path: Path, monkeypatch:
 def test_noise_files_live_in_the_operator_noise_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(resources.NOISE.environment, str(tmp_path))
     assert NoiseStore().folder == tmp_path
-    assert NoiseStore()._path("MEAS_1") == tmp_path / "noise_MEAS_1.npz"
-    with pytest.raises(ValueError, match="measurementID"):
-        NoiseStore()._path("../MEAS_1")
+    noise = StoredNoise(np.eye(2, dtype=np.complex64), ["c0", "c1"], 5.0, 256)
+    assert NoiseStore().save("MEAS_1", noise) == tmp_path / "noise_MEAS_1.npz"
+    assert NoiseStore().load("MEAS_1").coil_labels == ["c0", "c1"]
+    for name in ("../MEAS_1", "MEAS_1/../x"):
+        with pytest.raises(ValueError, match="measurementID"):
+            NoiseStore().load(name)
+        with pytest.raises(ValueError, match="measurementID"):
+            NoiseStore().save(name, noise)

@@ -13,6 +13,7 @@ from adacsc.core.cancel import Cancelled, bind
 from adacsc.core.convolution import Synthesis
 from adacsc.core.device import resolve_device
 from adacsc.core.dictionary import random_dictionary
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.fista import fista
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.spectral import SpectralCodeOperator
@@ -24,7 +25,8 @@ from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.io.noise_store import NoiseStore, StoredNoise
 from adacsc.limits import LimitError, ScanBudget
-from support.server import make_scan, scan_messages
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import scan_messages
 
 
 @pytest.mark.parametrize("spec, raw, message", [
@@ -56,7 +58,7 @@ def test_a_device_torch_knows_but_adacsc_cannot_run_on_is_refused():
 
 
 @pytest.mark.parametrize("check", [
-    lambda: NoiseStore("/tmp/unused")._path("X\n"),
+    lambda: NoiseStore("/tmp/unused").load("X\n"),
     lambda: resources.resolve(resources.CONFIG, "adacsc_frontend\n"),
     lambda: resources.resolve(resources.DICTIONARY, "dct7x7_k48\n"),
 ])
@@ -78,7 +80,7 @@ def test_a_nan_noise_covariance_is_never_stored(tmp_path):
 
 
 def test_noise_readouts_with_nan_are_ignored(tmp_path, caplog):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, noise=4)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, noise=4)
     header, _ = scan_messages(scan)
     prewhitener = Prewhitener(parse_header(header), NoiseStore(tmp_path / "noise"))
     noise = ismrmrd.Acquisition.from_array(np.full((2, 32), np.nan, np.complex64))
@@ -87,7 +89,7 @@ def test_noise_readouts_with_nan_are_ignored(tmp_path, caplog):
 
 
 def test_the_buffer_drops_non_finite_readouts_and_charges_its_budget(tmp_path):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16)
     header = parse_header(scan_messages(scan)[0])
     accumulator = Accumulator(header, remove_oversampling=True, budget=ScanBudget(8_000))
     readout = ismrmrd.Acquisition.from_array(np.ones((2, 32), np.complex64))
@@ -99,7 +101,7 @@ def test_the_buffer_drops_non_finite_readouts_and_charges_its_budget(tmp_path):
 
 
 def test_a_header_over_the_limits_fails_the_buffer_gadget_before_allocating(tmp_path, monkeypatch):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16)
     monkeypatch.setenv("ADACSC_MAX_MATRIX", "16")
     with pytest.raises(LimitError, match=r"encodedSpace.matrixSize.x = 32 exceeds the operator limit of 16"):
         Accumulator(parse_header(scan_messages(scan)[0]), remove_oversampling=True)
@@ -107,7 +109,7 @@ def test_a_header_over_the_limits_fails_the_buffer_gadget_before_allocating(tmp_
 
 def test_fista_stops_between_iterations_when_asked():
     filters = random_dictionary(2, 3).filters
-    op = SpectralCodeOperator(Synthesis(torch.tensor(filters)), SampledFourier((8, 8), (8, 8), None), "cpu")
+    op = SpectralCodeOperator(Synthesis(FilterBank(torch.tensor(filters))), SampledFourier((8, 8), (8, 8), None), "cpu")
     y = torch.randn(1, 8, 8, dtype=torch.complex64)
     calls = []
 
@@ -137,7 +139,7 @@ def test_tests_never_touch_the_users_home(noise_dir_seen_by_a_module_fixture, tm
 
 
 def test_non_finite_combined_pixels_are_zeroed_with_a_warning(tmp_path, monkeypatch, caplog):
-    scan = make_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=0)
+    scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16, slices=1, noise=0)
     header = parse_header(scan_messages(scan)[0])
     accumulator = Accumulator(header, remove_oversampling=True)
     with InputScan(scan) as source:

@@ -10,7 +10,8 @@ from adacsc.chain.config import load_chain
 from adacsc.chain.runner import Chain
 from adacsc.chain.timing import SliceClock, slice_of
 from adacsc.io.dataset import InputScan
-from support.server import FRONTEND, make_scan
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND
 
 
 class Recorder:
@@ -26,7 +27,7 @@ class Recorder:
 
 
 def test_a_chain_reports_one_latency_per_slice_and_stage(tmp_path: Path) -> None:
-    scan = make_scan(tmp_path / "scan.h5", lines=16, slices=3, noise=8)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=16, slices=3, noise=8)
     recorder = Recorder()
     outputs = []
     with InputScan(scan) as data:

@@ -7,7 +7,7 @@ import pytest
 
 from adacsc.chain.config import AmbiguousProperty, load_chain
 from adacsc.cli import main
-from support.server import make_scan
+from adacsc.simulation.small_scan import write_small_scan
 
 SUGGESTION = ("property 'output' is accepted by 2 nodes (coil_combination, csc) and 'int16' is not valid for "
               "coil_combination; set it on one node, e.g. csc.output=int16")
@@ -15,7 +15,7 @@ SUGGESTION = ("property 'output' is accepted by 2 nodes (coil_combination, csc) 
 
 @pytest.fixture
 def scan(tmp_path: Path) -> Path:
-    return make_scan(tmp_path / "scan.h5", lines=16, slices=1, noise=4)
+    return write_small_scan(tmp_path / "scan.h5", lines=16, slices=1, noise=4)
 
 
 def test_recon_and_send_name_the_matching_gadgets(scan, tmp_path, caplog):

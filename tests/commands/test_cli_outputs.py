@@ -13,12 +13,12 @@ import pytest
 from adacsc.chain.config import load_chain
 from adacsc.cli import main
 from adacsc.replay import replay
-from support.server import make_scan
+from adacsc.simulation.small_scan import write_small_scan
 
 
 @pytest.fixture
 def scan(tmp_path: Path) -> Path:
-    return make_scan(tmp_path / "scan.h5", lines=16, slices=2)
+    return write_small_scan(tmp_path / "scan.h5", lines=16, slices=2)
 
 
 def recon(scan: Path, out: Path, *extra: str) -> int:

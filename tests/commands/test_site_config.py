@@ -14,7 +14,9 @@ import yaml
 from adacsc.cli import main
 from adacsc.client import send_scan
 from adacsc.commands import site_config
-from support.server import FRONTEND, make_scan
+from adacsc.server.notify import PORT
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, Notifications
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,22 +129,17 @@ def test_the_server_runs_with_the_settings_of_the_file(tmp_path):
     refuses a 4-coil scan and a 2-coil scan goes through."""
     path = every_setting(tmp_path, limits__max_channels=2, metrics__port=None)
     log_path = tmp_path / "server.log"
+    notes = Notifications()
     with open(log_path, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--config", str(path)],
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT, env=notes.environment())
     try:
-        port = None
-        for _ in range(600):
-            match = re.search(r"listening on [^ ]+:(\d+) \((\d+) workers", log_path.read_text())
-            if match or process.poll() is not None:
-                break
-            subprocess.run(["sleep", "0.05"])
-        assert match, log_path.read_text()
-        port = int(match.group(1))
-        assert match.group(2) == "2" and f"site config {path}" in log_path.read_text()
-        refused = send_scan(make_scan(tmp_path / "four.h5", coils=4), None, port=port, config_name=FRONTEND)
+        port = int(notes.wait(PORT, process=process))
+        log = log_path.read_text()
+        assert f"listening on 127.0.0.1:{port} (2 workers" in log and f"site config {path}" in log, log
+        refused = send_scan(write_small_scan(tmp_path / "four.h5", coils=4), None, port=port, config_name=FRONTEND)
         assert not refused.ok and "receiverChannels = 4 exceeds the operator limit of 2" in " ".join(refused.errors)
-        served = send_scan(make_scan(tmp_path / "two.h5", coils=2), None, port=port, config_name=FRONTEND)
+        served = send_scan(write_small_scan(tmp_path / "two.h5", coils=2), None, port=port, config_name=FRONTEND)
         assert served.ok and served.images == {"image_1": 2}
     finally:
         process.terminate()
@@ -174,6 +171,6 @@ def test_every_serve_option_has_a_site_config_key():
     """A new `serve` option needs a key (and a schema) in adacsc.commands.site_config."""
     from adacsc.cli import build_parser
 
-    serve = build_parser("serve")._subparsers._group_actions[0].choices["serve"]
-    options = {action.dest for action in serve._actions} - {"help", "config", "print_config"}
+    parsed = vars(build_parser("serve").parse_args(["serve"]))  # every option's destination, with its default
+    options = set(parsed) - {"command", "verbose", "func", "serve_defaults", "config", "print_config"}
     assert options == {key.dest for key in site_config.KEYS}

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from adacsc.io.output_file import clear_stale_partials, partial_path
-from support.server import FRONTEND, make_scan, threaded_server
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, threaded_server
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.skipif(sys.platform != "linux", reason="uses /proc")]
 SLOW = ["--set", "iterations=300", "--no-progress"]
@@ -22,7 +23,7 @@ SLOW = ["--set", "iterations=300", "--no-progress"]
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("stops")
-    return [make_scan(folder / f"s{i}.h5", lines=64, slices=4, noise=8, seed=i) for i in range(3)]
+    return [write_small_scan(folder / f"s{i}.h5", lines=64, slices=4, noise=8, seed=i) for i in range(3)]
 
 
 def _adacsc(*args: str, log: Path) -> subprocess.Popen:
@@ -145,8 +146,8 @@ def test_single_recon_and_send_stop_on_sigterm_without_temporaries(scans, tmp_pa
         process = _adacsc("send", str(scans[0]), "-o", str(tmp_path / "s.h5"), "-c", FRONTEND, "--port",
                           str(running.port), "--pace", "20", log=log)
         try:
-            _wait_for(lambda: any(session.report.acquisitions >= 20 for session in list(running.server._sessions)),
-                      60, "send streaming its scan")  # past its start-up, whose imports defer signal handlers
+            # connected and streaming: past its start-up, whose imports defer signal handlers
+            running.wait_until(lambda: running.server.scans_running() == 1, 60, "send streaming its scan")
             assert _partials(tmp_path)
             elapsed = _stop_and_time(process, signal.SIGTERM)
         finally:

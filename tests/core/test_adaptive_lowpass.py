@@ -8,9 +8,16 @@ import dataclasses
 import pytest
 import torch
 
+from adacsc.core.convolution import Synthesis
+from adacsc.core.filter_bank import FilterBank
+from adacsc.core.lambdas import FixedLambda, LambdaInputs, LambdaStrategy, SparsityMaps
 from adacsc.core.network import MapNetwork, NetworkConfig
 from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.training.finetune import start_from
+
+
+def D(filters: torch.Tensor) -> Synthesis:
+    return Synthesis(FilterBank(filters))
 
 
 def _image(batch=2, size=48, seed=0):
@@ -43,15 +50,15 @@ def test_maps_read_the_lowpass_part_and_stay_permutation_equivariant():
     sigma = torch.tensor([0.3, 0.1])
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        maps = net(x, d, sigma, x_low=low)
-        permuted = net(x, d[perm], sigma, x_low=low)
-        other_low = net(x, d, sigma, x_low=0.5 * low)
+        maps = net(x, D(d), sigma, x_low=low)
+        permuted = net(x, D(d[perm]), sigma, x_low=low)
+        other_low = net(x, D(d), sigma, x_low=0.5 * low)
     assert (permuted - maps[:, perm]).abs().max() <= 1e-5 * net.lambda_max
     assert (maps - other_low).abs().max() > 1e-3  # the low-pass image matters
     with pytest.raises(ValueError, match="x_low"):
-        net(x, d, sigma)
+        net(x, D(d), sigma)
     with pytest.raises(ValueError, match="shape"):
-        net(x, d, sigma, x_low=low[:, :40])
+        net(x, D(d), sigma, x_low=low[:, :40])
 
 
 def test_any_k_and_filter_size_and_units_of_the_noise():
@@ -60,9 +67,9 @@ def test_any_k_and_filter_size_and_units_of_the_noise():
     sigma = torch.tensor([0.2])
     with torch.no_grad():
         for k, size in [(4, 7), (32, 11), (128, 9)]:
-            maps = net(x, _filters(k, size), sigma, x_low=low)
+            maps = net(x, D(_filters(k, size)), sigma, x_low=low)
             assert maps.shape == (1, k, 48, 48) and torch.isfinite(maps).all()
-        d = _filters(8)
+        d = D(_filters(8))
         maps = net(x, d, sigma, x_low=low)
         scaled = net(25.0 * x, d, 25.0 * sigma, x_low=25.0 * low)  # the same data in other units
         assert torch.allclose(25.0 * maps, scaled, rtol=1e-4)
@@ -107,29 +114,38 @@ def _kspace(batch=2, size=32, seed=0):
     return truth, k[:, c:c + size, c:c + size].contiguous()
 
 
+class _Spy(LambdaStrategy):
+    """SparsityMaps that records what the reconstructor handed it."""
+
+    def __init__(self, network: MapNetwork) -> None:
+        self.inner, self.seen = SparsityMaps(network), {}
+
+    def lowpass_weights(self, inputs: LambdaInputs):
+        self.seen["before"] = inputs.x_low
+        return self.inner.lowpass_weights(inputs)
+
+    def thresholds(self, inputs: LambdaInputs):
+        self.seen["x_low"] = inputs.x_low
+        return self.inner.thresholds(inputs)
+
+
 def test_the_reconstructor_uses_the_tv_map_and_the_lowpass_input():
     net = _network()
     d = _filters(8, 7)
     _, y = _kspace()
     noise = torch.tensor([0.05, 0.1])
-    recon = CSCReconstructor(d, n_iter=4, lowpass="tv")
-    seen = {}
-
-    def spy(x0, filters, sigma, x_low=None):
-        seen["x_low"] = x_low
-        return net(x0, filters, sigma, x_low=x_low)
-
-    spy.uses_noise, spy.uses_lowpass, spy.sets_lowpass_weight = True, True, True
-    spy.lowpass_weights = net.lowpass_weights
-    res = recon.infer(y, (64, 64), spy, noise_std=noise)
+    recon = CSCReconstructor(FilterBank(d), lowpass="tv")
+    spy = _Spy(net)
+    res = recon.infer(y, (64, 64), spy, 4, noise_std=noise)
     assert res.lowpass_weights is not None and res.lowpass_weights.shape == (2, 64, 64)
-    assert torch.allclose(seen["x_low"] * res.scale.view(2, 1, 1), res.x_low)
+    assert spy.seen["before"] is None  # the TV map is set before the low-pass part exists
+    assert torch.allclose(spy.seen["x_low"] * res.scale.view(2, 1, 1), res.x_low)
     # the TV part is the TV with that weight map, not the constant weight
-    constant = recon.infer(y, (64, 64), 0.1, noise_std=noise)
+    constant = recon.infer(y, (64, 64), FixedLambda(0.1), 4, noise_std=noise)
     assert (res.x_low - constant.x_low).abs().max() > 1e-4
     assert constant.lowpass_weights is None
     with pytest.raises(ValueError, match="TV low-pass"):
-        CSCReconstructor(d, n_iter=4).infer(y, (64, 64), net, noise_std=noise)
+        CSCReconstructor(FilterBank(d)).infer(y, (64, 64), SparsityMaps(net), 4, noise_std=noise)
 
 
 def test_training_reaches_every_new_part():
@@ -138,8 +154,8 @@ def test_training_reaches_every_new_part():
         net.unet.head.bias.fill_(-3.0)
     d = _filters(6, 7)
     truth, y = _kspace(batch=1)
-    recon = CSCReconstructor(d, n_iter=3, lowpass="tv")
-    res = recon(y, (64, 64), net, noise_std=torch.tensor([0.05]))
+    recon = CSCReconstructor(FilterBank(d), lowpass="tv")
+    res = recon(y, (64, 64), SparsityMaps(net), 3, noise_std=torch.tensor([0.05]))
     assert res.codes.abs().max() > 0
     (res.image - truth).abs().square().mean().backward()
     first = net.unet.encoder[0][0].weight.grad
@@ -157,8 +173,9 @@ def test_fine_tuning_starts_as_an_exact_copy():
     d = _filters(8, 7)
     _, y = _kspace()
     noise = torch.tensor([0.05, 0.1])
-    recon = CSCReconstructor(d, n_iter=6, lowpass="tv")
-    a, b = recon.infer(y, (64, 64), source, noise_std=noise), recon.infer(y, (64, 64), net, noise_std=noise)
+    recon = CSCReconstructor(FilterBank(d), lowpass="tv")
+    a = recon.infer(y, (64, 64), SparsityMaps(source), 6, noise_std=noise)
+    b = recon.infer(y, (64, 64), SparsityMaps(net), 6, noise_std=noise)
     assert torch.equal(a.x_low, b.x_low)
     assert torch.allclose(a.image, b.image, atol=1e-5 * float(a.image.abs().max()))
     light = MapNetwork(NetworkConfig.preset("noise-tv", base_channels=4))

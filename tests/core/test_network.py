@@ -6,6 +6,9 @@ import json
 import pytest
 import torch
 
+from adacsc.core.convolution import Synthesis
+from adacsc.core.filter_bank import FilterBank
+
 from adacsc.core.network import (
     MapNetwork,
     NetworkConfig,
@@ -28,6 +31,11 @@ def _image(batch=2, height=64, width=64, seed=0):
     return 3.0 * blob + 0.3 * x
 
 
+def D(filters: torch.Tensor) -> Synthesis:
+    """The synthesis operator of a filter tensor, which the networks take."""
+    return Synthesis(FilterBank(filters))
+
+
 def _filters(k, size=9, seed=1):
     g = torch.Generator().manual_seed(seed)
     d = torch.randn(k, size, size, generator=g)
@@ -42,7 +50,7 @@ def _tol(net):
 def test_filter_responses_match_direct_circular_correlation():
     x = _image(batch=2, height=12, width=10)
     d = torch.randn(3, 5, 3)
-    r = filter_responses(x, d)
+    r = filter_responses(x, D(d))
     expected = torch.zeros(2, 3, 12, 10, dtype=torch.complex64)
     for k in range(3):
         for i in range(5):
@@ -59,13 +67,13 @@ def test_filter_responses_match_direct_circular_correlation():
 def test_pooled_responses_equal_pooled_full_responses(factor, shape):
     x = _image(batch=2, height=shape[0], width=shape[1])
     d = _filters(5, 7)
-    full = filter_responses(x, d)
+    full = filter_responses(x, D(d))
     pad_h, pad_w = (-shape[0]) % factor, (-shape[1]) % factor
     parts = torch.cat([full.real, full.imag], dim=1)
     parts = torch.nn.functional.pad(parts, (0, pad_w, 0, pad_h), mode="circular")
     pooled = torch.nn.functional.avg_pool2d(parts, factor)
     expected = torch.complex(pooled[:, :5], pooled[:, 5:])
-    got = pooled_filter_responses(x, d, factor)
+    got = pooled_filter_responses(x, D(d), factor)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -73,13 +81,13 @@ def test_pooled_responses_equal_pooled_full_responses(factor, shape):
 def test_filter_responses_reject_bad_filters():
     x = _image(batch=1, height=16, width=16)
     with pytest.raises(ValueError, match="odd"):
-        filter_responses(x, torch.randn(4, 8, 8))
+        filter_responses(x, D(torch.randn(4, 8, 8)))
     with pytest.raises(ValueError, match="exceeds the grid"):
-        filter_responses(x, torch.randn(4, 17, 17))
+        filter_responses(x, D(torch.randn(4, 17, 17)))
     with pytest.raises(ValueError, match=r"\[K, h, w\]"):
-        filter_responses(x, torch.randn(7, 7))
+        filter_responses(x, D(torch.randn(7, 7)))
     with pytest.raises(ValueError, match=r"\[B, H, W\]"):
-        filter_responses(x[0], torch.randn(4, 7, 7))
+        filter_responses(x[0], D(torch.randn(4, 7, 7)))
 
 
 # -- permutation equivariance -------------------------------------------------------------------
@@ -92,8 +100,8 @@ def test_v3_is_permutation_equivariant(preset):
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(3))
     noise = torch.tensor([0.3, 0.1]) if net.uses_noise else None
     with torch.no_grad():
-        maps = net(x, d, noise)
-        maps_perm = net(x, d[perm], noise)
+        maps = net(x, D(d), noise)
+        maps_perm = net(x, D(d[perm]), noise)
     assert (maps_perm - maps[:, perm]).abs().max().item() <= _tol(net)
     # the maps do depend on the filter (otherwise the test would be vacuous)
     assert (maps[:, 0] - maps[:, 1]).abs().max().item() > 100 * _tol(net)
@@ -107,11 +115,11 @@ def test_v3_equivariance_holds_across_chunks():
     x, d = _image(batch=1, height=48, width=48), _filters(20)
     perm = torch.randperm(20, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        maps = net(x, d)
-        maps_perm = net(x, d[perm])
+        maps = net(x, D(d))
+        maps_perm = net(x, D(d[perm]))
         unchunked = MapNetwork(dataclasses.replace(config, max_chunk_mb=256.0))
         unchunked.load_state_dict(net.state_dict())
-        maps_one_chunk = unchunked(x, d)
+        maps_one_chunk = unchunked(x, D(d))
     assert (maps_perm - maps[:, perm]).abs().max().item() <= _tol(net)
     assert (maps_one_chunk - maps).abs().max().item() <= _tol(net)
 
@@ -123,13 +131,13 @@ def test_v1_is_not_permutation_equivariant():
     x, d = _image(height=48, width=48), _filters(k)
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        maps = net(x, d)
-        maps_perm = net(x, d[perm])
+        maps = net(x, D(d))
+        maps_perm = net(x, D(d[perm]))
     assert maps.shape == (2, k, 48, 48)
     # V1 ignores which filter sits where: channel k is the map of whatever filter is at k
     assert (maps_perm - maps[:, perm]).abs().max().item() > 100 * _tol(net)
     with pytest.raises(ValueError, match="16 filters"):
-        net(x, _filters(8))
+        net(x, D(_filters(8)))
 
 
 # -- any K, any odd filter size ---------------------------------------------------------------
@@ -139,7 +147,7 @@ def test_same_instance_handles_any_k_and_filter_size():
     x = _image(batch=1, height=40, width=48)
     with torch.no_grad():
         for k, size in [(8, 7), (32, 11), (128, 7), (8, 11), (32, 9)]:
-            maps = net(x, _filters(k, size))
+            maps = net(x, D(_filters(k, size)))
             assert maps.shape == (1, k, 40, 48)
             assert maps.dtype == torch.float32
             assert torch.isfinite(maps).all()
@@ -151,14 +159,14 @@ def test_odd_image_sizes(downsample, shape):
     torch.manual_seed(0)
     net = MapNetwork(NetworkConfig(downsample=downsample)).eval()
     with torch.no_grad():
-        maps = net(_image(batch=1, height=shape[0], width=shape[1]), _filters(4, 7))
+        maps = net(_image(batch=1, height=shape[0], width=shape[1]), D(_filters(4, 7)))
     assert maps.shape == (1, 4, *shape)
 
 
 def test_too_small_image_is_rejected():
     net = MapNetwork(NetworkConfig(downsample=4, depth=2))
     with pytest.raises(ValueError, match="too small"):
-        net(_image(batch=1, height=12, width=12), _filters(2, 3))
+        net(_image(batch=1, height=12, width=12), D(_filters(2, 3)))
 
 
 # -- output range and scale ---------------------------------------------------------------------
@@ -167,11 +175,11 @@ def test_output_positive_and_bounded():
     net = MapNetwork(NetworkConfig(lambda_max=2.5)).eval()
     d = _filters(8)
     with torch.no_grad():
-        maps = net(_image(height=32, width=32), d)
+        maps = net(_image(height=32, width=32), D(d))
         assert (maps > 0).all() and (maps < 2.5).all()
         # extreme and degenerate inputs stay within [0, lambda_max] and finite
         for x in (1e6 * _image(height=32, width=32), torch.zeros(1, 32, 32, dtype=torch.complex64)):
-            maps = net(x, d)
+            maps = net(x, D(d))
             assert torch.isfinite(maps).all()
             assert (maps >= 0).all() and (maps <= 2.5).all()
 
@@ -180,7 +188,7 @@ def test_initial_lambda_sets_untrained_output_level():
     torch.manual_seed(0)
     net = MapNetwork(NetworkConfig(lambda_max=1.0, initial_lambda=0.05)).eval()
     with torch.no_grad():
-        maps = net(_image(height=32, width=32), _filters(8))
+        maps = net(_image(height=32, width=32), D(_filters(8)))
     assert 0.02 < maps.median().item() < 0.1
 
 
@@ -191,8 +199,8 @@ def test_scale_invariance_and_relative_output():
     relative = MapNetwork(NetworkConfig(output_scaling="relative")).eval()
     relative.load_state_dict(absolute.state_dict())
     with torch.no_grad():
-        a1, a2 = absolute(x, d), absolute(40.0 * x, d)
-        r1, r2 = relative(x, d), relative(40.0 * x, d)
+        a1, a2 = absolute(x, D(d)), absolute(40.0 * x, D(d))
+        r1, r2 = relative(x, D(d)), relative(40.0 * x, D(d))
     assert torch.allclose(a1, a2, atol=_tol(absolute))
     assert torch.allclose(40.0 * r1, r2, rtol=1e-4, atol=1e-4)
     scale = image_scale(x)
@@ -206,16 +214,16 @@ def test_noise_aware_maps_are_in_units_of_the_noise():
     x, d = _image(height=32, width=32), _filters(8)
     sigma = torch.tensor([0.2, 0.05])
     with torch.no_grad():
-        maps = net(x, d, sigma)
-        scaled = net(25.0 * x, d, 25.0 * sigma)  # the same data in other units
-        noisier = net(x, d, 2 * sigma)
+        maps = net(x, D(d), sigma)
+        scaled = net(25.0 * x, D(d), 25.0 * sigma)  # the same data in other units
+        noisier = net(x, D(d), 2 * sigma)
     assert torch.allclose(25.0 * maps, scaled, rtol=1e-4)
     assert ((maps > 0) & (maps < net.lambda_max * sigma.view(2, 1, 1, 1))).all()
     assert not torch.allclose(maps, noisier, rtol=1e-2)  # the network sees the noise level
     with pytest.raises(ValueError, match="noise-aware"):
-        net(x, d)
+        net(x, D(d))
     with pytest.raises(ValueError, match="> 0"):
-        net(x, d, torch.tensor([0.1, 0.0]))
+        net(x, D(d), torch.tensor([0.1, 0.0]))
     with pytest.raises(ValueError, match="no noise-aware variant"):
         V1MapNetwork(4, NetworkConfig.preset("noise"))
 
@@ -234,8 +242,8 @@ def test_percentile_normalisation_matches_solver_scaling():
     raw = MapNetwork(NetworkConfig(input_normalization="none")).eval()
     raw.load_state_dict(net.state_dict())
     with torch.no_grad():
-        assert torch.allclose(net(x_n, d), raw(x_n, d), atol=_tol(net))
-        assert torch.allclose(net(x, d), raw(x_n, d), atol=_tol(net))
+        assert torch.allclose(net(x_n, D(d)), raw(x_n, D(d)), atol=_tol(net))
+        assert torch.allclose(net(x, D(d)), raw(x_n, D(d)), atol=_tol(net))
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -244,7 +252,7 @@ def test_gradients_flow():
     net = MapNetwork()
     x = _image(batch=1, height=32, width=32).requires_grad_(True)
     d = _filters(6, 7).requires_grad_(True)
-    maps = net(x, d)
+    maps = net(x, D(d))
     (maps * torch.linspace(0, 1, 32)).sum().backward()
     for name, param in net.named_parameters():
         assert param.grad is not None, name

@@ -1,4 +1,4 @@
-"""Linear operators: FFT convention, adjointness, convolution semantics, low-pass, step size."""
+"""Linear operators: FFT convention, adjointness, convolution semantics, low-pass, norms (the step size)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import torch
 
 from adacsc.core.convolution import Synthesis, filter_spectra
 from adacsc.core.dictionary import random_dictionary
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.fourier import SampledFourier, fft2c, ifft2c
+from adacsc.core.linop import LinearOperator, power_iteration
 from adacsc.core.lowpass import forward_differences, forward_differences_adjoint, lowpass
-from adacsc.core.power import lipschitz_constant, power_iteration
 from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.mr.fft import fftc, ifftc
 from support import operators
@@ -23,8 +24,8 @@ def crandn(*shape: int, dtype: torch.dtype = torch.complex128) -> torch.Tensor:
     return operators.crandn(*shape, dtype=dtype, generator=GEN)
 
 
-def filters64(k=4, size=5, seed=0):
-    return torch.tensor(random_dictionary(k, size, seed=seed).filters, dtype=torch.float64)
+def filters64(k=4, size=5, seed=0) -> FilterBank:
+    return FilterBank(torch.tensor(random_dictionary(k, size, seed=seed).filters, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("shape", [(16, 20), (15, 9)])
@@ -74,7 +75,7 @@ def test_synthesis_is_centred_circular_convolution():
     for k in range(3):
         for a in range(5):
             for b in range(5):
-                expected += f[k, a, b] * torch.roll(s[:, k], shifts=(a - 2, b - 2), dims=(-2, -1))
+                expected += f.tensor[k, a, b] * torch.roll(s[:, k], shifts=(a - 2, b - 2), dims=(-2, -1))
     torch.testing.assert_close(D(s), expected, atol=1e-12, rtol=0)
 
 
@@ -82,7 +83,7 @@ def test_identity_filter_does_not_shift():
     delta = torch.zeros(1, 7, 7, dtype=torch.float64)
     delta[0, 3, 3] = 1.0
     s = crandn(2, 1, 12, 10)
-    torch.testing.assert_close(Synthesis(delta)(s), s[:, 0], atol=1e-12, rtol=0)
+    torch.testing.assert_close(Synthesis(FilterBank(delta))(s), s[:, 0], atol=1e-12, rtol=0)
     torch.testing.assert_close(filter_spectra(delta, (12, 10), torch.complex128),
                                torch.ones(1, 12, 10, dtype=torch.complex128), atol=1e-12, rtol=0)
 
@@ -138,26 +139,54 @@ def test_lowpass_is_differentiable_in_beta():
     assert torch.autograd.gradcheck(lambda b: torch.view_as_real(lowpass(x0, b)), (beta,))
 
 
-def test_exact_lipschitz_and_power_iteration():
+def test_closed_form_norm_agrees_with_power_iteration_on_the_composition():
     F, D = SampledFourier((10, 10), (20, 20)), Synthesis(filters64(8, 7))
     op = SpectralCodeOperator(D, F, "cpu", torch.complex128)
-    exact = lipschitz_constant(op, "exact")
-    power = lipschitz_constant(op, "power", n_iter=500)
+    exact = op.squared_norm()
     assert exact.shape == (1,)
-    # the exact value is an upper bound every iterate's Rayleigh quotient respects ...
-    s = crandn(1, 8, 20, 20)
-    assert float(power_iteration(op.normal, s, n_iter=30)) <= float(exact) * (1 + 1e-9)
-    # ... and power iteration (with its 1.01 safety factor) ends just above it
-    assert float(exact) <= float(power) <= 1.012 * float(exact)
+    # the composition F @ D has no closed form: LinearOperator's power iteration, from below
+    composed = F @ D
+    with pytest.raises(ValueError, match="start vector"):
+        composed.squared_norm()
+    start = crandn(1, 8, 20, 20)
+    power = composed.squared_norm(start, n_iter=500, rtol=1e-10)
+    assert float(power_iteration(composed.normal, start, n_iter=30)) <= float(exact) * (1 + 1e-9)
+    assert float(exact) * (1 - 1e-3) <= float(power) <= float(exact) * (1 + 1e-9)
+    torch.testing.assert_close(op.operator_norm(), torch.sqrt(exact))
+    torch.testing.assert_close(composed.operator_norm(start, n_iter=500, rtol=1e-10), torch.sqrt(power))
     # a different dictionary gives a different value
     op2 = SpectralCodeOperator(Synthesis(filters64(8, 7, seed=5)), F, "cpu", torch.complex128)
-    assert float(lipschitz_constant(op2, "exact")) != float(exact)
+    assert float(op2.squared_norm()) != float(exact)
 
 
-def test_lipschitz_per_batch_mask():
+def test_sampled_fourier_norm_is_one_per_slice_with_any_sample_kept():
+    mask = torch.ones(3, 8, 10)
+    mask[1, ::2] = 0
+    mask[2] = 0
+    A = SampledFourier((8, 10), (16, 20), mask)
+    torch.testing.assert_close(A.squared_norm(), torch.tensor([1.0, 1.0, 0.0]))
+    start = crandn(3, 16, 20)
+    power = LinearOperator.squared_norm(A, start, n_iter=50)  # the generic power iteration
+    torch.testing.assert_close(power.float(), A.squared_norm(), atol=1e-6, rtol=0)
+    assert float(SampledFourier((8, 10), (16, 20)).operator_norm()) == 1.0
+
+
+def test_squared_norm_per_batch_mask():
     mask = torch.ones(2, 8, 8)
     mask[1, :, 3:] = 0
     op = SpectralCodeOperator(Synthesis(filters64(4, 5)), SampledFourier((8, 8), (16, 16), mask),
                               "cpu", torch.complex128)
-    lip = lipschitz_constant(op)
+    lip = op.squared_norm()
     assert lip.shape == (2,) and float(lip[1]) <= float(lip[0])
+
+
+def test_the_synthesis_takes_a_filter_bank_validated_once():
+    with pytest.raises(TypeError, match="takes a FilterBank"):
+        Synthesis(torch.ones(2, 3, 3))
+    with pytest.raises(ValueError, match=r"\[K, h, w\]"):
+        FilterBank(torch.ones(3, 3))
+    with pytest.raises(ValueError, match="real floating-point"):
+        FilterBank(torch.ones(2, 3, 3, dtype=torch.complex64))
+    bank = FilterBank(torch.ones(2, 3, 3, dtype=torch.float64))
+    moved = bank.to(dtype=torch.float32)
+    assert moved.tensor.dtype == torch.float32 and moved.num_filters == 2 and moved.filter_shape == (3, 3)

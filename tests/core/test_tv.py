@@ -6,7 +6,9 @@ import torch
 
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.lowpass import forward_differences
-from adacsc.core.reconstruct import CSCReconstructor, NoiseMultiple
+from adacsc.core.filter_bank import FilterBank
+from adacsc.core.lambdas import FixedLambda, NoiseMultiple
+from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.core.tv import tv_lowpass
 
 
@@ -65,19 +67,20 @@ def test_reconstructor_uses_the_noise_level_where_it_needs_it():
     filters = torch.zeros(2, 3, 3)
     filters[0, 1, 1] = 1.0
     filters[1, 1, :] = torch.tensor([1.0, -1.0, 0.0]) / 2 ** 0.5
-    tv = CSCReconstructor(filters, n_iter=4, lowpass="tv")
+    bank = FilterBank(filters)
+    tv = CSCReconstructor(bank, lowpass="tv")
     with pytest.raises(ValueError, match="noise"):
-        tv.infer(y, (64, 64), 0.05)
-    out = tv.infer(y, (64, 64), NoiseMultiple(2.0), noise_std=sigma)
+        tv.infer(y, (64, 64), FixedLambda(0.05), 4)
+    out = tv.infer(y, (64, 64), NoiseMultiple(2.0), 4, noise_std=sigma)
     assert torch.allclose(out.noise, sigma / out.scale)
     assert torch.allclose(out.lam.flatten(), 2.0 * out.noise)
-    plain = CSCReconstructor(filters, n_iter=4)
+    plain = CSCReconstructor(bank)
     with pytest.raises(ValueError, match="noise_std"):
-        plain.infer(y, (64, 64), NoiseMultiple(2.0))
+        plain.infer(y, (64, 64), NoiseMultiple(2.0), 4)
     with pytest.raises(ValueError, match="noise_std"):
-        plain.infer(y, (64, 64), 0.05, noise_std=torch.tensor([sigma, -1.0]))
+        plain.infer(y, (64, 64), FixedLambda(0.05), 4, noise_std=torch.tensor([sigma, -1.0]))
     with pytest.raises(ValueError, match="lowpass"):
-        CSCReconstructor(filters, lowpass="median")
+        CSCReconstructor(bank, lowpass="median")
 
 
 def test_tv_lowpass_without_the_k_space_centre_is_finite():

@@ -130,9 +130,7 @@ def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
 
 @needs_brain
 def test_shipped_blackbox_resolves_by_name_and_loads():
-    from adacsc.commands.evaluate import _blackbox_file
-
-    model, meta = load_blackbox(_blackbox_file("unet_blackbox"))
+    model, meta = load_blackbox(resources.resolve(resources.BASELINE, "unet_blackbox"))
     assert meta["provenance"]["steps"] == get_schedule("cpu-2h").steps
     x = fixed_lowfield(load_split("val")[:1], 0.15, seed=3)
     with torch.inference_mode():

@@ -10,8 +10,9 @@ import torch
 
 from adacsc.chain.config import load_chain
 from adacsc.core.network import MapNetwork
-from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, NoiseMultiple
-from adacsc.core.app import CSCRecon, FixedLambda
+from adacsc.core.app import CSCRecon
+from adacsc.core.lambdas import FixedLambda, NoiseMultiple
+from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA
 from adacsc.io.dictionary_file import load_named_dictionary, save_dictionary
 from adacsc.io.weights_file import save_model
 from adacsc.gadgets.csc import SPEC, ReconSettings, build_recon
@@ -120,7 +121,7 @@ def test_settings_follow_the_weights_unless_set(model_folders: tuple[Path, Path]
     defaults = SPEC.parse({"weights": "tv", "dictionary": "same.npz"})
     recon = build(defaults)
     assert (recon.iterations, recon.lowpass.kind, recon.lowpass.tv_weight, recon.mode) == (12, "tv", 0.5, "maps")
-    assert recon.solver.n_iter == 12 and recon.solver.lowpass == "tv"
+    assert recon.solver.lowpass == "tv" and recon.solver.tv_weight == 0.5
     recon = build(defaults, iterations=5, lowpass="tikhonov")
     assert (recon.iterations, recon.lowpass.kind, recon.lowpass.beta) == (5, "tikhonov", 2.0)
     old = build(defaults, weights="seeded")  # weights without these settings: the published ones

@@ -14,6 +14,8 @@ import torch
 from adacsc import settings
 from adacsc.chain.config import load_chain
 from adacsc.core.dictionary import random_dictionary
+from adacsc.core.filter_bank import FilterBank
+from adacsc.core.lambdas import FixedLambda
 from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.client import send_scan
 from adacsc.gadgets import csc
@@ -117,8 +119,8 @@ def test_pool_shares_the_cores_a_lone_job_takes_all_a_queue_one_each():
 
 def _tiny_solve() -> int:
     """A few FISTA iterations (each calls the pool's hook); the thread count afterwards."""
-    solver = CSCReconstructor(random_dictionary(4, 5, seed=0), n_iter=3)
-    solver.infer(torch.ones(1, 8, 8, dtype=torch.complex64), (16, 16), 0.1)
+    solver = CSCReconstructor(FilterBank(random_dictionary(4, 5, seed=0).filters))
+    solver.infer(torch.ones(1, 8, 8, dtype=torch.complex64), (16, 16), FixedLambda(0.1), 3)
     return torch.get_num_threads()
 
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from adacsc.core.convolution import Synthesis
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.network import MapNetwork, NetworkConfig, V1MapNetwork
 from adacsc.io.weights_file import ModelInfo, WeightsError, load_model, read_model_info, save_model
 
@@ -16,7 +18,7 @@ def _inputs(k=6):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 32, 32, dtype=torch.complex64, generator=g)
     d = torch.randn(k, 7, 7, generator=g)
-    return x, d / d.flatten(1).norm(dim=1).view(k, 1, 1)
+    return x, Synthesis(FilterBank(d / d.flatten(1).norm(dim=1).view(k, 1, 1)))
 
 
 def _metadata(model, **changes):

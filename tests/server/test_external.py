@@ -6,32 +6,41 @@ same process, a failing scan in between, and a clean exit on SIGTERM."""
 import contextlib
 import os
 import threading
-import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import ismrmrd
 import numpy as np
 import pytest
-from gadgetron.external.connection import Connection
 
 from adacsc.chain import wire
 from adacsc.chain.config import load_chain
 from adacsc.chain.runner import Chain
 from adacsc.server import external
+from adacsc.server.notify import PORT, SESSION
 from adacsc.io.dataset import InputScan
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from support.gadgetron_host import CLOSE, CONFIG, HEADER, _Reader
+from support.gadgetron_host import CLOSE, CONFIG, HEADER, ExactReader
 from support import REPO
+from support.server import Notifications
 
 CONFIGS = REPO / "configs"
+
+
+class External(NamedTuple):
+    """A running `adacsc external` process."""
+
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    notes: Notifications
 ERROR = 8
 FAST = {"mode": "scalar", "iterations": "4", "super_resolution": "1"}
 
@@ -79,7 +88,7 @@ def gadgetron_side(port: int, configuration: ET.Element, header: bytes, items: l
         for item in items:
             sock.sendall(wire.encode(item))
         sock.sendall(_id.pack(CLOSE))
-        reader, readers = _Reader(sock), Connection._default_readers()
+        reader = ExactReader(sock)
         while True:
             (mid,) = _id.unpack(reader.read(_id.size))
             if mid == CLOSE:
@@ -88,39 +97,38 @@ def gadgetron_side(port: int, configuration: ET.Element, header: bytes, items: l
                 (length,) = _u64.unpack(reader.read(_u64.size))
                 errors.append(reader.read(length).decode())
                 continue
-            received.append((mid, readers[mid](reader)))
+            received.append((mid, wire.read_payload(mid, reader)))
     finally:
         sock.close()
     return received, errors
 
 
 @contextlib.contextmanager
-def running_external(folder: Path, *options: str) -> Iterator[tuple[subprocess.Popen, int, Path]]:
-    """`adacsc external --gadget csc` on a free port (read from its log) as its own process."""
+def running_external(folder: Path, *options: str) -> Iterator[External]:
+    """`adacsc external --gadget csc` on a free port (which it notifies) as its own process."""
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "external.log"
-    env = {**os.environ, "ADACSC_LOG_LEVEL": "INFO", "ADACSC_NOISE_DIR": str(folder / "noise")}
+    notes = Notifications()
+    env = notes.environment({**os.environ, "ADACSC_LOG_LEVEL": "INFO", "ADACSC_NOISE_DIR": str(folder / "noise")})
     with log_path.open("w") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "adacsc", "external", "--port", "0",
                                     "--gadget", "csc", *options],
                                    stdout=log_file, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 60
-        port = None
-        while port is None and time.monotonic() < deadline and process.poll() is None:
-            match = re.search(r"listening on .*, port (\d+)", log_path.read_text())
-            port = int(match.group(1)) if match else None
-            time.sleep(0.1)
-        assert port is not None, f"adacsc external did not start:\n{log_path.read_text()}"
-        yield process, port, log_path
+        try:
+            port = int(notes.wait(PORT, process=process))
+        except AssertionError as err:
+            raise AssertionError(f"adacsc external did not start ({err}):\n{log_path.read_text()}") from err
+        yield External(process, port, log_path, notes)
     finally:
+        notes.close()
         if process.poll() is None:
             process.kill()
             process.wait()
 
 
 @pytest.fixture(scope="module")
-def external_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, int, Path]]:
+def external_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
     """One long-running process shared by the tests that send it scans."""
     with running_external(tmp_path_factory.mktemp("external"), "--no-preload") as started:
         yield started
@@ -142,8 +150,8 @@ def test_connect_config_matches_the_command_defaults() -> None:
 
 
 def test_serves_scan_after_scan_like_the_in_process_chain(
-        external_process: tuple[subprocess.Popen, int, Path], front_end_output: tuple[bytes, list[object]]) -> None:
-    process, port, log_path = external_process
+        external_process: External, front_end_output: tuple[bytes, list[object]]) -> None:
+    process, port, log_path, _ = external_process
     header, arrays = front_end_output
     configuration = connect_configuration(**FAST)
     first, errors = gadgetron_side(port, configuration, header, arrays)
@@ -173,8 +181,8 @@ def test_serves_scan_after_scan_like_the_in_process_chain(
 
 
 def test_a_failing_scan_is_reported_and_the_next_one_is_served(
-        external_process: tuple[subprocess.Popen, int, Path], front_end_output: tuple[bytes, list[object]]) -> None:
-    process, port, _ = external_process
+        external_process: External, front_end_output: tuple[bytes, list[object]]) -> None:
+    process, port, _, _ = external_process
     header, arrays = front_end_output
     received, errors = gadgetron_side(port, connect_configuration(**{**FAST, "iterations": "-1"}), header, arrays)
     assert received == [] and len(errors) == 1 and "iterations='-1': must be >= 0" in errors[0]
@@ -186,17 +194,16 @@ def test_a_failing_scan_is_reported_and_the_next_one_is_served(
 
 
 def test_a_peer_that_vanishes_mid_message_does_not_hurt_the_process(
-        external_process: tuple[subprocess.Popen, int, Path], front_end_output: tuple[bytes, list[object]]) -> None:
-    process, port, log_path = external_process
+        external_process: External, front_end_output: tuple[bytes, list[object]]) -> None:
+    process, port, log_path, notes = external_process
     header, arrays = front_end_output
+    seen = notes.mark()  # a failed scan notifies its end before its client hears of it
     config = ET.tostring(connect_configuration(**FAST))
     with socket.create_connection(("localhost", port), timeout=30) as sock:
         sock.sendall(struct.pack("<HI", CONFIG, len(config)) + config + struct.pack("<HI", HEADER, len(header)) + header)
         sock.sendall(wire.encode(arrays[0])[:200])  # then the "scanner" is gone
-    deadline = time.monotonic() + 30
-    while "closed the connection in the middle of a message" not in log_path.read_text():
-        assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.1)
+    notes.wait(SESSION, r"ended \d+ failed", after=seen, process=process)
+    assert "closed the connection in the middle of a message" in log_path.read_text()
     received, errors = gadgetron_side(port, connect_configuration(**FAST), header, arrays)
     assert errors == [] and len(received) == 6 and process.poll() is None
 
@@ -204,7 +211,7 @@ def test_a_peer_that_vanishes_mid_message_does_not_hurt_the_process(
 def test_sigterm_finishes_the_running_scan_then_exits(
         tmp_path: Path, front_end_output: tuple[bytes, list[object]]) -> None:
     header, arrays = front_end_output
-    with running_external(tmp_path / "external", "--no-preload") as (process, port, log_path):
+    with running_external(tmp_path / "external", "--no-preload") as (process, port, log_path, notes):
         result: dict[str, object] = {}
 
         def scan() -> None:
@@ -213,10 +220,7 @@ def test_sigterm_finishes_the_running_scan_then_exits(
 
         sender = threading.Thread(target=scan)
         sender.start()
-        deadline = time.monotonic() + 30
-        while ": started" not in log_path.read_text():
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.02)
+        notes.wait(SESSION, "started", process=process)
         process.send_signal(signal.SIGTERM)
         sender.join(60)
         assert process.wait(timeout=60) == 0

@@ -13,7 +13,8 @@ from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.packaging import openrecon
 from adacsc.server import protocol as proto
-from support.server import error_texts, exchange, make_scan, threaded_server
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import error_texts, exchange, threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,7 +36,7 @@ def oblique_directions() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def fire_stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, list[bytes]]:
     """(header with a protocol name, acquisitions of an oblique off-centre 2-slice scan)."""
-    path = make_scan(tmp_path_factory.mktemp("fire") / "oblique.h5", coils=4, lines=16, slices=2)
+    path = write_small_scan(tmp_path_factory.mktemp("fire") / "oblique.h5", coils=4, lines=16, slices=2)
     read, phase, slice_dir = oblique_directions()
     with InputScan(path) as scan:
         header = parse_header(scan.header_bytes())

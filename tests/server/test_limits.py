@@ -7,7 +7,6 @@ import re
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import ismrmrd
@@ -18,8 +17,10 @@ import pytest
 from adacsc.client import send_scan
 from adacsc.io.dataset import InputScan
 from adacsc.server import protocol as proto
-from support.server import (FRONTEND, chain_text, error_texts, exchange, frontend_text, make_scan,
-                            read_replies, scan_messages, start_server_process, threaded_server)
+from adacsc.server.notify import SESSION
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import (FRONTEND, chain_text, error_texts, exchange, frontend_text, read_replies, scan_messages,
+                            start_server_process, threaded_server)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,7 +33,7 @@ ENDLESS = {"iterations": "100000000", "mode": "scalar", "super_resolution": "1"}
 
 @pytest.fixture(scope="module")
 def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
+    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 def declared(header: bytes, x: int, y: int, channels: int | None = None) -> bytes:
@@ -104,7 +105,7 @@ def test_buffers_are_charged_to_the_scan_budget_before_they_are_allocated(small_
 def test_server_rss_stays_under_the_configured_limit_for_huge_declared_sizes(small_scan, tmp_path):
     """The F1 case against `adacsc serve` as a process: its peak RSS stays below --max-scan-gb."""
     header, _ = scan_messages(small_scan)
-    process, port, log_path = start_server_process(tmp_path, "--no-preload", "--max-scan-gb", "0.25",
+    process, port, _, _ = start_server_process(tmp_path, "--no-preload", "--max-scan-gb", "0.25",
                                                    "--workers", "2")
     try:
         cases = [declared(header, 4096, 20000), declared(header, 4096, 100000), declared(header, 2048, 2048)]
@@ -166,7 +167,7 @@ def test_sigterm_cancels_scans_still_running_after_the_grace_period(small_scan, 
     stream = (proto.config_text_message(CSC_CHAIN) + proto.header_message(header)
               + proto.text_message(json.dumps({"parameters": ENDLESS})) + b"".join(acquisitions)
               + proto.close_message())
-    process, port, log_path = start_server_process(tmp_path, "--grace", "1", "--max-iterations", "100000000",
+    process, port, log_path, notes = start_server_process(tmp_path, "--grace", "1", "--max-iterations", "100000000",
                                                    "--workers", "1")
     replies: list[proto.Message] = []
     try:
@@ -174,9 +175,7 @@ def test_sigterm_cancels_scans_still_running_after_the_grace_period(small_scan, 
         client = threading.Thread(target=lambda: replies.extend(read_replies(sock)))
         client.start()
         sock.sendall(stream)
-        deadline = time.monotonic() + 60
-        while "CSC: dictionary" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        notes.wait(SESSION, "started", process=process)  # it reconstructs without end from here
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
         client.join(10)

@@ -7,11 +7,11 @@ import tracemalloc
 from pathlib import Path
 
 import ismrmrd
-import ismrmrd.xsd as xsd
 import numpy as np
 import pytest
 
 from adacsc.client import send_scan
+from adacsc.io.header_builder import build_header, cartesian_readout, write_ismrmrd
 from adacsc.limits import LimitError, ScanBudget
 from support.server import FRONTEND, threaded_server
 
@@ -55,25 +55,12 @@ def test_a_charge_with_a_stop_test_waits_for_memory_to_be_freed():
 
 def _one_readout_per_slice(path: Path, matrix: int, slices: int) -> Path:
     """A header of `matrix` x `matrix` and one readout per slice: tiny input, large output."""
-    header = xsd.ismrmrdHeader(experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=2341761))
-    header.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(receiverChannels=1)
-    space = xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=matrix, y=matrix, z=1),
-                                  fieldOfView_mm=xsd.fieldOfViewMm(x=200, y=200, z=5))
-    header.encoding = [xsd.encodingType(
-        encodedSpace=space, reconSpace=space, trajectory=xsd.trajectoryType.CARTESIAN,
-        encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=matrix - 1, center=matrix // 2),
-            slice=xsd.limitType(minimum=0, maximum=slices - 1, center=0)))]
-    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dataset.write_xml_header(xsd.ToXML(header))
-    for s in range(slices):
-        acquisition = ismrmrd.Acquisition.from_array(np.ones((1, matrix), np.complex64))
-        acquisition.idx.slice, acquisition.idx.kspace_encode_step_1 = s, matrix // 2
-        acquisition.center_sample = matrix // 2
-        acquisition.setFlag(ismrmrd.ACQ_LAST_IN_SLICE)
-        dataset.append_acquisition(acquisition)
-    dataset.close()
-    return path
+    header = build_header(field_T=0.055, coil_names=["c0"], encoded_matrix=(matrix, matrix, 1),
+                          encoded_fov_mm=(200, 200, 5), recon_matrix=(matrix, matrix, 1), recon_fov_mm=(200, 200, 5),
+                          n_lines=matrix, n_slices=slices, measurement_id=f"one_readout_{matrix}_{slices}")
+    readouts = [cartesian_readout(np.ones((1, matrix), np.complex64), line=matrix // 2, slice_index=s,
+                                  sample_time_us=10.0, flags=[ismrmrd.ACQ_LAST_IN_SLICE]) for s in range(slices)]
+    return write_ismrmrd(path, header, readouts)
 
 
 def test_amplified_output_stays_within_the_scan_budget(tmp_path):

@@ -11,8 +11,9 @@ import pytest
 from adacsc.chain.config import load_chain
 from adacsc.client import send_scan
 from adacsc.replay import replay
+from adacsc.simulation.small_scan import write_small_scan
 from support.scans import read_images
-from support.server import make_scan, threaded_server
+from support.server import threaded_server
 
 pytestmark = pytest.mark.timeout(300)
 CHAIN = "adacsc_lowfield"
@@ -41,7 +42,7 @@ def _check(recon: dict, sent: dict, texts: list[str]) -> None:
 
 
 def test_noise_free_scan_gets_a_floor_and_both_routes_agree(tmp_path):
-    scan = make_scan(tmp_path / "clean.h5", coils=4, lines=32, slices=1, noise=0, kspace_noise=0.0)
+    scan = write_small_scan(tmp_path / "clean.h5", coils=4, lines=32, slices=1, noise=0, kspace_noise=0.0)
     _check(*_recon_and_send(scan, tmp_path))
 
 

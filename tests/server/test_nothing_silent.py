@@ -13,14 +13,15 @@ from adacsc.io.dataset import DatasetError, InputScan
 from adacsc.chain.runner import Chain
 from adacsc.server import protocol as proto
 from adacsc.server.parameters import ParameterError, looks_like_json, parse_json_parameters
-from support.server import FRONTEND, error_texts, exchange, make_scan, scan_messages, threaded_server
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, error_texts, exchange, scan_messages, threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
+    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_errors_sent_to_clients_name_folders_by_role_not_by_path(small_scan, ser
 
 
 def test_a_locked_input_file_is_reported_as_locked(tmp_path):
-    scan = make_scan(tmp_path / "locked.h5", lines=8, slices=1, noise=2)
+    scan = write_small_scan(tmp_path / "locked.h5", lines=8, slices=1, noise=2)
     holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1], 'a'); "
                                "print('open', flush=True); sys.stdin.read()", str(scan)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from adacsc.client import send_scan
-from support.server import FRONTEND, make_scan
+from adacsc.server.notify import HTTP_PORT, PORT, SESSION
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, Notifications
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -27,41 +28,32 @@ def status(port: int, path: str) -> int:
         return err.code
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_ready_after_the_warm_up_and_not_while_draining(tmp_path: Path) -> None:
-    scan = make_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
     log_path = tmp_path / "server.log"
+    notes = Notifications()
     with open(log_path, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--metrics-port", "0",
                                     "--workers", "1", "--slice-workers", "1", "--grace", "60"],
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT, env=notes.environment())
     try:
-        http = int(wait_for(lambda: re.search(r"on http://127\.0\.0\.1:(\d+)", log_path.read_text()), 60,
-                            "the HTTP port").group(1))
+        http = int(notes.wait(HTTP_PORT, process=process))
         assert status(http, "/live") == 200
-        assert "warm-up solve" not in log_path.read_text() and status(http, "/ready") == 503
-        wait_for(lambda: status(http, "/ready") == 200, 180, "/ready")
+        assert status(http, "/ready") == 503  # the warm-up solve runs before the server listens
+        port = int(notes.wait(PORT, timeout=180, process=process))
+        assert status(http, "/ready") == 200
         log = log_path.read_text()
         assert re.search(r"warm-up solve: chain adacsc_lowfield, 1 slice\(s\) of lowfield_0055T_FSE\.h5, 3 outputs",
                          log), log
-        port = int(re.search(r"listening on [^ ]+:(\d+)", log).group(1))
 
         outcome = {}
         client = threading.Thread(target=lambda: outcome.update(result=send_scan(
             scan, tmp_path / "out.h5", port=port, config_name=FRONTEND, pace="15", timeout=60)))
         client.start()
-        wait_for(lambda: "running chain" in log_path.read_text(), 30, "the scan to start")
+        notes.wait(SESSION, "started", process=process)
         process.send_signal(signal.SIGTERM)
-        wait_for(lambda: status(http, "/ready") == 503, 10, "/ready to turn 503")
+        notes.wait("STOPPING", process=process)
+        assert status(http, "/ready") == 503
         draining = client.is_alive()
         assert status(http, "/live") == 200
         client.join(60)

@@ -6,8 +6,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -58,19 +56,7 @@ scrape_configs:
         process = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                                    stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as reply:
-                if reply.status == 200:
-                    return process, port, log_path
-        except (urllib.error.URLError, OSError):
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"prometheus did not start: {log_path.read_text()[-2000:]}")
+    return process, port, log_path
 
 
 def test_prometheus_scrapes_exact_counters_while_ten_scans_run(tmp_path: Path) -> None:
@@ -78,11 +64,11 @@ def test_prometheus_scrapes_exact_counters_while_ten_scans_run(tmp_path: Path) -
             serve_endpoints(running.server, "127.0.0.1", 0, None) as (http,):
         prometheus, port, log_path = start_prometheus(tmp_path, http.port)
         try:
-            deadline = time.monotonic() + 30
-            while api(port, "up") != {(): 1.0} and time.monotonic() < deadline:
-                time.sleep(SCRAPE_S)  # the first scrape happened: the scans are seen from the start
+            # Prometheus has stored a scrape once it fetches the next: the scans are seen from the start
+            assert http.wait_for_scrapes(2, 60), log_path.read_text()[-2000:]
             assert api(port, "up") == {(): 1.0}, log_path.read_text()[-2000:]
-            expected = run_ten_scans(running.port, tmp_path, running.server.telemetry.registry.get_sample_value)
+            expected = run_ten_scans(running.port, tmp_path, running.server.telemetry.registry.get_sample_value,
+                                     running.server.wait_until)
             running.report(9)
             wanted = {
                 "adacsc_sessions_started_total": {(): expected.started},
@@ -99,12 +85,9 @@ def test_prometheus_scrapes_exact_counters_while_ten_scans_run(tmp_path: Path) -
                 "adacsc_waiting_connections": {(): 0},
                 "adacsc_scan_budget_bytes_in_use": {(): 0},
             }
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # until a scrape after the last scan has been stored
-                found = {name: api(port, name) for name in wanted}
-                if found == wanted:
-                    break
-                time.sleep(SCRAPE_S)
+            # a scrape that began after the last scan, stored before the one after it began
+            assert http.wait_for_scrapes(http.scrapes + 3, 30)
+            found = {name: api(port, name) for name in wanted}
             assert found == wanted
             # the scans were seen while they ran: a scrape caught a busy worker
             seen_active = api(port, "max_over_time(adacsc_active_scans[5m])")

@@ -3,7 +3,6 @@ soon as its readouts are complete, while later slices are still being sent, and 
 reports each slice's latency beside its reconstruction time. Causal checks, no timing."""
 
 import threading
-import time
 from pathlib import Path
 
 import ismrmrd
@@ -23,17 +22,16 @@ def test_first_slice_returns_before_the_next_slice_is_sent(sim_scan: Path) -> No
     with threaded_server(workers=1) as running, InputScan(sim_scan) as scan:
         header = scan.header_bytes()
         acquisitions = list(scan.acquisitions())
-        client = StreamClient("127.0.0.1", running.port, timeout=60)
+        first_slice_back = threading.Event()
+        client = StreamClient("127.0.0.1", running.port, timeout=60,
+                              on_image=lambda image: image.slice == 0 and first_slice_back.set())
 
         def paced():
             """Hold the second slice back until the first one's images are in."""
             for acquisition in acquisitions:
                 yield acquisition
                 if acquisition.idx.slice == 0 and acquisition.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE):
-                    deadline = time.monotonic() + 60
-                    while (0, 0) not in client.result.slice_last_image and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                    if (0, 0) in client.result.slice_last_image:
+                    if first_slice_back.wait(60):
                         returned_early.set()
 
         stream(client, header, paced(), config_name="adacsc_lowfield", overrides=CSC_FAST)

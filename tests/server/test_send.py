@@ -16,15 +16,16 @@ from adacsc.commands import send as send_command
 from adacsc.commands import serve as serve_command
 from adacsc.io.dataset import InputScan
 from adacsc.server import protocol as proto
+from adacsc.simulation.small_scan import write_small_scan
 from support.scans import read_images
-from support.server import FRONTEND, frontend_text, make_scan, threaded_server
+from support.server import FRONTEND, frontend_text, threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scan(tmp_path_factory.mktemp("send") / "scan.h5", lines=16, slices=2, noise=8)
+    return write_small_scan(tmp_path_factory.mktemp("send") / "scan.h5", lines=16, slices=2, noise=8)
 
 
 @pytest.fixture(scope="module")
@@ -122,17 +123,25 @@ def test_pacer_fixed_rate():
 
 
 def test_pacer_realtime_follows_time_stamps_and_caps_gaps(monkeypatch):
-    slept = []
-    monkeypatch.setattr("adacsc.client.time.sleep", lambda s: slept.append(s))
-    pacer = Pacer("realtime")
-    for stamp in ((1 << 32) - 8, (1 << 32) - 4, 0, 40_000):  # 10 ms steps across the wrap, a 100 s gap
-        pacer.wait(_acquisition(stamp))
-    assert pacer._previous_target == pytest.approx(0.02 + 5.0, abs=1e-9)
-    assert slept[-1] == pytest.approx(5.02, abs=0.05)  # the 100 s gap is sent after 5 s
-    fast = Pacer("realtime:10")
-    for stamp in (0, 400):
-        fast.wait(_acquisition(stamp))
-    assert fast._previous_target == pytest.approx(0.1)
+    clock = [100.0]  # a clock that only its sleeps advance: each readout leaves exactly when due
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr("adacsc.client.time.sleep", sleep)
+    monkeypatch.setattr("adacsc.client.time.perf_counter", lambda: clock[0])
+
+    def released(pacer: Pacer, stamps: tuple[int, ...]) -> list[float]:
+        start, times = clock[0], []
+        for stamp in stamps:
+            pacer.wait(_acquisition(stamp))
+            times.append(clock[0] - start)
+        return times
+
+    # 10 ms steps across the wrap of the 32-bit stamp, then a 100 s gap, sent after 5 s
+    assert released(Pacer("realtime"), ((1 << 32) - 8, (1 << 32) - 4, 0, 40_000)) == pytest.approx(
+        [0.0, 0.01, 0.02, 5.02], abs=1e-9)
+    assert released(Pacer("realtime:10"), (0, 400)) == pytest.approx([0.0, 0.1], abs=1e-9)
 
 
 @pytest.mark.parametrize("mode", ["fast", "-3", "realtime:0"])

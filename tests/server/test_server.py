@@ -16,16 +16,17 @@ from adacsc.chain.config import load_chain
 from adacsc.client import send_scan
 from adacsc.replay import replay
 from adacsc.server import protocol as proto
+from adacsc.simulation.small_scan import write_small_scan
 from support.scans import read_images
-from support.server import (FRONTEND, assert_same_images, chain_text, error_texts, exchange,
-                            frontend_text, make_scan, poll_until, scan_messages, threaded_server)
+from support.server import (FRONTEND, assert_same_images, chain_text, error_texts, exchange, frontend_text,
+                            scan_messages, threaded_server)
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
+    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_excess_connections_are_refused_clearly(small_scan):
         blocker = socket.create_connection(("127.0.0.1", running.port))
         try:
             blocker.sendall(_config_and_header(small_scan))  # takes the only worker, then sends nothing
-            poll_until(lambda: running.server.scans_running() == 1)
+            running.wait_until(lambda: running.server.scans_running() == 1, what="the blocker holding the worker")
             replies = exchange(running.port, _config_and_header(small_scan))
         finally:
             blocker.close()
@@ -341,7 +342,7 @@ def test_silent_client_is_dropped_after_the_timeout(small_scan):
 
 
 def test_client_that_never_reads_is_dropped_and_others_are_served(tmp_path, offline, small_scan, caplog):
-    big = make_scan(tmp_path / "big.h5", lines=32, slices=24, noise=8)
+    big = write_small_scan(tmp_path / "big.h5", lines=32, slices=24, noise=8)
     header, acquisitions = scan_messages(big)
     stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
               + b"".join(acquisitions) + proto.close_message())

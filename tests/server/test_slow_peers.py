@@ -10,15 +10,15 @@ import pytest
 
 from adacsc.client import send_scan
 from adacsc.server import protocol as proto
-from support.server import (FRONTEND, error_texts, make_scan, poll_until, read_replies, scan_messages,
-                            threaded_server)
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import FRONTEND, error_texts, read_replies, scan_messages, threaded_server
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
+    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 def _config_and_header(scan: Path) -> bytes:
@@ -98,7 +98,7 @@ def test_a_message_trickling_after_the_header_is_dropped_at_its_deadline(small_s
 def test_a_client_that_never_reads_holds_its_worker_for_the_write_stall_only(tmp_path):
     """The write stall is one deadline for the whole session: no byte accepted by the client
     for `write_stall_s` and the session ends, however its sends and queue are split."""
-    big = make_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
+    big = write_small_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
     header, acquisitions = scan_messages(big)
     stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
               + b"".join(acquisitions) + proto.close_message())
@@ -124,7 +124,7 @@ def test_stop_does_not_wait_for_connections_still_opening(small_scan):
     running = None
     with threaded_server(workers=1, header_timeout_s=60.0) as running:
         idle = [_connect(running.port) for _ in range(3)]
-        poll_until(lambda: running.server.active_sessions() == 3, what="three connections opening")
+        running.wait_until(lambda: running.server.active_sessions() == 3, what="three connections opening")
         started = time.monotonic()
         running.stop(timeout=10)
         assert time.monotonic() - started < 2.0
@@ -138,7 +138,7 @@ def test_stop_returns_within_grace_and_a_second_with_a_client_that_never_reads(t
     """A session blocked on a client that never reads (write stall far longer than the grace
     period) does not hold up the server's stop: it is cancelled at the end of the grace period
     and its socket shut down shortly after."""
-    big = make_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
+    big = write_small_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
     header, acquisitions = scan_messages(big)
     stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
               + b"".join(acquisitions) + proto.close_message())
@@ -152,7 +152,7 @@ def test_stop_returns_within_grace_and_a_second_with_a_client_that_never_reads(t
         sock.connect(("127.0.0.1", running.port))
         try:
             sock.sendall(stream)  # and never read
-            poll_until(lambda: running.server.scans_running() == 1, what="the scan running")
+            running.wait_until(lambda: running.server.scans_running() == 1, what="the scan running")
             started = time.monotonic()
             running.stop(timeout=30)
             stopped_after = time.monotonic() - started

@@ -9,25 +9,24 @@ from pathlib import Path
 import pytest
 
 from adacsc.client import send_scan
-from support.server import make_scan, start_server_process
+from adacsc.server.notify import SESSION
+from adacsc.simulation.small_scan import write_small_scan
+from support.server import start_server_process
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_the_server_exits_within_grace_plus_one_second(tmp_path: Path) -> None:
-    scan = make_scan(tmp_path / "scan.h5", lines=64, slices=4, noise=8)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=64, slices=4, noise=8)
     grace = 2.0
-    process, port, log_path = start_server_process(tmp_path, "--workers", "2", "--grace", str(grace))
+    process, port, log_path, notes = start_server_process(tmp_path, "--workers", "2", "--grace", str(grace))
     clients = [threading.Thread(target=send_scan, args=(scan, tmp_path / f"o{i}.h5"), daemon=True,
                                 kwargs=dict(port=port, config_name="adacsc_lowfield", overrides={"iterations": "500"},
                                             timeout=120)) for i in range(3)]
     try:
         for client in clients:
             client.start()
-        deadline = time.monotonic() + 60
-        while log_path.read_text().count("running chain") < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.5)  # slices are being reconstructed
+        notes.wait(SESSION, "started", count=2, process=process)  # both workers busy, the third scan waits
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(60)

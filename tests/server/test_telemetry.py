@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from adacsc.client import send_scan
 from adacsc.server import Server, ServerSettings, SessionSettings
 from adacsc.server.endpoints import serve_endpoints
+from adacsc.simulation.small_scan import write_small_scan
 from support.metrics_scenario import STAGES, run_ten_scans
-from support.server import FRONTEND, make_scan, threaded_server
+from support.server import FRONTEND, threaded_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,7 +38,7 @@ def test_every_metric_equals_what_ten_scans_did(tmp_path: Path) -> None:
     with threaded_server(workers=1, max_waiting=1) as running:
         registry = running.server.telemetry.registry
         with serve_endpoints(running.server, "127.0.0.1", 0, None) as (http,):
-            expected = run_ten_scans(running.port, tmp_path, registry.get_sample_value)
+            expected = run_ten_scans(running.port, tmp_path, registry.get_sample_value, running.server.wait_until)
             running.report(9)
             status, text = get(http.port, "/metrics")
     assert status == 200
@@ -68,7 +69,7 @@ def test_every_metric_equals_what_ten_scans_did(tmp_path: Path) -> None:
 
 
 def test_the_budget_in_use_is_the_running_scans(tmp_path: Path) -> None:
-    scan = make_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=16, slices=2, noise=8)
     with threaded_server(workers=1) as running:
         telemetry = running.server.telemetry
         seen: list[float] = []

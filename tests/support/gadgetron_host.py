@@ -9,8 +9,6 @@ import sys
 import threading
 import xml.etree.ElementTree as ET
 
-from gadgetron.external.connection import Connection
-
 from adacsc.chain import wire
 
 _ID = struct.Struct("<H")
@@ -18,7 +16,7 @@ _UINT32 = struct.Struct("<I")
 CONFIG, HEADER, CLOSE = 2, 3, 4
 
 
-class _Reader:
+class ExactReader:
     """socket -> read(n) that returns exactly n bytes."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -49,8 +47,7 @@ def run_external_node(module: str, target: str, configuration: ET.Element, heade
     try:
         conn, _ = server.accept()
         conn.settimeout(timeout)
-        readers = Connection._default_readers()
-        reader = _Reader(conn)
+        reader = ExactReader(conn)
 
         def send_all() -> None:
             config = ET.tostring(configuration)
@@ -66,7 +63,7 @@ def run_external_node(module: str, target: str, configuration: ET.Element, heade
             (mid,) = _ID.unpack(reader.read(_ID.size))
             if mid == CLOSE:
                 break
-            received.append((mid, readers[mid](reader)))
+            received.append((mid, wire.read_payload(mid, reader)))
         sender.join(timeout)
         conn.close()
         log, _ = process.communicate(timeout=timeout)

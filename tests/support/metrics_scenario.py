@@ -4,13 +4,12 @@ worker is busy and the waiting room full) and one failed (it names a chain that 
 with the counts every metric must then show."""
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from adacsc.client import SendResult, send_scan
-from support.server import make_scan
+from adacsc.simulation.small_scan import write_small_scan
 
 CHAIN = "adacsc_lowfield"
 FAST = {"mode": "scalar", "iterations": "2"}
@@ -34,21 +33,24 @@ class Expected:
     slices: int
 
 
-def run_ten_scans(port: int, tmp_path: Path, gauge: Callable[[str], float]) -> Expected:
+def run_ten_scans(port: int, tmp_path: Path, gauge: Callable[[str], float],
+                  wait_until: Callable[[Callable[[], bool], float], bool]) -> Expected:
     """The scenario against a server with one worker and one waiting place (`gauge(name)` reads
-    one of its gauges now). Asserts what each client saw; returns the expected metrics."""
+    one of its gauges now; `wait_until(predicate, timeout)` is the server's, which tests the
+    predicate whenever a connection or scan starts or ends). Asserts what each client saw;
+    returns the expected metrics."""
     noise, lines = 8, 16
-    scan = make_scan(tmp_path / "scan.h5", lines=lines, slices=SLICES, noise=noise)
+    scan = write_small_scan(tmp_path / "scan.h5", lines=lines, slices=SLICES, noise=noise)
     per_scan = noise + SLICES * lines
     concurrent: dict[str, SendResult] = {}
     first = threading.Thread(target=lambda: concurrent.update(first=send_scan(
         scan, None, port=port, config_name=CHAIN, overrides=FAST, pace="20", timeout=60)))
     first.start()
-    _wait_for(gauge, "adacsc_active_scans", 1)
+    assert wait_until(lambda: gauge("adacsc_active_scans") == 1, 30), "the first scan never ran"
     second = threading.Thread(target=lambda: concurrent.update(second=send_scan(
         scan, None, port=port, config_name=CHAIN, overrides=FAST, timeout=60)))
     second.start()
-    _wait_for(gauge, "adacsc_waiting_connections", 1)
+    assert wait_until(lambda: gauge("adacsc_waiting_connections") == 1, 30), "the second scan never waited"
     refused = send_scan(scan, None, port=port, config_name=CHAIN, overrides=FAST, timeout=30)
     assert not refused.ok and any("server busy" in error for error in refused.errors), refused.errors
     first.join(60)
@@ -63,10 +65,3 @@ def run_ten_scans(port: int, tmp_path: Path, gauge: Callable[[str], float]) -> E
     return Expected(started=9, finished=8, failed=1, refused_busy=1, readouts=8 * per_scan,
                     noise_readouts=8 * noise, images=sum(sum(r.images.values()) for r in results),
                     slices=8 * SLICES)
-
-
-def _wait_for(gauge: Callable[[str], float], name: str, value: float, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while gauge(name) != value and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert gauge(name) == value, f"{name} did not reach {value}"

@@ -1,22 +1,26 @@
-"""Helpers for the server and send tests: small scans, a server in a thread, raw-socket exchanges."""
+"""Helpers for the server and send tests: a server in a thread or a process (and what it notifies),
+raw-socket exchanges; the scans come from adacsc.simulation.small_scan."""
 
+import itertools
+import os
+import re
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import ismrmrd
-import ismrmrd.xsd as xsd
 import numpy as np
 
-from adacsc.mr.fft import fftc
 from adacsc.server import Server, ServerSettings, SessionSettings
 from adacsc.io.dataset import InputScan
+from adacsc.server import notify
 from adacsc.server import protocol as proto
 
 FRONTEND = "adacsc_frontend"
@@ -40,59 +44,6 @@ def chain_text(*nodes: tuple[str, str]) -> str:
     body = "".join(f'<external><execute name="{m}" target="{t}" type="python"/><configuration/></external>'
                    for m, t in nodes)
     return f"<configuration><version>2</version><stream>{body}</stream></configuration>"
-
-
-def make_scan(path: Path, coils: int = 4, lines: int = 16, slices: int = 2, noise: int = 16,
-              seed: int = 0, tr_ms: float = 5.0, kspace_noise: float = 0.1) -> Path:
-    """A tiny 2-D Cartesian scan: readouts of 2 x lines samples (2x oversampled), `lines` lines per
-    slice, `noise` noise readouts first, ACQ_LAST_IN_SLICE on each slice's last line; the imaging
-    readouts carry white noise of std `kspace_noise` (0: noise-free)."""
-    samples = 2 * lines
-    rng = np.random.default_rng(seed)
-    header = xsd.ismrmrdHeader(
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=2341761))
-    header.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
-        systemFieldStrength_T=0.055, receiverChannels=coils, relativeReceiverNoiseBandwidth=0.793,
-        coilLabel=[xsd.coilLabelType(coilNumber=c, coilName=f"c{c}") for c in range(coils)])
-    header.measurementInformation = xsd.measurementInformationType(
-        measurementID=f"test_{path.stem}_{seed}", patientPosition=xsd.patientPositionType.HFS)
-    header.encoding = [xsd.encodingType(
-        encodedSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=samples, y=lines, z=1),
-                                           fieldOfView_mm=xsd.fieldOfViewMm(x=400, y=200, z=5)),
-        reconSpace=xsd.encodingSpaceType(matrixSize=xsd.matrixSizeType(x=lines, y=lines, z=1),
-                                         fieldOfView_mm=xsd.fieldOfViewMm(x=200, y=200, z=5)),
-        encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=lines - 1, center=lines // 2),
-            slice=xsd.limitType(minimum=0, maximum=slices - 1, center=0)),
-        trajectory=xsd.trajectoryType.CARTESIAN)]
-    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dataset.write_xml_header(xsd.ToXML(header))
-    for n in range(noise):
-        white = (rng.standard_normal((coils, samples)) + 1j * rng.standard_normal((coils, samples))) / np.sqrt(2)
-        acquisition = ismrmrd.Acquisition.from_array(white.astype(np.complex64))
-        acquisition.setFlag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        acquisition.sample_time_us = 5.0
-        acquisition.acquisition_time_stamp = 1000 + n
-        dataset.append_acquisition(acquisition)
-    yy, xx = np.mgrid[:lines, :samples]
-    obj = ((((xx - lines) / (lines / 2)) ** 2 + ((yy - lines / 2) / (lines / 2.5)) ** 2) < 1).astype(complex)
-    for s in range(slices):
-        coil_images = np.stack([obj * (1 + 0.2 * c) * np.exp(1j * c * xx / samples) for c in range(coils)])
-        kspace = fftc(coil_images) * (5 + s)
-        kspace += kspace_noise * (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape))
-        for line in range(lines):
-            acquisition = ismrmrd.Acquisition.from_array(kspace[:, line, :].astype(np.complex64))
-            acquisition.idx.kspace_encode_step_1 = line
-            acquisition.idx.slice = s
-            acquisition.sample_time_us = 10.0
-            acquisition.center_sample = lines
-            acquisition.scan_counter = noise + s * lines + line + 1
-            acquisition.acquisition_time_stamp = int(2000 + (s * lines + line) * tr_ms / 2.5)
-            if line == lines - 1:
-                acquisition.setFlag(ismrmrd.ACQ_LAST_IN_SLICE)
-            dataset.append_acquisition(acquisition)
-    dataset.close()
-    return path
 
 
 def scan_messages(path: Path) -> tuple[bytes, list[bytes]]:
@@ -130,22 +81,25 @@ class ThreadedServer:
 
     def report(self, count: int, timeout: float = 20.0) -> list:
         """Wait until `count` sessions have finished; their reports."""
-        deadline = time.monotonic() + timeout
-        while len(self.server.reports) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.server.reports) >= count, f"only {len(self.server.reports)} sessions finished"
+        finished = self.server.wait_until(lambda: len(self.server.reports) >= count, timeout)
+        assert finished, f"only {len(self.server.reports)} sessions finished"
         return self.server.reports
 
     def wait_for(self, predicate, start: int = 0, timeout: float = 20.0):
         """The first report from index `start` on that satisfies `predicate` (sessions of earlier
         tests may finish late, so report order is not test order)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [r for r in self.server.reports[start:] if predicate(r)]
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        raise AssertionError("no finished session matches")
+        found = []
+
+        def matched() -> bool:
+            found[:] = [r for r in self.server.reports[start:] if predicate(r)]
+            return bool(found)
+
+        assert self.server.wait_until(matched, timeout), "no finished session matches"
+        return found[0]
+
+    def wait_until(self, predicate, timeout: float = 20.0, what: str = "the condition") -> None:
+        """Wait until `predicate()` holds (tested whenever a connection or scan starts or ends)."""
+        assert self.server.wait_until(predicate, timeout), f"{what} did not hold within {timeout:g} s"
 
     def stop(self, timeout: float = 30.0) -> None:
         self.server.stop()
@@ -206,31 +160,78 @@ def error_texts(replies: list[proto.Message]) -> list[str]:
             if m.mid == proto.ERROR or (m.mid == proto.TEXT and m.payload.startswith("ERROR"))]
 
 
-def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path]:
+class Notifications:
+    """The supervisor's side of adacsc.server.notify for a server process: a datagram socket in
+    the abstract namespace, named by NOTIFY_SOCKET in `environment()`. `wait` blocks on it until
+    the server says what the test waits for (no sleeping, no reading of logs)."""
+
+    def __init__(self) -> None:
+        self.name = f"adacsc-test-{os.getpid()}-{next(_NOTIFY_IDS)}-{uuid.uuid4().hex[:8]}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+        self.received: list[dict[str, str]] = []
+        """every notification so far, in order, as KEY -> VALUE"""
+
+    def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """`base` (default: this process's environment) with NOTIFY_SOCKET pointing here."""
+        return {**(os.environ if base is None else base), notify.ENVIRONMENT: "@" + self.name}
+
+    def wait(self, key: str, value: str | None = None, count: int = 1, after: int = 0, timeout: float = 60.0,
+             process: subprocess.Popen | None = None) -> str:
+        """The value of the `count`-th notification from index `after` on that sets `key` (to a
+        value the regular expression `value` matches from its start, when given); fails after
+        `timeout` s, or when `process` exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [note[key] for note in self.received[after:]
+                     if key in note and (value is None or re.match(value, note[key]))]
+            if len(found) >= count:
+                return found[count - 1]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{len(found)} of {count} notifications {key}={value or '...'} "
+                                     f"within {timeout:g} s")
+            self.sock.settimeout(min(remaining, 1.0))  # a bounded receive, to notice a dead process
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                if process is not None and process.poll() is not None:
+                    raise AssertionError(f"the server exited ({process.returncode}) before {key}={value or '...'}")
+                continue
+            self._take(data)
+
+    def mark(self) -> int:
+        """Take in every notification already sent: the index the next one will have."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self._take(self.sock.recv(65536))
+        except BlockingIOError:
+            pass
+        return len(self.received)
+
+    def _take(self, data: bytes) -> None:
+        self.received.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_NOTIFY_IDS = itertools.count()
+
+
+def start_server_process(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, int, Path, Notifications]:
     """`adacsc serve` in a subprocess on a free port, without the warm-up solve (tests that need it
-    say so: tests/server/test_probes.py): (process, port, log file)."""
+    say so: tests/server/test_probes.py): (process, port, log file, its notifications)."""
     log_path = tmp_path / "server.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--no-warm-up", *args],
-                               stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 60
-    import re
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on [^ ]+:(\d+)", log_path.read_text())
-        if match:
-            return process, int(match.group(1)), log_path
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
-
-
-def poll_until(predicate, timeout: float = 20.0, what: str = "the condition") -> None:
-    """Wait until `predicate()` holds (polled every 10 ms), failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout:g} s")
-        time.sleep(0.01)
+    notes = Notifications()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "adacsc", "serve", "--port", "0", "--no-warm-up", *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=notes.environment())
+    try:
+        port = int(notes.wait(notify.PORT, process=process))
+    except AssertionError as err:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"server did not start ({err}): {log_path.read_text()[-3000:]}") from err
+    return process, port, log_path, notes

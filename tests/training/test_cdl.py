@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from adacsc.core.convolution import Synthesis
+from adacsc.core.filter_bank import FilterBank
 from adacsc.io.dictionary_file import load_dictionary
 from adacsc.training import cdl
 
@@ -57,7 +58,7 @@ def test_sparse_code_matches_core_synthesis_and_decreases_objective():
     s = cdl.sparse_code(d, x, lam, 30)
     terms = cdl.cdl_objective(d, x, s, lam)
     # the data term with the core's synthesis operator D (same convolution convention)
-    r = Synthesis(d)(s) - x
+    r = Synthesis(FilterBank(d))(s) - x
     assert terms["data"] == pytest.approx(0.5 * float(r.abs().pow(2).sum()) / 3, rel=1e-4)
     zero = cdl.cdl_objective(d, x, torch.zeros_like(s), lam)
     assert terms["objective"] < zero["objective"]

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from adacsc.core.convolution import Synthesis
 from adacsc.core.dictionary import random_dictionary
+from adacsc.core.filter_bank import FilterBank
 from adacsc.io.weights_file import load_model
 from adacsc.simulation.phantom import phantom_slices
 from adacsc.training.schedules import SCHEDULES, Schedule, get_schedule
@@ -133,9 +135,9 @@ def test_saved_weights_load_and_work_with_another_dictionary(tmp_path):
     assert single["best_scalar_lambda"] in SCHEDULES["tiny"].lambda_grid and "maps_minus_best_scalar" in single
     x0 = _images(2, size=48).to(torch.complex64)
     for k, size in ((3, 5), (11, 9)):  # trained with K <= 6
-        filters = torch.from_numpy(random_dictionary(k, size, seed=k).filters)
+        synthesis = Synthesis(FilterBank(random_dictionary(k, size, seed=k).filters))
         with torch.no_grad():
-            maps = network(x0, filters)
+            maps = network(x0, synthesis)
         assert maps.shape == (2, k, 48, 48)
         assert bool(torch.isfinite(maps).all()) and float(maps.min()) > 0
         assert float(maps.max()) < info.lambda_max

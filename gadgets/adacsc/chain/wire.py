@@ -50,9 +50,15 @@ def decode(message: bytes) -> tuple[int, object]:
     """(message id, item) from bytes made by `encode`."""
     stream = _Stream(message)
     (mid,) = _MESSAGE_ID.unpack(stream.read(_MESSAGE_ID.size))
+    return mid, read_payload(mid, stream)
+
+
+def read_payload(mid: int, stream: object) -> object:
+    """The item of a message `mid` whose id has been read, from `stream` (anything with an exact
+    `read(size)`, e.g. a socket reader), with gadgetron-python's reader for that id."""
     if mid not in _READERS:
         raise TypeError(f"no reader for message id {mid}")
-    return mid, _READERS[mid](stream)
+    return _READERS[mid](stream)
 
 
 def round_trip(item: object) -> tuple[int, object]:

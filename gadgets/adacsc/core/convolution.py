@@ -13,30 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.linop import LinearOperator
 
-__all__ = ["filter_spectra", "as_filter_tensor", "Synthesis"]
+__all__ = ["filter_spectra", "Synthesis"]
 
 log = logging.getLogger(__name__)
-
-
-def as_filter_tensor(filters: "torch.Tensor | np.ndarray | object") -> torch.Tensor:
-    """Return filters as a real tensor [K, h, w] (accepts a tensor, an array or a Dictionary)."""
-    if hasattr(filters, "filters") and not isinstance(filters, (torch.Tensor, np.ndarray)):
-        filters = filters.filters  # a Dictionary
-    t = torch.as_tensor(filters)
-    if t.is_complex() or not t.is_floating_point():
-        raise ValueError(f"filters must be a real floating-point array [K, h, w], got dtype {t.dtype}")
-    if t.ndim != 3:
-        raise ValueError(f"filters must have shape [K, h, w], got {tuple(t.shape)}")
-    k, h, w = t.shape
-    if k < 1 or h % 2 == 0 or w % 2 == 0:
-        raise ValueError(
-            f"filters must have K >= 1 and odd sizes (odd so that each filter has a centre), got {tuple(t.shape)}")
-    return t
 
 
 def filter_spectra(filters: torch.Tensor, grid_shape: Sequence[int],
@@ -45,7 +29,7 @@ def filter_spectra(filters: torch.Tensor, grid_shape: Sequence[int],
 
     Returns complex [K, H, W] on the filters' device, such that for codes s,
     fft2(D s) = sum_k spectra[k] * fft2(s_k)   (both FFTs with the same normalisation).
-    `filters` is a validated filter tensor (`as_filter_tensor`).
+    `filters` is the tensor of a FilterBank.
     """
     k, h, w = filters.shape
     height, width = (int(n) for n in grid_shape)
@@ -61,11 +45,14 @@ def filter_spectra(filters: torch.Tensor, grid_shape: Sequence[int],
 class Synthesis(LinearOperator):
     """D: codes [B, K, H, W] complex -> image [B, H, W] complex, D s = sum_k d_k * s_k (circular).
 
-    Real filters act identically on the real and imaginary parts of the codes.
+    Real filters act identically on the real and imaginary parts of the codes. The adjoint D^H x
+    (channel k: the circular correlation of x with d_k) is what the map networks see.
     """
 
-    def __init__(self, filters: "torch.Tensor | np.ndarray | object") -> None:
-        self.filters = as_filter_tensor(filters)
+    def __init__(self, bank: FilterBank) -> None:
+        if not isinstance(bank, FilterBank):
+            raise TypeError(f"Synthesis takes a FilterBank, got {type(bank).__name__}")
+        self.filters = bank.tensor
         self._cache: dict[tuple, torch.Tensor] = {}
 
     @property

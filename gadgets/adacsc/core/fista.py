@@ -146,7 +146,7 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
 
     y: k-space block [B, M1, M2] (centred, the high-pass data y').
     lam: a float, or a real tensor broadcastable to [B, K, H, W] (maps), >= 0.
-    lipschitz: L >= ||A D||^2, a tensor of shape [1] or [B] (see `lipschitz_constant`).
+    lipschitz: L >= ||A D||^2, a tensor of shape [1] or [B] (`op.squared_norm()`).
     callback(i, s): called after iteration i with the current codes (tests; costs a concat).
     should_stop(): asked before each iteration (default: the check bound to this context, see
     `adacsc.core.cancel`); True raises Cancelled.
@@ -184,9 +184,9 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
         return t, -t
 
     taus = [block_tau(b) for b in blocks]
-    g_blocks = [op.G[:, b] for b in blocks]
-    gc_blocks = [op.G_conj[:, b] for b in blocks]
-    y_blk = op.to_block(y)
+    g_blocks = [op._G[:, b] for b in blocks]
+    gc_blocks = [op._G_conj[:, b] for b in blocks]
+    y_blk = op._to_block(y)
     inv_l = (1.0 / lipschitz).reshape(-1, 1, 1)
     real = torch.view_as_real
 
@@ -213,7 +213,7 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
                              f"{tuple(s0.shape)} {s0.dtype}")
         codes = [s0[:, b] for b in blocks]
         spec = [torch.fft.fft2(c, norm="ortho") for c in codes]
-        blk = [op.gather(c) for c in spec]
+        blk = [op._gather(c) for c in spec]
     t, mu = 1.0, 0.0
     step = between_iterations("FISTA", should_stop)
     for it in range(n_iter):
@@ -238,7 +238,7 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
             # (1/L) (A D)^H (A D z - y') on the acquired block
             grad = torch.mul(gc_blocks[j], resid, out=work.get("grad", small, y.dtype))
             if spec is None:
-                v_spec = op.embed(-grad)
+                v_spec = op._embed(-grad)
             else:
                 z_buf = work.get("z", shape, y.dtype)
                 if spec_prev is None:
@@ -246,7 +246,7 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
                 else:
                     z_spec = torch.view_as_complex(torch.lerp(
                         real(spec_prev[j]), real(spec[j]), 1.0 + mu, out=None if z_buf is None else real(z_buf)))
-                v_spec = op.subtract_block_(z_spec, grad)
+                v_spec = op._subtract_block_(z_spec, grad)
             v = torch.fft.ifft2(v_spec, norm="ortho")
             clip_buf = work.get("clip", shape + (2,), v.real.dtype) if maps_mode else None
             s_new = torch.view_as_complex(_soft_real(
@@ -255,10 +255,10 @@ def fista(op: SpectralCodeOperator, y: torch.Tensor, lam: "float | torch.Tensor"
             codes.append(s_new)
             new_spec.append(s_spec)
             # block arrays rotate like the spectra (blk_prev[j] is not needed any more)
-            blk_out = blk_prev[j] if (blk_prev is not None and work.enabled and not op.full_grid) else None
-            if blk_out is None and work.enabled and not op.full_grid:
+            blk_out = blk_prev[j] if (blk_prev is not None and work.enabled and not op._full) else None
+            if blk_out is None and work.enabled and not op._full:
                 blk_out = torch.empty(small, dtype=y.dtype, device=y.device)
-            new_blk.append(op.gather(s_spec, out=blk_out))
+            new_blk.append(op._gather(s_spec, out=blk_out))
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         mu = (t - 1.0) / t_next
         t = t_next

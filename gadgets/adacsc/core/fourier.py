@@ -179,6 +179,14 @@ class SampledFourier(LinearOperator):
         full[..., self._slices[0], self._slices[1]] = inside
         return full
 
+    def squared_norm(self, start: torch.Tensor | None = None, *, n_iter: int = 200,
+                     rtol: float = 1e-6) -> torch.Tensor:
+        """Exact ||A||^2: A^H A = F^H diag(mask) F with F unitary, so 1 when any sample is kept
+        and 0 otherwise, shape [Bm] (Bm = 1 without a batched mask); `start`, `n_iter` and `rtol`
+        are not used."""
+        kept = self.normal_diagonal().flatten(-2).amax(dim=-1)
+        return kept.reshape(-1)
+
     def __repr__(self) -> str:
         masked = ", masked" if self.mask is not None else ""
         return f"SampledFourier(acquired={self.acquired_shape}, grid={self.grid_shape}{masked})"

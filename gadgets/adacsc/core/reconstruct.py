@@ -11,18 +11,16 @@
     5. x*  = x_low + D s*
     outputs multiplied by scale_b again (SNR units).
 
-Lambda is in normalised units and is either a float (scalar mode), a tensor broadcastable to
-[B, K, H, W], a `NoiseMultiple(c)` (scalar mode that follows the noise: Lambda = c * sigma_n), or a
-callable `map_fn(x0_n, filters) -> [B, K, H, W]` (NET_Theta: x0_n is the *normalised* zero-filled
-image, complex [B, H, W]; filters real [K, h, w] on the same device). A callable whose attribute
-`uses_noise` is true (a noise-aware NET_Theta) is called as map_fn(x0_n, filters, sigma_n); one
-whose `uses_lowpass` is true also gets the low-pass part, map_fn(x0_n, filters, sigma_n, x_low=x_low_n).
-A callable whose `sets_lowpass_weight` is true also sets the TV weight per pixel: the TV low-pass
-uses mu = tv_weight * sigma_n * map_fn.lowpass_weights(x0_n, sigma_n) (the "tv" low-pass only).
+Lambda, in normalised units, comes from a strategy (adacsc.core.lambdas: a fixed value, a multiple
+of the noise, given maps or a map network), which sees the normalised zero-filled image x0_n, the
+synthesis operator D of the grid and the noise level, and then the low-pass part x_low. A strategy
+may also set the TV weight per pixel (`LambdaStrategy.lowpass_weights`, a map network with
+NetworkConfig.tv_map): the TV low-pass then uses mu = tv_weight * sigma_n * w. The filters are a
+validated FilterBank (adacsc.core.filter_bank); the iteration count is an argument of each call.
 
 Noise. `noise_std` is the k-space noise std per slice in the units of y (1 in SNR units after
 prewhitening; an estimate otherwise); in normalised units it is sigma_n = noise_std / scale_b.
-It is needed by noise-aware maps and by NoiseMultiple, and ignored otherwise.
+It is needed by noise-aware maps, NoiseMultiple and the TV low-pass, and ignored otherwise.
 
 For inference call under `torch.inference_mode()` (or use `infer`): otherwise autograd records
 all iterations, since beta is a learnable parameter.
@@ -35,43 +33,26 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from adacsc.core.convolution import as_filter_tensor
-from adacsc.core.fista import FISTA_ITERATIONS, fista
+from adacsc.core.filter_bank import FilterBank
+from adacsc.core.fista import fista
 from adacsc.core.fourier import SampledFourier, check_shape2
+from adacsc.core.lambdas import LambdaInputs, LambdaStrategy
 from adacsc.core.lowpass import lowpass as tikhonov_lowpass
-from adacsc.core.power import lipschitz_constant
 from adacsc.core.scaling import SCALE_PERCENTILE, broadcast_scale, noise_levels, robust_scale
 from adacsc.core.spectral import SpectralCodeOperator
 from adacsc.core.tv import tv_lowpass
 
-__all__ = ["CSCReconstructor", "CSCResult", "MapFn", "LambdaSpec", "NoiseMultiple", "DEFAULT_BETA",
-           "DEFAULT_TV_WEIGHT", "DEFAULT_NOISE_LAMBDA", "LOWPASS_KINDS", "TrainedSettings"]
+__all__ = ["CSCReconstructor", "CSCResult", "DEFAULT_BETA", "DEFAULT_TV_WEIGHT", "DEFAULT_NOISE_LAMBDA",
+           "LOWPASS_KINDS"]
 
 log = logging.getLogger(__name__)
-
-MapFn = Callable[..., torch.Tensor]
-
-
-@dataclass(frozen=True)
-class NoiseMultiple:
-    """A scalar lambda that follows the noise: Lambda = value * sigma_n (per slice)."""
-
-    value: float
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value >= 0):
-            raise ValueError(f"a noise-relative lambda must be a finite number >= 0, got {self.value!r}")
-
-
-LambdaSpec = Union[float, torch.Tensor, NoiseMultiple, MapFn]
 
 DEFAULT_BETA = 1.0
 LOWPASS_KINDS = ("tikhonov", "tv")
@@ -91,11 +72,11 @@ class CSCResult:
     x_low:  the low-pass part, SNR units
     codes:  s* [B, K, H, W], SNR units (image - x_low == D codes)
     lam:    Lambda used by the solver, normalised units (float or tensor broadcastable to codes)
-    lowpass_weights: [B, H, W] the per-pixel multiplier of the TV weight the network set (None
-            when the TV weight is constant)
     scale:  [B] the normalisation divisor (normalised = SNR units / scale)
     noise:  [B] sigma_n, the k-space noise std in normalised units (None when not given)
     lipschitz: the step-size constant L used (normalised units; independent of the data)
+    lowpass_weights: [B, H, W] the per-pixel multiplier of the TV weight the strategy set (None
+            when the TV weight is constant)
     """
 
     image: torch.Tensor
@@ -110,41 +91,36 @@ class CSCResult:
 
 
 class CSCReconstructor(nn.Module):
-    """Batched CSC reconstruction with a fixed (or per-call) dictionary and a learnable beta.
+    """Batched CSC reconstruction with a fixed (or per-call) filter bank and a learnable beta.
 
-    filters: a Dictionary, or a real array/tensor [K, h, w] (odd sizes, unit norm).
+    bank: the filters (a FilterBank, validated when it was made).
     beta: initial low-pass weight (> 0), stored as log_beta (nn.Parameter) so it stays positive.
-    n_iter: FISTA iterations. percentile / per_slice_scale: see adacsc.core.scaling.
+    percentile / per_slice_scale: see adacsc.core.scaling.
     chunk_size: filters per block in FISTA (None: automatic, see fista.default_chunk_size).
-    lipschitz_method: "exact" (closed form) or "power" (power iteration, 1.01 safety).
     lowpass: "tikhonov" (the published low-pass, weight beta) or "tv" (TV weight tv_weight times
         the noise level; needs noise_std at every call).
+    The step size is 1/L with L = ||A D||^2 in closed form (SpectralCodeOperator.squared_norm).
     """
 
-    def __init__(self, filters: "object", beta: float = DEFAULT_BETA, n_iter: int = FISTA_ITERATIONS,
-                 percentile: float = SCALE_PERCENTILE, per_slice_scale: bool = True,
-                 chunk_size: int | None = None, lipschitz_method: str = "exact",
-                 lowpass: str = "tikhonov", tv_weight: float = DEFAULT_TV_WEIGHT) -> None:
+    def __init__(self, bank: FilterBank, beta: float = DEFAULT_BETA, percentile: float = SCALE_PERCENTILE,
+                 per_slice_scale: bool = True, chunk_size: int | None = None, lowpass: str = "tikhonov",
+                 tv_weight: float = DEFAULT_TV_WEIGHT) -> None:
         super().__init__()
+        if not isinstance(bank, FilterBank):
+            raise TypeError(f"the reconstructor takes a FilterBank, got {type(bank).__name__}")
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
             raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-        if n_iter < 0:
-            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
-        if lipschitz_method not in ("exact", "power"):
-            raise ValueError(f"lipschitz_method must be 'exact' or 'power', got {lipschitz_method!r}")
         if lowpass not in LOWPASS_KINDS:
             raise ValueError(f"lowpass must be one of {LOWPASS_KINDS}, got {lowpass!r}")
         if not (isinstance(tv_weight, (int, float)) and math.isfinite(tv_weight) and tv_weight > 0):
             raise ValueError(f"tv_weight must be a finite number > 0, got {tv_weight!r}")
         self.lowpass = lowpass
         self.tv_weight = float(tv_weight)
-        self.register_buffer("filters", as_filter_tensor(filters).detach().to(torch.float32).clone())
+        self.register_buffer("filters", bank.tensor.detach().to(torch.float32).clone())
         self.log_beta = nn.Parameter(torch.tensor(math.log(beta), dtype=torch.float32))
-        self.n_iter = int(n_iter)
         self.percentile = float(percentile)
         self.per_slice_scale = bool(per_slice_scale)
         self.chunk_size = chunk_size
-        self.lipschitz_method = lipschitz_method
         self._ops: "OrderedDict[tuple, tuple[SpectralCodeOperator, torch.Tensor, torch.Tensor]]" = OrderedDict()
         self._ops_lock = threading.Lock()
 
@@ -157,18 +133,19 @@ class CSCReconstructor(nn.Module):
     def num_filters(self) -> int:
         return int(self.filters.shape[0])
 
-    def operator(self, filters: torch.Tensor | None, acquired_shape: Sequence[int], grid_shape: Sequence[int],
+    def operator(self, bank: FilterBank | None, acquired_shape: Sequence[int], grid_shape: Sequence[int],
                  mask: "torch.Tensor | np.ndarray | None", device: torch.device,
                  dtype: torch.dtype) -> tuple[SpectralCodeOperator, torch.Tensor]:
-        """The A D operator and its step-size constant L for these shapes, mask, device and dtype.
+        """The A D operator and its step-size constant L = ||A D||^2 for these shapes, mask, device
+        and dtype.
 
-        filters: None for the stored dictionary, whose operators are kept (the reconstructor is
-        their only cache, keyed by shapes, mask, device, dtype and the dictionary tensor: its
-        storage, which the entry keeps alive, and the version that in-place edits bump); other
-        filters (e.g. a random dictionary per training batch) get a fresh operator."""
+        bank: None for the stored filters, whose operators are kept (the reconstructor is their
+        only cache, keyed by shapes, mask, device, dtype and the filter tensor: its storage, which
+        the entry keeps alive, and the version that in-place edits bump); another bank (e.g. a
+        random dictionary per training batch) gets a fresh operator."""
         fourier = SampledFourier(acquired_shape, grid_shape, mask)
-        if filters is not None:
-            return self._build(filters, fourier, device, dtype)
+        if bank is not None:
+            return self._build(bank, fourier, device, dtype)
         stored = self.filters
         version = -1 if stored.is_inference() else stored._version
         key = (stored.data_ptr(), version, fourier.acquired_shape, fourier.grid_shape, _mask_key(fourier.mask), str(device), dtype)
@@ -177,53 +154,30 @@ class CSCReconstructor(nn.Module):
             if hit is not None:
                 self._ops.move_to_end(key)
                 return hit[0], hit[1]
-            op, lip = self._build(stored, fourier, device, dtype)
+            # the buffer is the tensor of the bank validated in __init__ (moved or edited in place)
+            op, lip = self._build(FilterBank._valid(stored), fourier, device, dtype)
             self._ops[key] = (op, lip, stored)
             while len(self._ops) > _OP_CACHE_SIZE:
                 self._ops.popitem(last=False)
             return op, lip
 
-    def _build(self, filters: torch.Tensor, fourier: SampledFourier, device: torch.device,
+    @staticmethod
+    def _build(bank: FilterBank, fourier: SampledFourier, device: torch.device,
                dtype: torch.dtype) -> tuple[SpectralCodeOperator, torch.Tensor]:
-        op = SpectralCodeOperator.of_filters(filters, fourier, device, dtype)
-        return op, lipschitz_constant(op, self.lipschitz_method)
+        op = SpectralCodeOperator.of_filters(bank, fourier, device, dtype)
+        return op, op.squared_norm().detach()
 
-    def _lambda(self, lam: LambdaSpec, x0_n: torch.Tensor, filters: torch.Tensor, num_filters: int,
-                noise: torch.Tensor | None, x_low: torch.Tensor) -> "float | torch.Tensor":
-        needs_noise = isinstance(lam, NoiseMultiple) or getattr(lam, "uses_noise", False)
-        if needs_noise and noise is None:
-            raise ValueError("this lambda follows the noise level: pass noise_std (k-space noise std per slice)")
-        if isinstance(lam, NoiseMultiple):
-            return (lam.value * noise).to(x0_n.real.dtype).view(-1, 1, 1, 1)
-        if callable(lam) and not isinstance(lam, torch.Tensor):
-            if getattr(lam, "uses_lowpass", False):
-                maps = lam(x0_n, filters, noise, x_low=x_low)
-            else:
-                maps = lam(x0_n, filters, noise) if needs_noise else lam(x0_n, filters)
-            want = (x0_n.shape[0], num_filters) + tuple(x0_n.shape[-2:])
-            if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != want:
-                got = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-                raise ValueError(f"the map function must return Lambda maps of shape {want}, got {got}")
-            if maps.is_complex():
-                raise ValueError("the map function must return real Lambda maps")
-            return maps.to(x0_n.real.dtype)
-        if isinstance(lam, torch.Tensor):
-            return lam.to(device=x0_n.device, dtype=x0_n.real.dtype)
-        if isinstance(lam, (int, float)) and not isinstance(lam, bool):
-            return float(lam)
-        raise ValueError(f"lam must be a float, a tensor of maps or a callable map_fn, got {type(lam).__name__}")
-
-    def forward(self, y: torch.Tensor, grid_shape: Sequence[int], lam: LambdaSpec,
-                mask: "torch.Tensor | np.ndarray | None" = None,
-                filters: "object | None" = None,
+    def forward(self, y: torch.Tensor, grid_shape: Sequence[int], sparsity: LambdaStrategy, iterations: int, *,
+                mask: "torch.Tensor | np.ndarray | None" = None, bank: FilterBank | None = None,
                 noise_std: "torch.Tensor | float | None" = None) -> CSCResult:
         """Reconstruct slices from their acquired k-space block.
 
         y: complex [B, M1, M2], the centred acquired k-space block in SNR units (complex64, or
            complex128 for checks); grid_shape: (H, W) >= (M1, M2), e.g. 2x for super-resolution.
-        lam: float | tensor [B|1, K|1, H|1, W|1] | map_fn(x0_n, filters) -> [B, K, H, W].
+        sparsity: how Lambda is chosen (adacsc.core.lambdas).
+        iterations: FISTA iterations (>= 0).
         mask: optional binary mask inside the acquired block (broadcast to [B, M1, M2]).
-        filters: optional dictionary overriding the stored one for this call (e.g. a random
+        bank: optional filters overriding the stored ones for this call (e.g. a random
            dictionary per training batch).
         noise_std: k-space noise std per slice ([B] or one value) in the units of y.
         """
@@ -234,11 +188,15 @@ class CSCReconstructor(nn.Module):
             raise ValueError(f"y must be complex64 (or complex128), got {y.dtype}")
         if not bool(torch.isfinite(torch.view_as_real(y)).all()):
             raise ValueError("y contains NaN or infinite values")
+        if not isinstance(sparsity, LambdaStrategy):
+            raise TypeError(f"sparsity must be a LambdaStrategy (adacsc.core.lambdas), got {type(sparsity).__name__}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+        if bank is not None and not isinstance(bank, FilterBank):
+            raise TypeError(f"bank must be a FilterBank, got {type(bank).__name__}")
         grid = check_shape2(grid_shape, "grid_shape")
         real = y.real.dtype
-        override = None if filters is None else as_filter_tensor(filters)
-        f = (self.filters if override is None else override).to(device=y.device, dtype=real)
-        op, lip = self.operator(override, y.shape[-2:], grid, mask, y.device, y.dtype)
+        op, lip = self.operator(bank, y.shape[-2:], grid, mask, y.device, y.dtype)
         fourier = op.fourier
 
         x0 = fourier.adjoint(y)
@@ -247,14 +205,10 @@ class CSCReconstructor(nn.Module):
         x0_n = x0 / broadcast_scale(scale, 3)
         noise = None if noise_std is None else noise_levels(noise_std, y.shape[0], y.device) / scale
         beta = self.beta.to(device=y.device, dtype=real)
-        weights = None
-        if getattr(lam, "sets_lowpass_weight", False):
-            if self.lowpass != "tv":
-                raise ValueError("this network sets the TV weight per pixel: it needs the TV low-pass, "
-                                 f"not {self.lowpass!r}")
-            if noise is None:
-                raise ValueError("the TV low-pass follows the noise level: pass noise_std")
-            weights = lam.lowpass_weights(x0_n, noise)
+        weights = sparsity.lowpass_weights(LambdaInputs(x0_n, op.synthesis, noise))
+        if weights is not None and self.lowpass != "tv":
+            raise ValueError(f"this sparsity strategy sets the TV weight per pixel: it needs the TV low-pass, "
+                             f"not {self.lowpass!r}")
         if self.lowpass == "tv":
             if noise is None:
                 raise ValueError("the TV low-pass follows the noise level: pass noise_std")
@@ -262,30 +216,29 @@ class CSCReconstructor(nn.Module):
         else:
             x_low = tikhonov_lowpass(x0_n, beta)
         y_high = y_n - fourier(x_low)
-        lam_used = self._lambda(lam, x0_n, f, op.num_filters, noise, x_low)
+        lam_used = sparsity.thresholds(LambdaInputs(x0_n, op.synthesis, noise, x_low))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
                       grid, op.num_filters, [round(v, 4) for v in scale.tolist()], float(beta.detach()),
                       lip.tolist())
-        codes = fista(op, y_high, lam_used, lip, self.n_iter, self.chunk_size)
+        codes = fista(op, y_high, lam_used, lip, iterations, self.chunk_size)
         x = x_low + op.synthesis(codes)
         s = broadcast_scale(scale, 3)
         return CSCResult(image=x * s, x0=x0, x_low=x_low * s, codes=codes * broadcast_scale(scale, 4),
                          lam=lam_used, scale=scale, lipschitz=lip, noise=noise,
                          lowpass_weights=None if weights is None else weights.detach())
 
-    def infer(self, y: torch.Tensor, grid_shape: Sequence[int], lam: LambdaSpec,
-              mask: "torch.Tensor | np.ndarray | None" = None, filters: "object | None" = None,
+    def infer(self, y: torch.Tensor, grid_shape: Sequence[int], sparsity: LambdaStrategy, iterations: int, *,
+              mask: "torch.Tensor | np.ndarray | None" = None, bank: FilterBank | None = None,
               noise_std: "torch.Tensor | float | None" = None) -> CSCResult:
         """`forward` under torch.inference_mode() (no autograd bookkeeping)."""
         with torch.inference_mode():
-            return self.forward(y, grid_shape, lam, mask, filters, noise_std)
+            return self.forward(y, grid_shape, sparsity, iterations, mask=mask, bank=bank, noise_std=noise_std)
 
     def extra_repr(self) -> str:
         k, h, w = self.filters.shape
         low = f"beta={float(self.beta.detach()):.4g}" if self.lowpass == "tikhonov" else f"tv_weight={self.tv_weight:g}"
-        return (f"K={k}, {h}x{w}, {low}, n_iter={self.n_iter}, "
-                f"lipschitz={self.lipschitz_method}")
+        return f"K={k}, {h}x{w}, {low}"
 
 
 def _mask_key(mask: torch.Tensor | None) -> tuple:
@@ -294,27 +247,3 @@ def _mask_key(mask: torch.Tensor | None) -> tuple:
         return ()
     m = mask.detach().to("cpu", torch.uint8).contiguous()
     return tuple(m.shape), hashlib.sha1(m.numpy().tobytes()).hexdigest()
-
-
-@dataclass(frozen=True)
-class TrainedSettings:
-    """The reconstruction settings a set of weights was trained with, read from their scalars
-    (written by adacsc.training.trainer.Trainer.scalars), with the published values where they say
-    nothing: the Tikhonov low-pass and FISTA_ITERATIONS iterations."""
-
-    beta: float = DEFAULT_BETA
-    iterations: int = FISTA_ITERATIONS
-    lowpass: str = "tikhonov"
-    tv_weight: float = DEFAULT_TV_WEIGHT
-
-    @classmethod
-    def from_scalars(cls, scalars: "dict[str, float]") -> "TrainedSettings":
-        return cls(beta=float(scalars.get("beta", DEFAULT_BETA)),
-                   iterations=int(scalars.get("iterations", FISTA_ITERATIONS)),
-                   lowpass="tv" if "tv_weight" in scalars else "tikhonov",
-                   tv_weight=float(scalars.get("tv_weight", DEFAULT_TV_WEIGHT)))
-
-    def reconstructor(self, filters: "object") -> CSCReconstructor:
-        """A CSCReconstructor with these settings for `filters`."""
-        return CSCReconstructor(filters, beta=self.beta, n_iter=self.iterations, lowpass=self.lowpass,
-                                tv_weight=self.tv_weight)

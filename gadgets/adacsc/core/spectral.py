@@ -13,8 +13,9 @@ the small [B, K, M1, M2] block. The centring phase is folded into the data once 
 so the iteration never shifts. Block arrays use an internal order: the centred block order, or
 the plain FFT order when grid == acquired (no gather/scatter needed then).
 
-Also: ||A D||^2 exactly. At each frequency the normal operator (A D)^H A D is the rank-one
-matrix g g^H with g = (G_k[f])_k, so ||A D||^2 = max_f sum_k |G_k[f]|^2.
+Also: ||A D||^2 exactly (`squared_norm`, overriding LinearOperator's power iteration). At each
+frequency the normal operator (A D)^H A D is the rank-one matrix g g^H with g = (G_k[f])_k, so
+||A D||^2 = max_f sum_k |G_k[f]|^2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from adacsc.core.convolution import Synthesis
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.fourier import SampledFourier, block_frequencies, block_pieces, centring_phase
 from adacsc.core.linop import LinearOperator
 
@@ -31,10 +33,11 @@ __all__ = ["SpectralCodeOperator"]
 class SpectralCodeOperator(LinearOperator):
     """A D for codes [B, K, H, W] -> k-space block [B, M1, M2], built for one device and dtype.
 
-    Besides forward/adjoint (the same operator as `fourier @ synthesis`), it exposes the pieces
-    the solver fuses: `gather` / `embed` / `subtract_block_` (acquired frequencies of a full
-    spectrum), `restrict` / `expand` (with the FFTs), the weights `G` / `G_conj` and `to_block`
-    for the data.
+    Its public face is a LinearOperator's (forward/adjoint: the same operator as
+    `fourier @ synthesis`, and `squared_norm` in closed form). The pieces the fused solver
+    (adacsc.core.fista, the only user) works with are private: `_gather` / `_embed` /
+    `_subtract_block_` (acquired frequencies of a full spectrum), `_restrict` / `_expand` (with the
+    FFTs), the weights `_G` / `_G_conj`, `_to_block` for the data and `_full` (grid == acquired).
     """
 
     def __init__(self, synthesis: Synthesis, fourier: SampledFourier,
@@ -46,8 +49,8 @@ class SpectralCodeOperator(LinearOperator):
         self.device = torch.device(device)
         self.dtype = dtype
         (m1, m2), (h, w) = fourier.acquired_shape, fourier.grid_shape
-        self.row_pieces = block_pieces(m1, h)
-        self.col_pieces = block_pieces(m2, w)
+        self._row_pieces = block_pieces(m1, h)
+        self._col_pieces = block_pieces(m2, w)
         # Internal order of the block: centred block order, except when grid == acquired, where
         # the uncentred FFT order is kept so that no gather/scatter is needed at all.
         self._full = (m1, m2) == (h, w)
@@ -65,28 +68,23 @@ class SpectralCodeOperator(LinearOperator):
             g = g[None] * mask[:, None]  # mask [Bm, M1, M2]
         else:
             g = g[None]
-        self.mask = mask
-        self.G = g  # [Bm or 1, K, M1, M2], internal order
-        self.G_conj = g.conj().resolve_conj()
-        self.phase = (centring_phase(h, dtype, self.device)[rows][:, None]
-                      * centring_phase(w, dtype, self.device)[cols][None, :])  # [M1, M2], internal order
+        self._mask = mask
+        self._G = g  # [Bm or 1, K, M1, M2], internal order
+        self._G_conj = g.conj().resolve_conj()
+        self._phase = (centring_phase(h, dtype, self.device)[rows][:, None]
+                       * centring_phase(w, dtype, self.device)[cols][None, :])  # [M1, M2], internal order
 
     @classmethod
-    def of_filters(cls, filters: torch.Tensor, fourier: SampledFourier, device: torch.device | str,
+    def of_filters(cls, bank: FilterBank, fourier: SampledFourier, device: torch.device | str,
                    dtype: torch.dtype) -> "SpectralCodeOperator":
-        """A D for a filter tensor [K, h, w], moved to `device` in the real type of `dtype` and
-        detached (the operator is a constant of the solve)."""
+        """A D for a filter bank, moved to `device` in the real type of `dtype` and detached (the
+        operator is a constant of the solve)."""
         real = torch.float64 if dtype == torch.complex128 else torch.float32
-        return cls(Synthesis(filters.detach().to(device=device, dtype=real)), fourier, device, dtype)
-
-    @property
-    def full_grid(self) -> bool:
-        """True when grid == acquired (block arrays are then the full spectra themselves)."""
-        return self._full
+        return cls(Synthesis(bank.to(device, real)), fourier, device, dtype)
 
     @property
     def num_filters(self) -> int:
-        return int(self.G.shape[1])
+        return int(self._G.shape[1])
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -104,7 +102,7 @@ class SpectralCodeOperator(LinearOperator):
         return torch.fft.fftshift(t, dim=(-2, -1)) if self._full else t
 
     # --- fused pieces (internal order) ---------------------------------------------------------
-    def gather(self, spec: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def _gather(self, spec: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """The acquired frequencies of a full (uncentred) spectrum: [..., H, W] -> [..., M1, M2].
 
         Without `out` (and when grid == acquired) the result may share memory with `spec`.
@@ -113,62 +111,64 @@ class SpectralCodeOperator(LinearOperator):
             return spec if out is None else out.copy_(spec)
         if out is None:
             # contiguous slices + cat: about twice as fast as index_select on CPU
-            return torch.cat([torch.cat([spec[..., r_full, c_full] for c_full, _ in self.col_pieces], dim=-1)
-                              for r_full, _ in self.row_pieces], dim=-2)
-        for r_full, r_blk in self.row_pieces:
-            for c_full, c_blk in self.col_pieces:
+            return torch.cat([torch.cat([spec[..., r_full, c_full] for c_full, _ in self._col_pieces], dim=-1)
+                              for r_full, _ in self._row_pieces], dim=-2)
+        for r_full, r_blk in self._row_pieces:
+            for c_full, c_blk in self._col_pieces:
                 out[..., r_blk, c_blk].copy_(spec[..., r_full, c_full])
         return out
 
-    def embed(self, g: torch.Tensor) -> torch.Tensor:
+    def _embed(self, g: torch.Tensor) -> torch.Tensor:
         """A block spectrum [..., M1, M2] zero-filled to the full (uncentred) spectrum [..., H, W]."""
         if self._full:
             return g
         full = g.new_zeros(g.shape[:-2] + self.grid_shape)
-        for r_full, r_blk in self.row_pieces:
-            for c_full, c_blk in self.col_pieces:
+        for r_full, r_blk in self._row_pieces:
+            for c_full, c_blk in self._col_pieces:
                 full[..., r_full, c_full] = g[..., r_blk, c_blk]
         return full
 
-    def subtract_block_(self, spec: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def _subtract_block_(self, spec: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """In place: spec[acquired frequencies] -= g (spec must be a fresh, writable tensor)."""
         if self._full:
             return spec.sub_(g)
-        for r_full, r_blk in self.row_pieces:
-            for c_full, c_blk in self.col_pieces:
+        for r_full, r_blk in self._row_pieces:
+            for c_full, c_blk in self._col_pieces:
                 spec[..., r_full, c_full].sub_(g[..., r_blk, c_blk])
         return spec
 
-    def restrict(self, s: torch.Tensor) -> torch.Tensor:
+    def _restrict(self, s: torch.Tensor) -> torch.Tensor:
         """fft2(s, ortho) at the acquired frequencies: [..., H, W] -> [..., M1, M2]."""
-        return self.gather(torch.fft.fft2(s, norm="ortho"))
+        return self._gather(torch.fft.fft2(s, norm="ortho"))
 
-    def expand(self, g: torch.Tensor) -> torch.Tensor:
+    def _expand(self, g: torch.Tensor) -> torch.Tensor:
         """ifft2(ortho) of the block spectrum g [..., M1, M2] zero-filled to the grid."""
-        return torch.fft.ifft2(self.embed(g), norm="ortho")
+        return torch.fft.ifft2(self._embed(g), norm="ortho")
 
-    def to_block(self, y: torch.Tensor) -> torch.Tensor:
+    def _to_block(self, y: torch.Tensor) -> torch.Tensor:
         """Data [B, M1, M2] (centred k-space block) -> the layout of the fused iteration."""
-        out = self._to_internal(y) * self.phase.conj()
-        return out if self.mask is None else out * self.mask
+        out = self._to_internal(y) * self._phase.conj()
+        return out if self._mask is None else out * self._mask
 
-    def lipschitz(self) -> torch.Tensor:
-        """Exact ||A D||^2 = max_f sum_k |G_k(f)|^2, shape [Bm] (Bm = 1 without a batched mask)."""
-        power = (self.G.real ** 2 + self.G.imag ** 2).sum(dim=1)  # [Bm, M1, M2]
+    def squared_norm(self, start: torch.Tensor | None = None, *, n_iter: int = 200,
+                     rtol: float = 1e-6) -> torch.Tensor:
+        """Exact ||A D||^2 = max_f sum_k |G_k(f)|^2, shape [Bm] (Bm = 1 without a batched mask);
+        no power iteration, so `start`, `n_iter` and `rtol` are not used."""
+        power = (self._G.real ** 2 + self._G.imag ** 2).sum(dim=1)  # [Bm, M1, M2]
         return power.flatten(1).amax(dim=1)
 
     # --- plain operator interface -------------------------------------------------------------
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """A D s: codes [B, K, H, W] -> k-space block [B, M1, M2] (centred)."""
         self._check_codes(s)
-        return self._to_centred(self.phase * (self.G * self.restrict(s)).sum(dim=1))
+        return self._to_centred(self._phase * (self._G * self._restrict(s)).sum(dim=1))
 
     def adjoint(self, r: torch.Tensor) -> torch.Tensor:
         """(A D)^H r: k-space block [B, M1, M2] -> codes [B, K, H, W]."""
         if not r.is_complex() or r.ndim != 3 or tuple(r.shape[-2:]) != self.acquired_shape:
             raise ValueError(f"k-space must be complex [B, {self.acquired_shape[0]}, {self.acquired_shape[1]}], "
                              f"got {tuple(r.shape)} {r.dtype}")
-        return self.expand(self.G_conj * (self._to_internal(r) * self.phase.conj())[:, None])
+        return self._expand(self._G_conj * (self._to_internal(r) * self._phase.conj())[:, None])
 
     def _check_codes(self, s: torch.Tensor) -> None:
         if not s.is_complex() or s.ndim != 4 or s.shape[1] != self.num_filters \

@@ -16,9 +16,12 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from adacsc.core.reconstruct import CSCResult, NoiseMultiple, TrainedSettings
+from adacsc.core.app import CSCRecon, TrainedSettings
+from adacsc.core.dictionary import Dictionary
+from adacsc.core.lambdas import FixedLambda, LambdaStrategy, NoiseMultiple, SparsityMaps
+from adacsc.core.reconstruct import CSCResult
 from adacsc.core.scaling import robust_scale
-from adacsc.training.lowfield import LowFieldBatch
+from adacsc.training.lowfield import TEST_BLOCK_FRACTION, LowFieldBatch
 from adacsc.metrics import magnitude_psnr
 
 __all__ = ["Method", "ZeroFilled", "LowPassPart", "ScalarCSC", "NoiseScalarCSC", "MapCSC", "BlackBox", "BartPics",
@@ -49,20 +52,20 @@ class ZeroFilled:
 
 @dataclass
 class _CSC:
-    """Shared set-up of the CSC methods: filters [K, h, w] and the settings. Every solve is told
+    """Shared set-up of the CSC methods: the dictionary and the trained settings, built into the
+    deployed reconstruction (CSCRecon.from_trained, as the gadget builds it). Every solve is told
     the true noise level of the data, as a noise scan tells the gadget."""
 
-    filters: torch.Tensor
+    dictionary: Dictionary
     settings: TrainedSettings
     device: torch.device = torch.device("cpu")
 
     def __post_init__(self) -> None:
-        self.recon = self.settings.reconstructor(self.filters).to(self.device)
+        self.recon = CSCRecon.from_trained(self.dictionary, FixedLambda(0.0), self.settings,
+                                           super_resolution=round(1 / TEST_BLOCK_FRACTION), device=self.device)
 
-    def _solve(self, batch: LowFieldBatch, lam: object) -> CSCResult:
-        with torch.inference_mode():
-            return self.recon(batch.kspace.to(self.device), batch.grid_shape, lam,
-                              noise_std=batch.noise_std.to(self.device))
+    def _solve(self, batch: LowFieldBatch, sparsity: LambdaStrategy) -> CSCResult:
+        return self.recon.with_sparsity(sparsity).solve(batch.kspace, batch.grid_shape, batch.noise_std)
 
 
 @dataclass
@@ -74,7 +77,7 @@ class LowPassPart(_CSC):
     name: str = "the CSC's low-pass part alone (codes off)"
 
     def __call__(self, batch: LowFieldBatch, noise_level: float) -> torch.Tensor:
-        return self._solve(batch, 0.0).x_low.cpu()
+        return self._solve(batch, FixedLambda(0.0)).x_low.cpu()
 
 
 @dataclass
@@ -88,10 +91,10 @@ class ScalarCSC(_CSC):
         key = _level_key(noise_level)
         if key not in self.lambdas:
             raise ValueError(f"{self.name}: no lambda tuned for noise level {key}")
-        return self._solve(batch, self.lambdas[key]).image.cpu()
+        return self._solve(batch, FixedLambda(self.lambdas[key])).image.cpu()
 
     def with_lambda(self, lam: float) -> Callable[[LowFieldBatch, float], torch.Tensor]:
-        return lambda batch, level: self._solve(batch, float(lam)).image.cpu()
+        return lambda batch, level: self._solve(batch, FixedLambda(float(lam))).image.cpu()
 
 
 @dataclass
@@ -119,13 +122,13 @@ class MapCSC(_CSC):
 
     def __post_init__(self) -> None:
         if self.permutation is not None:
-            self.filters = self.filters[torch.as_tensor(list(self.permutation))]
+            self.dictionary = self.dictionary.permuted(list(self.permutation))
         super().__post_init__()
         self.network = self.network.to(self.device).eval()
 
     def solve(self, batch: LowFieldBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images, Lambda maps [N, K, H, W], the low-pass part x_low) on the CPU."""
-        res = self._solve(batch, self.network)
+        res = self._solve(batch, SparsityMaps(self.network))
         return res.image.cpu(), res.lam.cpu(), res.x_low.cpu()
 
     def __call__(self, batch: LowFieldBatch, noise_level: float) -> torch.Tensor:

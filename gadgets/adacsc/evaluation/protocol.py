@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from adacsc import metrics
-from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, TrainedSettings
+from adacsc.core.app import TrainedSettings
+from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA
 from adacsc.evaluation.methods import (
     BartPics, BlackBox, LowPassPart, MapCSC, Method, NoiseScalarCSC, ScalarCSC, ZeroFilled, tune, tune_one,
 )
@@ -130,36 +131,32 @@ GRID_KEYS = ("256", "160")
 def _build_methods(s: EvaluationSettings, device: torch.device) -> tuple[dict[str, Method], dict[str, Any]]:
     """The methods (untuned) and facts about them for the report."""
     network, info = load_named_model(s.weights, device=device)
-    settings = TrainedSettings.from_scalars(info.scalars)
-    if s.iterations:
-        settings = replace(settings, iterations=s.iterations)
+    settings = TrainedSettings.from_scalars(info.scalars).overridden(iterations=s.iterations or None)
     beta = settings.beta
     trained = load_named_dictionary(s.dictionary)
     unseen = load_named_dictionary(s.unseen_dictionary)
-    filters = torch.from_numpy(np.ascontiguousarray(trained.filters)).float()
-    big = torch.from_numpy(np.ascontiguousarray(unseen.filters)).float()
-    order = np.random.default_rng(s.permutation_seed).permutation(filters.shape[0]).tolist()
+    order = np.random.default_rng(s.permutation_seed).permutation(trained.num_filters).tolist()
     methods: dict[str, Method] = {
         "zero_filled": ZeroFilled(),
-        LOWPASS: LowPassPart(filters, settings, device,
+        LOWPASS: LowPassPart(trained, settings, device,
                              name=f"{'TV' if settings.lowpass == 'tv' else 'Tikhonov'} low-pass part of the CSC "
                                   "alone (codes off)"),
-        "scalar": ScalarCSC(filters, settings, device, name="CSC, scalar lambda tuned per noise level"),
-        "scalar_one": ScalarCSC(filters, settings, device, name="CSC, one scalar lambda for all levels"),
-        "scalar_default": NoiseScalarCSC(filters, settings, device, multiple=DEFAULT_NOISE_LAMBDA,
+        "scalar": ScalarCSC(trained, settings, device, name="CSC, scalar lambda tuned per noise level"),
+        "scalar_one": ScalarCSC(trained, settings, device, name="CSC, one scalar lambda for all levels"),
+        "scalar_default": NoiseScalarCSC(trained, settings, device, multiple=DEFAULT_NOISE_LAMBDA,
                                          name=f"CSC, scalar mode default ({DEFAULT_NOISE_LAMBDA:g} x noise)"),
-        MAPS: MapCSC(filters, settings, device, network=network,
+        MAPS: MapCSC(trained, settings, device, network=network,
                      name=f"CSC, learned maps ({trained.name}, K={trained.num_filters})"),
-        PERMUTED: MapCSC(filters, settings, device, network=network, permutation=order,
+        PERMUTED: MapCSC(trained, settings, device, network=network, permutation=order,
                          name=f"CSC, learned maps, {trained.name} filters permuted"),
-        UNSEEN: MapCSC(big, settings, device, network=network,
+        UNSEEN: MapCSC(unseen, settings, device, network=network,
                        name=f"CSC, learned maps, unseen {unseen.name} (K={unseen.num_filters})"),
     }
     facts: dict[str, Any] = {"beta": beta, "weights": s.weights, "dictionary": trained.name,
                              "unseen_dictionary": unseen.name, "permutation": order,
                              "iterations": settings.iterations, "lowpass": settings.lowpass,
                              "tv_weight": settings.tv_weight,
-                             "noise_aware": bool(getattr(network, "uses_noise", False))}
+                             "noise_aware": network.uses_noise}
     if s.blackbox:
         from adacsc.training.blackbox import load_blackbox
 
@@ -287,12 +284,8 @@ def figure_examples(result: dict[str, Any]) -> dict[str, Any]:
     s = settings_of(result)
     device = torch.device(s.device)
     network, info = load_named_model(s.weights, device=device)
-    settings = TrainedSettings.from_scalars(info.scalars)
-    if s.iterations:
-        settings = replace(settings, iterations=s.iterations)
-    trained = load_named_dictionary(s.dictionary)
-    filters = torch.from_numpy(np.ascontiguousarray(trained.filters)).float()
-    maps_method = MapCSC(filters, settings, device, network=network)
+    settings = TrainedSettings.from_scalars(info.scalars).overridden(iterations=s.iterations or None)
+    maps_method = MapCSC(load_named_dictionary(s.dictionary), settings, device, network=network)
     grid = next(g for g in test_grids(s) if g.figure and g.key in s.grids)
     label, split = next(iter(grid.sets.items()))
     images = load_split(split, grid.size, pixel_mm=grid.pixel_mm)

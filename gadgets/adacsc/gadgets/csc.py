@@ -47,9 +47,10 @@ from gadgetron.types import ImageArray
 
 from adacsc import resources
 from adacsc.core import cancel
-from adacsc.core.app import CSCRecon, FixedLambda, LowPass, ReconImages, SparsityMaps
+from adacsc.core.app import CSCRecon, ReconImages, TrainedSettings
 from adacsc.core.device import parse_device_name, resolve_device
-from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS, NoiseMultiple, TrainedSettings
+from adacsc.core.lambdas import FixedLambda, LambdaStrategy, NoiseMultiple, SparsityMaps
+from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS
 from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
 from adacsc.gadgets.slice_pool import OrderedSender, shared_pool
 from adacsc.io.dictionary_file import load_dictionary
@@ -150,7 +151,7 @@ def build_recon(settings: ReconSettings) -> CSCRecon:
 def _build(settings: ReconSettings, dictionary: Path, dictionary_version: int, weights: Path,
            weights_version: int) -> CSCRecon:
     device = resolve_device(settings.device)
-    sparsity: SparsityMaps | FixedLambda | NoiseMultiple
+    sparsity: LambdaStrategy
     if settings.mode == "maps":
         network, info = load_model(weights, device)
         log.info("NET_Theta weights %s loaded on %s (%s)", weights, device, info.kind)
@@ -158,12 +159,11 @@ def _build(settings: ReconSettings, dictionary: Path, dictionary_version: int, w
     else:
         info = read_model_info(weights)
         sparsity = FixedLambda(settings.lam) if settings.lam else NoiseMultiple(settings.noise_lambda)
-    trained = TrainedSettings.from_scalars(info.scalars)
-    lowpass = LowPass(trained.lowpass if settings.lowpass == "auto" else settings.lowpass,
-                      beta=settings.beta or trained.beta, tv_weight=settings.tv_weight or trained.tv_weight)
-    return CSCRecon(load_dictionary(dictionary), sparsity,
-                    iterations=settings.iterations or trained.iterations,
-                    super_resolution=settings.super_resolution, device=device, lowpass=lowpass)
+    trained = TrainedSettings.from_scalars(info.scalars).overridden(
+        beta=settings.beta or None, iterations=settings.iterations or None, tv_weight=settings.tv_weight or None,
+        lowpass=None if settings.lowpass == "auto" else settings.lowpass)
+    return CSCRecon.from_trained(load_dictionary(dictionary), sparsity, trained,
+                                 super_resolution=settings.super_resolution, device=device)
 
 
 def preload() -> None:

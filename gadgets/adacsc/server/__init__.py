@@ -3,6 +3,7 @@ connection, running the same chain XMLs and gadgets as `adacsc recon`."""
 
 from adacsc.server.protocol import Limits, ProtocolError
 from adacsc.server.server import Server, ServerSettings
-from adacsc.server.session import SessionReport, SessionSettings
+from adacsc.server.session_report import SessionReport
+from adacsc.server.session_settings import SessionSettings
 
 __all__ = ["Limits", "ProtocolError", "Server", "ServerSettings", "SessionReport", "SessionSettings"]

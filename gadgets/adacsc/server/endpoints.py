@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from adacsc.server.notify import HTTP_PORT, notify
 from adacsc.server.server import Server
 from adacsc.server.telemetry import CONTENT_TYPE
 
@@ -42,7 +43,22 @@ class Endpoints(ThreadingHTTPServer):
     def __init__(self, host: str, port: int, server: Server, paths: tuple[str, ...]) -> None:
         self.scan_server = server
         self.paths = paths
+        self.scrapes = 0
+        """how often /metrics has been served"""
+        self._scraped = threading.Condition()
         super().__init__((host, port), _Handler)
+
+    def scraped(self) -> None:
+        """/metrics has been served once more."""
+        with self._scraped:
+            self.scrapes += 1
+            self._scraped.notify_all()
+
+    def wait_for_scrapes(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until /metrics has been served `count` times in all (at most `timeout` s):
+        whether it has. A scraper that has fetched twice has stored the first fetch."""
+        with self._scraped:
+            return self._scraped.wait_for(lambda: self.scrapes >= count, timeout)
 
     @property
     def port(self) -> int:
@@ -58,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, b"not found\n")
         elif path == "/metrics":
             self._reply(200, self.server.scan_server.telemetry.exposition(), CONTENT_TYPE)
+            self.server.scraped()
         elif path == "/live":
             self._reply(200, b"alive\n")
         elif ready(self.server.scan_server):
@@ -94,6 +111,7 @@ def serve_endpoints(server: Server, host: str, metrics_port: int | None,
             running.append(endpoints)
             threading.Thread(target=endpoints.serve_forever, name=f"adacsc-http-{endpoints.port}", daemon=True).start()
             log.info("serving %s on http://%s:%d", ", ".join(paths), host, endpoints.port)
+            notify(f"{HTTP_PORT}={endpoints.port}")
         yield running
     finally:
         for endpoints in running:

@@ -16,7 +16,7 @@ import importlib
 import itertools
 import logging
 import socket
-import struct
+import sys
 import threading
 import time
 import warnings
@@ -27,7 +27,10 @@ from gadgetron.external.connection import Connection
 
 from adacsc.core import cancel
 from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.server import protocol as proto
 from adacsc.server.listener import ConnectionServer, join_threads, open_listeners
+from adacsc.server.notify import PORT, notify, session_ended, session_started
+from adacsc.server.refusal import refuse
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,9 @@ DEFAULT_PORT = 18002
 """The port configs/adacsc_lowfield_connect.xml connects to."""
 DEFAULT_GADGET = "csc"
 """The gadget configs/adacsc_lowfield_connect.xml expects at that port."""
-ERROR_MESSAGE_ID = 8
-CLOSE_MESSAGE_ID = 4
-_ERROR_HEADER = struct.Struct("<HQ")
-_CLOSE = struct.Struct("<H").pack(CLOSE_MESSAGE_ID)
+FAILURE_DRAIN_S = 10.0
+"""after reporting a failed scan, how long what Gadgetron still sends is read (it may be blocked
+writing the rest of the scan to us; reading lets it see the error)"""
 
 
 def gadget_names() -> dict[str, str]:
@@ -90,26 +92,10 @@ class _GuardedSocket:
         self._sock.close()
 
 
-def error_message(text: str) -> bytes:
-    """An ERROR message as Gadgetron reads it from an external node: id 8, uint64 length, text."""
-    payload = text.encode("utf-8", errors="replace")
-    return _ERROR_HEADER.pack(ERROR_MESSAGE_ID, len(payload)) + payload
-
-
-def _fail(sock: socket.socket, text: str, drain_s: float = 10.0) -> None:
-    """Send ERROR and CLOSE, read (and drop) what Gadgetron still sends for a while, close."""
-    try:
-        sock.settimeout(5.0)
-        sock.sendall(error_message(text) + _CLOSE)
-        # Gadgetron may be blocked writing the rest of the scan to us; reading lets it see the error.
-        deadline = time.monotonic() + drain_s
-        sock.settimeout(1.0)
-        while time.monotonic() < deadline and sock.recv(1 << 16):
-            pass
-    except OSError:
-        pass
-    finally:
-        sock.close()
+def _fail(sock: socket.socket, text: str, drain_s: float = FAILURE_DRAIN_S) -> None:
+    """Send ERROR and CLOSE (the framing Gadgetron reads from an external node), read what
+    Gadgetron still sends for a while, close."""
+    refuse(sock, text, "error", drain_s=drain_s, max_drain_bytes=sys.maxsize)
 
 
 class ExternalServer(ConnectionServer):
@@ -150,6 +136,7 @@ class ExternalServer(ConnectionServer):
         addresses = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._listeners)
         log.info("adacsc external (%s) listening on %s, port %d, %d worker(s)", self.gadget, addresses,
                  self.port, self.workers)
+        notify("READY=1", f"STATUS=listening on {addresses}", f"{PORT}={self.port}")
         return self
 
     def _accepted(self, sock: socket.socket, peer: str) -> None:
@@ -168,12 +155,14 @@ class ExternalServer(ConnectionServer):
         self.stop()
         self._abort.set()
 
-    def _count(self, failed: bool) -> None:
+    def _count(self, scan: int, failed: bool) -> None:
         with self._lock:
             if failed:
                 self.failed += 1
             else:
                 self.served += 1
+        session_ended(scan, not failed)
+        self._changed_now()
 
     def _handle(self, sock: socket.socket, peer: str, scan: int) -> None:
         acquired = False
@@ -201,26 +190,27 @@ class ExternalServer(ConnectionServer):
         try:
             connection = Connection(_GuardedSocket(sock, self.idle_timeout))
         except Exception as err:  # no CONFIG/HEADER, or a header that does not parse
-            self._count(failed=True)
             log.error("scan %d from %s: could not start: %s", scan, peer, err or type(err).__name__)
+            self._count(scan, failed=True)
             _fail(sock, f"adacsc external: could not start the scan: {err or type(err).__name__}")
             return
         log.info("scan %d from %s: started", scan, peer)
+        session_started(scan)
         try:
             self._target(connection)
         except Exception as err:
-            self._count(failed=True)
             text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             log.error("scan %d from %s: gadget %s failed after %.2f s: %s", scan, peer, self.gadget,
                       time.perf_counter() - started, text)
+            self._count(scan, failed=True)
             _fail(sock, f"adacsc external gadget {self.gadget}: {text}")
             return
         try:
             sock.settimeout(10.0)
-            sock.sendall(_CLOSE)
+            sock.sendall(proto.close_message())
         except OSError as err:
             log.warning("scan %d from %s: could not send CLOSE: %s", scan, peer, err)
         finally:
             sock.close()
-        self._count(failed=False)
         log.info("scan %d from %s: done in %.2f s", scan, peer, time.perf_counter() - started)
+        self._count(scan, failed=False)

@@ -5,6 +5,10 @@ once, and a graceful stop (stop accepting, then let the subclass wind down its c
 A subclass binds its sockets in `start()`, serves a connection in `_accepted()` (usually by
 `_spawn`ing a thread that waits for a worker slot) and waits for or cancels the running ones in
 `_after_stop()`. Stop and abort are driven by adacsc.server.signals.
+
+What a server is doing can be waited on: `wait_until(predicate)` tests the predicate whenever a
+connection or scan starts or ends (in-process callers, the tests); a supervisor process hears
+of the same through adacsc.server.notify.
 """
 
 import logging
@@ -14,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from adacsc.server.notify import notify
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,8 @@ class ConnectionServer:
         self._slots = threading.BoundedSemaphore(max(1, workers))
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._stopped_at: float | None = None
 
     def start(self) -> "ConnectionServer":
         """Bind the listening sockets (and warm up); a subclass's job."""
@@ -115,16 +123,35 @@ class ConnectionServer:
             selector.close()
             for listener in self._listeners:
                 listener.close()
+            notify("STOPPING=1")
             self._after_stop()
 
     def stop(self) -> None:
         """Stop accepting; what happens to running connections is the subclass's `_after_stop`."""
+        if self._stopped_at is None:  # no lock: a signal handler calls this
+            self._stopped_at = time.monotonic()
         self._stop.set()
+
+    def since_stop(self) -> float:
+        """Seconds since the first stop() (0 before it): a grace period counts from there, not
+        from the moment the accept loop notices."""
+        return 0.0 if self._stopped_at is None else time.monotonic() - self._stopped_at
 
     @property
     def stopping(self) -> bool:
         """Whether stop() was called."""
         return self._stop.is_set()
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait until `predicate()` holds, tested now and whenever a connection or a scan starts
+        or ends (at most `timeout` seconds; None: no limit); whether it holds."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
+    def _changed_now(self) -> None:
+        """Something `wait_until` predicates may look at has changed: test them again."""
+        with self._changed:
+            self._changed.notify_all()
 
     def running_threads(self) -> list[threading.Thread]:
         """The threads serving (or waiting to serve) a connection."""
@@ -140,11 +167,13 @@ class ConnectionServer:
             finally:
                 with self._lock:
                     self._threads.discard(threading.current_thread())
+                self._changed_now()
 
         thread = threading.Thread(target=run, name=name, daemon=True)
         with self._lock:
             self._threads.add(thread)
         thread.start()
+        self._changed_now()
 
     def _wait_for_slot(self, timeout_s: float | None = None) -> bool:
         """Take a worker slot, waiting at most `timeout_s` (None: until stop()); False without one."""

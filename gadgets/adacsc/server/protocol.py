@@ -349,7 +349,7 @@ def text_message(text: str, mid: int = TEXT) -> bytes:
 
 def error_message(text: str) -> bytes:
     """ERROR as Gadgetron's external nodes frame it: uint64 length + UTF-8 text."""
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", errors="replace")
     return _ID.pack(ERROR) + _U64.pack(len(data)) + data
 
 

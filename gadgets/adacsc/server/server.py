@@ -20,8 +20,13 @@ from adacsc.chain.config import ChainError, parse_chain
 from adacsc.server import protocol as proto
 from adacsc.server.heap import release_free_memory
 from adacsc.server.listener import ConnectionServer, join_threads
+from adacsc.server.notify import PORT, notify, session_ended, session_started
 from adacsc.server.opening import Opening, read_opening
-from adacsc.server.session import Session, SessionReport, SessionSettings, config_name_warning
+from adacsc.server.refusal import refuse
+from adacsc.server.request import config_name_warning
+from adacsc.server.session import Session
+from adacsc.server.session_report import SessionReport
+from adacsc.server.session_settings import SessionSettings
 from adacsc.server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -58,20 +63,6 @@ class ServerSettings:
     grace_s: float = 60.0
     """after stop(), how long running scans may take to finish before they are cancelled"""
     session: SessionSettings = field(default_factory=lambda: SessionSettings(config_dirs=()))
-
-
-def _refuse(sock: socket.socket, text: str, error_format: str) -> None:
-    """Tell a connection we will not serve it, then close it."""
-    try:
-        sock.settimeout(5.0)
-        data = proto.error_message(text) if error_format == "error" else proto.text_message(f"ERROR: {text}")
-        sock.sendall(data + proto.close_message())
-        sock.shutdown(socket.SHUT_WR)
-        proto.SocketReader(sock).drain(max_bytes=16 * proto.MiB, deadline_s=1.0)
-    except OSError:
-        pass
-    finally:
-        sock.close()
 
 
 class Server(ConnectionServer):
@@ -125,6 +116,7 @@ class Server(ConnectionServer):
         self.address = listener.getsockname()[:2]
         log.info("listening on %s:%d (%d workers, config folders: %s)", self.address[0], self.address[1],
                  self.settings.workers, ", ".join(str(d) for d in dirs))
+        notify("READY=1", f"STATUS=listening on {self.address[0]}:{self.address[1]}", f"{PORT}={self.address[1]}")
         return self
 
     @staticmethod
@@ -182,12 +174,12 @@ class Server(ConnectionServer):
                 self._opening.add(sock)
         if stopping:
             self.telemetry.refused("shutting_down")
-            _refuse(sock, "server shutting down", self.session_settings.error_format)
+            refuse(sock, "server shutting down", self.session_settings.error_format)
             return
         if crowded:
             log.warning("refusing %s: %d connections are still sending their header", peer, self.settings.max_opening)
             self.telemetry.refused("crowded")
-            threading.Thread(target=_refuse, args=(sock, "server busy: too many connections at once, try later",
+            threading.Thread(target=refuse, args=(sock, "server busy: too many connections at once, try later",
                                                    self.session_settings.error_format), daemon=True).start()
             return
         self._spawn(self._open, (sock, peer), f"adacsc-conn-{peer}")
@@ -210,11 +202,11 @@ class Server(ConnectionServer):
                 self._opening.discard(sock)
         if self._stop.is_set():
             self.telemetry.refused("shutting_down")
-            _refuse(sock, "server shutting down", settings.error_format)
+            refuse(sock, "server shutting down", settings.error_format)
         elif opening.timed_out:
             log.warning("refusing %s: %s", peer, opening.failure)
             self.telemetry.refused("header_timeout")
-            _refuse(sock, str(opening.failure), settings.error_format)
+            refuse(sock, str(opening.failure), settings.error_format)
         else:
             self._admit(sock, peer, opening)
 
@@ -223,7 +215,7 @@ class Server(ConnectionServer):
         """The warning an unknown config name gets before the header (clients show it at once)."""
         if message.mid != proto.CONFIG_FILE or not message.payload:
             return None
-        warning = config_name_warning(message.payload, settings)
+        warning = config_name_warning(message.payload, settings.config_dirs)
         if warning is None:
             return None
         return proto.text_message(f"WARNING: {resources.without_folders(warning, settings.config_dirs)}")
@@ -240,7 +232,7 @@ class Server(ConnectionServer):
         if running:
             log.info("stopping: waiting up to %g s for %d connection(s) to finish", self.settings.grace_s,
                      len(running))
-        join_threads(running, self.settings.grace_s)
+        join_threads(running, max(0.0, self.settings.grace_s - self.since_stop()))
         with self._lock:
             sessions = list(self._sessions)
         if sessions:
@@ -267,11 +259,12 @@ class Server(ConnectionServer):
                 busy = self._waiting >= limit
                 if not busy:
                     self._waiting += 1
+            self._changed_now()
             if busy:
                 log.warning("refusing %s: all %d workers busy and %d connections waiting", peer,
                             self.settings.workers, limit)
                 self.telemetry.refused("busy")
-                _refuse(sock, "server busy: too many scans at once, try later", error_format)
+                refuse(sock, "server busy: too many scans at once, try later", error_format)
                 return
             log.info("%s waits for a free worker", peer)
         self._handle(sock, peer, acquired, opening)
@@ -283,17 +276,20 @@ class Server(ConnectionServer):
                 acquired = self._wait_for_slot(self.settings.wait_s)
                 with self._lock:
                     self._waiting -= 1
+                self._changed_now()
                 if not acquired:
                     reason = ("server shutting down" if self._stop.is_set()
                               else f"server busy: no worker free within {self.settings.wait_s:g} s")
                     log.warning("refusing %s: %s", peer, reason)
                     self.telemetry.refused("shutting_down" if self._stop.is_set() else "wait_timeout")
-                    _refuse(sock, reason, self.session_settings.error_format)
+                    refuse(sock, reason, self.session_settings.error_format)
                     return
             session = Session(sock, peer, next(self._ids), self.session_settings, opening)
             with self._lock:
                 self._sessions.add(session)
             self.telemetry.session_started()
+            session_started(session.report.session_id)
+            self._changed_now()
             try:
                 report = session.run()
             finally:
@@ -306,10 +302,12 @@ class Server(ConnectionServer):
                 self.reports.append(report)
                 if len(self.reports) > 2 * REPORTS_KEPT:
                     del self.reports[:REPORTS_KEPT]
+            session_ended(report.session_id, report.ok)
+            self._changed_now()
             release_free_memory()
         except Exception:
             log.exception("connection %s failed", peer)
-            _refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
+            refuse(sock, "internal server error (details in the server log)", self.session_settings.error_format)
         finally:
             if acquired:
                 self._slots.release()

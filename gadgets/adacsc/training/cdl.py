@@ -38,11 +38,11 @@ import numpy as np
 import torch
 
 from adacsc.core.convolution import Synthesis, filter_spectra
+from adacsc.core.filter_bank import FilterBank
 from adacsc.core.dictionary import Dictionary
 from adacsc.core.fista import fista
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.lowpass import lowpass
-from adacsc.core.power import lipschitz_constant
 from adacsc.core.reconstruct import DEFAULT_BETA
 from adacsc.core.spectral import SpectralCodeOperator
 
@@ -161,7 +161,7 @@ def coding_operator(filters: torch.Tensor, x: torch.Tensor) -> SpectralCodeOpera
     """A D on the full grid of the crops x (A the unitary centred FFT, nothing left out), so that
     ||A D s - A x|| = ||D s - x||: sparse coding is the reconstruction's own problem."""
     grid = tuple(x.shape[-2:])
-    return SpectralCodeOperator.of_filters(filters, SampledFourier(grid, grid), x.device, x.dtype)
+    return SpectralCodeOperator.of_filters(FilterBank(filters), SampledFourier(grid, grid), x.device, x.dtype)
 
 
 def sparse_code(filters: torch.Tensor, x: torch.Tensor, lam: float, n_iter: int, *,
@@ -175,7 +175,7 @@ def sparse_code(filters: torch.Tensor, x: torch.Tensor, lam: float, n_iter: int,
     filters: real [K, h, w]; x: complex [B, c, c]; returns codes [B, K, c, c] (and their
     unnormalised spectra fft2(s) with return_spectra=True)."""
     op = coding_operator(filters, x)
-    lip = lipschitz_constant(op)
+    lip = op.squared_norm()
     b, k = x.shape[0], op.num_filters
     s_out = x.new_empty((b, k) + tuple(x.shape[-2:]))
     for c in _crop_chunks(b, k, tuple(x.shape[-2:])):
@@ -185,7 +185,7 @@ def sparse_code(filters: torch.Tensor, x: torch.Tensor, lam: float, n_iter: int,
 
 def _synthesis(filters: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """D s on the grid of the codes."""
-    return Synthesis(filters.detach().to(s.real.dtype))(s)
+    return Synthesis(FilterBank(filters.detach().to(s.real.dtype)))(s)
 
 
 def cdl_objective(filters: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lam: float) -> dict:

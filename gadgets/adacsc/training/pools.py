@@ -11,6 +11,7 @@ import torch
 
 from adacsc import resources
 from adacsc.core.dictionary import Dictionary
+from adacsc.core.filter_bank import FilterBank
 from adacsc.io.dictionary_file import load_named_dictionary
 from adacsc.training.family import EVALUATION_DICTIONARIES, TRAINING_DICTIONARIES, VALIDATION_DICTIONARIES
 
@@ -31,7 +32,7 @@ class DictionaryPool:
         if not dictionaries:
             raise ValueError("a dictionary pool needs at least one dictionary")
         self.dictionaries = list(dictionaries)
-        self.filters = [torch.from_numpy(np.ascontiguousarray(d.filters)).to(torch.float32)
+        self.filters = [FilterBank(torch.from_numpy(np.ascontiguousarray(d.filters)).to(torch.float32))
                         for d in self.dictionaries]
 
     @classmethod
@@ -51,14 +52,14 @@ class DictionaryPool:
         return [{"name": d.name, "num_filters": d.num_filters, "filter_shape": list(d.filter_shape),
                  "source": d.source} for d in self.dictionaries]
 
-    def draw(self, rng: np.random.Generator, max_filters: int | None) -> tuple[str, torch.Tensor]:
+    def draw(self, rng: np.random.Generator, max_filters: int | None) -> tuple[str, FilterBank]:
         """A random dictionary of the pool, then a random subset (random order) of its filters."""
         j = int(rng.integers(len(self.filters)))
-        f = self.filters[j]
+        f = self.filters[j].tensor
         k = f.shape[0]
         take = k if max_filters is None else min(k, max_filters)
         order = rng.permutation(k)[:take]
-        return self.dictionaries[j].name, f[torch.from_numpy(order)].contiguous()
+        return self.dictionaries[j].name, FilterBank(f[torch.from_numpy(order)].contiguous())
 
 
 def default_dictionary_pools() -> tuple[list[str], list[str]]:

@@ -10,7 +10,7 @@ One optimiser step (`Trainer.train_step`):
      y = S F x + n, i.e. a super-resolution problem on the crop grid;
   3. draw a dictionary from the *training* pool and a random subset (at most `max_filters`, random
      order) of its filters: a different dictionary for every batch (adacsc.training.pools);
-  4. x* = CSCReconstructor(y, grid, lam=NET_Theta, filters=that dictionary), with
+  4. x* = CSCReconstructor(y, grid, SparsityMaps(NET_Theta), bank=that dictionary), with
      `train_iterations` unrolled FISTA iterations; loss = mean |x* - x|^2 over the complex grid
      (adacsc.training.loss);
   5. Adam on the network and on log(beta) (gradient clipping, warm-up + cosine decay,
@@ -38,6 +38,8 @@ import numpy as np
 import torch
 
 from adacsc.core.network import MapNetwork, NetworkConfig
+from adacsc.core.filter_bank import FilterBank
+from adacsc.core.lambdas import SparsityMaps
 from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.io.weights_file import load_model, load_named_model, save_model
 from adacsc.metrics import magnitude_psnr
@@ -108,8 +110,7 @@ class Trainer:
             source, _ = load_named_model(schedule.init_weights, device=self.device)
             start_from(self.network, source)
         self.recon = CSCReconstructor(self.train_pool.filters[0], beta=schedule.initial_beta,
-                                      n_iter=schedule.train_iterations, lowpass=schedule.lowpass,
-                                      tv_weight=schedule.tv_weight).to(self.device)
+                                      lowpass=schedule.lowpass, tv_weight=schedule.tv_weight).to(self.device)
         self.optimizer = torch.optim.Adam([
             {"params": list(self.network.parameters()), "lr": schedule.lr, "base_lr": schedule.lr},
             {"params": [self.recon.log_beta], "lr": schedule.lr_beta, "base_lr": schedule.lr_beta},
@@ -137,22 +138,18 @@ class Trainer:
         return out
 
     # -- data ------------------------------------------------------------------------------------
-    def batch(self, step: int) -> tuple[Any, str, torch.Tensor]:
+    def batch(self, step: int) -> tuple[Any, str, FilterBank]:
         """(LowFieldBatch on the device, dictionary name, filters) of training step `step`."""
         batch, rng = sample_training_batch(self.train_images, self.schedule, self.seed, step)
         name, filters = self.train_pool.draw(rng, self.schedule.max_filters)
         return batch.to(self.device), name, filters.to(self.device)
 
-    def loss_on(self, batch: Any, filters: torch.Tensor, n_iter: int | None = None) -> torch.Tensor:
-        """The training loss of one batch (differentiable)."""
-        if n_iter is not None:
-            old, self.recon.n_iter = self.recon.n_iter, n_iter
-        try:
-            res = self.recon(batch.kspace, batch.grid_shape, self.network, filters=filters,
-                             noise_std=batch.noise_std)
-        finally:
-            if n_iter is not None:
-                self.recon.n_iter = old
+    def loss_on(self, batch: Any, filters: FilterBank, n_iter: int | None = None) -> torch.Tensor:
+        """The training loss of one batch (differentiable), with `n_iter` unrolled iterations
+        (default: the schedule's train_iterations)."""
+        iterations = self.schedule.train_iterations if n_iter is None else n_iter
+        res = self.recon(batch.kspace, batch.grid_shape, SparsityMaps(self.network), iterations, bank=filters,
+                         noise_std=batch.noise_std)
         reference = res.x0 if self.schedule.loss == "relative" else None
         return image_loss(res.image, batch.target, reference)
 
@@ -186,7 +183,7 @@ class Trainer:
             norm = torch.tensor(float("nan"))
         self.step += 1
         return {"loss": float(loss.detach()), "grad_norm": float(norm), "dictionary": name,
-                "filters": int(filters.shape[0]), "acquired": list(batch.acquired_shape), "lr_factor": factor}
+                "filters": filters.num_filters, "acquired": list(batch.acquired_shape), "lr_factor": factor}
 
     # -- validation -------------------------------------------------------------------------------
     def quick_validation(self) -> dict[str, float]:
@@ -206,8 +203,8 @@ class Trainer:
                 batch = fixed_lowfield(x, levels[j % len(levels)], seed=self.seed + 1000, start_index=i)
                 batch = batch.to(self.device)
                 filters = self.val_pool.filters[(j // len(levels)) % len(self.val_pool)].to(self.device)
-                res = self.recon(batch.kspace, batch.grid_shape, self.network, filters=filters,
-                                 noise_std=batch.noise_std)
+                res = self.recon(batch.kspace, batch.grid_shape, SparsityMaps(self.network), s.train_iterations,
+                                 bank=filters, noise_std=batch.noise_std)
                 losses.append(float(image_loss(res.image, batch.target)))
                 psnrs.append(float(magnitude_psnr(res.image, batch.target).mean()))
         return {"val_loss": float(np.mean(losses)), "val_psnr": float(np.mean(psnrs))}

@@ -12,10 +12,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from adacsc.core.app import CSCRecon, TrainedSettings
+from adacsc.core.lambdas import FixedLambda, LambdaMaps, SparsityMaps
 from adacsc.core.network import MapNetwork
-from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT, CSCReconstructor
+from adacsc.core.reconstruct import DEFAULT_TV_WEIGHT
 from adacsc.metrics import magnitude_psnr
-from adacsc.training.lowfield import TEST_NOISE_LEVELS, fixed_lowfield
+from adacsc.training.lowfield import TEST_BLOCK_FRACTION, TEST_NOISE_LEVELS, fixed_lowfield
 from adacsc.training.pools import DictionaryPool
 
 __all__ = ["evaluate"]
@@ -32,7 +34,8 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
     degradation (fixed 50% block = 2x super-resolution, fixed noise `noise_levels`, noise seeded
     per image), for each dictionary of the pool. Scalar lambdas use `scalar_beta` (default: beta).
     Every solve is told the true noise level (as a noise scan tells the gadget); `lowpass` and
-    `tv_weight` select the low-pass part (adacsc.core.reconstruct).
+    `tv_weight` select the low-pass part (adacsc.core.reconstruct). The reconstructions are built
+    as the gadget builds them (CSCRecon.from_trained).
 
     Returns {"per_dictionary": {name: {str(level): {...}}}, "mean": {str(level): {...}}} where each
     {...} holds mean PSNRs: "zero_filled", "maps" (scale 1), "maps_x{s}", "scalar": {lam: psnr},
@@ -47,10 +50,14 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
     per: dict[str, dict[str, Any]] = {}
     if network is not None:
         network = network.to(device).eval()
-    for name, filters in zip(dictionaries.names, dictionaries.filters):
-        options = {"n_iter": iterations, "lowpass": lowpass, "tv_weight": tv_weight}
-        recon = CSCReconstructor(filters, beta=float(beta), **options).to(device)
-        recon_scalar = (CSCReconstructor(filters, beta=float(scalar_beta), **options).to(device)
+    trained = TrainedSettings(beta=float(beta), iterations=iterations, lowpass=lowpass, tv_weight=tv_weight)
+    factor = round(1 / TEST_BLOCK_FRACTION)
+    for dictionary in dictionaries.dictionaries:
+        name = dictionary.name
+        recon = CSCRecon.from_trained(dictionary, FixedLambda(0.0) if network is None else SparsityMaps(network),
+                                      trained, super_resolution=factor, device=device)
+        recon_scalar = (CSCRecon.from_trained(dictionary, FixedLambda(0.0), trained.overridden(beta=float(scalar_beta)),
+                                              super_resolution=factor, device=device)
                         if scalar_beta is not None else recon)
         per[name] = {}
         for level in noise_levels:
@@ -67,18 +74,20 @@ def evaluate(network: MapNetwork | None, beta: float, images: torch.Tensor, dict
                         maps = None
                         for scale in map_scales:
                             if maps is None:  # the network runs once; other scales reuse its maps
-                                res = recon(y, batch.grid_shape, network, noise_std=noise)
+                                res = recon.solve(y, batch.grid_shape, noise)
                                 maps = res.lam
                                 if float(scale) != 1.0:
-                                    res = recon(y, batch.grid_shape, maps * float(scale), noise_std=noise)
+                                    res = recon.with_sparsity(LambdaMaps(maps * float(scale))).solve(
+                                        y, batch.grid_shape, noise)
                             else:
-                                res = recon(y, batch.grid_shape, maps * float(scale), noise_std=noise)
+                                res = recon.with_sparsity(LambdaMaps(maps * float(scale))).solve(
+                                    y, batch.grid_shape, noise)
                             key = "maps" if float(scale) == 1.0 else f"maps_x{float(scale):g}"
                             sums[key] = sums.get(key, 0.0) + float(magnitude_psnr(res.image, target).sum())
                     zf = batch.operator.adjoint(batch.kspace).to(device)
                     sums["zero_filled"] += float(magnitude_psnr(zf, target).sum())
                     for lam in scalar_sums:
-                        res = recon_scalar(y, batch.grid_shape, lam, noise_std=noise)
+                        res = recon_scalar.with_sparsity(FixedLambda(lam)).solve(y, batch.grid_shape, noise)
                         scalar_sums[lam] += float(magnitude_psnr(res.image, target).sum())
             entry: dict[str, Any] = {k: v / n for k, v in sums.items()}
             if scalar_sums:

@@ -27,6 +27,11 @@ class BoundedMapMixin:
 
     config: NetworkConfig
 
+    @property
+    def uses_noise(self) -> bool:
+        """Whether forward needs the noise level (the reconstructor passes it when True)."""
+        return self.config.noise_aware
+
     def _init_head(self, head: nn.Conv2d) -> None:
         if self.config.initial_lambda is not None:
             p = self.config.initial_lambda / self.config.lambda_max

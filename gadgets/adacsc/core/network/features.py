@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from adacsc.core.convolution import as_filter_tensor, filter_spectra
+from adacsc.core.convolution import Synthesis
 from adacsc.core.scaling import SCALE_PERCENTILE, robust_scale
 
 
@@ -42,27 +42,25 @@ def image_scale(x0: torch.Tensor, mode: str = "percentile") -> torch.Tensor:
     return torch.where(power > 0, power.sqrt(), torch.ones_like(power))
 
 
-def filter_responses(x0: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-    """r[b, k] = d_k (circular correlation) x0[b], the filter centre at the origin.
+def filter_responses(x0: torch.Tensor, filters: Synthesis) -> torch.Tensor:
+    """r[b, k] = d_k (circular correlation) x0[b], the filter centre at the origin: D^H x0, from the
+    synthesis operator D.
 
     r[b, k, y, x] = sum_{i, j} d_k[c_y + i, c_x + j] * x0[b, y + i, x + j] (indices modulo H, W),
-    i.e. channel k of D^T x0 for D s = sum_k d_k * s_k (circular convolution). Computed with one
-    FFT of x0, K filter FFTs and one batched inverse FFT. x0 [B, H, W] complex, filters [K, h, w]
-    real; returns [B, K, H, W] complex64.
+    i.e. channel k of D^T x0 for D s = sum_k d_k * s_k (circular convolution). x0 [B, H, W]
+    complex; returns [B, K, H, W] complex64.
     """
-    x0 = check_image(x0)
-    _, height, width = x0.shape
-    transfer = _correlation_transfer(filters, height, width, x0.device)
-    return torch.fft.ifft2(torch.fft.fft2(x0)[:, None] * transfer[None])
+    return filters.adjoint(check_image(x0))
 
 
-def _correlation_transfer(filters: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
+def _correlation_transfer(filters: Synthesis, height: int, width: int, device: torch.device) -> torch.Tensor:
     """[K, H, W] complex: the DFT transfer functions of correlation with each filter (centre at
-    the origin). Correlation with a real filter = multiplication by its conjugate spectrum."""
-    return filter_spectra(as_filter_tensor(filters).to(device=device, dtype=torch.float32), (height, width)).conj()
+    the origin): the conjugate spectra D keeps for the grid. Correlation with a real filter =
+    multiplication by its conjugate spectrum."""
+    return filters.spectra((height, width), device).conj()
 
 
-def pooled_filter_responses(x0: torch.Tensor, filters: torch.Tensor, factor: int) -> torch.Tensor:
+def pooled_filter_responses(x0: torch.Tensor, filters: Synthesis, factor: int) -> torch.Tensor:
     """filter_responses(x0, filters) average-pooled by `factor`: [B, K, ceil(H/f), ceil(W/f)].
 
     Pooling windows start at pixel 0 (as F.avg_pool2d); where H or W is not a multiple of the

@@ -2,7 +2,7 @@
 
 `MapNetwork` is NET_Theta V3, the dictionary-agnostic network. For every filter d_k it forms the
 filter response r_k = d_k (circular correlation) x0, with the filter centre at the origin, which is
-also channel k of D^T x0. Its real and imaginary parts are the two input channels of one shared
+also channel k of D^T x0, which the network asks the synthesis operator for (`Synthesis.adjoint`). Its real and imaginary parts are the two input channels of one shared
 U-Net; the filter index is folded into the batch, so
 
     Lambda[b, k] = lambda_max * sigmoid(UNet([Re r_k, Im r_k] / scale_b))
@@ -28,9 +28,9 @@ Adaptive low-pass (`NetworkConfig.lowpass_input`, `NetworkConfig.tv_map`, the "n
 The codes model what the low-pass part leaves, so the network may also read the low-pass image:
 the filter responses of x_low get the same features as those of x0 (two more input channels, after
 the three above), and a second, per-image U-Net may set the TV weight per pixel
-(adacsc.core.network.tv_weights; the reconstructor calls `lowpass_weights` before the TV solve
-and passes x_low to forward). Both keep the promises above: x_low and the weight map are per
-image, and each filter's map still depends on that filter alone.
+(adacsc.core.network.tv_weights; adacsc.core.lambdas.SparsityMaps asks for `lowpass_weights`
+before the TV solve and passes x_low to forward). Both keep the promises above: x_low and the
+weight map are per image, and each filter's map still depends on that filter alone.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adacsc.core.convolution import Synthesis
 from adacsc.core.network.bounded import BoundedMapMixin
 from adacsc.core.network.config import NetworkConfig
 from adacsc.core.network.features import check_image, compress_snr, image_scale, pooled_filter_responses
@@ -49,10 +50,10 @@ from adacsc.core.scaling import noise_levels
 class MapNetwork(BoundedMapMixin, nn.Module):
     """NET_Theta V3: one shared 2-in/1-out U-Net applied to every filter response.
 
-    forward(x0 [B, H, W] complex64, filters [K, h, w] float32, noise [B] (noise-aware networks
-    only), x_low [B, H, W] (lowpass_input only)) -> Lambda [B, K, H, W] float32 in (0, lambda_max)
-    (times the input scale for output_scaling="relative", times noise for noise-aware networks).
-    Any K, any odd filter size.
+    forward(x0 [B, H, W] complex64, filters: the synthesis operator D of the K filters (its adjoint
+    gives the responses), noise [B] (noise-aware networks only), x_low [B, H, W] (lowpass_input
+    only)) -> Lambda [B, K, H, W] float32 in (0, lambda_max) (times the input scale for
+    output_scaling="relative", times noise for noise-aware networks). Any K, any odd filter size.
     """
 
     kind = "v3"
@@ -71,13 +72,8 @@ class MapNetwork(BoundedMapMixin, nn.Module):
         return self.config.lambda_max
 
     @property
-    def uses_noise(self) -> bool:
-        """Whether forward needs the noise level (the reconstructor passes it when True)."""
-        return self.config.noise_aware
-
-    @property
     def uses_lowpass(self) -> bool:
-        """Whether forward needs the low-pass image x_low (the reconstructor passes it when True)."""
+        """Whether forward needs the low-pass image x_low (SparsityMaps passes it when True)."""
         return self.config.lowpass_input
 
     @property
@@ -97,7 +93,7 @@ class MapNetwork(BoundedMapMixin, nn.Module):
         logits = self.tv_unet(tv_weight_inputs(x0, sigma, scale, self.config.downsample))
         return bound_tv_weights(self._full_resolution(logits, height, width)[:, 0], self.config)
 
-    def forward(self, x0: torch.Tensor, filters: torch.Tensor, noise: torch.Tensor | None = None,
+    def forward(self, x0: torch.Tensor, filters: Synthesis, noise: torch.Tensor | None = None,
                 x_low: torch.Tensor | None = None) -> torch.Tensor:
         x0 = check_image(x0)
         batch, height, width = x0.shape

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adacsc.core.convolution import Synthesis
 from adacsc.core.network.bounded import BoundedMapMixin
 from adacsc.core.network.config import NetworkConfig
 from adacsc.core.network.features import check_image, image_scale, pad_to_multiple
@@ -20,8 +21,8 @@ class V1MapNetwork(BoundedMapMixin, nn.Module):
     """NET_Theta V1: x0 -> K maps with one U-Net (2 input channels, K output channels).
 
     Tied to the number of filters and to their order: output channel k is the map of whatever
-    filter sits at position k. `filters` is accepted for interface compatibility with MapNetwork
-    (only its length is checked).
+    filter sits at position k. `filters` (the synthesis operator) is accepted for interface
+    compatibility with MapNetwork (only its number of filters is checked).
     """
 
     kind = "v1"
@@ -42,15 +43,11 @@ class V1MapNetwork(BoundedMapMixin, nn.Module):
     def lambda_max(self) -> float:
         return self.config.lambda_max
 
-    def forward(self, x0: torch.Tensor, filters: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, filters: Synthesis | None = None) -> torch.Tensor:
         x0 = check_image(x0)
         batch, height, width = x0.shape
-        if filters is not None:
-            if filters.ndim != 3 or filters.shape[0] != self.num_filters:
-                raise ValueError(
-                    f"V1 network was built for {self.num_filters} filters, got filters of shape "
-                    f"{tuple(filters.shape)}"
-                )
+        if filters is not None and filters.num_filters != self.num_filters:
+            raise ValueError(f"V1 network was built for {self.num_filters} filters, got {filters.num_filters}")
         self._check_size(height, width)
         scale = image_scale(x0, self.config.input_normalization)
         normalised = x0 / scale.view(batch, 1, 1)
