@@ -26,6 +26,7 @@ from adacsc.core.lambdas import SparsityMaps
 from adacsc.io.dictionary_file import load_named_dictionary
 from adacsc.io.weights_file import load_named_model
 from adacsc.resources import DEFAULT_DICTIONARY
+from adacsc.runtime import configure_process
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
 from adacsc.metrics import magnitude_psnr
@@ -35,6 +36,7 @@ log = logging.getLogger("bench_iterations")
 
 
 def main() -> None:
+    configure_process()  # the process settings the command line makes (adacsc.runtime)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="netv3_lowfield_tv")
     parser.add_argument("--dictionary", default=DEFAULT_DICTIONARY)

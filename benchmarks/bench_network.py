@@ -22,6 +22,7 @@ from adacsc.core.convolution import Synthesis
 from adacsc.core.filter_bank import FilterBank
 from adacsc.core.lambdas import FixedLambda
 from adacsc.core.network import MapNetwork, NetworkConfig
+from adacsc.runtime import configure_process
 
 CONFIGS = {
     "light": NetworkConfig.preset("light"),
@@ -57,6 +58,7 @@ def conv_macs_per_map(config: NetworkConfig, size: int) -> float:
 
 
 def main() -> None:
+    configure_process()  # the process settings the command line makes (adacsc.runtime)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--ks", type=int, nargs="+", default=[32, 128])

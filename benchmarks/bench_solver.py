@@ -38,6 +38,7 @@ from adacsc.core.filter_bank import FilterBank
 from adacsc.core.fista import default_chunk_size, fista
 from adacsc.core.lambdas import FixedLambda, LambdaMaps
 from adacsc.core.reconstruct import CSCReconstructor
+from adacsc.runtime import configure_process
 
 log = logging.getLogger("bench_solver")
 
@@ -117,6 +118,7 @@ def bench(k: int, mode: str, args: argparse.Namespace, device: torch.device) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()  # the process settings the command line makes (adacsc.runtime)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, nargs="+", default=[32, 128], help="numbers of filters")
     parser.add_argument("--grid", type=int, default=256, help="grid size (acquired = grid / 2)")

@@ -28,7 +28,7 @@ import torch
 
 from adacsc.core.fourier import SampledFourier
 from adacsc.core.trust import CALIBRATION, measure
-from adacsc.gadgets.csc import SPEC, ReconSettings, build_recon
+from adacsc.gadgets.csc import ReconSettings, Settings, build_recon
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
 
@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    recon = build_recon(ReconSettings.from_properties(SPEC.parse({})))
+    recon = build_recon(ReconSettings.of(Settings()))
     if args.calibrate:
         calibrate(recon, args.images)
         return

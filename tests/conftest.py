@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from adacsc.resources import bundled_scan
+from adacsc.runtime import configure_process
 from support.scans import simulated
+
+configure_process()  # the test session is an entry point, as the command line is (adacsc.runtime)
 
 
 @pytest.fixture(autouse=True)

@@ -18,15 +18,16 @@ MAY_IMPORT = {
     "resources": set(),
     "io": {"core", "resources"},
     "limits": {"io"},
+    "scan_context": {"limits"},
     "simulation": {"io", "mr"},
     "conversion": {"io"},
     "training": {"core", "io", "metrics", "resources", "simulation"},
     "evaluation": {"core", "io", "metrics", "resources", "training"},
-    "gadgets": {"core", "io", "mr", "resources", "settings", "limits"},
-    "chain": {"core", "gadgets", "io", "limits", "resources"},
+    "gadgets": {"core", "io", "mr", "resources", "settings", "limits", "scan_context", "runtime"},
+    "chain": {"core", "gadgets", "io", "limits", "resources", "scan_context"},
     "replay": {"chain", "io"},
     "batch": {"chain", "io", "replay"},
-    "server": {"chain", "core", "gadgets", "io", "limits", "resources"},
+    "server": {"chain", "core", "gadgets", "io", "limits", "resources", "scan_context"},
     "client": {"io", "server"},
     "packaging": {"chain", "gadgets", "resources", "server"},
     "runtime": set(),
@@ -75,3 +76,30 @@ def test_only_the_server_telemetry_module_imports_prometheus_client() -> None:
     callbacks (adacsc.chain.timing.ChainObserver)."""
     users = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if "prometheus_client" in imports(path)}
     assert users == {"server/telemetry.py"}
+
+
+def _environment_reads(path: Path) -> set[str]:
+    """Functions of a module (module level: '<module>') that read the environment: os.environ,
+    os.getenv or an object's from_environment."""
+    tree = ast.parse(path.read_text(), str(path))
+    owner = {}
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                owner.setdefault(node, function.name)
+    return {owner.get(node, "<module>") for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "from_environment"}}
+
+
+def test_no_gadget_reads_the_environment() -> None:
+    """Gadgets get their limits, budget, stop test and warnings' reader from the scan context their
+    host builds (adacsc.scan_context); only the Gadgetron `<execute>` entry builds it from the
+    environment."""
+    readers = {f"{path.name}:{function}" for path in sorted((PACKAGE / "gadgets").glob("*.py"))
+               for function in _environment_reads(path)}
+    assert readers == {"contract.py:gadgetron_entry"}
+
+
+@pytest.mark.parametrize("name", ["noise_adjust", "readout_buffer", "coil_combination", "csc"])
+def test_every_gadget_takes_the_scan_context(name: str) -> None:
+    assert "adacsc.scan_context" in imports(PACKAGE / "gadgets" / f"{name}.py")

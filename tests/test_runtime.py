@@ -1,5 +1,7 @@
-"""Process-wide CPU settings: made at import without environment variables from the user, never
-overriding the user's own choice, and the OpenMP spin only where torch is not loaded yet."""
+"""Process-wide CPU settings: made by the entry points (the command line, the gadget package that
+Gadgetron's `<execute>` imports), never by importing adacsc or adacsc.core, without environment
+variables from the user, never overriding the user's own choice, and the OpenMP spin only where
+torch is not loaded yet."""
 
 import os
 import subprocess
@@ -21,13 +23,28 @@ def _fresh(code: str, **env: str) -> str:
                           check=True, timeout=120).stdout.strip()
 
 
-def test_importing_adacsc_shortens_the_openmp_spin_before_torch_loads():
-    assert _fresh("import adacsc, os; print(os.environ['GOMP_SPINCOUNT'])") == str(runtime.OPENMP_SPIN_COUNT)
+def test_importing_adacsc_core_changes_nothing_in_the_process():
+    code = ("import os, adacsc, adacsc.core.app, adacsc.core.fista, adacsc.runtime as r; "
+            "print(os.environ.get('GOMP_SPINCOUNT', '-'), r._allocator_tuned)")
+    assert _fresh(code) == "- None"
+
+
+def test_the_command_line_shortens_the_openmp_spin_before_torch_loads():
+    code = ("import os, sys, adacsc.cli, adacsc.runtime as r\n"
+            "try:\n    adacsc.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['GOMP_SPINCOUNT'], r._allocator_tuned)")
+    assert _fresh(code).splitlines()[-1] == f"{runtime.OPENMP_SPIN_COUNT} {sys.platform.startswith('linux')}"
+
+
+def test_a_gadget_module_gadgetron_executes_configures_its_process_before_torch_loads():
+    code = ("import os, sys, adacsc.gadgets.csc, adacsc.runtime as r; "
+            "print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules, r._allocator_tuned)")
+    assert _fresh(code) == f"{runtime.OPENMP_SPIN_COUNT} True {sys.platform.startswith('linux')}"
 
 
 @pytest.mark.parametrize("name", ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"])
 def test_the_users_openmp_choice_is_kept(name):
-    code = "import adacsc, os; print(os.environ.get('GOMP_SPINCOUNT', '-'))"
+    code = "import adacsc.gadgets, os; print(os.environ.get('GOMP_SPINCOUNT', '-'))"
     assert _fresh(code, **{name: "ACTIVE" if name == "OMP_WAIT_POLICY" else "123"}) == (
         "123" if name == "GOMP_SPINCOUNT" else "-")
 

@@ -24,32 +24,34 @@ from adacsc.gadgets.readout_buffer import Accumulator
 from adacsc.io.dataset import InputScan
 from adacsc.io.header import parse_header
 from adacsc.io.noise_store import NoiseStore, StoredNoise
-from adacsc.limits import LimitError, ScanBudget
+from adacsc.limits import LimitError, ScanBudget, ScanLimits
+from adacsc.scan_context import ScanContext
 from adacsc.simulation.small_scan import write_small_scan
 from support.server import scan_messages
 
 
-@pytest.mark.parametrize("spec, raw, message", [
-    (coil_combination.SPEC, {"kernel_size": "-3"}, "kernel_size='-3': must be >= 1"),
-    (coil_combination.SPEC, {"image_series_index": "-1"}, "must be >= 0"),
-    (coil_combination.SPEC, {"image_series_index": "99999999999"}, "must be <= 65535"),
-    (csc.SPEC, {"image_series_index": "65534"}, "must be <= 65533"),
-    (csc.SPEC, {"iterations": "-1"}, "must be >= 0"),
-    (csc.SPEC, {"noise_lambda": "-0.5"}, "noise_lambda='-0.5': must be >= 0"),
-    (csc.SPEC, {"iterations": "100000000"}, "exceeds the operator limit of 1000 ($ADACSC_MAX_ITERATIONS)"),
-    (csc.SPEC, {"device": "meta"}, "'meta' is not a device adacsc runs on"),
+@pytest.mark.parametrize("gadget, raw, message", [
+    (coil_combination.GADGET, {"kernel_size": "-3"}, "kernel_size='-3': must be >= 1"),
+    (coil_combination.GADGET, {"image_series_index": "-1"}, "must be >= 0"),
+    (coil_combination.GADGET, {"image_series_index": "99999999999"}, "must be <= 65535"),
+    (csc.GADGET, {"image_series_index": "65534"}, "must be <= 65533"),
+    (csc.GADGET, {"iterations": "-1"}, "must be >= 0"),
+    (csc.GADGET, {"noise_lambda": "-0.5"}, "noise_lambda='-0.5': must be >= 0"),
+    (csc.GADGET, {"iterations": "100000000"}, "exceeds the operator limit of 1000 ($ADACSC_MAX_ITERATIONS)"),
+    (csc.GADGET, {"device": "meta"}, "'meta' is not a device adacsc runs on"),
 ])
-def test_out_of_range_properties_are_refused_by_name(spec, raw, message):
+def test_out_of_range_properties_are_refused_by_name(gadget, raw, message):
     with pytest.raises(PropertyError) as caught:
-        spec.parse(raw)
+        gadget.parse(raw, ScanLimits())
     assert message in str(caught.value)
 
 
 def test_the_operator_sets_the_iteration_cap(monkeypatch):
-    monkeypatch.setenv("ADACSC_MAX_ITERATIONS", "5000")
-    assert csc.SPEC.parse({"iterations": "4000"})["iterations"] == 4000
+    monkeypatch.delenv("ADACSC_MAX_ITERATIONS", raising=False)
+    limits = ScanLimits(max_iterations=5000)
+    assert csc.GADGET.parse({"iterations": "4000"}, limits).iterations == 4000
     with pytest.raises(PropertyError, match="operator limit of 5000"):
-        csc.SPEC.parse({"iterations": "5001"})
+        csc.GADGET.parse({"iterations": "5001"}, limits)
 
 
 def test_a_device_torch_knows_but_adacsc_cannot_run_on_is_refused():
@@ -91,7 +93,7 @@ def test_noise_readouts_with_nan_are_ignored(tmp_path, caplog):
 def test_the_buffer_drops_non_finite_readouts_and_charges_its_budget(tmp_path):
     scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16)
     header = parse_header(scan_messages(scan)[0])
-    accumulator = Accumulator(header, remove_oversampling=True, budget=ScanBudget(8_000))
+    accumulator = Accumulator(header, remove_oversampling=True, scan=ScanContext(budget=ScanBudget(8_000)))
     readout = ismrmrd.Acquisition.from_array(np.ones((2, 32), np.complex64))
     readout.data[1, 5] = np.inf
     accumulator.add(readout)
@@ -102,9 +104,10 @@ def test_the_buffer_drops_non_finite_readouts_and_charges_its_budget(tmp_path):
 
 def test_a_header_over_the_limits_fails_the_buffer_gadget_before_allocating(tmp_path, monkeypatch):
     scan = write_small_scan(tmp_path / "scan.h5", coils=2, lines=16)
-    monkeypatch.setenv("ADACSC_MAX_MATRIX", "16")
+    monkeypatch.delenv("ADACSC_MAX_MATRIX", raising=False)
     with pytest.raises(LimitError, match=r"encodedSpace.matrixSize.x = 32 exceeds the operator limit of 16"):
-        Accumulator(parse_header(scan_messages(scan)[0]), remove_oversampling=True)
+        Accumulator(parse_header(scan_messages(scan)[0]), remove_oversampling=True,
+                    scan=ScanContext(ScanLimits(max_matrix=16)))
 
 
 def test_fista_stops_between_iterations_when_asked():
@@ -152,6 +155,5 @@ def test_non_finite_combined_pixels_are_zeroed_with_a_warning(tmp_path, monkeypa
         return image
 
     monkeypatch.setattr(coil_combination, "combine_buffer", with_nan)
-    props = coil_combination.SPEC.parse({})
-    [(image, _, _)] = coil_combination.combine_recon_data(recon, props)
+    [(image, _, _)] = coil_combination.combine_recon_data(recon, coil_combination.Settings())
     assert np.isfinite(image).all() and "3 NaN or infinite pixels set to 0" in caplog.text

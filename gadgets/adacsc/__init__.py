@@ -1,8 +1,8 @@
 """adacsc: Gadgetron-compatible low-field MRI reconstruction with convolutional sparse coding
-driven by learned, dictionary-agnostic sparsity level maps."""
+driven by learned, dictionary-agnostic sparsity level maps.
 
-from adacsc.runtime import configure_process
+Importing the package changes nothing in the process; the entry points (the `adacsc` command
+line, and the gadget modules Gadgetron's `<execute>` imports) make the process settings of
+adacsc.runtime."""
 
 __version__ = "0.1.0"
-
-configure_process()  # before anything imports torch (adacsc.runtime says why)

@@ -10,6 +10,8 @@ import signal
 import sys
 import threading
 
+from adacsc.runtime import configure_process
+
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "dictionaries",
             "learn_dictionary", "train", "evaluate", "noise_report")
 SLOW_PARSERS = ("simulate", "learn_dictionary", "train", "evaluate")
@@ -37,7 +39,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, set up logging, run; expected errors become one clear log line."""
+    """Entry point: the process settings (adacsc.runtime, before any command loads torch), parse,
+    set up logging, run; expected errors become one clear log line."""
+    configure_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)

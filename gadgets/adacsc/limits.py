@@ -1,8 +1,9 @@
 """Operator limits on what one scan may ask for, checked before anything is allocated.
 
 A scan's header declares its matrix and coils, and its chain properties choose the compute; a
-client controls both. The operator bounds them (environment variables, which `adacsc serve`
-options set; a Gadgetron deployment sets them in the node's environment):
+client controls both. The operator bounds them: `adacsc serve` options, or environment variables
+(the defaults of those options; a Gadgetron deployment sets them in the node's environment). The
+host of a scan puts them in its adacsc.scan_context.ScanContext; the gadgets read them there:
 
   ADACSC_MAX_MATRIX      largest encoded or recon matrix size along any axis (default 4096)
   ADACSC_MAX_CHANNELS    most receiver channels (default 128)
@@ -67,11 +68,6 @@ class ScanLimits:
                 raise LimitError(f"${variable}={text!r} must be positive")
             values[item.name] = int(number * GiB) if item.name == "max_scan_bytes" else int(number)
         return cls(**values)
-
-    def environment(self) -> dict[str, str]:
-        """The environment variables that reproduce these limits (for `adacsc serve`)."""
-        return {variable: str(self.max_scan_bytes / GiB if name == "max_scan_bytes" else getattr(self, name))
-                for name, variable in _ENVIRONMENT.items()}
 
     def variable(self, name: str) -> str:
         """The environment variable of limit `name`."""

@@ -1,7 +1,9 @@
 """Process-wide CPU settings for reconstruction, made inside the process (users set nothing).
 
-Called once when the package is imported (`configure_process`), so it also holds in a
-Gadgetron-started gadget process, `adacsc serve` and `adacsc recon`.
+Made by the entry points (`configure_process`), never by importing adacsc: the `adacsc` command
+line (`adacsc serve`, `adacsc recon`, `adacsc external`, ...) before it loads a command, and the
+gadget package (adacsc.gadgets), which a Gadgetron-started gadget process imports first. A library
+user who imports adacsc.core gets no change to the process.
 
 - glibc's allocator. Torch takes CPU tensors from malloc. By default glibc serves MB-sized blocks
   with mmap and hands freed memory back to the OS once enough is free at the top of the heap,

@@ -10,8 +10,8 @@ import pytest
 from adacsc import resources
 from adacsc.chain.config import ChainError, load_chain, parse_chain
 from adacsc.chain.runner import Chain, NodeFailure
-from adacsc.gadgets.properties import PropertyError, raw_properties, read_properties
-from adacsc.gadgets.noise_adjust import SPEC as NOISE_SPEC
+from adacsc.gadgets.properties import PropertyError, raw_properties
+from adacsc.gadgets.noise_adjust import GADGET as NOISE_ADJUST, Settings as NoiseSettings
 
 HEADER = b"""<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
 <experimentalConditions><H1resonanceFrequency_Hz>2341761</H1resonanceFrequency_Hz></experimentalConditions>
@@ -113,15 +113,10 @@ def test_properties_in_both_xml_forms_and_typed_errors() -> None:
     config = ET.fromstring('<configuration><property><name>perform_noise_adjust</name><value>false</value>'
                            '</property></configuration>')
 
-    class Conn:
-        pass
-
-    conn = Conn()
-    conn.config = config
-    assert read_properties(conn, NOISE_SPEC) == NOISE_SPEC.parse({}) | {"perform_noise_adjust": False}
-    conn.config = ET.fromstring('<configuration><property name="perform_noise_adjust" value="maybe"/></configuration>')
+    assert NOISE_ADJUST.parse(raw_properties(config)) == NoiseSettings(perform_noise_adjust=False)
+    config = ET.fromstring('<configuration><property name="perform_noise_adjust" value="maybe"/></configuration>')
     with pytest.raises(PropertyError, match="perform_noise_adjust.*not a boolean"):
-        read_properties(conn, NOISE_SPEC)
-    conn.config = ET.fromstring('<configuration><property name="typo" value="1"/></configuration>')
+        NOISE_ADJUST.parse(raw_properties(config))
+    config = ET.fromstring('<configuration><property name="typo" value="1"/></configuration>')
     with pytest.raises(PropertyError, match="unknown property typo"):
-        read_properties(conn, NOISE_SPEC)
+        NOISE_ADJUST.parse(raw_properties(config))

@@ -18,7 +18,7 @@ from adacsc import resources
 from adacsc.chain.config import ChainError, load_chain, parse_chain
 from adacsc.commands import package, properties
 from adacsc.gadgets.properties import PropertyError, format_value, raw_properties
-from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.gadgets import registry
 from adacsc.packaging import openrecon
 from adacsc.server import external
 from support import REPO
@@ -57,8 +57,10 @@ def stream_nodes(path: Path) -> list[ET.Element]:
     return list(root.find("stream"))
 
 
-def spec_of(module: str):
-    return importlib.import_module(module).SPEC
+def gadget_of(module: str):
+    gadget = registry.by_module(module)
+    assert gadget is not None, f"{module} is not a registered gadget module"
+    return gadget
 
 
 # ---- chain XMLs --------------------------------------------------------------------------------
@@ -94,15 +96,16 @@ def test_every_python_node_names_a_gadget_and_valid_properties(path: Path) -> No
         if execute is not None:
             module, target = execute.get("name"), execute.get("target")
             assert execute.get("type") == "python"
-            assert module in GADGET_MODULES, f"{module} is not a registered gadget module"
+            assert module in registry.MODULES.values(), f"{module} is not a registered gadget module"
             assert callable(getattr(importlib.import_module(module), target, None)), f"{module} has no {target}"
             assert module.rsplit(".", 1)[1] == target
         else:
             module = f"adacsc.gadgets.{external.DEFAULT_GADGET}"  # what `adacsc external` serves there
-        spec = spec_of(module)
+        gadget = gadget_of(module)
         raw = raw_properties(configuration)
-        assert set(raw) <= spec.names(), f"{path.stem}: unknown {set(raw) - spec.names()}"
-        spec.parse(raw)  # every value valid (PropertyError otherwise)
+        names = {prop.name for prop in gadget.properties()}
+        assert set(raw) <= names, f"{path.stem}: unknown {set(raw) - names}"
+        gadget.parse(raw)  # every value valid (PropertyError otherwise)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -163,7 +166,7 @@ def test_maps_chain_sends_the_inspection_series(tmp_path: Path) -> None:
 
 def test_overrides_are_checked_against_the_specs() -> None:
     with pytest.raises(PropertyError):
-        spec_of("adacsc.gadgets.csc").parse({"mode": "fancy"})
+        gadget_of("adacsc.gadgets.csc").parse({"mode": "fancy"})
     chain = parse_chain((REPO / "configs" / "adacsc_lowfield_maps.xml").read_text(), "maps")
     with pytest.raises(ChainError):
         chain.with_overrides({"no_such_property": "1"})
@@ -178,8 +181,8 @@ def test_properties_doc_is_the_generator_output() -> None:
 
 def test_properties_doc_lists_every_property_with_its_default() -> None:
     text = properties.markdown()
-    for module in GADGET_MODULES:
-        for prop in spec_of(module).properties:
+    for gadget in registry.gadgets():
+        for prop in gadget.properties():
             assert f"| `{prop.name}` | {properties.type_name(prop)} |" in text
             default = format_value(prop.default)
             assert (f"`{default}`" if default else f"| `{prop.name}` | {properties.type_name(prop)} | (empty) |") in text

@@ -40,7 +40,7 @@ def test_the_documented_defaults_and_output_layout_hold(tmp_path):
     ismrmrd.Dataset opens by its group name."""
     from adacsc.gadgets import csc
 
-    assert csc.SPEC.parse({})["beta"] == 0
+    assert csc.Settings().beta == 0
     assert SessionSettings(config_dirs=()).error_format == "text"
     scan = write_small_scan(tmp_path / "scan.h5", lines=16, slices=1, noise=4)
     output = tmp_path / "recon.h5"

@@ -2,6 +2,7 @@
 truth, the inspection series are sent, a per-scan dictionary is a property change, and the
 reconstruction does not depend on the order of the dictionary's filters."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from adacsc.core.lambdas import FixedLambda, NoiseMultiple
 from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA
 from adacsc.io.dictionary_file import load_named_dictionary, save_dictionary
 from adacsc.io.weights_file import save_model
-from adacsc.gadgets.csc import SPEC, ReconSettings, build_recon
+from adacsc.gadgets.csc import GADGET, ReconSettings, Settings, build_recon
 from adacsc.metrics import psnr, ssim
 from adacsc.replay import replay
 from adacsc.simulation.ground_truth import ideal_combined_magnitude, read_ground_truth
@@ -46,9 +47,9 @@ def model_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     return weights, dictionaries
 
 
-def build(properties: dict[str, object], **changes: object) -> CSCRecon:
-    """The reconstruction the gadget builds for these (parsed) properties."""
-    return build_recon(ReconSettings.from_properties({**properties, **changes}))
+def build(settings: Settings, **changes: object) -> CSCRecon:
+    """The reconstruction the gadget builds for these settings."""
+    return build_recon(ReconSettings.of(dataclasses.replace(settings, **changes)))
 
 
 @needs_brain
@@ -104,13 +105,13 @@ def test_dictionary_names_are_not_paths(sim_scan: Path, tmp_path: Path, model_fo
 
 
 def test_scalar_mode_takes_the_trained_beta_unless_set(model_folders: tuple[Path, Path]) -> None:
-    defaults = SPEC.parse({"mode": "scalar", "weights": "seeded", "iterations": "2"})
+    defaults = GADGET.parse({"mode": "scalar", "weights": "seeded", "iterations": "2"})
     recon = build(defaults)
     # beta from the weights' metadata; the default lambda follows the noise
     assert recon.lowpass.beta == 4.0 and recon.sparsity == NoiseMultiple(DEFAULT_NOISE_LAMBDA)
     assert recon.mode == "scalar"
     assert build(defaults, beta=1.5).lowpass.beta == 1.5
-    assert build(defaults, **{"lambda": 0.08}).sparsity == FixedLambda(0.08)
+    assert build(defaults, lam=0.08).sparsity == FixedLambda(0.08)
     with pytest.raises(ValueError, match="no weights named"):
         build(defaults, weights="missing")
 
@@ -118,7 +119,7 @@ def test_scalar_mode_takes_the_trained_beta_unless_set(model_folders: tuple[Path
 def test_settings_follow_the_weights_unless_set(model_folders: tuple[Path, Path]) -> None:
     weights, _ = model_folders
     save_model(MapNetwork(), weights / "tv.safetensors", scalars={"beta": 2.0, "iterations": 12, "tv_weight": 0.5})
-    defaults = SPEC.parse({"weights": "tv", "dictionary": "same.npz"})
+    defaults = GADGET.parse({"weights": "tv", "dictionary": "same.npz"})
     recon = build(defaults)
     assert (recon.iterations, recon.lowpass.kind, recon.lowpass.tv_weight, recon.mode) == (12, "tv", 0.5, "maps")
     assert recon.solver.lowpass == "tv" and recon.solver.tv_weight == 0.5

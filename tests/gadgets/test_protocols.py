@@ -3,6 +3,7 @@ averages in either loop order, contrasts and 3-D partitions, scored against the 
 ground truth; the same ReconData through coil_combination as Gadgetron's BucketToBuffer builds
 it (every E2, N, S index); and ismrmrd-tools' own Shepp-Logan generator when installed."""
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -146,8 +147,8 @@ def _read(scan: Path) -> tuple[object, list[ismrmrd.Acquisition]]:
         return header, [a for a in source.acquisitions() if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
 
 
-def _props(**overrides: object) -> dict:
-    return coil_combination.SPEC.parse({}) | overrides
+def _props(**overrides: object) -> coil_combination.Settings:
+    return dataclasses.replace(coil_combination.Settings(), **overrides)
 
 
 def test_coil_combination_takes_every_n_and_s_index_of_a_gadgetron_buffer(sim_dir: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from adacsc import cli
 from adacsc import resources
-from adacsc.chain.config import ChainError, spec_for
+from adacsc.chain.config import ChainError, gadget_for
 from adacsc.gadgets.properties import raw_properties
 from adacsc.packaging import openrecon
 from adacsc.server import fire
@@ -30,7 +30,12 @@ def chain_properties(parameters: dict[str, str]) -> dict[str, dict]:
     chain = fire.load_named_chain(parameters[fire.CONFIG_PARAMETER], folders)
     rest = {key: value for key, value in parameters.items() if key != fire.CONFIG_PARAMETER}
     chain = chain.with_overrides(fire.chain_overrides(rest, chain))
-    return {node.target: spec_for(node).parse(raw_properties(node.configuration)) for node in chain.nodes}
+    parsed = {}
+    for node in chain.nodes:
+        gadget = gadget_for(node)
+        settings = gadget.parse(raw_properties(node.configuration))
+        parsed[node.target] = {prop.name: getattr(settings, prop.attribute) for prop in gadget.properties()}
+    return parsed
 
 
 # ---- the label and its schema --------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Gadgetron chain XMLs (version 2): the Python `<external>` nodes in stream order with their
 `<configuration>` elements, name resolution inside configured folders, and property overrides.
 
-The chain depends on the gadgets (their modules and property specs), never the other way round."""
+The chain depends on the gadgets (their descriptors in adacsc.gadgets.registry), never the other way
+round."""
 
 import copy
-import importlib
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from adacsc import resources
-from adacsc.gadgets.properties import PropertyError, PropertySpec, raw_properties
-from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.gadgets import registry
+from adacsc.gadgets.contract import Gadget
+from adacsc.gadgets.properties import PropertyError, raw_properties
 
 
 class ChainError(ValueError):
@@ -38,14 +39,14 @@ class Node:
         return ET.tostring(self.configuration)
 
 
-def spec_for(node: Node) -> PropertySpec:
-    """The PropertySpec of the gadget a chain node runs (its module's SPEC, imported on demand)."""
-    if node.module not in GADGET_MODULES:
-        raise ChainError(f"{node.module!r} is not an adacsc gadget module ({', '.join(GADGET_MODULES)})")
-    module = importlib.import_module(node.module)
-    if not callable(getattr(module, node.target, None)):
+def gadget_for(node: Node) -> Gadget:
+    """The registered gadget a chain node runs (adacsc.gadgets.registry); ChainError otherwise."""
+    gadget = registry.by_module(node.module)
+    if gadget is None:
+        raise ChainError(f"{node.module!r} is not an adacsc gadget module ({', '.join(registry.MODULES.values())})")
+    if node.target != gadget.name:
         raise ChainError(f"gadget module {node.module!r} has no target {node.target!r}")
-    return module.SPEC
+    return gadget
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class ChainConfig:
         nodes = [replace(n, configuration=copy.deepcopy(n.configuration)) for n in self.nodes]
         for key, value in overrides.items():
             target, _, name = key.rpartition(".")
-            matched = [n for n in nodes if (not target or n.target == target) and name in spec_for(n).names()]
+            matched = [n for n in nodes if (not target or n.target == target)
+                       and name in {prop.name for prop in gadget_for(n).properties()}]
             if not matched:
                 raise ChainError(f"no node of chain {self.name!r} accepts property {key!r}")
             if not target and len(matched) > 1:
@@ -81,7 +83,7 @@ def _check_bare_name(name: str, value: str, matched: list[Node]) -> None:
     rejected = []
     for node in matched:
         try:
-            spec_for(node).parse({name: value})
+            gadget_for(node).parse({name: value})
         except PropertyError:
             rejected.append(node.target)
     if rejected:

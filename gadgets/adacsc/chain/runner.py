@@ -4,10 +4,12 @@ send, filter, header, config, raw_bytes, add_reader/add_writer). In strict mode 
 passes between nodes is serialised and read back with gadgetron-python's own writers and readers,
 as a real chain with one process per `<external>` node would do.
 
-A chain can be cancelled (`cancel`): every node's next read raises `Cancelled`, and the solver,
-which checks the cancellation bound to its thread between iterations, stops too. Warnings that
-the gadgets log on the chain's threads go to `on_warning` as well (the server tells the client).
-The scan's `ScanBudget` is on every connection (`connection.budget`) for gadgets that allocate."""
+The chain is the host of its gadgets: it runs each registered gadget (adacsc.gadgets.registry) with
+its typed settings and the scan's adacsc.scan_context.ScanContext (limits, budget, stop test,
+warnings), which its caller builds (the server's session) or the chain builds from the environment
+(offline replay). A chain can be cancelled (`cancel`): every node's next read raises `Cancelled`, and
+the scan's stop test says stop, so the solver stops at its next iteration. A node that is not a
+registered gadget (an operator-allowed module) is called as Gadgetron would call it."""
 
 import functools
 import importlib
@@ -25,32 +27,14 @@ from gadgetron.external import constants
 from gadgetron.types import ImageArray, ReconData
 
 from adacsc.chain import wire
-from adacsc.chain.config import ChainConfig, ChainError, Node
+from adacsc.chain.config import ChainConfig, ChainError, Node, gadget_for
 from adacsc.chain.timing import ChainObserver, SliceClock
 from adacsc.core import cancel
+from adacsc.gadgets import registry
 from adacsc.io.header import parse_header
-from adacsc.limits import ScanBudget, ScanLimits
+from adacsc.scan_context import ScanContext
 
 log = logging.getLogger(__name__)
-_node = threading.local()
-"""`chain`: the Chain whose node runs on this thread (for routing its warnings)"""
-
-
-class _ForwardWarnings(logging.Handler):
-    """Passes warnings logged on a chain's node threads to that chain's `on_warning`."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        chain = getattr(_node, "chain", None)
-        if chain is None or record.name == __name__ or getattr(_node, "forwarding", False):
-            return
-        _node.forwarding = True
-        try:
-            chain.warn(record.getMessage())
-        finally:
-            _node.forwarding = False
-
-
-logging.getLogger("adacsc").addHandler(_ForwardWarnings(logging.WARNING))
 
 _CLOSE = object()
 _MESSAGE_IDS: tuple[tuple[type, int], ...] = (
@@ -89,7 +73,7 @@ class LocalConnection:
 
     def __init__(self, config: ET.Element, header: Any, raw: _Raw, inbox: "queue.Queue[Any]",
                  forward: Callable[[object], None], cancelled: Callable[[], str | None] = lambda: None,
-                 budget: ScanBudget | None = None, taken: Callable[[int], None] = lambda mid: None) -> None:
+                 taken: Callable[[int], None] = lambda mid: None) -> None:
         self._taken = taken
         self.config = config
         self.header = header
@@ -97,7 +81,6 @@ class LocalConnection:
         self._inbox = inbox
         self._forward = forward
         self._cancelled = cancelled
-        self.budget = budget
         self.filters: list[Callable[[object], bool]] = []
         self.readers: dict[int, Any] = {}
         self.writers: list[Any] = []
@@ -154,18 +137,33 @@ class LocalConnection:
         self.writers.insert(0, (accepts, writer))
 
 
-def load_target(node: Node) -> Callable[[Any], None]:
-    """The callable a node runs, resolved as gadgetron-python does (a class gets .handle)."""
+NodeRun = Callable[[Any, ScanContext], None]
+"""what a node runs: a scan's work on its connection"""
+
+
+def load_target(node: Node) -> NodeRun:
+    """What a node runs: a registered gadget (adacsc.chain.config.gadget_for) with the scan's
+    context, any other module's target as gadgetron-python calls it (a class gets .handle)."""
+    if registry.by_module(node.module) is not None:
+        return gadget_for(node).execute
     try:
         module = importlib.import_module(node.module)
     except ImportError as err:
         raise ChainError(f"cannot import gadget module {node.module!r}: {err}") from err
     target = getattr(module, node.target, None)
     if inspect.isclass(target):
-        return lambda connection: target().handle(connection)
+        return lambda connection, scan: _foreign(lambda: target().handle(connection), scan)
     if callable(target):
-        return target
+        return lambda connection, scan: _foreign(lambda: target(connection), scan)
     raise ChainError(f"module {node.module!r} has no callable target {node.target!r}")
+
+
+def _foreign(call: Callable[[], None], scan: ScanContext) -> None:
+    """A module that is not a registered gadget: its solver loops, if any, stop with the scan and
+    the warnings logged on its thread reach the scan."""
+    cancel.bind(scan.stop)
+    with scan.relaying_warnings():
+        call()
 
 
 def _node_configuration(node: Node) -> ET.Element:
@@ -186,8 +184,7 @@ class Chain:
     """A running chain: `push` items in, results arrive at `on_output`, `close` waits for the end."""
 
     def __init__(self, chain: ChainConfig, header: bytes, on_output: Callable[[object], None],
-                 strict: bool = True, budget: ScanBudget | None = None,
-                 on_warning: Callable[[str], None] | None = None, observer: ChainObserver | None = None) -> None:
+                 strict: bool = True, scan: ScanContext | None = None, observer: ChainObserver | None = None) -> None:
         self.chain = chain
         self.strict = strict
         self._on_output = on_output
@@ -198,10 +195,11 @@ class Chain:
         self._targets = [load_target(node) for node in chain.nodes]
         self._configs = [_node_configuration(node) for node in chain.nodes]
         self._header = header
-        self._budget = budget if budget is not None else ScanBudget(ScanLimits.from_environment().max_scan_bytes)
-        self._on_warning = on_warning
         self._cancel_reason: str | None = None
         self._cancel_event = threading.Event()
+        given = scan if scan is not None else ScanContext.from_environment()
+        self.scan = given.or_stop_when(self._cancel_event.is_set)
+        """the scan's context as the gadgets get it: the caller's, stopped by `cancel` too"""
         self._bulk = [0 for _ in chain.nodes]
         self._ended = [False for _ in chain.nodes]
         self._room = threading.Condition()
@@ -255,15 +253,12 @@ class Chain:
 
     def _run(self, index: int) -> None:
         node = self.chain.nodes[index]
-        cancel.bind(self._cancel_event.is_set)
-        _node.chain = self
         started = time.perf_counter()
         try:
             connection = LocalConnection(
                 self._configs[index], self._parsed_header, _Raw(node.configuration_bytes(), self._header),
-                self._queues[index], self._forwarder(index), lambda: self._cancel_reason, self._budget,
-                self._taken(index))
-            self._targets[index](connection)
+                self._queues[index], self._forwarder(index), lambda: self._cancel_reason, self._taken(index))
+            self._targets[index](connection, self.scan)
         except cancel.Cancelled as err:
             log.info("node %s stopped: %s", node.target, err)
         except BaseException as err:  # close() raises it (its caller reports it, once)
@@ -317,11 +312,6 @@ class Chain:
             self._room.notify_all()
         for inbox in self._queues:
             inbox.put(_CLOSE)  # wakes nodes waiting for input
-
-    def warn(self, text: str) -> None:
-        """A warning from one of the nodes, for `on_warning`."""
-        if self._on_warning is not None:
-            self._on_warning(text)
 
     @property
     def pending(self) -> int:

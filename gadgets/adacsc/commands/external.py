@@ -4,7 +4,8 @@
 
 import argparse
 
-from adacsc.server.external import DEFAULT_GADGET, DEFAULT_PORT, ExternalServer, gadget_names
+from adacsc.gadgets import registry
+from adacsc.server.external import DEFAULT_GADGET, DEFAULT_PORT, ExternalServer
 from adacsc.server.signals import serve_until_signalled
 
 DESCRIPTION = ("Serve one adacsc gadget to Gadgetron <external><connect port=.. address=../> nodes: models load "
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="address(es) to listen on (default localhost: 127.0.0.1 and ::1; '' for all)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"TCP port of the chain's <connect port=..> (default {DEFAULT_PORT}; 0: any free port)")
-    parser.add_argument("--gadget", default=DEFAULT_GADGET, choices=sorted(gadget_names()),
+    parser.add_argument("--gadget", default=DEFAULT_GADGET, choices=sorted(registry.MODULES),
                         help=f"the gadget this process runs (default {DEFAULT_GADGET})")
     parser.add_argument("--workers", type=int, default=2, help="scans served at once (default 2); others wait")
     parser.add_argument("--idle-timeout", type=float, default=1800.0,

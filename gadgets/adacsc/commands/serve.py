@@ -119,7 +119,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     session = SessionSettings(config_dirs=(), strict=args.strict, io_timeout_s=args.timeout,
                               message_timeout_s=args.message_timeout, write_stall_s=args.write_stall,
                               scan_timeout_s=args.scan_timeout, limits=limits,
-                              max_scan_bytes=int(args.max_scan_gb * GiB), error_format=args.error_format)
+                              max_scan_bytes=int(args.max_scan_gb * GiB), error_format=args.error_format,
+                              scan_limits=scan_limits_from_args(args))
     return ServerSettings(host=args.host, port=args.port, workers=args.workers, max_waiting=args.max_waiting,
                           wait_s=args.wait, header_timeout_s=args.header_timeout,
                           extra_config_dirs=tuple(args.config_dir),
@@ -128,7 +129,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 
 def scan_limits_from_args(args: argparse.Namespace) -> ScanLimits:
-    """The operator limits the gadgets read (from the environment, which `run` sets)."""
+    """The operator limits every scan's context holds (adacsc.scan_context)."""
     return ScanLimits(max_matrix=args.max_matrix, max_channels=args.max_channels,
                       max_iterations=args.max_iterations, max_scan_bytes=int(args.max_scan_gb * GiB))
 
@@ -170,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
     log.info("dictionary folders for client-named dictionaries: %s",
              ", ".join(str(folder) for folder in resources.folders(resources.DICTIONARY)))
     log_host_resources()
-    os.environ.update(scan_limits_from_args(args).environment())
     server = Server(settings_from_args(args))
     with serve_endpoints(server, args.metrics_host, args.metrics_port, args.health_port):
         server.start()

@@ -18,37 +18,39 @@ is in SNR units, noise std 1 per pixel) from a noise scan, or 1/sqrt(n) after n 
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ismrmrd
 import numpy as np
 from gadgetron.types import ImageArray, ReconData
 
-from adacsc.core import cancel
+from adacsc.gadgets.contract import Connection, Gadget
 from adacsc.gadgets.noise_adjust import PREWHITENED_FLAG
-from adacsc.gadgets.properties import Property, PropertySpec, read_properties
+from adacsc.gadgets.properties import setting
 from adacsc.io.images import header_from_acquisition, make_image
 from adacsc.io.series import PROCESSING_HISTORY, Series, protocol_name, series_names
 from adacsc.io.slice_meta import SliceSampling
-from adacsc.limits import ScanBudget, ScanLimits
 from adacsc.mr import averaging, coil_maps
 from adacsc.mr.fft import ifftc
+from adacsc.scan_context import ScanContext
 
 log = logging.getLogger(__name__)
 
 MEMORY_WAIT_S = 30.0
 """how long an image waits for the scan's budget to have room for its working memory"""
 
-SPEC = PropertySpec("coil_combination", (
-    Property("coil_map_method", str, "inati", "coil sensitivity estimation", choices=("inati", "walsh")),
-    Property("kernel_size", int, 7, "smoothing kernel (pixels) of the coil map estimate", minimum=1, maximum=63),
-    Property("image_series_index", int, 1, "series index of the combined images", minimum=0, maximum=65535),
-    Property("averages", str, "combine", "combine (the mean of each line over the averages acquired) or "
-             "separate (one image per average)", choices=("combine", "separate")),
-    Property("output", str, "image_array",
-             "image_array (for a reconstruction gadget downstream) or images (final complex images)",
-             choices=("image_array", "images")),
-))
+@dataclass(frozen=True)
+class Settings:
+    """The gadget's properties."""
+
+    coil_map_method: str = setting("inati", "coil sensitivity estimation", choices=("inati", "walsh"))
+    kernel_size: int = setting(7, "smoothing kernel (pixels) of the coil map estimate", minimum=1, maximum=63)
+    image_series_index: int = setting(1, "series index of the combined images", minimum=0, maximum=65535)
+    averages: str = setting("combine", "combine (the mean of each line over the averages acquired) or separate "
+                            "(one image per average)", choices=("combine", "separate"))
+    output: str = setting("image_array", "image_array (for a reconstruction gadget downstream) or images (final "
+                          "complex images)", choices=("image_array", "images"))
 
 
 def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: int,
@@ -118,13 +120,14 @@ def _extent(limits: Any, name: str) -> int:
     return int(limit.maximum) + 1 if limit is not None and limit.maximum is not None else 1
 
 
-def combine_recon_data(recon: ReconData, props: dict[str, Any], limits: Any = None,
-                       budget: ScanBudget | None = None) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+def combine_recon_data(recon: ReconData, settings: Settings, limits: Any = None,
+                       scan: ScanContext | None = None) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
     """(image [Y, X], image header, meta) for every image in a ReconData: every S and LOC, every
     group of N (averages combined or kept apart, other counters separate) and every partition E2,
     each as soon as it is combined (the reconstruction of a 3-D slab's first partition starts
-    while the others are combined). The working memory is charged to `budget` while it is used."""
-    budget = budget if budget is not None else ScanBudget(ScanLimits.from_environment().max_scan_bytes)
+    while the others are combined). The working memory is charged to the scan's budget while it is
+    used (`scan`: default limits when None)."""
+    scan = scan if scan is not None else ScanContext()
     for bit in recon:
         buffer = bit.data
         data = np.asarray(buffer.data)  # [RO, E1, E2, CHA, N, S, LOC]
@@ -138,15 +141,15 @@ def combine_recon_data(recon: ReconData, props: dict[str, Any], limits: Any = No
             headers, acquired = all_headers[:, :, :, s, loc], acquired_all[:, :, :, s, loc]
             calibration = None if reference is None else \
                 reference[:, :, :, :, 0, min(s, reference.shape[5] - 1), min(loc, reference.shape[6] - 1)]
-            for members in _image_groups(headers, acquired, props["averages"]).values():
+            for members in _image_groups(headers, acquired, settings.averages).values():
                 yield from _combine_image(data[:, :, :, :, members, s, loc], headers[:, :, members],
-                                          acquired[:, :, members], calibration, buffer.sampling, props, limits,
-                                          budget)
+                                          acquired[:, :, members], calibration, buffer.sampling, settings, limits,
+                                          scan)
 
 
 def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, calibration: np.ndarray | None,
-                   sampling: Any, props: dict[str, Any], limits: Any,
-                   budget: ScanBudget) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
+                   sampling: Any, settings: Settings, limits: Any,
+                   scan: ScanContext) -> Iterator[tuple[np.ndarray, ismrmrd.ImageHeader, dict]]:
     """The images (one per partition) of one image's k-space [RO, E1, E2, CHA, N] with headers [E1, E2, N]."""
     readout, n_lines, n_partitions = data.shape[:3]
     kspace, counts = averaging.mean_of_averages(data, acquired)
@@ -174,12 +177,12 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
                             else np.transpose(reference_hybrid[:, :, partition, :], (2, 1, 0)))
         name = (f"slice {reference.idx.slice}" + (f" partition {partition}" if n_partitions > 1 else "")
                 + f" repetition {reference.idx.repetition}")
-        with budget.reserve(working_bytes(image_kspace.shape, props["coil_map_method"]),
+        with scan.budget.reserve(working_bytes(image_kspace.shape, settings.coil_map_method),
                             f"the coil combination of {name} ({image_kspace.shape[0]} coils x "
                             f"{image_kspace.shape[1]} lines x {image_kspace.shape[2]} samples)",
-                            cancel.stop_or_after(MEMORY_WAIT_S)):
+                            scan.stop_or_after(MEMORY_WAIT_S)):
             try:
-                image = combine_buffer(image_kspace, lines, props["coil_map_method"], props["kernel_size"],
+                image = combine_buffer(image_kspace, lines, settings.coil_map_method, settings.kernel_size,
                                        reference_kspace)
             except ValueError as err:
                 log.error("%s not reconstructed: %s", name, err)
@@ -193,20 +196,20 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
             field_of_view=(sampling.encoded_FOV[0], sampling.encoded_FOV[1],
                            thickness if n_partitions > 1 else sampling.encoded_FOV[2]),
             image_type=ismrmrd.IMTYPE_COMPLEX,
-            image_series_index=props["image_series_index"],
+            image_series_index=settings.image_series_index,
         )
         if n_partitions > 1:
             offset = (partition - n_partitions // 2) * thickness
             header.position = tuple(p + offset * d for p, d in zip(reference.position, reference.slice_dir))
             header.slice = reference.idx.slice * n_partitions + partition
-        if props["averages"] != "separate":
+        if settings.averages != "separate":
             header.average = 0
         header.image_index = image_index(header, n_partitions, limits)
         meta = {
             **slices.to_meta(),
             "KSpaceCentreLine": str(sampling.sampling_limits[1].center),
             "Channels": str(image_kspace.shape[0]),
-            "CoilMapMethod": props["coil_map_method"] if image_kspace.shape[0] > 1 else "none",
+            "CoilMapMethod": settings.coil_map_method if image_kspace.shape[0] > 1 else "none",
             "DataRole": "CoilCombined",
         }
         log.debug("%s combined from %d coils, %d of %d lines, %d average(s)", name, image_kspace.shape[0],
@@ -237,23 +240,29 @@ def to_image_array(image: np.ndarray, header: ismrmrd.ImageHeader, meta: dict) -
     return ImageArray(data=data, headers=headers, meta=[serialised.serialize()], waveform=None, acq_headers=None)
 
 
-def coil_combination(connection: Any) -> None:
-    """Gadget: ReconData in, one combined complex image per slice out; other items pass on."""
-    props = read_properties(connection, SPEC)
+def run(connection: Connection, settings: Settings, scan: ScanContext) -> None:
+    """ReconData in, one combined complex image per slice out; other items pass on."""
     limits = _encoding_limits(connection.header)
-    budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
     names = final_image_names(protocol_name(connection.header))
     connection.filter(ReconData)
     for item in connection:
-        for image, header, meta in combine_recon_data(item, props, limits, budget):
-            budget.charge(image.nbytes, f"the combined image of slice {header.slice}",
-                          cancel.stop_or_after(MEMORY_WAIT_S))
-            output = (make_image(image, header, {**meta, **names}) if props["output"] == "images"
+        for image, header, meta in combine_recon_data(item, settings, limits, scan):
+            scan.budget.charge(image.nbytes, f"the combined image of slice {header.slice}",
+                               scan.stop_or_after(MEMORY_WAIT_S))
+            output = (make_image(image, header, {**meta, **names}) if settings.output == "images"
                       else to_image_array(image, header, meta))
-            connection.send(budget.hold(output, image.nbytes))
+            connection.send(scan.budget.hold(output, image.nbytes))
 
 
 def _encoding_limits(header: Any) -> Any:
     """The first encoding's encodingLimits, or None."""
     encodings = getattr(header, "encoding", None) or []
     return encodings[0].encodingLimits if encodings else None
+
+
+GADGET = Gadget("coil_combination", Settings, run)
+
+
+def coil_combination(connection: Any) -> None:
+    """Gadgetron `<execute>` entry: the gadget under the limits of the node's environment."""
+    GADGET.gadgetron_entry(connection)

@@ -33,6 +33,7 @@ recorded scaling, or complex) and adacsc.io.series the names, window, history an
 source, trust). Everything but ImageArrays passes on at once.
 """
 
+import dataclasses
 import functools
 import logging
 import time
@@ -46,12 +47,12 @@ import torch
 from gadgetron.types import ImageArray
 
 from adacsc import resources
-from adacsc.core import cancel
 from adacsc.core.app import CSCRecon, ReconImages, TrainedSettings
 from adacsc.core.device import parse_device_name, resolve_device
 from adacsc.core.lambdas import FixedLambda, LambdaStrategy, NoiseMultiple, SparsityMaps
 from adacsc.core.reconstruct import DEFAULT_NOISE_LAMBDA, LOWPASS_KINDS
-from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
+from adacsc.gadgets.contract import Connection, Gadget
+from adacsc.gadgets.properties import setting
 from adacsc.gadgets.slice_pool import OrderedSender, shared_pool
 from adacsc.io.dictionary_file import load_dictionary
 from adacsc.io.scan_qa import is_scan_qa, read_scan_qa
@@ -59,49 +60,51 @@ from adacsc.io.series import OUTPUT_FORMATS, Series, protocol_name, scanner_imag
 from adacsc.io import header as hdr
 from adacsc.io.slice_meta import SliceSampling
 from adacsc.io.weights_file import load_model, read_model_info
-from adacsc.limits import GiB, LimitError, ScanBudget, ScanLimits
+from adacsc.limits import GiB, LimitError, ScanBudget
 from adacsc.mr.fft import fftc
 from adacsc.mr.noise import estimate_noise_std
+from adacsc.scan_context import ScanContext
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRUST_LIMIT = 1.25
 """trust index band [1 / limit, limit] of a slice to be trusted (evidence: docs/SITE_QA.md)"""
 
-SPEC = PropertySpec("csc", (
-    Property("dictionary", str, resources.DEFAULT_DICTIONARY,
-             "dictionary name: a file in $ADACSC_DICTIONARY_DIR or a shipped one (`adacsc dictionaries`)"),
-    Property("weights", str, resources.DEFAULT_WEIGHTS,
-             "NET_Theta weights name: a file in $ADACSC_WEIGHTS_DIR or shipped weights"),
-    Property("mode", str, "maps", "maps (NET_Theta) or scalar (one lambda)", choices=("maps", "scalar")),
-    Property("lambda", float, 0.0, "scalar-mode lambda in normalised units (bright tissue about 1); 0 follows "
-             "the noise: noise_lambda times the noise level", minimum=0),
-    Property("noise_lambda", float, DEFAULT_NOISE_LAMBDA, "scalar-mode lambda in units of the noise level "
-             "(used when lambda is 0); the default is the best single value over the test noise levels "
-             "(docs/evaluation)", minimum=0),
-    Property("beta", float, 0.0, "Tikhonov low-pass weight; 0 takes the value trained with the weights (in both "
-             "modes)", minimum=0),
-    Property("lowpass", str, "auto", "low-pass part: tikhonov (published), tv (edge-preserving, follows the "
-             "noise) or auto (what the weights were trained with)", choices=("auto",) + LOWPASS_KINDS),
-    Property("tv_weight", float, 0.0, "TV low-pass weight in units of the noise level; 0 takes the trained value",
-             minimum=0),
-    Property("iterations", int, 0, "FISTA iterations; 0 takes the count the weights were trained with", minimum=0,
-             operator_limit="max_iterations"),
-    Property("super_resolution", int, 2, "grid factor per axis (k-space zero-padding)", choices=(1, 2, 3, 4)),
-    Property("device", parse_device_name, "auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N"),
-    Property("send_zero_filled", parse_bool, True, "also send the zero-filled image (series base + 1)"),
-    Property("send_maps", parse_bool, True, "also send the mean sparsity map (series base + 2)"),
-    Property("send_residual", parse_bool, False, "also send the residual map |A^H (A x - y)| / sigma "
-             "(series base + 3)"),
-    Property("trust_limit", float, DEFAULT_TRUST_LIMIT, "flag a slice \"do not trust\" when its trust index (the "
-             "data residual over its in-distribution expectation, about 1 on good data) is above this or below its "
-             "inverse (docs/SITE_QA.md)", minimum=1),
-    Property("image_series_index", int, 1, "series index of the reconstruction (base); the last series sent "
-             "must fit in uint16", minimum=0, maximum=65533),
-    Property("output", str, "float32", "pixel format of every series: float32 (magnitude), int16 (magnitude "
-             "scaled to 0..4095, scaling in the meta, for a scanner's image injector) or complex (for a "
-             "complex-image injector)", choices=OUTPUT_FORMATS),
-))
+@dataclass(frozen=True)
+class Settings:
+    """The gadget's properties."""
+
+    dictionary: str = setting(resources.DEFAULT_DICTIONARY, "dictionary name: a file in $ADACSC_DICTIONARY_DIR or a "
+                              "shipped one (`adacsc dictionaries`)")
+    weights: str = setting(resources.DEFAULT_WEIGHTS, "NET_Theta weights name: a file in $ADACSC_WEIGHTS_DIR or "
+                           "shipped weights")
+    mode: str = setting("maps", "maps (NET_Theta) or scalar (one lambda)", choices=("maps", "scalar"))
+    lam: float = setting(0.0, "scalar-mode lambda in normalised units (bright tissue about 1); 0 follows the noise: "
+                         "noise_lambda times the noise level", minimum=0, name="lambda")
+    noise_lambda: float = setting(DEFAULT_NOISE_LAMBDA, "scalar-mode lambda in units of the noise level (used when "
+                                  "lambda is 0); the default is the best single value over the test noise levels "
+                                  "(docs/evaluation)", minimum=0)
+    beta: float = setting(0.0, "Tikhonov low-pass weight; 0 takes the value trained with the weights (in both "
+                          "modes)", minimum=0)
+    lowpass: str = setting("auto", "low-pass part: tikhonov (published), tv (edge-preserving, follows the noise) or "
+                           "auto (what the weights were trained with)", choices=("auto",) + LOWPASS_KINDS)
+    tv_weight: float = setting(0.0, "TV low-pass weight in units of the noise level; 0 takes the trained value",
+                               minimum=0)
+    iterations: int = setting(0, "FISTA iterations; 0 takes the count the weights were trained with", minimum=0,
+                              operator_limit="max_iterations")
+    super_resolution: int = setting(2, "grid factor per axis (k-space zero-padding)", choices=(1, 2, 3, 4))
+    device: str = setting("auto", "auto (CUDA when present), cpu, mps, cuda or cuda:N", parse=parse_device_name)
+    send_zero_filled: bool = setting(True, "also send the zero-filled image (series base + 1)")
+    send_maps: bool = setting(True, "also send the mean sparsity map (series base + 2)")
+    send_residual: bool = setting(False, "also send the residual map |A^H (A x - y)| / sigma (series base + 3)")
+    trust_limit: float = setting(DEFAULT_TRUST_LIMIT, "flag a slice \"do not trust\" when its trust index (the data "
+                                 "residual over its in-distribution expectation, about 1 on good data) is above this "
+                                 "or below its inverse (docs/SITE_QA.md)", minimum=1)
+    image_series_index: int = setting(1, "series index of the reconstruction (base); the last series sent must fit "
+                                      "in uint16", minimum=0, maximum=65533)
+    output: str = setting("float32", "pixel format of every series: float32 (magnitude), int16 (magnitude scaled to "
+                          "0..4095, scaling in the meta, for a scanner's image injector) or complex (for a "
+                          "complex-image injector)", choices=OUTPUT_FORMATS)
 
 NOISE_FROM_IMAGE = "estimated from the image"
 DO_NOT_TRUST = "do not trust"
@@ -129,11 +132,9 @@ class ReconSettings:
     device: str
 
     @classmethod
-    def from_properties(cls, props: dict[str, Any]) -> "ReconSettings":
-        return cls(dictionary=props["dictionary"], weights=props["weights"], mode=props["mode"],
-                   lam=float(props["lambda"]), noise_lambda=float(props["noise_lambda"]), beta=float(props["beta"]),
-                   lowpass=props["lowpass"], tv_weight=float(props["tv_weight"]), iterations=int(props["iterations"]),
-                   super_resolution=int(props["super_resolution"]), device=props["device"])
+    def of(cls, settings: Settings) -> "ReconSettings":
+        """The reconstruction part of the gadget's settings."""
+        return cls(**{item.name: getattr(settings, item.name) for item in dataclasses.fields(cls)})
 
 
 def build_recon(settings: ReconSettings) -> CSCRecon:
@@ -169,7 +170,7 @@ def _build(settings: ReconSettings, dictionary: Path, dictionary_version: int, w
 def preload() -> None:
     """Build the default reconstruction once (a long-running server calls this at start, so the
     first scan does not pay for loading it)."""
-    build_recon(ReconSettings.from_properties(SPEC.parse({})))
+    build_recon(ReconSettings.of(Settings()))
 
 
 def _slices(item: ImageArray) -> list[tuple[np.ndarray, ismrmrd.ImageHeader, dict[str, str]]]:
@@ -204,16 +205,16 @@ def noise_level(image: np.ndarray, sampling: SliceSampling) -> tuple[float, str]
     return estimate, NOISE_FROM_IMAGE
 
 
-def output_series(props: dict[str, Any]) -> list[tuple[str, Series]]:
-    """(field of ReconImages, series) of every series the properties ask for."""
-    base = props["image_series_index"]
+def output_series(settings: Settings) -> list[tuple[str, Series]]:
+    """(field of ReconImages, series) of every series the settings ask for."""
+    base = settings.image_series_index
     candidates = [("reconstruction", Series(base, "CSC", "", "SNR", "CSC"), True),
                   ("zero_filled", Series(base + 1, "ZeroFilled", "_zerofilled", "SNR", "ZEROFILLED"),
-                   props["send_zero_filled"]),
+                   settings.send_zero_filled),
                   ("mean_map", Series(base + 2, "SparsityMap", "_maps", "normalised", "SPARSITYMAP"),
-                   props["send_maps"]),
+                   settings.send_maps),
                   ("residual_map", Series(base + 3, "Residual", "_residual", "noise std", "RESIDUAL"),
-                   props.get("send_residual", False))]
+                   settings.send_residual)]
     chosen = [(key, series) for key, series, wanted in candidates if wanted]
     if chosen[-1][1].index > 65535:
         raise ValueError(f"image_series_index {base}: series {chosen[-1][1].index} does not fit in uint16")
@@ -251,17 +252,16 @@ class _Output:
     trust_limit: float = DEFAULT_TRUST_LIMIT
 
 
-def csc(connection: Any) -> None:
-    """Gadget: ImageArray of coil-combined slices in, reconstruction (and inspection) images out.
+def run(connection: Connection, settings: Settings, scan: ScanContext) -> None:
+    """ImageArray of coil-combined slices in, reconstruction (and inspection) images out.
 
     Slices are reconstructed on the process's slice pool while later ones arrive, and sent in
     arrival order (adacsc.gadgets.slice_pool)."""
-    props = read_properties(connection, SPEC)
-    recon = build_recon(ReconSettings.from_properties(props))
+    recon = build_recon(ReconSettings.of(settings))
     log.info("CSC: %s", recon.describe())
-    budget = getattr(connection, "budget", None) or ScanBudget(ScanLimits.from_environment().max_scan_bytes)
-    check_grid(recon, connection.header, budget)
-    output = _Output(output_series(props), props["output"], protocol_name(connection.header), props["trust_limit"])
+    check_grid(recon, connection.header, scan.budget)
+    output = _Output(output_series(settings), settings.output, protocol_name(connection.header),
+                     settings.trust_limit)
     count = 0
     sources: set[str] = set()
     scan_qa: dict[str, list[str]] = {}
@@ -284,7 +284,7 @@ def csc(connection: Any) -> None:
                         log.info("noise level: %s (slice %d: %.4g)", noise[1], header.slice, noise[0])
                 count += 1
                 sender.later(functools.partial(_slice_images, recon, output, count, image, sampling.lines, noise,
-                                               header, sampling.qa(), budget, scan_qa))
+                                               header, sampling.qa(), scan, scan_qa))
 
 
 def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
@@ -303,16 +303,17 @@ def check_grid(recon: CSCRecon, header: Any, budget: ScanBudget) -> None:
 
 def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarray, lines: np.ndarray,
                   noise: tuple[float, str], header: ismrmrd.ImageHeader, sampling_qa: dict[str, str],
-                  budget: ScanBudget, scan_qa: dict[str, list[str]] | None = None) -> list[ismrmrd.Image]:
+                  scan: ScanContext, scan_qa: dict[str, list[str]] | None = None) -> list[ismrmrd.Image]:
     """The images of one slice (a slice-pool job); `sampling_qa` (averages, kz undersampling) and
     `scan_qa` (noise and EMI report, EMI removal) join the QA meta; its working memory and images are
     charged to the scan's budget."""
+    budget = scan.budget
     started = time.perf_counter()
     grid_y, grid_x = recon.grid(image.shape)
     with budget.reserve(recon.peak_bytes(image.shape),
                         f"the CSC reconstruction of slice {header.slice} ({grid_y}x{grid_x} grid, "
                         f"{recon.dictionary.num_filters} filters, super_resolution {recon.super_resolution})",
-                        stop=cancel.stop_or_after(MEMORY_WAIT_S)):
+                        stop=scan.stop_or_after(MEMORY_WAIT_S)):
         images = recon(fftc(image.astype(np.complex64)), lines, noise[0],
                        residual_map=any(key == "residual_map" for key, _ in output.series))
         elapsed_ms = 1000 * (time.perf_counter() - started)
@@ -326,7 +327,15 @@ def _slice_images(recon: CSCRecon, output: _Output, count: int, image: np.ndarra
         results = []
         for key, wanted in output.series:
             nbytes = 8 * grid_y * grid_x
-            budget.charge(nbytes, f"image {count} of series {wanted.index}", cancel.stop_or_after(MEMORY_WAIT_S))
+            budget.charge(nbytes, f"image {count} of series {wanted.index}", scan.stop_or_after(MEMORY_WAIT_S))
             results.append(budget.hold(scanner_image(getattr(images, key), header, wanted, output.pixel_format,
                                                      image_index=count, protocol=output.protocol, qa=qa), nbytes))
     return results
+
+
+GADGET = Gadget("csc", Settings, run, preload)
+
+
+def csc(connection: Any) -> None:
+    """Gadgetron `<execute>` entry: the gadget under the limits of the node's environment."""
+    GADGET.gadgetron_entry(connection)

@@ -15,25 +15,33 @@ narrowband lines, correlations; log and QA meta).
 """
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import ismrmrd
 import numpy as np
 
-from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
-from adacsc.gadgets.site_qa import PROPERTIES as SITE_QA_PROPERTIES, SiteQA
+from adacsc.gadgets.contract import Connection, Gadget
+from adacsc.gadgets.properties import setting
+from adacsc.gadgets.site_qa import SiteQA, SiteQASettings
 from adacsc.io import header as hdr
 from adacsc.io.noise_store import NoiseStore, StoredNoise
 from adacsc.mr.noise import NoiseAccumulator, bandwidth_scale, match_channels, whitening_matrix
+from adacsc.scan_context import ScanContext
 
 log = logging.getLogger(__name__)
 
 PREWHITENED_FLAG = ismrmrd.ACQ_USER8
 """Acquisition flag set on every readout this gadget whitened (noise std 1 per sample)."""
 
-SPEC = PropertySpec("noise_adjust", (
-    Property("perform_noise_adjust", parse_bool, True, "prewhiten; false passes all readouts through"),
-) + SITE_QA_PROPERTIES)
+@dataclass(frozen=True)
+class _Prewhitening:
+    perform_noise_adjust: bool = setting(True, "prewhiten; false passes all readouts through")
+
+
+@dataclass(frozen=True)
+class Settings(SiteQASettings, _Prewhitening):
+    """The gadget's properties: the prewhitening switch, then the site QA's."""
 
 
 class Prewhitener:
@@ -142,12 +150,11 @@ def _nothing(item: object) -> bool:
     return False
 
 
-def noise_adjust(connection: Any) -> None:
-    """Gadget: consume noise readouts, prewhiten all other readouts, pass everything else on."""
-    props = read_properties(connection, SPEC)
+def run(connection: Connection, settings: Settings, scan: ScanContext) -> None:
+    """Consume noise readouts, prewhiten all other readouts, pass everything else on."""
     store = NoiseStore()
     prewhitener = Prewhitener(connection.header, store)
-    site = SiteQA(connection.header, props, store)
+    site = SiteQA(connection.header, settings, store)
 
     def send(items: list) -> None:
         for item in items:
@@ -156,7 +163,7 @@ def noise_adjust(connection: Any) -> None:
                 item = prewhitener.apply(item)
             connection.send(item)
 
-    connection.filter(ismrmrd.Acquisition if props["perform_noise_adjust"] else _nothing)
+    connection.filter(ismrmrd.Acquisition if settings.perform_noise_adjust else _nothing)
     for item in connection:
         if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             for noise in site.noise(item):
@@ -166,3 +173,11 @@ def noise_adjust(connection: Any) -> None:
     send(site.finish(prewhitener.add_noise))
     prewhitener.labels = site.kept_labels
     prewhitener.finish()
+
+
+GADGET = Gadget("noise_adjust", Settings, run)
+
+
+def noise_adjust(connection: Any) -> None:
+    """Gadgetron `<execute>` entry: the gadget under the limits of the node's environment."""
+    GADGET.gadgetron_entry(connection)

@@ -15,37 +15,42 @@ MEMORY_WAIT_S) for the gadgets downstream to free theirs.
 """
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import ismrmrd
 import numpy as np
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
 
-from adacsc.core import cancel
-from adacsc.gadgets.properties import Property, PropertySpec, parse_bool, read_properties
+from adacsc.gadgets.contract import Connection, Gadget
+from adacsc.gadgets.properties import setting
 from adacsc.io import header as hdr
 from adacsc.io.kspace_buffers import Filled, KSpaceAccumulator
-from adacsc.limits import ScanBudget, ScanLimits, check_encoding
+from adacsc.limits import check_encoding
 from adacsc.mr.oversampling import remove_readout_oversampling
+from adacsc.scan_context import ScanContext
 
 log = logging.getLogger(__name__)
 
 MEMORY_WAIT_S = 30.0
 """how long a new buffer waits for the scan's budget to have room before the scan fails"""
 
-SPEC = PropertySpec("readout_buffer", (
-    Property("remove_oversampling", parse_bool, True,
-             "crop the readout to the recon field of view when encoded x exceeds recon x"),
-))
+@dataclass(frozen=True)
+class Settings:
+    """The gadget's properties."""
+
+    remove_oversampling: bool = setting(True, "crop the readout to the recon field of view when encoded x "
+                                        "exceeds recon x")
 
 
 class Accumulator:
     """Sorts readouts into per-image buffers and turns complete buffers into ReconData."""
 
-    def __init__(self, header: Any, remove_oversampling: bool, budget: ScanBudget | None = None) -> None:
-        self.limits = ScanLimits.from_environment()
+    def __init__(self, header: Any, remove_oversampling: bool, scan: ScanContext | None = None) -> None:
+        self.scan = scan if scan is not None else ScanContext()
+        self.limits = self.scan.limits
         check_encoding(header, self.limits)
-        self.budget = budget if budget is not None else ScanBudget(self.limits.max_scan_bytes)
+        self.budget = self.scan.budget
         self.encoding = hdr.encoding(header)
         encoded_x, recon_x = self.encoding.encoded_matrix[0], self.encoding.recon_matrix[0]
         self.crop_factor = recon_x / encoded_x if remove_oversampling and encoded_x > recon_x else 1.0
@@ -68,7 +73,7 @@ class Accumulator:
 
     def _allocate(self, shape: tuple[int, ...], what: str) -> np.ndarray:
         """A k-space buffer charged to the scan's budget (waiting while it is full) until freed."""
-        return self.budget.allocate(shape, np.complex64, what, cancel.stop_or_after(MEMORY_WAIT_S))
+        return self.budget.allocate(shape, np.complex64, what, self.scan.stop_or_after(MEMORY_WAIT_S))
 
     def _crop(self, data: np.ndarray) -> np.ndarray:
         """Remove readout oversampling along axis 0 (contiguous, charged to the budget until freed)."""
@@ -114,10 +119,9 @@ def _recon_buffer(data: np.ndarray, acquired: np.ndarray, encoding: hdr.Encoding
     return ReconBuffer(data, None, None, headers, sampling)
 
 
-def readout_buffer(connection: Any) -> None:
-    """Gadget: Acquisitions in, one ReconData per completed slice out; other items pass on."""
-    props = read_properties(connection, SPEC)
-    accumulator = Accumulator(connection.header, props["remove_oversampling"], getattr(connection, "budget", None))
+def run(connection: Connection, settings: Settings, scan: ScanContext) -> None:
+    """Acquisitions in, one ReconData per completed slice out; other items pass on."""
+    accumulator = Accumulator(connection.header, settings.remove_oversampling, scan)
     connection.filter(ismrmrd.Acquisition)
     for item in connection:
         for complete in accumulator.add_all(item):
@@ -125,3 +129,11 @@ def readout_buffer(connection: Any) -> None:
     for complete in accumulator.flush():
         connection.send(complete)
     accumulator.tally.report()
+
+
+GADGET = Gadget("readout_buffer", Settings, run)
+
+
+def readout_buffer(connection: Any) -> None:
+    """Gadgetron `<execute>` entry: the gadget under the limits of the node's environment."""
+    GADGET.gadgetron_entry(connection)

@@ -1,10 +1,39 @@
-"""The adacsc gadget modules. Data only: the chain (adacsc.chain.config.spec_for) finds a node's
-gadget and property spec here; gadgets never import the chain."""
+"""Every adacsc gadget by name: the one place the chain, both servers and the docs find a gadget's
+descriptor (adacsc.gadgets.contract.Gadget, each module's `GADGET`). A module is imported when its
+gadget is first asked for, so listing names costs no import of torch."""
 
-GADGET_MODULES = (
-    "adacsc.gadgets.noise_adjust",
-    "adacsc.gadgets.readout_buffer",
-    "adacsc.gadgets.coil_combination",
-    "adacsc.gadgets.csc",
-)
-"""Every gadget module; each defines SPEC and a function of the same name as its target."""
+import importlib
+
+from adacsc.gadgets.contract import Gadget
+
+MODULES = {
+    "noise_adjust": "adacsc.gadgets.noise_adjust",
+    "readout_buffer": "adacsc.gadgets.readout_buffer",
+    "coil_combination": "adacsc.gadgets.coil_combination",
+    "csc": "adacsc.gadgets.csc",
+}
+"""gadget name (also its `<execute>` target) -> module, in stream order"""
+
+
+class UnknownGadget(ValueError):
+    """A name or module that is not a registered gadget."""
+
+
+def gadget(name: str) -> Gadget:
+    """The descriptor of the gadget called `name`."""
+    if name not in MODULES:
+        raise UnknownGadget(f"unknown gadget {name!r} (one of {', '.join(sorted(MODULES))})")
+    descriptor = importlib.import_module(MODULES[name]).GADGET
+    assert isinstance(descriptor, Gadget) and descriptor.name == name, f"{MODULES[name]}.GADGET is not {name!r}"
+    return descriptor
+
+
+def by_module(module: str) -> Gadget | None:
+    """The gadget a module defines, or None when the module is not a registered gadget's."""
+    names = [name for name, path in MODULES.items() if path == module]
+    return gadget(names[0]) if names else None
+
+
+def gadgets() -> list[Gadget]:
+    """Every gadget, in stream order."""
+    return [gadget(name) for name in MODULES]

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ismrmrd
 import numpy as np
 
-from adacsc.gadgets.properties import Property, parse_bool
+from adacsc.gadgets.properties import setting
 from adacsc.io import header as hdr
 from adacsc.io.header_builder import with_channels
 from adacsc.io.noise_store import NoiseStore, load_reference
@@ -43,21 +44,24 @@ def parse_odd(text: str) -> int:
     return value
 
 
-PROPERTIES = (
-    Property("emi_removal", str, "auto", "remove EMI with sensing channels: auto (when sensing channels are "
-             "found), true (an error without any) or false", choices=("auto", "true", "false")),
-    Property("emi_sensing_pattern", str, DEFAULT_SENSING_PATTERN, "comma-separated shell-style patterns "
-             "(case-insensitive) of the header's coil labels that mark sensing channels; empty: none"),
-    Property("emi_sensing_channels", str, "", "comma-separated indices of further sensing channels"),
-    Property("emi_block", int, 64, "readouts per EMI fit (a block also ends with its slice)", minimum=1,
-             maximum=4096),
-    Property("emi_kernel", parse_odd, 7, "taps of the convolution kernels along the readout (odd)", minimum=1,
-             maximum=63),
-    Property("noise_report", parse_bool, True, "report noise levels, narrowband lines and channel correlations "
-             "of the noise readouts (log and QA meta)"),
-    Property("noise_report_lines", int, DEFAULT_LINES, "strongest narrowband lines in the report", minimum=0,
-             maximum=50),
-)
+@dataclass(frozen=True)
+class SiteQASettings:
+    """The site QA's properties (of the noise_adjust gadget)."""
+
+    emi_removal: str = setting("auto", "remove EMI with sensing channels: auto (when sensing channels are "
+                               "found), true (an error without any) or false", choices=("auto", "true", "false"))
+    emi_sensing_pattern: str = setting(DEFAULT_SENSING_PATTERN, "comma-separated shell-style patterns "
+                                       "(case-insensitive) of the header's coil labels that mark sensing "
+                                       "channels; empty: none")
+    emi_sensing_channels: str = setting("", "comma-separated indices of further sensing channels")
+    emi_block: int = setting(64, "readouts per EMI fit (a block also ends with its slice)", minimum=1, maximum=4096)
+    emi_kernel: int = setting(7, "taps of the convolution kernels along the readout (odd)", parse=parse_odd,
+                              minimum=1, maximum=63)
+    noise_report: bool = setting(True, "report noise levels, narrowband lines and channel correlations of the "
+                                 "noise readouts (log and QA meta)")
+    noise_report_lines: int = setting(DEFAULT_LINES, "strongest narrowband lines in the report", minimum=0,
+                                      maximum=50)
+
 
 _SLICE_END = (ismrmrd.ACQ_LAST_IN_SLICE, ismrmrd.ACQ_LAST_IN_REPETITION, ismrmrd.ACQ_LAST_IN_MEASUREMENT)
 
@@ -86,9 +90,9 @@ def report_from_readouts(readouts: list[tuple[np.ndarray, float]], labels: list[
 class SiteQA:
     """The site QA of one scan (module docstring); a pass-through when there is nothing to do."""
 
-    def __init__(self, header: Any, props: dict[str, Any], store: NoiseStore) -> None:
+    def __init__(self, header: Any, settings: SiteQASettings, store: NoiseStore) -> None:
         self.header = header
-        self.props = props
+        self.settings = settings
         self.store = store
         self.labels: list[str] | None = None
         self.kept_labels: list[str] | None = None
@@ -104,16 +108,16 @@ class SiteQA:
             return
         channels = acquisition.active_channels
         self.labels = hdr.coil_labels(self.header, channels)
-        mode = self.props["emi_removal"]
+        mode = self.settings.emi_removal
         if mode != "false":
-            self.sensing = sensing_channels(self.labels, self.props["emi_sensing_pattern"],
-                                            self.props["emi_sensing_channels"])
+            self.sensing = sensing_channels(self.labels, self.settings.emi_sensing_pattern,
+                                            self.settings.emi_sensing_channels)
         if mode == "true" and not self.sensing:
             raise ValueError(f"emi_removal is true but no channel is a sensing channel (labels {self.labels}; "
                              "set emi_sensing_pattern or emi_sensing_channels)")
         if not self.sensing:
             return
-        block, width = self.props["emi_block"], self.props["emi_kernel"] // 2
+        block, width = self.settings.emi_block, self.settings.emi_kernel // 2
         self._noise_remover = EMIRemover(self.sensing, channels, block, width)
         self._imaging_remover = EMIRemover(self.sensing, channels, block, width)
         self.kept_labels = [label for i, label in enumerate(self.labels) if i not in self.sensing]
@@ -126,7 +130,7 @@ class SiteQA:
     def noise(self, acquisition: ismrmrd.Acquisition) -> list[ismrmrd.Acquisition]:
         """A noise readout in; the (cleaned) noise readouts ready for the covariance out."""
         self._setup(acquisition)
-        if self.props["noise_report"] and not self._imaging_started and np.isfinite(acquisition.data).all():
+        if self.settings.noise_report and not self._imaging_started and np.isfinite(acquisition.data).all():
             self._raw_noise.append((np.array(acquisition.data), float(acquisition.sample_time_us)))
         if self._noise_remover is None or not np.isfinite(acquisition.data).all():
             return [acquisition]  # the prewhitener ignores a non-finite noise readout, with a warning
@@ -151,7 +155,7 @@ class SiteQA:
         site = hdr.scanner_identity(self.header)
         try:
             report = report_from_readouts(self._raw_noise, self.labels, self.store, site,
-                                          self.props["noise_report_lines"])
+                                          self.settings.noise_report_lines)
         except ValueError as err:
             log.warning("noise report failed: %s", err)
             return

@@ -1,5 +1,5 @@
 """The OpenRecon label: the JSON an OpenRecon image carries, base64-encoded, in the Docker LABEL
-LABEL_KEY, generated from the gadgets' PropertySpecs.
+LABEL_KEY, generated from the gadgets' typed settings.
 
 - `general`: name, semantic version, vendor, information, id and regulatory information;
 - `reconstruction`: ISMRMRD 1.4.1 on port 9002, raw data in, images out (`image`: int16

@@ -4,15 +4,15 @@
 With `<execute>`, Gadgetron starts a fresh Python process per node and per scan, so every scan pays
 for importing torch and loading the dictionary and network. Here one process loads them once and
 serves scan after scan: each Gadgetron connection is one scan (CONFIG, HEADER, items, CLOSE), read
-with gadgetron-python's own `Connection` and handed to the gadget function, exactly as
-`python -m gadgetron` would. Connections are served on their own threads, at most `workers` at
-once (the others wait); the accept loop and threads are adacsc.server.listener's, shared with
-`adacsc serve`. A gadget that fails sends ERROR (id 8) before CLOSE, so Gadgetron reports the
-failure instead of taking a truncated scan for a finished one. SIGTERM/SIGINT: stop accepting, let
-running scans finish, exit 0.
+with gadgetron-python's own `Connection` and handed to the registered gadget (adacsc.gadgets.registry)
+as `python -m gadgetron` would, with the scan's context (adacsc.scan_context: the operator limits,
+by default from this process's environment, and abort as its stop test). Connections are served on
+their own threads, at most `workers` at once (the others wait); the accept loop and threads are
+adacsc.server.listener's, shared with `adacsc serve`. A gadget that fails sends ERROR (id 8) before
+CLOSE, so Gadgetron reports the failure instead of taking a truncated scan for a finished one.
+SIGTERM/SIGINT: stop accepting, let running scans finish, exit 0.
 """
 
-import importlib
 import itertools
 import logging
 import socket
@@ -20,13 +20,12 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from typing import Any
-
 from gadgetron.external.connection import Connection
 
-from adacsc.core import cancel
-from adacsc.gadgets.registry import GADGET_MODULES
+from adacsc.gadgets import registry
+from adacsc.gadgets.contract import Gadget
+from adacsc.limits import ScanLimits
+from adacsc.scan_context import ScanContext
 from adacsc.server import protocol as proto
 from adacsc.server.listener import ConnectionServer, join_threads, open_listeners
 from adacsc.server.notify import PORT, notify, session_ended, session_started
@@ -46,20 +45,6 @@ DEFAULT_GADGET = "csc"
 FAILURE_DRAIN_S = 10.0
 """after reporting a failed scan, how long what Gadgetron still sends is read (it may be blocked
 writing the rest of the scan to us; reading lets it see the error)"""
-
-
-def gadget_names() -> dict[str, str]:
-    """Gadget name (the module's last part, which is also its target) -> module."""
-    return {module.rsplit(".", 1)[1]: module for module in GADGET_MODULES}
-
-
-def load_gadget(name: str) -> tuple[Any, Callable[[Any], None]]:
-    """(module, target function) of a registered gadget."""
-    modules = gadget_names()
-    if name not in modules:
-        raise ValueError(f"unknown gadget {name!r} (one of {', '.join(sorted(modules))})")
-    module = importlib.import_module(modules[name])
-    return module, getattr(module, name)
 
 
 class _GuardedSocket:
@@ -103,7 +88,8 @@ class ExternalServer(ConnectionServer):
     `adacsc external` main loop (`start`, `serve_forever`, `stop`)."""
 
     def __init__(self, gadget: str = DEFAULT_GADGET, host: str = "localhost", port: int = DEFAULT_PORT,
-                 workers: int = 2, idle_timeout: float | None = 1800.0, preload: bool = True) -> None:
+                 workers: int = 2, idle_timeout: float | None = 1800.0, preload: bool = True,
+                 limits: ScanLimits | None = None) -> None:
         if workers < 1:
             raise ValueError("--workers must be at least 1")
         super().__init__(workers)
@@ -113,8 +99,10 @@ class ExternalServer(ConnectionServer):
         self.idle_timeout = idle_timeout if idle_timeout and idle_timeout > 0 else None
         self.preload = preload
         self.workers = workers
+        self.limits = limits if limits is not None else ScanLimits.from_environment()
+        """every scan's operator limits (default: this process's environment)"""
         self._abort = threading.Event()
-        self._target: Callable[[Any], None] | None = None
+        self._gadget: Gadget | None = None
         self.served = 0
         self.failed = 0
         self._scan_ids = itertools.count(1)
@@ -123,13 +111,12 @@ class ExternalServer(ConnectionServer):
         """Import the gadget (and torch), bind (connections made meanwhile wait in the backlog),
         load the gadget's models once, then report ready."""
         started = time.perf_counter()
-        module, self._target = load_gadget(self.gadget)
+        self._gadget = registry.gadget(self.gadget)
         self._listeners = open_listeners(self.host, self.port)
         self.port = self._listeners[0].getsockname()[1]
-        hook = getattr(module, "preload", None)
-        if self.preload and callable(hook):
+        if self.preload and self._gadget.preload is not None:
             try:
-                hook()
+                self._gadget.preload()
             except Exception as err:  # the scans' own properties may not need the defaults
                 log.warning("%s.preload() failed (models load on the first scan instead): %s", self.gadget, err)
         log.info("gadget %s ready in %.2f s", self.gadget, time.perf_counter() - started)
@@ -172,7 +159,6 @@ class ExternalServer(ConnectionServer):
                 log.warning("scan %d from %s refused: shutting down", scan, peer)
                 _fail(sock, "adacsc external is shutting down", drain_s=1.0)
                 return
-            cancel.bind(self._abort.is_set)
             self._serve(sock, peer, scan)
         except Exception:  # a bug must end this scan only
             log.exception("scan %d from %s: unexpected failure", scan, peer)
@@ -181,7 +167,7 @@ class ExternalServer(ConnectionServer):
                 self._slots.release()
 
     def _serve(self, sock: socket.socket, peer: str, scan: int) -> None:
-        assert self._target is not None
+        assert self._gadget is not None
         started = time.perf_counter()
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -197,7 +183,7 @@ class ExternalServer(ConnectionServer):
         log.info("scan %d from %s: started", scan, peer)
         session_started(scan)
         try:
-            self._target(connection)
+            self._gadget.execute(connection, ScanContext(self.limits, stop=self._abort.is_set))
         except Exception as err:
             text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             log.error("scan %d from %s: gadget %s failed after %.2f s: %s", scan, peer, self.gadget,

@@ -14,12 +14,12 @@ A UI parameter whose gadget is not in the chosen chain is skipped: the scanner s
 parameter whichever config is chosen.
 """
 
-import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from adacsc.chain.config import ChainConfig, ChainError, load_chain, parse_chain
+from adacsc.gadgets import registry
 from adacsc.gadgets.properties import Property
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class UiParameter:
     """A chain property offered in the scanner's UI, with what the label needs beyond its spec."""
 
     gadget: str
-    """the gadget's module name under adacsc.gadgets (also its target)"""
+    """the gadget's name in adacsc.gadgets.registry (also its target)"""
     name: str
     label: str
     minimum: float | None = None
@@ -52,9 +52,8 @@ class UiParameter:
 
     @property
     def declaration(self) -> Property:
-        """The property's declaration in its gadget's SPEC."""
-        spec = importlib.import_module(f"adacsc.gadgets.{self.gadget}").SPEC
-        return next(p for p in spec.properties if p.name == self.name)
+        """The property's declaration in its gadget's settings."""
+        return next(p for p in registry.gadget(self.gadget).properties() if p.name == self.name)
 
     @property
     def key(self) -> str:

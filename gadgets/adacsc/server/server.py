@@ -17,6 +17,7 @@ from pathlib import Path
 
 from adacsc import resources
 from adacsc.chain.config import ChainError, parse_chain
+from adacsc.gadgets import registry
 from adacsc.server import protocol as proto
 from adacsc.server.heap import release_free_memory
 from adacsc.server.listener import ConnectionServer, join_threads
@@ -106,7 +107,8 @@ class Server(ConnectionServer):
         if self.settings.warm_up:
             from adacsc.server.warmup import warm_up
 
-            warm_up(dirs)
+            warm_up(dirs, limits=replace(self.session_settings.scan_limits,
+                                         max_scan_bytes=self.session_settings.max_scan_bytes))
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,9 +124,7 @@ class Server(ConnectionServer):
     @staticmethod
     def _configured_modules(dirs: tuple[Path, ...]) -> set[str]:
         """Modules named by the chain XMLs in the config folders (operator-provided, trusted)."""
-        from adacsc.gadgets.registry import GADGET_MODULES
-
-        modules = set(GADGET_MODULES)
+        modules = set(registry.MODULES.values())
         for folder in dirs:
             if not folder.is_dir():
                 continue
@@ -138,7 +138,7 @@ class Server(ConnectionServer):
     @staticmethod
     def _preload(modules: list[str]) -> None:
         """Import torch and every gadget module now, once per process, so no scan pays for it.
-        A module that defines `preload()` (e.g. to load its models) gets it called."""
+        A registered gadget with a `preload` (e.g. to load its models) gets it called."""
         started = time.perf_counter()
         try:
             import torch  # noqa: F401  (the CSC core; importing takes seconds)
@@ -147,17 +147,17 @@ class Server(ConnectionServer):
         loaded = []
         for name in modules:
             try:
-                module = importlib.import_module(name)
+                importlib.import_module(name)
             except ImportError as err:
                 log.warning("gadget module %s not imported: %s", name, err)
                 continue
             except Exception as err:
                 log.warning("gadget module %s failed to import: %s", name, err)
                 continue
-            hook = getattr(module, "preload", None)
-            if callable(hook):
+            gadget = registry.by_module(name)
+            if gadget is not None and gadget.preload is not None:
                 try:
-                    hook()
+                    gadget.preload()
                 except Exception as err:
                     log.warning("%s.preload() failed: %s", name, err)
             loaded.append(name)

@@ -21,7 +21,6 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 import ismrmrd
@@ -31,7 +30,8 @@ from adacsc.chain.runner import Chain, NodeFailure
 from adacsc.core import cancel
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError
-from adacsc.limits import LimitError, ScanBudget, ScanLimits
+from adacsc.limits import LimitError, ScanBudget
+from adacsc.scan_context import ScanContext
 from adacsc.server import protocol as proto
 from adacsc.server.opening import Opening
 from adacsc.server.request import Action, Phase, RequestBuilder, RequestRefused, config_name_warning, resolve_chain
@@ -62,8 +62,8 @@ class Session:
         self.log = _Prefixed(log, {"prefix": f"session {session_id} ({peer})"})
         self._budget = ScanBudget(settings.max_scan_bytes)
         self._io = SessionIO(sock, opening, settings, self.report, self.log, self._budget.release)
-        limits = replace(ScanLimits.from_environment(), max_scan_bytes=settings.max_scan_bytes)
-        self._request = RequestBuilder(limits, lambda name: config_name_warning(name, settings.config_dirs),
+        self._limits = settings.operator_limits()
+        self._request = RequestBuilder(self._limits, lambda name: config_name_warning(name, settings.config_dirs),
                                        self._io.answered, self.log)
         self._chain: Chain | None = None
         self._cancelled: str | None = None
@@ -161,8 +161,8 @@ class Session:
             chain, warnings = resolve_chain(request, self.settings.config_dirs, self.settings.trusts)
             for warning in warnings:
                 self._io.send_warning(warning)
-            self._chain = Chain(chain, request.header, self._on_output, strict=self.settings.strict,
-                                budget=self._budget, on_warning=self._io.gadget_warning,
+            scan = ScanContext(self._limits, self._budget, warn=self._io.gadget_warning)
+            self._chain = Chain(chain, request.header, self._on_output, strict=self.settings.strict, scan=scan,
                                 observer=self.settings.observer).start()
         except (ChainError, HeaderError, ValueError) as err:
             raise self._request.refuse(f"cannot run the config: {err}") from err

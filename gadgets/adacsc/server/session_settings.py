@@ -1,9 +1,10 @@
 """What every session of a server shares: timeouts, limits, bounds, folders."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from adacsc.chain.timing import ChainObserver
+from adacsc.limits import ScanLimits
 from adacsc.server import protocol as proto
 
 GiB = 1 << 30
@@ -33,6 +34,9 @@ class SessionSettings:
     limits: proto.Limits = proto.Limits()
     max_scan_bytes: int = 16 * GiB
     """the scan's budget: bytes received plus buffers allocated by the gadgets"""
+    scan_limits: ScanLimits = field(default_factory=ScanLimits.from_environment)
+    """the operator's limits on a scan's header and compute (`adacsc serve` options; its budget:
+    `max_scan_bytes`)"""
     error_format: str = "text"
     """"text": TEXT "ERROR: ..." (Gadgetron's server); "error": ERROR (id 8, uint64 length)"""
     max_queued_items: int = 4096
@@ -41,6 +45,10 @@ class SessionSettings:
     """SO_SNDBUF for session sockets (None: the system default)"""
     observer: ChainObserver | None = None
     """told each stage's and each slice's latency (the server's metrics)"""
+
+    def operator_limits(self) -> ScanLimits:
+        """The operator's limits for one scan, with the session's budget."""
+        return replace(self.scan_limits, max_scan_bytes=self.max_scan_bytes)
 
     def trusts(self, module: str) -> bool:
         """Whether a client-sent chain may name `module`."""

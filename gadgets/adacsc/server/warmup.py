@@ -22,6 +22,8 @@ from adacsc import resources
 from adacsc.chain.runner import Chain
 from adacsc.gadgets.slice_pool import shared_pool
 from adacsc.io.dataset import InputScan
+from adacsc.limits import ScanLimits
+from adacsc.scan_context import ScanContext
 from adacsc.server import fire
 
 __all__ = ["WarmUpError", "warm_up"]
@@ -34,10 +36,10 @@ class WarmUpError(RuntimeError):
 
 
 def warm_up(config_dirs: tuple[Path, ...], chain_name: str = fire.DEFAULT_CHAIN,
-            scan: Path | None = None) -> float:
+            scan: Path | None = None, limits: ScanLimits | None = None) -> float:
     """Run `chain_name` (looked up in `config_dirs`) over the first slices of `scan` (default: the
-    bundled FSE scan), one per slice worker; the seconds it took. WarmUpError when it fails or
-    produces no image."""
+    bundled FSE scan), one per slice worker, under the server's `limits` (default: the defaults);
+    the seconds it took. WarmUpError when it fails or produces no image."""
     scan = scan or resources.bundled_scan()
     started = time.perf_counter()
     images: list[object] = []
@@ -46,7 +48,8 @@ def warm_up(config_dirs: tuple[Path, ...], chain_name: str = fire.DEFAULT_CHAIN,
     try:
         chain = fire.load_named_chain(chain_name, list(config_dirs))
         with InputScan(scan) as data:
-            running = Chain(chain, data.header_bytes(), images.append, strict=False).start()
+            context = ScanContext(limits if limits is not None else ScanLimits())
+            running = Chain(chain, data.header_bytes(), images.append, strict=False, scan=context).start()
             try:
                 for acquisition in data.acquisitions():
                     if acquisition.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
