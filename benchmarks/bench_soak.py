@@ -40,6 +40,27 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+THREAD_ARENA_ALIGN = 64 * 2**20
+"""glibc maps each per-thread arena's heap at an address aligned to its maximum size, 64 MiB"""
+
+
+def resident_by_region(pid: int) -> dict[str, int]:
+    """Resident bytes of process `pid` per kind of mapping (see the module docstring)."""
+    regions = dict.fromkeys(("main heap", "thread arenas", "other anonymous", "files"), 0)
+    kind = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and ":" not in fields[0]:  # a mapping's first line: range, perms, offset, ...
+            start = int(fields[0].split("-")[0], 16)
+            name = fields[5] if len(fields) > 5 else ""
+            kind = ("main heap" if name == "[heap]" else "files" if name.startswith("/") else
+                    "thread arenas" if not name and start % THREAD_ARENA_ALIGN == 0 else
+                    "other anonymous" if not name else None)
+        elif fields[0] == "Rss:" and kind is not None:
+            regions[kind] += int(fields[1]) * 1024
+    return regions
+
+
 def slope(points: list[tuple[int, int]]) -> float:
     """Least-squares slope of y over x."""
     n = len(points)
@@ -74,6 +95,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=32, help="readout length (2x oversampled)")
     parser.add_argument("--slices", type=int, default=1)
     parser.add_argument("--nodes", help="instead of --config: these adacsc gadgets (targets, comma-separated)")
+    parser.add_argument("--breakdown", action="store_true", help="where the memory grew (reads /proc/PID/smaps)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory() as folder:
@@ -81,6 +103,7 @@ def main() -> None:
         header, messages = read_messages(scan)
         server = ServerProcess(["--workers", "1"], Path(folder) / "server.log")
         points: list[tuple[int, int]] = []
+        regions: list[dict[str, int]] = []
         started = time.perf_counter()
         try:
             for index in range(1, args.scans + 1):
@@ -89,6 +112,8 @@ def main() -> None:
                     rss = rss_bytes(server.process.pid)
                     if index > args.warmup:
                         points.append((index, rss))
+                        if args.breakdown and (len(regions) < 1 or index + args.every > args.scans):
+                            regions.append(resident_by_region(server.process.pid))
                     log.info("%d scans: RSS %.1f MiB%s", index, rss / 2**20,
                              f", growth so far {slope(points):.0f} B/scan" if len(points) > 1 else "")
         finally:
@@ -99,7 +124,12 @@ def main() -> None:
         print(f"{args.scans} scans of {args.nodes or args.config} ({args.samples}-sample readouts, {args.slices} slice(s)) in "
               f"{time.perf_counter() - started:.0f} s; RSS {points[0][1] / 2**20:.1f} MiB after {points[0][0]} "
               f"scans, {points[-1][1] / 2**20:.1f} MiB after {points[-1][0]}; growth {growth:.0f} B/scan "
-              f"({growth / 1024:.2f} KB/scan; target < 0.5 KB/scan)")
+              f"({growth / 1024:.2f} KB/scan; target < 0.5 KB/scan); second half {slope(points[len(points) // 2:]):.0f} "
+              "B/scan")
+        if len(regions) == 2:
+            scans = points[-1][0] - points[0][0]
+            print("growth by region: " + ", ".join(f"{name} {(regions[1][name] - regions[0][name]) / scans:.0f} B/scan"
+                                                   for name in regions[0]))
 
 
 if __name__ == "__main__":

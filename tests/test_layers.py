@@ -26,7 +26,7 @@ MAY_IMPORT = {
     "gadgets": {"core", "io", "mr", "resources", "settings", "limits", "scan_context", "runtime"},
     "chain": {"core", "gadgets", "io", "limits", "resources", "scan_context"},
     "replay": {"chain", "io"},
-    "batch": {"chain", "io", "replay"},
+    "batch": {"chain", "core", "io", "replay"},
     "server": {"chain", "core", "gadgets", "io", "limits", "resources", "scan_context"},
     "client": {"io", "server"},
     "packaging": {"chain", "gadgets", "resources", "server"},

@@ -19,13 +19,14 @@ import traceback
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from adacsc.chain.config import ChainConfig, parse_chain
+from adacsc.core import cancel
 from adacsc.io.output_file import clear_stale_partials, partial_path
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ WORKER_STOP_S = 3.0
 """How long a stopped local worker gets to remove its temporary file before it is killed."""
 PARENT_POLL_S = 0.5
 """How often a local worker checks that the process that started it is still there."""
+STOP_POLL_S = 0.5
+"""How often the parent of a local pool checks for a stop whose exception was lost (core.cancel)."""
 PR_SET_PDEATHSIG = 1
 """Linux prctl option: the signal a process gets when its parent dies."""
 
@@ -304,8 +307,12 @@ def _run_local(jobs: Sequence[Job], xml: str, name: str, group: str | None, over
     try:
         for job in jobs:
             futures[pool.submit(run_job, str(job.source), str(job.output), xml, name, group, overwrite)] = job
-        for future in as_completed(futures):
-            record(_outcome(future, futures[future]))
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                record(_outcome(future, futures[future]))
+            cancel.raise_if_stopped()  # a Ctrl-C or SIGTERM whose exception Python dropped
     except BaseException:  # Ctrl-C, SIGTERM, an error: stop the workers now, not after their jobs
         _stop_pool(pool, list(futures))
         raise

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from adacsc.core import cancel
 from adacsc.runtime import configure_process
 
 COMMANDS = ("simulate", "convert", "recon", "serve", "send", "external", "properties", "package", "dictionaries",
@@ -40,7 +41,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: the process settings (adacsc.runtime, before any command loads torch), parse,
-    set up logging, run; expected errors become one clear log line."""
+    set up logging, run; expected errors become one clear log line.
+
+    SIGTERM and Ctrl-C stop a command with one line and status 128 + the signal, leaving no
+    temporary file, even when the signal's exception was lost on the way (adacsc.core.cancel).
+    A signal that arrives once the command's output is complete and published still gives that
+    status (the output is kept: it is complete); one that arrives after the handlers were put
+    back, as the process exits, ends it by the signal's default action (SIGTERM: killed by the
+    signal, which a shell also shows as 143)."""
     configure_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -49,38 +57,70 @@ def main(argv: list[str] | None = None) -> int:
     level = "DEBUG" if args.verbose else os.environ.get("ADACSC_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    previous = _stop_on_sigterm()
+    previous = _stop_on_signals()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except (ValueError, OSError, RuntimeError) as err:
-        logging.getLogger("adacsc").error("%s", err)
-        return 2
+        if cancel.stop_signal() is None:  # else a consequence of the stop (e.g. Cancelled)
+            logging.getLogger("adacsc").error("%s", err)
+        code = 2
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: `finally` blocks have removed temporary files
-        name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
-        logging.getLogger("adacsc").error("stopped by %s; unfinished outputs were removed", name)
-        return 128 + (signal.SIGTERM if name == "SIGTERM" else signal.SIGINT)
+        return _stopped(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
     finally:
-        if previous is not _NOT_SET:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        _restore(previous)
+    stopped = cancel.stop_signal()
+    if stopped is not None:  # its exception was lost (in a finalizer) or turned into an error
+        return _stopped(stopped)
+    return code
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as Ctrl-C is, so that a command stops the same way (a server sets its own)."""
+def _stopped(signum: int) -> int:
+    """The one line a stopped command ends with, and its exit status (128 + the signal)."""
+    name = signal.Signals(signum).name
+    logging.getLogger("adacsc").error("stopped by %s; unfinished outputs were removed", name)
+    return 128 + signum
 
 
-def _raise_terminated(_signum: int, _frame: object) -> None:
-    raise Terminated()
+Terminated = cancel.Terminated
 
-
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _NOT_SET = object()
 
 
-def _stop_on_sigterm() -> object:
-    """Have SIGTERM raise Terminated: the previous handler, to restore (_NOT_SET off the main
-    thread, where no handler can be set)."""
+def _on_stop_signal(signum: int, _frame: object) -> None:
+    cancel.stop_by_signal(signum)
+
+
+def _quiet_lost_stop(unraisable: "sys.UnraisableHookArgs") -> None:
+    """A stop signal's exception raised inside a finalizer, where Python can only print it: the
+    stop is recorded (adacsc.core.cancel) and the command ends as stopped, without a traceback."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and cancel.stop_signal() is not None:
+        logging.getLogger("adacsc").debug("%s raised in %r: the stop goes on", cancel.stop_signal().name,
+                                          unraisable.object)
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _stop_on_signals() -> object:
+    """SIGTERM and SIGINT record the stop and raise Terminated or KeyboardInterrupt (see
+    adacsc.core.cancel; a server replaces them with its own, adacsc.server.signals): the previous
+    handlers, to restore (_NOT_SET off the main thread, where no handler can be set)."""
     if threading.current_thread() is not threading.main_thread():
         return _NOT_SET
-    return signal.signal(signal.SIGTERM, _raise_terminated)
+    cancel.clear_stop_signal()
+    previous = {signum: signal.signal(signum, _on_stop_signal) for signum in _STOP_SIGNALS}
+    previous["unraisable"] = sys.unraisablehook
+    sys.unraisablehook = _quiet_lost_stop
+    return previous
+
+
+def _restore(previous: object) -> None:
+    """Put back the handlers `_stop_on_signals` replaced."""
+    if previous is _NOT_SET:
+        return
+    sys.unraisablehook = previous.pop("unraisable")
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,17 @@ def test_writes_the_shipped_analytic_dictionaries(tmp_path: Path) -> None:
     assert [p.stem for p in written] == ["dct7x7_k48", "dct9x9_k80", "gabor11x11_k64", "gabor9x9_k32"]
     for path in written:
         np.testing.assert_allclose(load_dictionary(path).filters, load_named_dictionary(path.stem).filters, atol=1e-7)
+
+
+def test_the_deployed_pixel_scale_dictionary_records_how_it_was_learned() -> None:
+    # learned on the training slices rendered at 0.7 mm (314 pixels over 220 mm), the pixel size
+    # of the 256 test grid; an option, outside the training family (no network saw it)
+    from adacsc.training.family import dictionary_role
+
+    dictionary = load_named_dictionary("cdl_k32_11x11_l0.01_p07")
+    assert (dictionary.num_filters, dictionary.filter_shape) == (32, (11, 11))
+    np.testing.assert_allclose(np.linalg.norm(dictionary.filters.reshape(32, -1), axis=1), 1.0, atol=1e-5)
+    meta = dictionary.metadata
+    assert "--data-size 314" in meta["created_by"] and "--size 11" in meta["created_by"]
+    assert meta["data"]["split"] == "train" and meta["data"]["image_size"] == 314
+    assert dictionary_role(dictionary.name) is None

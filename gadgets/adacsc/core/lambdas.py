@@ -10,7 +10,11 @@ broadcastable to the codes [B, K, H, W]:
   NoiseMultiple(c)   c * sigma_n per slice (follows the noise);
   LambdaMaps(maps)   given maps (e.g. a network's maps rescaled, or maps being optimised);
   SparsityMaps(net)  the maps a NET_Theta network predicts from x0_n and D (told sigma_n when it
-                     is noise-aware).
+                     is noise-aware, and the low-pass part x_low when it reads it).
+
+A strategy may also set the TV low-pass weight per pixel (`lowpass_weights`, asked before the
+low-pass part is solved, so its inputs carry no x_low yet): a multiplier map [B, H, W] or None for
+the constant weight; only a map network with NetworkConfig.tv_map sets one.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ __all__ = ["LambdaInputs", "LambdaStrategy", "FixedLambda", "NoiseMultiple", "La
 @dataclass(frozen=True)
 class LambdaInputs:
     """What a strategy may look at: x0 the normalised zero-filled image (complex [B, H, W]),
-    synthesis D on the same grid, device and precision, noise sigma_n [B] or None."""
+    synthesis D on the same grid, device and precision, noise sigma_n [B] or None, and x_low the
+    normalised low-pass part (None before it is solved)."""
 
     x0: torch.Tensor
     synthesis: Synthesis
     noise: torch.Tensor | None
+    x_low: torch.Tensor | None = None
 
     def required_noise(self) -> torch.Tensor:
         """sigma_n, or a clear error for a strategy that follows the noise level."""
@@ -49,6 +55,10 @@ class LambdaStrategy(ABC):
     @abstractmethod
     def thresholds(self, inputs: LambdaInputs) -> "float | torch.Tensor":
         """Lambda in normalised units: a float or a real tensor broadcastable to [B, K, H, W]."""
+
+    def lowpass_weights(self, inputs: LambdaInputs) -> torch.Tensor | None:
+        """The per-pixel multiplier [B, H, W] of the TV low-pass weight, or None (constant weight)."""
+        return None
 
 
 def _non_negative(value: float, what: str) -> None:
@@ -110,8 +120,17 @@ class SparsityMaps(LambdaStrategy):
             raise TypeError(f"SparsityMaps needs a map network (adacsc.core.network), got "
                             f"{type(self.network).__name__}")
 
+    def lowpass_weights(self, inputs: LambdaInputs) -> torch.Tensor | None:
+        if not getattr(self.network, "sets_lowpass_weight", False):
+            return None
+        return self.network.lowpass_weights(inputs.x0, inputs.required_noise())
+
     def thresholds(self, inputs: LambdaInputs) -> torch.Tensor:
-        if self.network.uses_noise:
+        if getattr(self.network, "uses_lowpass", False):
+            if inputs.x_low is None:
+                raise ValueError("this map network reads the low-pass part: x_low is needed")
+            maps = self.network(inputs.x0, inputs.synthesis, inputs.required_noise(), x_low=inputs.x_low)
+        elif self.network.uses_noise:
             maps = self.network(inputs.x0, inputs.synthesis, inputs.required_noise())
         else:
             maps = self.network(inputs.x0, inputs.synthesis)

@@ -13,8 +13,10 @@
 
 Lambda, in normalised units, comes from a strategy (adacsc.core.lambdas: a fixed value, a multiple
 of the noise, given maps or a map network), which sees the normalised zero-filled image x0_n, the
-synthesis operator D of the grid and the noise level. The filters are a validated FilterBank
-(adacsc.core.filter_bank); the iteration count is an argument of each call.
+synthesis operator D of the grid and the noise level, and then the low-pass part x_low. A strategy
+may also set the TV weight per pixel (`LambdaStrategy.lowpass_weights`, a map network with
+NetworkConfig.tv_map): the TV low-pass then uses mu = tv_weight * sigma_n * w. The filters are a
+validated FilterBank (adacsc.core.filter_bank); the iteration count is an argument of each call.
 
 Noise. `noise_std` is the k-space noise std per slice in the units of y (1 in SNR units after
 prewhitening; an estimate otherwise); in normalised units it is sigma_n = noise_std / scale_b.
@@ -73,6 +75,8 @@ class CSCResult:
     scale:  [B] the normalisation divisor (normalised = SNR units / scale)
     noise:  [B] sigma_n, the k-space noise std in normalised units (None when not given)
     lipschitz: the step-size constant L used (normalised units; independent of the data)
+    lowpass_weights: [B, H, W] the per-pixel multiplier of the TV weight the strategy set (None
+            when the TV weight is constant)
     """
 
     image: torch.Tensor
@@ -83,6 +87,7 @@ class CSCResult:
     scale: torch.Tensor
     lipschitz: torch.Tensor
     noise: torch.Tensor | None = None
+    lowpass_weights: torch.Tensor | None = None
 
 
 class CSCReconstructor(nn.Module):
@@ -200,14 +205,18 @@ class CSCReconstructor(nn.Module):
         x0_n = x0 / broadcast_scale(scale, 3)
         noise = None if noise_std is None else noise_levels(noise_std, y.shape[0], y.device) / scale
         beta = self.beta.to(device=y.device, dtype=real)
+        weights = sparsity.lowpass_weights(LambdaInputs(x0_n, op.synthesis, noise))
+        if weights is not None and self.lowpass != "tv":
+            raise ValueError(f"this sparsity strategy sets the TV weight per pixel: it needs the TV low-pass, "
+                             f"not {self.lowpass!r}")
         if self.lowpass == "tv":
             if noise is None:
                 raise ValueError("the TV low-pass follows the noise level: pass noise_std")
-            x_low = tv_lowpass(y_n, fourier, self.tv_weight * noise)
+            x_low = tv_lowpass(y_n, fourier, self.tv_weight * noise, weight_map=weights)
         else:
             x_low = tikhonov_lowpass(x0_n, beta)
         y_high = y_n - fourier(x_low)
-        lam_used = sparsity.thresholds(LambdaInputs(x0_n, op.synthesis, noise))
+        lam_used = sparsity.thresholds(LambdaInputs(x0_n, op.synthesis, noise, x_low))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("CSC: B=%d, %s -> %s, K=%d, scale %s, beta %.4g, L %s", y.shape[0], tuple(y.shape[-2:]),
                       grid, op.num_filters, [round(v, 4) for v in scale.tolist()], float(beta.detach()),
@@ -216,7 +225,8 @@ class CSCReconstructor(nn.Module):
         x = x_low + op.synthesis(codes)
         s = broadcast_scale(scale, 3)
         return CSCResult(image=x * s, x0=x0, x_low=x_low * s, codes=codes * broadcast_scale(scale, 4),
-                         lam=lam_used, scale=scale, lipschitz=lip, noise=noise)
+                         lam=lam_used, scale=scale, lipschitz=lip, noise=noise,
+                         lowpass_weights=None if weights is None else weights.detach())
 
     def infer(self, y: torch.Tensor, grid_shape: Sequence[int], sparsity: LambdaStrategy, iterations: int, *,
               mask: "torch.Tensor | np.ndarray | None" = None, bank: FilterBank | None = None,

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from adacsc.core import cancel
+
 log = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"
@@ -76,13 +78,16 @@ def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> 
 @contextmanager
 def atomic_output(output: Path, overwrite: bool = False, inputs: Sequence[Path] = ()) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `output` (unless the caller
-    removed it: then nothing is written), on failure it is removed."""
+    removed it: then nothing is written), on failure it is removed. Once the process was told to
+    stop (SIGTERM, Ctrl-C: adacsc.core.cancel), a finished temporary is removed, not published,
+    even when the stop's exception never reached the code that wrote it."""
     check_output(output, overwrite, inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     clear_stale_partials(output)
     temporary = partial_path(output)
     try:
         yield temporary
+        cancel.raise_if_stopped()
         if temporary.exists():
             os.replace(temporary, output)
     finally:

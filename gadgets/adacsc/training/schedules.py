@@ -13,6 +13,9 @@ Named schedules
             network ("noise" preset), training slices at 0.7-1.5 mm pixels, rectangular crops
             of 96-128 pixels, noise up to 0.45, 32 unrolled iterations (the inference count),
             validation on the 256 grid at 0.72 mm; cpu-lowfield-tv the same with the TV low-pass.
+  cpu-lowfield-adaptive  fine-tunes the cpu-lowfield-tv weights (netv3_lowfield_tv) into the
+            "noise-tv" network, which also reads the TV part's filter responses and sets the TV
+            weight per pixel; its new parts start as no-ops (adacsc.training.finetune).
   gpu       a longer run for one GPU, the design of cpu-lowfield-tv at full size: crops of up to
             144 x 144 (the 1.5 mm slices are 146 wide), batch 4, every filter of the drawn
             dictionary, lr 1e-4 as published.
@@ -55,6 +58,7 @@ class Schedule:
     max_filters: int | None = 64  # random subset of at most this many filters of the drawn dictionary
     train_iterations: int = 20  # unrolled FISTA iterations in training
     network: str = "light"  # NetworkConfig preset
+    init_weights: str | None = None  # start from these trained weights (a name; adacsc.training.finetune)
     lr: float = 1e-3  # Adam, map network
     lr_beta: float = 0.02  # Adam, log(beta)
     initial_beta: float = 1.0
@@ -180,6 +184,10 @@ SCHEDULES: dict[str, Schedule] = {
 
 
 SCHEDULES["cpu-lowfield-tv"] = dataclasses.replace(SCHEDULES["cpu-lowfield"], name="cpu-lowfield-tv", lowpass="tv")
+SCHEDULES["cpu-lowfield-adaptive"] = dataclasses.replace(
+    SCHEDULES["cpu-lowfield-tv"], name="cpu-lowfield-adaptive", steps=600, network="noise-tv",
+    init_weights="netv3_lowfield_tv", lr=5e-4, warmup_steps=20, final_lr_fraction=0.2, validate_every=200,
+    final_validation=False)
 
 
 def schedule_names() -> list[str]:

@@ -41,10 +41,11 @@ from adacsc.core.network import MapNetwork, NetworkConfig
 from adacsc.core.filter_bank import FilterBank
 from adacsc.core.lambdas import SparsityMaps
 from adacsc.core.reconstruct import CSCReconstructor
-from adacsc.io.weights_file import load_model, save_model
+from adacsc.io.weights_file import load_model, load_named_model, save_model
 from adacsc.metrics import magnitude_psnr
 from adacsc.training import checkpoint
 from adacsc.training.checkpoint import CheckpointError
+from adacsc.training.finetune import start_from
 from adacsc.training.loss import image_loss
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.pools import DictionaryPool
@@ -105,6 +106,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG left alone
             torch.manual_seed(self.seed)
             self.network = MapNetwork(config).to(self.device)
+        if schedule.init_weights is not None:
+            source, _ = load_named_model(schedule.init_weights, device=self.device)
+            start_from(self.network, source)
         self.recon = CSCReconstructor(self.train_pool.filters[0], beta=schedule.initial_beta,
                                       lowpass=schedule.lowpass, tv_weight=schedule.tv_weight).to(self.device)
         self.optimizer = torch.optim.Adam([

@@ -2,8 +2,9 @@
 
 One concept per module: `config` (NetworkConfig, presets), `unet` (the U-Net), `features` (input
 scale, filter responses), `bounded` (the output head both networks share), `map_network` (V3, the
-deployed dictionary-agnostic network), `v1` (the ordering-dependent baseline), `kinds` (networks
-by name). The names below are the public interface.
+deployed dictionary-agnostic network), `tv_weights` (the per-pixel TV weight V3 may set), `v1`
+(the ordering-dependent baseline), `kinds` (networks by name). The names below are the public
+interface.
 """
 
 from adacsc.core.network.config import PRESETS, NetworkConfig

@@ -39,6 +39,11 @@ class NetworkConfig:
         module docstring); lambda_max and initial_lambda are then multiples of sigma.
     max_chunk_mb: bound on the activation memory of one U-Net call; the (B*K) maps are processed
         in chunks of equal size (only the last may be smaller) to respect it.
+    lowpass_input: the U-Net also sees the filter's response to the low-pass image x_low (two more
+        input channels, the same features as those of x0); noise-aware networks only.
+    tv_map: the network also sets the TV low-pass weight per pixel (adacsc.core.network.tv_weights:
+        a second, per-image U-Net on x0; a multiplier of the trained TV weight in
+        (1/tv_map_range, tv_map_range)); noise-aware networks only, for the TV low-pass.
     """
 
     base_channels: int = 8
@@ -52,6 +57,9 @@ class NetworkConfig:
     output_scaling: str = "absolute"
     noise_aware: bool = False
     max_chunk_mb: float = 256.0
+    lowpass_input: bool = False
+    tv_map: bool = False
+    tv_map_range: float = 4.0
 
     def __post_init__(self) -> None:
         def _int(name: str, minimum: int) -> None:
@@ -86,6 +94,14 @@ class NetworkConfig:
             )
         if not isinstance(self.noise_aware, bool):
             raise ValueError(f"NetworkConfig.noise_aware must be a boolean, got {self.noise_aware!r}")
+        for name in ("lowpass_input", "tv_map"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"NetworkConfig.{name} must be a boolean, got {getattr(self, name)!r}")
+            if getattr(self, name) and not self.noise_aware:
+                raise ValueError(f"NetworkConfig.{name} needs a noise-aware network (noise_aware=True)")
+        value = self.tv_map_range
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (1 < value < math.inf):
+            raise ValueError(f"NetworkConfig.tv_map_range must be a finite number > 1, got {value!r}")
         if self.output_scaling not in _OUTPUT_SCALINGS:
             raise ValueError(
                 f"NetworkConfig.output_scaling must be one of {_OUTPUT_SCALINGS}, got {self.output_scaling!r}"
@@ -136,5 +152,11 @@ PRESETS: dict[str, NetworkConfig] = {
     "noise": NetworkConfig(
         base_channels=8, depth=2, convs_per_stage=2, downsample=2, lambda_max=8.0, initial_lambda=1.5,
         noise_aware=True,
+    ),
+    # The noise network that also sees the low-pass image's responses and sets the TV weight per
+    # pixel (fine-tuned from the "noise" weights: the new parts start as no-ops).
+    "noise-tv": NetworkConfig(
+        base_channels=8, depth=2, convs_per_stage=2, downsample=2, lambda_max=8.0, initial_lambda=1.5,
+        noise_aware=True, lowpass_input=True, tv_map=True,
     ),
 }

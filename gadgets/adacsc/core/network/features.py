@@ -110,3 +110,9 @@ def pad_to_multiple(x: torch.Tensor, factor: int) -> torch.Tensor:
     if pad_h == 0 and pad_w == 0:
         return x
     return F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+
+
+def compress_snr(z: torch.Tensor) -> torch.Tensor:
+    """z * asinh(|z|) / |z|: a complex SNR map compressed logarithmically above 1, phase kept."""
+    magnitude = z.abs()
+    return z * (torch.asinh(magnitude) / magnitude.clamp_min(1e-12))

@@ -23,6 +23,14 @@ third channel is the noise level relative to the image intensity. Lambda is in u
 doubling the noise doubles the maps unless the network decides otherwise. Permutation
 equivariance, any K and any odd filter size are kept (sigma is per image, shared by all filters),
 and the maps scale with the data (every input is a ratio of quantities in the same units).
+
+Adaptive low-pass (`NetworkConfig.lowpass_input`, `NetworkConfig.tv_map`, the "noise-tv" preset).
+The codes model what the low-pass part leaves, so the network may also read the low-pass image:
+the filter responses of x_low get the same features as those of x0 (two more input channels, after
+the three above), and a second, per-image U-Net may set the TV weight per pixel
+(adacsc.core.network.tv_weights; adacsc.core.lambdas.SparsityMaps asks for `lowpass_weights`
+before the TV solve and passes x_low to forward). Both keep the promises above: x_low and the
+weight map are per image, and each filter's map still depends on that filter alone.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from torch import nn
 from adacsc.core.convolution import Synthesis
 from adacsc.core.network.bounded import BoundedMapMixin
 from adacsc.core.network.config import NetworkConfig
-from adacsc.core.network.features import check_image, image_scale, pooled_filter_responses
+from adacsc.core.network.features import check_image, compress_snr, image_scale, pooled_filter_responses
+from adacsc.core.network.tv_weights import bound_tv_weights, tv_weight_inputs, tv_weight_unet
 from adacsc.core.network.unet import UNet
 from adacsc.core.scaling import noise_levels
 
@@ -42,7 +51,8 @@ class MapNetwork(BoundedMapMixin, nn.Module):
     """NET_Theta V3: one shared 2-in/1-out U-Net applied to every filter response.
 
     forward(x0 [B, H, W] complex64, filters: the synthesis operator D of the K filters (its adjoint
-    gives the responses), noise [B] (noise-aware networks only)) -> Lambda [B, K, H, W] float32 in (0, lambda_max) (times the input scale for
+    gives the responses), noise [B] (noise-aware networks only), x_low [B, H, W] (lowpass_input
+    only)) -> Lambda [B, K, H, W] float32 in (0, lambda_max) (times the input scale for
     output_scaling="relative", times noise for noise-aware networks). Any K, any odd filter size.
     """
 
@@ -52,15 +62,39 @@ class MapNetwork(BoundedMapMixin, nn.Module):
         super().__init__()
         self.config = config if config is not None else NetworkConfig()
         cfg = self.config
-        channels = 3 if cfg.noise_aware else 2
+        channels = (3 if cfg.noise_aware else 2) + (2 if cfg.lowpass_input else 0)
         self.unet = UNet(channels, 1, cfg.base_channels, cfg.depth, cfg.convs_per_stage, cfg.negative_slope)
         self._init_head(self.unet.head)
+        self.tv_unet: UNet | None = tv_weight_unet(cfg) if cfg.tv_map else None
 
     @property
     def lambda_max(self) -> float:
         return self.config.lambda_max
 
-    def forward(self, x0: torch.Tensor, filters: Synthesis, noise: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def uses_lowpass(self) -> bool:
+        """Whether forward needs the low-pass image x_low (SparsityMaps passes it when True)."""
+        return self.config.lowpass_input
+
+    @property
+    def sets_lowpass_weight(self) -> bool:
+        """Whether the network sets the TV low-pass weight per pixel (`lowpass_weights`)."""
+        return self.config.tv_map
+
+    def lowpass_weights(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The per-pixel multiplier [B, H, W] of the TV low-pass weight (adacsc.core.network.tv_weights)."""
+        if self.tv_unet is None:
+            raise ValueError("this network does not set the TV weight (NetworkConfig.tv_map is off)")
+        x0 = check_image(x0)
+        batch, height, width = x0.shape
+        self._check_size(height, width)
+        scale = image_scale(x0, self.config.input_normalization)
+        sigma = noise_levels(noise, batch, x0.device)
+        logits = self.tv_unet(tv_weight_inputs(x0, sigma, scale, self.config.downsample))
+        return bound_tv_weights(self._full_resolution(logits, height, width)[:, 0], self.config)
+
+    def forward(self, x0: torch.Tensor, filters: Synthesis, noise: torch.Tensor | None = None,
+                x_low: torch.Tensor | None = None) -> torch.Tensor:
         x0 = check_image(x0)
         batch, height, width = x0.shape
         self._check_size(height, width)
@@ -75,13 +109,21 @@ class MapNetwork(BoundedMapMixin, nn.Module):
         responses = pooled_filter_responses(x0 / divisor.view(batch, 1, 1), filters, self.config.downsample)
         k, low_h, low_w = responses.shape[1:]
         if sigma is not None:  # SNR, compressed above 1 with its phase kept
-            magnitude = responses.abs()
-            responses = responses * (torch.asinh(magnitude) / magnitude.clamp_min(1e-12))
+            responses = compress_snr(responses)
         # fold K into the batch; [Re, Im] as channels: [B*K, 2, h, w] (a channels-last view)
         inputs = torch.view_as_real(responses).reshape(batch * k, low_h, low_w, 2).permute(0, 3, 1, 2)
         if sigma is not None:
             level = torch.log(sigma / scale).repeat_interleave(k).view(batch * k, 1, 1, 1)
             inputs = torch.cat([inputs, level.expand(batch * k, 1, low_h, low_w)], dim=1)
+        if self.config.lowpass_input:
+            if x_low is None:
+                raise ValueError("this network also reads the low-pass part: pass x_low")
+            x_low = check_image(x_low)
+            if x_low.shape != x0.shape:
+                raise ValueError(f"x_low must have the shape of x0 {tuple(x0.shape)}, got {tuple(x_low.shape)}")
+            low = pooled_filter_responses(x_low / sigma.view(batch, 1, 1), filters, self.config.downsample)
+            low = torch.view_as_real(compress_snr(low)).reshape(batch * k, low_h, low_w, 2).permute(0, 3, 1, 2)
+            inputs = torch.cat([inputs, low], dim=1)
         chunk = self._chunk_size(inputs.shape[1], height, width)
         logits = [
             self._full_resolution(self.unet(inputs[start : start + chunk]), height, width)
