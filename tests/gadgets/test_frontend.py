@@ -8,28 +8,13 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from adacsc.chain.config import load_chain, parse_chain
-from adacsc.chain.runner import Chain
+from adacsc.chain.config import load_chain
 from adacsc.io.dataset import InputScan
 from adacsc.mr.fft import ifftc
 from adacsc.replay import replay
 from adacsc.simulation.ground_truth import ideal_combined_magnitude, read_ground_truth
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
-from support.scans import image_stack, read_images, simulated
-
-NOISE_ONLY = """<configuration><version>2</version><stream><external>
-<execute name="adacsc.gadgets.noise_adjust" target="noise_adjust" type="python"/><configuration/>
-</external></stream></configuration>"""
-
-
-def run_chain_on_file(path: Path, chain_text: str) -> list[object]:
-    outputs: list[object] = []
-    with InputScan(path) as scan:
-        chain = Chain(parse_chain(chain_text), scan.header_bytes(), outputs.append).start()
-        for acquisition in scan.acquisitions():
-            chain.push(acquisition)
-        chain.close()
-    return outputs
+from support.scans import NOISE_ONLY, image_stack, read_images, run_chain_on_file, simulated
 
 
 def combined_nrmse(output: Path, scan: Path) -> float:

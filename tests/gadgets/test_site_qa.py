@@ -10,8 +10,7 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from adacsc.chain.config import load_chain, parse_chain
-from adacsc.chain.runner import Chain
+from adacsc.chain.config import load_chain
 from adacsc.core.trust import ATYPICALITY_LIMIT
 from adacsc.gadgets.csc import (
     DEFAULT_TRUST_LIMIT, ReconSettings, Settings as CSCSettings, atypicality_calibrated, build_recon,
@@ -28,22 +27,7 @@ from adacsc.simulation.emi import EMIConfig, read_emi_truth
 from adacsc.simulation.scanner import SimulationConfig, simulate_scan
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.slices import load_split
-from support.scans import read_images
-
-NOISE_ONLY = """<configuration><version>2</version><stream><external>
-<execute name="adacsc.gadgets.noise_adjust" target="noise_adjust" type="python"/><configuration/>
-</external></stream></configuration>"""
-
-
-def run_chain_on_file(path: Path, chain_text: str) -> list[object]:
-    """Everything a chain sends out for a file's acquisitions."""
-    outputs: list[object] = []
-    with InputScan(path) as scan:
-        chain = Chain(parse_chain(chain_text), scan.header_bytes(), outputs.append).start()
-        for acquisition in scan.acquisitions():
-            chain.push(acquisition)
-        chain.close()
-    return outputs
+from support.scans import NOISE_ONLY, read_images, run_chain_on_file
 
 CONFIG = SimulationConfig(matrix=64, coils=1, slices=2, seed=2)
 

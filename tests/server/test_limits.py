@@ -18,7 +18,6 @@ from adacsc.client import send_scan
 from adacsc.io.dataset import InputScan
 from adacsc.server import protocol as proto
 from adacsc.server.notify import SESSION
-from adacsc.simulation.small_scan import write_small_scan
 from support.server import (FRONTEND, chain_text, error_texts, exchange, frontend_text, read_replies, scan_messages,
                             start_server_process, threaded_server)
 
@@ -29,11 +28,6 @@ CSC_CHAIN = chain_text(("adacsc.gadgets.noise_adjust", "noise_adjust"),
                        ("adacsc.gadgets.coil_combination", "coil_combination"),
                        ("adacsc.gadgets.csc", "csc"))
 ENDLESS = {"iterations": "100000000", "mode": "scalar", "super_resolution": "1"}
-
-
-@pytest.fixture(scope="module")
-def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 def declared(header: bytes, x: int, y: int, channels: int | None = None) -> bytes:

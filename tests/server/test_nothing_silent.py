@@ -20,11 +20,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
-
-
-@pytest.fixture(scope="module")
 def server():
     with threaded_server(workers=2, io_timeout_s=10.0) as running:
         yield running

@@ -19,14 +19,9 @@ from adacsc.server import protocol as proto
 from adacsc.simulation.small_scan import write_small_scan
 from support.scans import read_images
 from support.server import (FRONTEND, assert_same_images, chain_text, error_texts, exchange, frontend_text,
-                            scan_messages, threaded_server)
+                            non_reading_client, scan_messages, scan_stream, threaded_server)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 @pytest.fixture(scope="module")
@@ -343,15 +338,10 @@ def test_silent_client_is_dropped_after_the_timeout(small_scan):
 
 def test_client_that_never_reads_is_dropped_and_others_are_served(tmp_path, offline, small_scan, caplog):
     big = write_small_scan(tmp_path / "big.h5", lines=32, slices=24, noise=8)
-    header, acquisitions = scan_messages(big)
-    stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
-              + b"".join(acquisitions) + proto.close_message())
+    stream = scan_stream(big)
     with threaded_server(workers=2, io_timeout_s=300.0, write_stall_s=1.0, outbox_bytes=64 * 1024,
                          socket_send_buffer=4096) as running, caplog.at_level(logging.WARNING, "adacsc.server"):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(30)
-        sock.connect(("127.0.0.1", running.port))
+        sock = non_reading_client(running.port)
         try:
             sock.sendall(stream)  # and never read
             report = running.report(1, timeout=30)[0]

@@ -11,14 +11,10 @@ import pytest
 from adacsc.client import send_scan
 from adacsc.server import protocol as proto
 from adacsc.simulation.small_scan import write_small_scan
-from support.server import FRONTEND, error_texts, read_replies, scan_messages, threaded_server
+from support.server import (FRONTEND, error_texts, non_reading_client, read_replies, scan_messages, scan_stream,
+                            threaded_server)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def small_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_small_scan(tmp_path_factory.mktemp("scans") / "small.h5", lines=16, slices=2)
 
 
 def _config_and_header(scan: Path) -> bytes:
@@ -99,16 +95,11 @@ def test_a_client_that_never_reads_holds_its_worker_for_the_write_stall_only(tmp
     """The write stall is one deadline for the whole session: no byte accepted by the client
     for `write_stall_s` and the session ends, however its sends and queue are split."""
     big = write_small_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
-    header, acquisitions = scan_messages(big)
-    stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
-              + b"".join(acquisitions) + proto.close_message())
+    stream = scan_stream(big)
     stall = 1.0
     with threaded_server(workers=1, write_stall_s=stall, outbox_bytes=256 * 1024,
                          socket_send_buffer=4096) as running:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(30)
-        sock.connect(("127.0.0.1", running.port))
+        sock = non_reading_client(running.port)
         try:
             sock.sendall(stream)  # and never read
             report = running.report(1, timeout=30)[0]
@@ -139,17 +130,12 @@ def test_stop_returns_within_grace_and_a_second_with_a_client_that_never_reads(t
     period) does not hold up the server's stop: it is cancelled at the end of the grace period
     and its socket shut down shortly after."""
     big = write_small_scan(tmp_path / "big.h5", lines=64, slices=24, noise=8)
-    header, acquisitions = scan_messages(big)
-    stream = (proto.config_file_message(FRONTEND) + proto.header_message(header)
-              + b"".join(acquisitions) + proto.close_message())
+    stream = scan_stream(big)
     grace = 0.5
     running = None
     with threaded_server(workers=1, grace_s=grace, write_stall_s=60.0, outbox_bytes=256 * 1024,
                          socket_send_buffer=4096) as running:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(30)
-        sock.connect(("127.0.0.1", running.port))
+        sock = non_reading_client(running.port)
         try:
             sock.sendall(stream)  # and never read
             running.wait_until(lambda: running.server.scans_running() == 1, what="the scan running")

@@ -6,6 +6,8 @@ import ismrmrd
 import numpy as np
 import pytest
 
+from adacsc.chain.config import parse_chain
+from adacsc.chain.runner import Chain
 from adacsc.io.dataset import InputScan, read_images  # noqa: F401 (read_images: re-exported for the tests)
 from adacsc.io.header import parse_header
 from adacsc.simulation.brain import brain_available
@@ -21,6 +23,23 @@ def read_scan(path: Path) -> tuple[object, list[ismrmrd.Acquisition]]:
     """(parsed header, all acquisitions) of an ISMRMRD file."""
     with InputScan(path) as scan:
         return parse_header(scan.header_bytes()), list(scan.acquisitions())
+
+
+NOISE_ONLY = """<configuration><version>2</version><stream><external>
+<execute name="adacsc.gadgets.noise_adjust" target="noise_adjust" type="python"/><configuration/>
+</external></stream></configuration>"""
+"""A chain of the noise adjustment alone: what it sends on is what prewhitening made."""
+
+
+def run_chain_on_file(path: Path, chain_text: str) -> list[object]:
+    """Everything a chain sends out for a file's acquisitions."""
+    outputs: list[object] = []
+    with InputScan(path) as scan:
+        chain = Chain(parse_chain(chain_text), scan.header_bytes(), outputs.append).start()
+        for acquisition in scan.acquisitions():
+            chain.push(acquisition)
+        chain.close()
+    return outputs
 
 
 def simulated(sim_dir: Path, name: str, **config: object) -> Path:

@@ -52,6 +52,23 @@ def scan_messages(path: Path) -> tuple[bytes, list[bytes]]:
         return scan.header_bytes(), [proto.item_message(a) for a in scan.acquisitions()]
 
 
+def scan_stream(path: Path, config_name: str = FRONTEND) -> bytes:
+    """A whole streaming session for a file: config name, header, every acquisition, CLOSE."""
+    header, acquisitions = scan_messages(path)
+    return (proto.config_file_message(config_name) + proto.header_message(header) + b"".join(acquisitions)
+            + proto.close_message())
+
+
+def non_reading_client(port: int) -> socket.socket:
+    """A client socket with a 4 KiB receive buffer, for tests that send and never read: the
+    server's writes stall as soon as a little data is waiting."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
 def assert_same_images(a: dict[str, list[ismrmrd.Image]], b: dict[str, list[ismrmrd.Image]]) -> None:
     """Identical pixel data, headers (attribute_string_len aside: set only by serialisation) and meta."""
     assert sorted(a) == sorted(b) and a

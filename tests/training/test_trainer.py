@@ -143,7 +143,9 @@ def test_saved_weights_load_and_work_with_another_dictionary(tmp_path):
         assert float(maps.max()) < info.lambda_max
 
 
-def test_train_command_tiny(tmp_path, monkeypatch):
+@pytest.fixture
+def training_volumes(tmp_path, monkeypatch) -> None:
+    """Skip without the Colin27 volumes (and nibabel); slice caches go under tmp_path."""
     pytest.importorskip("nibabel")
     from adacsc.training.volumes import source_path
 
@@ -152,9 +154,12 @@ def test_train_command_tiny(tmp_path, monkeypatch):
         source_path("colin27_ch2better")
     except (FileNotFoundError, KeyError) as exc:
         pytest.skip(f"training volumes not installed: {exc}")
+    monkeypatch.setenv("ADACSC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_train_command_tiny(tmp_path, training_volumes):
     from adacsc import cli
 
-    monkeypatch.setenv("ADACSC_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
     argv = ["-o", str(out), "--schedule", "tiny", "--device", "cpu", "--no-progress", "--threads", "1",
             "--train-dictionaries", "dct7x7_k48,gabor9x9_k32", "--val-dictionaries", "gabor11x11_k64",
@@ -171,21 +176,12 @@ def test_train_command_tiny(tmp_path, monkeypatch):
                                             "--val-dictionaries", "dct7x7_k48"]) == 2
 
 
-def test_train_command_blackbox_tiny(tmp_path, monkeypatch):
+def test_train_command_blackbox_tiny(tmp_path, training_volumes):
     """`adacsc train --model unet-blackbox` trains on the slice sets `train` loads (a list) and
     writes weights that `adacsc evaluate` can load."""
-    pytest.importorskip("nibabel")
-    from adacsc.training.volumes import source_path
-
-    try:
-        source_path("colin27_ch2")
-        source_path("colin27_ch2better")
-    except (FileNotFoundError, KeyError) as exc:
-        pytest.skip(f"training volumes not installed: {exc}")
     from adacsc import cli
     from adacsc.training.blackbox import load_blackbox
 
-    monkeypatch.setenv("ADACSC_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
     argv = ["train", "-o", str(out), "--model", "unet-blackbox", "--schedule", "tiny", "--device", "cpu",
             "--no-progress", "--threads", "1"]
