@@ -215,38 +215,33 @@ def _record(source, file, orientation, position, split, slab, slab_range, thickn
 
 
 def _macaque_records(size: int, seed: int) -> list[SliceRecord]:
-    box = brain_box_mm(MACAQUE_VOLUME)
-    records = []
-    for orientation in ORIENTATIONS:
-        axis = ORIENTATIONS[orientation][0]
-        pos = _positions(*box[axis], MACAQUE_SPACING_MM)
-        frac = plane_fraction(MACAQUE_VOLUME, orientation, pos, MACAQUE_FOV_MM)
-        for p, f in zip(pos, frac):
-            if f < MIN_BRAIN_FRACTION:
-                continue
-            p = float(p)
-            records.append(_record(MACAQUE_VOLUME, SOURCES[MACAQUE_VOLUME].file, orientation, p,
-                                   "ood_macaque", -1, (p - MACAQUE_THICKNESS_MM / 2, p + MACAQUE_THICKNESS_MM / 2),
-                                   MACAQUE_THICKNESS_MM, MACAQUE_FOV_MM, size, float(f), seed))
-    return records
+    return _volume_records(MACAQUE_VOLUME, SOURCES[MACAQUE_VOLUME].file, "ood_macaque", MACAQUE_SPACING_MM,
+                           MACAQUE_THICKNESS_MM, MACAQUE_FOV_MM, size, seed)
 
 
 def _held_out_records(size: int, seed: int, pixel_mm: float | None = None) -> list[SliceRecord]:
     """The held-out subject: slices every HELD_OUT_SPACING_MM through its brain, three orientations."""
-    box = brain_box_mm(HELD_OUT_VOLUME)
-    fov = _human_fov(size, pixel_mm)
+    return _volume_records(HELD_OUT_VOLUME, TEST_ONLY_SOURCES[HELD_OUT_VOLUME].file, HELD_OUT_SUBJECT,
+                           HELD_OUT_SPACING_MM, THICKNESS_MM, _human_fov(size, pixel_mm), size, seed)
+
+
+def _volume_records(volume: str, file: str, split: str, spacing_mm: float, thickness_mm: float, fov_mm: float,
+                    size: int, seed: int) -> list[SliceRecord]:
+    """Slices every `spacing_mm` through a whole volume's brain in three orientations (one split,
+    no slabs), those with too little brain in the field of view left out."""
+    box = brain_box_mm(volume)
     records = []
     for orientation in ORIENTATIONS:
         axis = ORIENTATIONS[orientation][0]
-        pos = _positions(*box[axis], HELD_OUT_SPACING_MM)
-        frac = plane_fraction(HELD_OUT_VOLUME, orientation, pos, fov)
+        pos = _positions(*box[axis], spacing_mm)
+        frac = plane_fraction(volume, orientation, pos, fov_mm)
         for p, f in zip(pos, frac):
             if f < MIN_BRAIN_FRACTION:
                 continue
             p = float(p)
-            records.append(_record(HELD_OUT_VOLUME, TEST_ONLY_SOURCES[HELD_OUT_VOLUME].file, orientation, p,
-                                   HELD_OUT_SUBJECT, -1, (p - THICKNESS_MM / 2, p + THICKNESS_MM / 2),
-                                   THICKNESS_MM, fov, size, float(f), seed))
+            records.append(_record(volume, file, orientation, p, split, -1,
+                                   (p - thickness_mm / 2, p + thickness_mm / 2), thickness_mm, fov_mm, size,
+                                   float(f), seed))
     return records
 
 
