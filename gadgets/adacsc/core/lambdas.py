@@ -121,12 +121,12 @@ class SparsityMaps(LambdaStrategy):
                             f"{type(self.network).__name__}")
 
     def lowpass_weights(self, inputs: LambdaInputs) -> torch.Tensor | None:
-        if not getattr(self.network, "sets_lowpass_weight", False):
+        if not self.network.sets_lowpass_weight:
             return None
         return self.network.lowpass_weights(inputs.x0, inputs.required_noise())
 
     def thresholds(self, inputs: LambdaInputs) -> torch.Tensor:
-        if getattr(self.network, "uses_lowpass", False):
+        if self.network.uses_lowpass:
             if inputs.x_low is None:
                 raise ValueError("this map network reads the low-pass part: x_low is needed")
             maps = self.network(inputs.x0, inputs.synthesis, inputs.required_noise(), x_low=inputs.x_low)

@@ -32,6 +32,16 @@ class BoundedMapMixin:
         """Whether forward needs the noise level (the reconstructor passes it when True)."""
         return self.config.noise_aware
 
+    @property
+    def uses_lowpass(self) -> bool:
+        """Whether forward needs the low-pass image x_low (SparsityMaps passes it when True)."""
+        return self.config.lowpass_input
+
+    @property
+    def sets_lowpass_weight(self) -> bool:
+        """Whether the network sets the TV low-pass weight per pixel (`lowpass_weights`)."""
+        return self.config.tv_map
+
     def _init_head(self, head: nn.Conv2d) -> None:
         if self.config.initial_lambda is not None:
             p = self.config.initial_lambda / self.config.lambda_max

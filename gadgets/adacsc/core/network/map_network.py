@@ -71,16 +71,6 @@ class MapNetwork(BoundedMapMixin, nn.Module):
     def lambda_max(self) -> float:
         return self.config.lambda_max
 
-    @property
-    def uses_lowpass(self) -> bool:
-        """Whether forward needs the low-pass image x_low (SparsityMaps passes it when True)."""
-        return self.config.lowpass_input
-
-    @property
-    def sets_lowpass_weight(self) -> bool:
-        """Whether the network sets the TV low-pass weight per pixel (`lowpass_weights`)."""
-        return self.config.tv_map
-
     def lowpass_weights(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The per-pixel multiplier [B, H, W] of the TV low-pass weight (adacsc.core.network.tv_weights)."""
         if self.tv_unet is None:
