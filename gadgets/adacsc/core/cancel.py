@@ -21,12 +21,11 @@ command line clears it when a command starts.
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import NoReturn
 
-__all__ = ["Cancelled", "bind", "bound_check", "stop_or_after", "set_iteration_hook", "between_iterations",
+__all__ = ["Cancelled", "bind", "set_iteration_hook", "between_iterations",
            "Terminated", "stop_by_signal", "stop_signal", "clear_stop_signal", "raise_if_stopped"]
 
 _CHECK: ContextVar[Callable[[], bool] | None] = ContextVar("adacsc_cancel_check", default=None)
@@ -73,18 +72,6 @@ def raise_if_stopped() -> None:
 def bind(check: Callable[[], bool] | None) -> None:
     """Make `check` the stop test of the computations run in this context; None removes it."""
     _CHECK.set(check)
-
-
-def bound_check() -> Callable[[], bool] | None:
-    """The stop test bound to this context, or None."""
-    return _CHECK.get()
-
-
-def stop_or_after(seconds: float) -> Callable[[], bool]:
-    """A stop test for a bounded wait: true once the bound test says stop, or `seconds` from now."""
-    check = _CHECK.get()
-    give_up = time.monotonic() + seconds
-    return lambda: bool(check is not None and check()) or time.monotonic() > give_up
 
 
 def set_iteration_hook(hook: Callable[[], None] | None) -> None:

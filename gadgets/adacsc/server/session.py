@@ -27,7 +27,6 @@ import ismrmrd
 
 from adacsc.chain.config import ChainError
 from adacsc.chain.runner import Chain, NodeFailure
-from adacsc.core import cancel
 from adacsc.core.cancel import Cancelled
 from adacsc.io.header import HeaderError
 from adacsc.limits import LimitError, ScanBudget
@@ -163,7 +162,8 @@ class Session:
                 self._io.send_warning(warning)
             scan = ScanContext(self._limits, self._budget, warn=self._io.gadget_warning)
             self._chain = Chain(chain, request.header, self._on_output, strict=self.settings.strict, scan=scan,
-                                observer=self.settings.observer).start()
+                                observer=self.settings.observer)
+            self._chain.start()  # after the assignment: _on_output reads the chain's scan
         except (ChainError, HeaderError, ValueError) as err:
             raise self._request.refuse(f"cannot run the config: {err}") from err
         self.report.config = chain.name
@@ -194,7 +194,7 @@ class Session:
 
     def _on_output(self, item: object) -> None:
         """Called by the chain's last node for every item it produces."""
-        stop = cancel.stop_or_after(self.settings.write_stall_s)
+        stop = self._chain.scan.stop_or_after(self.settings.write_stall_s)
         self._io.send_result(item, lambda nbytes, what: self._budget.charge(nbytes, what, stop))
 
     def _finish(self) -> None:
