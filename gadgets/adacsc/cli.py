@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("adacsc").error("%s", err)
         code = 2
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: `finally` blocks have removed temporary files
-        return _stopped(signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+        return _stopped(signal.SIGTERM if isinstance(err, cancel.Terminated) else signal.SIGINT)
     finally:
         _restore(previous)
     stopped = cancel.stop_signal()
@@ -80,8 +80,6 @@ def _stopped(signum: int) -> int:
     logging.getLogger("adacsc").error("stopped by %s; unfinished outputs were removed", name)
     return 128 + signum
 
-
-Terminated = cancel.Terminated
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _NOT_SET = object()
