@@ -3,6 +3,7 @@ DIR/EVALUATION.md (tables and targets), DIR/evaluation.png and DIR/results.json.
 shows one slice of a real 0.055 T scan reconstructed by the default chain (`--real-scan`).
 
     adacsc evaluate -o docs/evaluation [--images 12] [--images-256 24] [--no-bart] [--blackbox unet_blackbox]
+        [--headline-into README.md --headline-into docs/MODEL_CARD.md]
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="re-render DIR/EVALUATION.md from DIR/results.json (after a change to the report's text); "
                         "nothing is re-run")
+    p.add_argument("--headline-into", type=Path, action="append", default=[], metavar="FILE",
+                   help="also rewrite the headline block (held-out table and target gaps) of this markdown "
+                        "file, e.g. README.md and docs/MODEL_CARD.md; repeatable")
     p.add_argument("--figure", action="store_true",
                    help="with --report-only: redraw DIR/evaluation.png too (recomputes its few example slices)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto [cpu]")
@@ -151,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     real = real_example(args.real_scan, args.weights, args.dictionary, args.iterations)
     figure = write_figure(result, args.output / "evaluation.png", real)
     report = write_markdown(result, args.output / "EVALUATION.md", figure=figure.name)
+    _write_headlines(result, args.headline_into)
     log.info("wrote %s, %s and %s (%.1f min)", report, figure, args.output / "results.json",
              result["seconds"] / 60)
     return 0
@@ -185,8 +190,18 @@ def _report_only(args: argparse.Namespace) -> int:
         result["provenance"]["report_commit"] = commit
     report = write_markdown(result, folder / "EVALUATION.md", figure=figure.name if figure.is_file() else None)
     source.write_text(json.dumps(result, indent=1))
+    _write_headlines(result, args.headline_into)
     log.info("re-rendered %s from %s", report, source)
     return 0
+
+
+def _write_headlines(result: dict, paths: list[Path]) -> None:
+    """Rewrite the headline block of the --headline-into documents."""
+    if paths:
+        from adacsc.evaluation.headline import write_headline
+
+        write_headline(result, paths)
+        log.info("rewrote the headline of %s", ", ".join(str(p) for p in paths))
 
 
 def real_example(scan: str, weights: str, dictionary: str, iterations: int) -> dict:
