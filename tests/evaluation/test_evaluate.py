@@ -131,7 +131,7 @@ def test_evaluate_end_to_end(tiny_blackbox, tmp_path, caplog):
 @needs_brain
 def test_shipped_blackbox_resolves_by_name_and_loads():
     model, meta = load_blackbox(resources.resolve(resources.BASELINE, "unet_blackbox"))
-    assert meta["provenance"]["steps"] == get_schedule("cpu-2h").steps
+    assert meta["provenance"]["schedule"] == get_schedule("cpu-lowfield-tv").to_dict()
     x = fixed_lowfield(load_split("val")[:1], 0.15, seed=3)
     with torch.inference_mode():
         out = model(x.zero_filled())
