@@ -11,8 +11,9 @@ leaves the centre pixel out of the window, and Inati's iterations run on each ha
 checkerboard for the maps of the other half, then take one step on every neighbour but the pixel
 itself (the iterations carry a pixel's noise to its neighbours' maps, so leaving the centre out
 of the window alone kept 1.33 at 8 coils). The combined noise variance is then sum_c |w_c|^2 per
-pixel (`noise_gain`: within 1 % of 1 in and outside the object at 2-8 coils), at an SNR within
-0.1 % of the former maps'.
+pixel (`noise_gain`: within 1 % of 1 in and outside the object at 2-8 coils), and the signal in
+the object is as before (its mean shortfall against the ideal combination with the true maps:
+0.02 - 0.58 % at noise 0.02 - 0.06, against 0.02 - 0.56 %).
 """
 
 import logging
