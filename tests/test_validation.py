@@ -31,7 +31,7 @@ from support.server import scan_messages
 
 
 @pytest.mark.parametrize("gadget, raw, message", [
-    (coil_combination.GADGET, {"kernel_size": "-3"}, "kernel_size='-3': must be >= 1"),
+    (coil_combination.GADGET, {"kernel_size": "-3"}, "kernel_size='-3': must be >= 2"),
     (coil_combination.GADGET, {"image_series_index": "-1"}, "must be >= 0"),
     (coil_combination.GADGET, {"image_series_index": "99999999999"}, "must be <= 65535"),
     (csc.GADGET, {"image_series_index": "65534"}, "must be <= 65533"),
@@ -150,9 +150,9 @@ def test_non_finite_combined_pixels_are_zeroed_with_a_warning(tmp_path, monkeypa
     real = coil_combination.combine_buffer
 
     def with_nan(*args):
-        image = real(*args)
+        image, gain = real(*args)
         image[0, :3] = np.nan
-        return image
+        return image, gain
 
     monkeypatch.setattr(coil_combination, "combine_buffer", with_nan)
     [(image, _, _)] = coil_combination.combine_recon_data(recon, coil_combination.Settings())

@@ -111,6 +111,19 @@ def test_images_carry_the_scan_qa_and_the_trust_index(emi_scan: Path, tmp_path: 
     assert images["image_4"][0].data.shape == images["image_1"][0].data.shape
 
 
+def test_multi_coil_scan_with_noise_readouts_is_trusted(tmp_path: Path) -> None:
+    """8 prewhitened coils combined with maps estimated from the noisy images: the combined noise
+    is the unit level the noise scan gives the CSC, so the trust index is 1 +- 0.1 (it was 1.28 -
+    1.31 while the maps followed the background noise)."""
+    scan = simulate_scan(tmp_path / "scan.h5", SimulationConfig(matrix=64, coils=8, slices=2, seed=4, noise=0.02))
+    out = tmp_path / "out.h5"
+    replay(scan.path, out, load_chain("adacsc_lowfield"))
+    for image in read_images(out)["image_1"]:
+        meta = ismrmrd.Meta.deserialize(image.attribute_string)
+        assert meta["NoiseSource"] == "noise scan" and float(meta["NoiseLevel"]) == pytest.approx(1.0, abs=1e-3)
+        assert float(meta["TrustIndex"]) == pytest.approx(1.0, abs=0.1) and meta["Trust"] == "ok"
+
+
 def test_wrong_noise_level_is_not_trusted(sim_scan: Path, tmp_path: Path) -> None:
     """A scan whose noise is 3x what its stored noise dependency says: every slice flagged."""
     noise_file = tmp_path / "noise.h5"

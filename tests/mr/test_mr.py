@@ -156,3 +156,38 @@ def test_inati_maps_when_the_coil_images_sum_to_zero() -> None:
     maps = coil_maps.inati(images)
     assert np.isfinite(maps).all()
     np.testing.assert_allclose(np.sum(np.abs(maps) ** 2, axis=0), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["inati", "walsh"])
+def test_combined_noise_stays_unit_where_there_is_no_signal(method: str) -> None:
+    """Maps estimated from the noisy images must not follow a pixel's own noise: with 8 prewhitened
+    coils the combined noise variance is 1 outside the object too (it was 1.6 with maps smoothed
+    over windows that held the pixel), and noise_gain says so."""
+    rng = np.random.default_rng(5)
+    size = 96
+    y, x = np.mgrid[:size, :size] / size - 0.5
+    obj = ((x ** 2 + y ** 2) < 0.09) * 40.0 * np.exp(2j * y)
+    signal = smooth_maps(8, size) * obj
+    noise = (rng.standard_normal(signal.shape) + 1j * rng.standard_normal(signal.shape)) / np.sqrt(2)
+    maps = coil_maps.estimate((signal + noise).astype(np.complex64), method)
+    combined_noise = np.sum(maps.conj() * noise, axis=0)
+    background = (x ** 2 + y ** 2) > 0.16
+    assert np.mean(np.abs(combined_noise[background]) ** 2) == pytest.approx(1.0, abs=0.05)
+    assert np.mean(np.abs(combined_noise) ** 2) == pytest.approx(coil_maps.noise_gain(maps) ** 2, abs=0.05)
+
+
+def test_noise_gain_propagates_unit_coil_noise_through_the_weights() -> None:
+    """For weights that do not depend on the noise, the combined noise variance per pixel is
+    sum_c |w_c|^2: noise_gain is the root of its mean over the image."""
+    rng = np.random.default_rng(6)
+    weights = (rng.standard_normal((4, 64, 64)) + 1j * rng.standard_normal((4, 64, 64))) * np.linspace(0, 1, 64)
+    noise = (rng.standard_normal((200, 4, 64, 64)) + 1j * rng.standard_normal((200, 4, 64, 64))) / np.sqrt(2)
+    measured = np.sqrt(np.mean(np.abs(np.sum(weights.conj() * noise, axis=1)) ** 2))
+    assert coil_maps.noise_gain(weights) == pytest.approx(measured, rel=0.01)
+    normalised = coil_maps.estimate(rng.standard_normal((3, 32, 32)) + 1j * rng.standard_normal((3, 32, 32)))
+    assert coil_maps.noise_gain(normalised) == pytest.approx(1.0, abs=1e-6)
+    half = normalised.copy()
+    half[:, :16] = 0  # no data there: no noise either
+    assert coil_maps.noise_gain(half) == pytest.approx(np.sqrt(0.5), abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 pixels"):
+        coil_maps.estimate(normalised, kernel=1)

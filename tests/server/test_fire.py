@@ -94,7 +94,8 @@ def test_fire_client_gets_int16_series_with_names_history_and_qa(fire_stream, se
             assert meta["ImageProcessingHistory"][:2] == ["PYTHON", "ADACSC"]
             assert float(meta["RescaleSlope"]) > 0 and float(meta["WindowWidth"]) >= 1
             assert meta["Iterations"] == "3" and meta["Mode"] == "scalar" and meta["Dictionary"]
-            assert float(meta["ReconTimeMs"]) > 0 and float(meta["MapMin"]) <= float(meta["MapMean"])
+            # scalar mode: the map is one value, whose float32 mean may print a digit below it
+            assert float(meta["ReconTimeMs"]) > 0 and float(meta["MapMin"]) <= float(meta["MapMean"]) * (1 + 1e-5)
         assert sorted(image.image_index for image in series[index]) == [1, 2]
 
 

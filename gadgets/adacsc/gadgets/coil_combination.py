@@ -12,8 +12,10 @@ an inverse FFT along kz, each sent as a 2-D slice at its own position (docs/DESI
 Output: a gadgetron ImageArray per slice, data [X, Y, 1, 1, 1, 1, 1] complex64 on the encoded
 grid (after oversampling removal), with its sampling in the meta (adacsc.io.slice_meta) so the
 reconstruction knows which k-space region was acquired. When every readout of the slice was
-prewhitened (adacsc.gadgets.noise_adjust) the meta also says so: noise level 1 (the combined image
-is in SNR units, noise std 1 per pixel) from a noise scan, or 1/sqrt(n) after n averages.
+prewhitened (adacsc.gadgets.noise_adjust) the meta also says so: the noise std of the combined
+image in SNR units, from a noise scan: 1 per coil image and pixel, or 1/sqrt(n) after n averages,
+times the noise gain of the coil maps (adacsc.mr.coil_maps.noise_gain: 1 for normalised maps,
+whose weights at a pixel never depend on that pixel's own noise).
 """
 
 import logging
@@ -45,7 +47,8 @@ class Settings:
     """The gadget's properties."""
 
     coil_map_method: str = setting("inati", "coil sensitivity estimation", choices=("inati", "walsh"))
-    kernel_size: int = setting(7, "smoothing kernel (pixels) of the coil map estimate", minimum=1, maximum=63)
+    kernel_size: int = setting(7, "smoothing kernel (pixels) of the coil map estimate", minimum=coil_maps.MIN_KERNEL,
+                              maximum=63)
     image_series_index: int = setting(1, "series index of the combined images", minimum=0, maximum=65535)
     averages: str = setting("combine", "combine (the mean of each line over the averages acquired) or separate "
                             "(one image per average)", choices=("combine", "separate"))
@@ -54,29 +57,33 @@ class Settings:
 
 
 def combine_buffer(kspace: np.ndarray, lines: np.ndarray, method: str, kernel: int,
-                   calibration: np.ndarray | None = None) -> np.ndarray:
-    """Coil-combined image [Y, X] from k-space [CHA, E1, RO] with acquired `lines` [E1]; the maps
-    come from `kspace` or, when given, from `calibration` [CHA, E1, RO] (lines marked by `lines`
-    and by non-zero calibration lines)."""
+                   calibration: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(coil-combined image [Y, X], its noise std per unit coil noise) from k-space [CHA, E1, RO]
+    with acquired `lines` [E1]; the maps come from `kspace` or, when given, from `calibration`
+    [CHA, E1, RO] (lines marked by `lines` and by non-zero calibration lines). The noise std is
+    propagated through the maps (adacsc.mr.coil_maps.noise_gain): 1 for one coil."""
     images = ifftc(kspace)
     if kspace.shape[0] == 1:
-        return images[0].astype(np.complex64)
+        return images[0].astype(np.complex64), 1.0
     if calibration is None:
         maps = coil_maps.estimate(coil_maps.calibration_images(kspace, lines), method, kernel)
     else:
         calibrated = lines | (np.abs(calibration).sum(axis=(0, 2)) > 0)
         union = np.where(lines[None, :, None], kspace, calibration)
         maps = coil_maps.estimate(coil_maps.calibration_images(union, calibrated), method, kernel)
-    return coil_maps.combine(images, maps)
+    return coil_maps.combine(images, maps), coil_maps.noise_gain(maps)
 
 
 def working_bytes(shape: tuple[int, int, int], method: str) -> int:
-    """Peak working memory of combine_buffer for k-space [CHA, E1, RO] (measured: the FFTs and
-    the Inati maps stay within 6 times the k-space, Walsh's per-pixel coil covariances within 6
-    times that per coil)."""
+    """Peak working memory of combine_buffer for k-space [CHA, E1, RO] (measured with tracemalloc
+    at 4-16 coils: the FFT of one coil within 6 times the k-space, the Inati maps, from two
+    checkerboard halves, within 13 times, Walsh's per-pixel coil covariances within 6 times that
+    per coil)."""
     channels = shape[0]
     nbytes = 8 * channels * shape[1] * shape[2]
-    return 6 * nbytes * (channels if method == "walsh" and channels > 1 else 1)
+    if channels == 1:
+        return 6 * nbytes
+    return (6 * channels if method == "walsh" else 13) * nbytes
 
 
 def _reference_header(headers: np.ndarray, lines: np.ndarray, centre: int) -> ismrmrd.AcquisitionHeader:
@@ -167,7 +174,6 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
                     "from the zero-filled kz (aliasing along the slab)", reference.idx.slice)
     level = averaging.noise_after_averaging(counts)
     extra = {"averages": averages, "kz_undersampled": undersampled}
-    slices = SliceSampling.prewhitened(lines, level, **extra) if whitened else SliceSampling(lines, **extra)
     hybrid = averaging.partitions(kspace)
     reference_hybrid = None if calibration is None else averaging.partitions(calibration)
     thickness = sampling.encoded_FOV[2] / n_partitions
@@ -182,11 +188,13 @@ def _combine_image(data: np.ndarray, headers: np.ndarray, acquired: np.ndarray, 
                             f"{image_kspace.shape[1]} lines x {image_kspace.shape[2]} samples)",
                             scan.stop_or_after(MEMORY_WAIT_S)):
             try:
-                image = combine_buffer(image_kspace, lines, settings.coil_map_method, settings.kernel_size,
-                                       reference_kspace)
+                image, gain = combine_buffer(image_kspace, lines, settings.coil_map_method, settings.kernel_size,
+                                             reference_kspace)
             except ValueError as err:
                 log.error("%s not reconstructed: %s", name, err)
                 continue
+        slices = (SliceSampling.prewhitened(lines, level * gain, **extra) if whitened
+                  else SliceSampling(lines, **extra))
         bad = ~np.isfinite(image)
         if bad.any():
             log.warning("%s: %d NaN or infinite pixels set to 0", name, int(bad.sum()))
