@@ -1,6 +1,6 @@
-"""The shipped documents say what the shipped files hold: docs/evaluation/EVALUATION.md is the
-rendering of docs/evaluation/results.json, and every shipped weights file matches its
-.training.json."""
+"""The shipped documents say what the shipped files hold: docs/evaluation/EVALUATION.md and the
+headline blocks of README.md and docs/MODEL_CARD.md are renderings of docs/evaluation/results.json,
+and every shipped weights file matches its .training.json."""
 
 import json
 import re
@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from adacsc import resources
+from adacsc.evaluation.headline import BEGIN, END, render_headline
 from adacsc.evaluation.report import render_markdown
 from adacsc.io.weights_file import read_model_info
 from adacsc.training.schedules import Schedule
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "evaluation"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "evaluation"
 WEIGHTS = Path(resources.package_data("data", "weights", "netv3_lowfield_tv.safetensors")).parent
 
 
@@ -22,6 +24,14 @@ def test_evaluation_document_is_the_rendering_of_results_json():
     text = (DOCS / "EVALUATION.md").read_text()
     assert render_markdown(result, "evaluation.png") == text
     assert (DOCS / "evaluation.png").is_file()
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/MODEL_CARD.md"])
+def test_headline_blocks_are_the_rendering_of_results_json(document):
+    result = json.loads((DOCS / "results.json").read_text())
+    text = (ROOT / document).read_text()
+    shipped = text[text.index(BEGIN):text.index(END) + len(END)]
+    assert shipped == render_headline(result)
 
 
 def test_results_json_names_no_path_of_the_machine_that_made_it():

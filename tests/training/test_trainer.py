@@ -191,7 +191,30 @@ def test_train_command_blackbox_tiny(tmp_path, training_volumes):
     assert prov["steps"] == SCHEDULES["tiny"].steps and prov["schedule"]["name"] == "tiny"
     assert prov["created_by"].startswith("adacsc train -o") and prov["skipped_steps"] >= 0
     assert any("val_psnr" in h for h in prov["history"])
-    assert cli.main(argv + ["--resume"]) == 2  # not resumable: a clear error, not a traceback
+    assert cli.main(argv) == 2  # the folder holds a run: a clear error naming --resume, not a traceback
+
+
+def test_blackbox_run_stopped_and_resumed_trains_the_same_weights(tmp_path, training_volumes):
+    """`--stop-after` leaves a checkpoint; `--resume` continues on the same batches, so the weights
+    equal those of an uninterrupted run; resuming with another seed is refused."""
+    from adacsc import cli
+    from adacsc.training.blackbox import load_blackbox
+
+    def train(out, *extra):
+        return cli.main(["train", "-o", str(out), "--model", "unet-blackbox", "--schedule", "tiny", "--device", "cpu",
+                         "--no-progress", "--threads", "1", *extra])
+
+    assert train(tmp_path / "whole") == 0
+    assert train(tmp_path / "parts", "--stop-after", "5") == 0
+    assert not (tmp_path / "parts" / "unet_blackbox.safetensors").exists()
+    assert (tmp_path / "parts" / "checkpoints" / "latest.json").is_file()
+    assert train(tmp_path / "parts", "--resume", "--seed", "1") == 2
+    assert train(tmp_path / "parts", "--resume") == 0
+    whole, _ = load_blackbox(tmp_path / "whole" / "unet_blackbox.safetensors")
+    parts, meta = load_blackbox(tmp_path / "parts" / "unet_blackbox.safetensors")
+    assert meta["provenance"]["resumed_from"] == [5]
+    for (key, a), b in zip(whole.state_dict().items(), parts.state_dict().values()):
+        assert torch.equal(a, b), key
 
 
 def test_noise_aware_tv_training_on_several_pixel_sizes(tmp_path: Path) -> None:

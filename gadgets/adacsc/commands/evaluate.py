@@ -3,6 +3,7 @@ DIR/EVALUATION.md (tables and targets), DIR/evaluation.png and DIR/results.json.
 shows one slice of a real 0.055 T scan reconstructed by the default chain (`--real-scan`).
 
     adacsc evaluate -o docs/evaluation [--images 12] [--images-256 24] [--no-bart] [--blackbox unet_blackbox]
+        [--headline-into README.md --headline-into docs/MODEL_CARD.md]
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="re-render DIR/EVALUATION.md from DIR/results.json (after a change to the report's text); "
                         "nothing is re-run")
+    p.add_argument("--headline-into", type=Path, action="append", default=[], metavar="FILE",
+                   help="also rewrite the headline block (held-out table and target gaps) of this markdown "
+                        "file, e.g. README.md and docs/MODEL_CARD.md; repeatable")
     p.add_argument("--figure", action="store_true",
                    help="with --report-only: redraw DIR/evaluation.png too (recomputes its few example slices)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto [cpu]")
@@ -148,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
                             "commit": git_commit().get("commit"),
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     write_json(result, args.output / "results.json")  # first: the numbers survive whatever follows
-    real = real_example(args.real_scan, args.weights, args.dictionary, args.iterations)
-    figure = write_figure(result, args.output / "evaluation.png", real)
+    figure = write_figure(result, args.output / "evaluation.png", real_example(args.real_scan, result))
     report = write_markdown(result, args.output / "EVALUATION.md", figure=figure.name)
+    _write_headlines(result, args.headline_into)
     log.info("wrote %s, %s and %s (%.1f min)", report, figure, args.output / "results.json",
              result["seconds"] / 60)
     return 0
@@ -175,23 +179,32 @@ def _report_only(args: argparse.Namespace) -> int:
     if args.figure:
         from adacsc.evaluation.protocol import figure_examples
 
-        settings = result["settings"]
         result["examples"] = figure_examples(result)
-        write_figure(result, figure, real_example(args.real_scan, settings["weights"], settings["dictionary"],
-                                                  settings["iterations"]))
+        write_figure(result, figure, real_example(args.real_scan, result))
         del result["examples"]
     commit = git_commit().get("commit")
     if commit and commit != result["provenance"].get("commit"):
         result["provenance"]["report_commit"] = commit
     report = write_markdown(result, folder / "EVALUATION.md", figure=figure.name if figure.is_file() else None)
     source.write_text(json.dumps(result, indent=1))
+    _write_headlines(result, args.headline_into)
     log.info("re-rendered %s from %s", report, source)
     return 0
 
 
-def real_example(scan: str, weights: str, dictionary: str, iterations: int) -> dict:
-    """The middle slice of a bundled real scan through the default chain with these weights and
-    dictionary: zero-filled, reconstruction and mean Lambda map (series 2, 1 and 3)."""
+def _write_headlines(result: dict, paths: list[Path]) -> None:
+    """Rewrite the headline block of the --headline-into documents."""
+    if paths:
+        from adacsc.evaluation.headline import write_headline
+
+        write_headline(result, paths)
+        log.info("rewrote the headline of %s", ", ".join(str(p) for p in paths))
+
+
+def real_example(scan: str, result: dict) -> dict:
+    """The figure's real-scan row (adacsc.evaluation.real_scan): the middle slice of the bundled
+    `scan` through the default chain with the result's weights, dictionary and iterations (complex
+    output), beside the baselines on the chain's coil-combined data."""
     import tempfile
 
     import h5py
@@ -200,10 +213,13 @@ def real_example(scan: str, weights: str, dictionary: str, iterations: int) -> d
 
     from adacsc.chain.config import load_chain
     from adacsc.commands.recon import DEFAULT_CONFIG
-    from adacsc.resources import bundled_scan
+    from adacsc.evaluation import real_scan
     from adacsc.replay import replay
+    from adacsc.resources import bundled_scan
 
-    overrides = {"weights": weights, "dictionary": dictionary, "send_zero_filled": "true", "send_maps": "true"}
+    weights, dictionary, iterations = (result["settings"][k] for k in ("weights", "dictionary", "iterations"))
+    overrides = {"weights": weights, "dictionary": dictionary, "send_zero_filled": "true", "send_maps": "true",
+                 "csc.output": "complex"}
     if iterations:
         overrides["iterations"] = str(iterations)
     chain = load_chain(DEFAULT_CONFIG).with_overrides(overrides)
@@ -214,11 +230,16 @@ def real_example(scan: str, weights: str, dictionary: str, iterations: int) -> d
             group = sorted(f.keys())[-1]
         dataset = ismrmrd.Dataset(str(out), group, create_if_needed=False)
         try:
-            series = {}
+            images = {}
             for key, name in (("reconstruction", "image_1"), ("zero_filled", "image_2"), ("maps", "image_3")):
-                images = sorted((dataset.read_image(name, i) for i in range(dataset.number_of_images(name))),
+                series = sorted((dataset.read_image(name, i) for i in range(dataset.number_of_images(name))),
                                 key=lambda im: im.slice)
-                series[key] = np.abs(images[len(images) // 2].data[0, 0])
+                images[key] = series[len(series) // 2]
         finally:
             dataset.close()
-    return {"title": f"real 0.055 T scan {scan}, middle slice (default chain)", **series}
+    meta = ismrmrd.Meta.deserialize(images["reconstruction"].attribute_string)
+    chain_slice = {"reconstruction": images["reconstruction"].data[0, 0],
+                   "zero_filled": np.ascontiguousarray(images["zero_filled"].data[0, 0], dtype=np.complex64),
+                   "maps": np.abs(images["maps"].data[0, 0]), "noise_std": float(meta["NoiseLevel"]),
+                   "super_resolution": int(meta["SuperResolution"])}
+    return real_scan.real_example(f"real 0.055 T scan {scan}, middle slice (default chain)", chain_slice, result)

@@ -166,17 +166,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_blackbox(args: argparse.Namespace, schedule, device: torch.device, train_images: torch.Tensor,
                   val_images: torch.Tensor, provenance: dict) -> int:
-    """Train the black-box U-Net reference on the same data stream and schedule (not resumable)."""
+    """Train the black-box U-Net reference on the same data stream and schedule (resumable)."""
     from adacsc.training.blackbox import train_blackbox
 
-    if args.resume or args.stop_after is not None:
-        raise ValueError("--resume and --stop-after apply to --model netv3 only; the black-box U-Net "
-                         "trains in one go")
     provenance = {**provenance, "description": (
         "Black-box residual U-Net (zero-filled image -> image), the robustness reference of adacsc "
         "evaluate, trained on the same data stream and schedule as NET_Theta (adacsc.training.blackbox).")}
     path = train_blackbox(schedule, args.output, train_images=train_images, val_images=val_images, seed=args.seed,
                           device=device, provenance=provenance, name=args.name or "unet_blackbox",
-                          progress=not args.no_progress)
-    print(path)
+                          progress=not args.no_progress, resume=args.resume, stop_after=args.stop_after)
+    if path is not None:
+        print(path)
     return 0

@@ -243,10 +243,12 @@ def render_markdown(result: dict[str, Any], figure: str | None) -> str:
         lines += [f"{grid} grid:", ""] + _tuning_table(result, grid) + [""]
     if figure:
         lines += ["## Figure", "",
-                  "One slice of the held-out subject per noise level (256 grid) and one real 0.055 T slice (the "
-                  "default chain on the bundled scan): ground truth, zero-filled, BART TV, the CSC's low-pass part "
-                  "alone, the learned-map CSC reconstruction and the mean Lambda map over the filters (in units of "
-                  "the noise level for noise-aware weights).",
+                  "One slice of the held-out subject per noise level (256 grid) and one real 0.055 T slice: ground "
+                  "truth, zero-filled, BART TV, the CSC's low-pass part alone, the learned-map CSC reconstruction "
+                  "and the mean Lambda map over the filters (in units of the noise level for noise-aware weights). "
+                  "The real slice is the default chain's; BART TV and the low-pass part run on the chain's "
+                  "coil-combined data of that slice, BART TV with the lambda tuned for the scan's noise level "
+                  "(log-log interpolation between the tuned levels; adacsc.evaluation.real_scan).",
                   "", f"![evaluation figure]({figure})"]
     return "\n".join(lines) + "\n"
 
@@ -268,9 +270,9 @@ def _blackbox_line(bb: dict[str, Any], facts: dict[str, Any]) -> str:
 
 
 def write_figure(result: dict[str, Any], path: Path, real: dict[str, Any] | None = None) -> Path:
-    """PNG: one row per 256-grid noise level (ground truth, zero-filled, BART TV, learned-map CSC,
-    mean Lambda map) and, with `real` ({"title", "zero_filled", "reconstruction", "maps"}), one row
-    for a real scan slice."""
+    """PNG: one row per 256-grid noise level (ground truth, zero-filled, BART TV, the CSC's low-pass
+    part, learned-map CSC, mean Lambda map) and, with `real` ({"title", "outputs": method key ->
+    magnitude, "maps"}: adacsc.evaluation.real_scan), one row for a real scan slice."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,8 +290,8 @@ def write_figure(result: dict[str, Any], path: Path, real: dict[str, Any] | None
         panels = [("ground truth", ex["target"])] + [(methods[m], ex["outputs"][m]) for m in shown]
         _draw_row(axes[r], panels, vmax, ex["maps"].mean(axis=0), _wrap(title, 30))
     if real is not None:
-        vmax = float(np.percentile(real["reconstruction"], 99.5))
-        images = {"zero_filled": real["zero_filled"], MAPS: real["reconstruction"]}
+        images = real["outputs"]
+        vmax = float(np.percentile(images[MAPS], 99.5))
         panels = [("(no ground truth)", None)] + [(methods[m] if m in images else "(not run on real data)",
                                                    images.get(m)) for m in shown]
         _draw_row(axes[-1], panels, vmax, real["maps"], _wrap(real["title"], 30))

@@ -1,8 +1,9 @@
 """Training checkpoints: write, find and read the folders a run resumes from.
 
 Layout (DIR/checkpoints/step_NNNNNN/, the newest named by DIR/checkpoints/latest.json):
-  model.safetensors      the network (adacsc.io.weights_file format: loadable with load_model), beta
-  optimizer.safetensors  log(beta) and Adam's moments and step counts, as plain tensors
+  model.safetensors      the network in its own weights format (NET_Theta: adacsc.io.weights_file,
+                         loadable with load_model, with beta; the black-box U-Net: save_blackbox)
+  optimizer.safetensors  Adam's moments and step counts (and NET_Theta's log(beta)), as plain tensors
   state.json             step, elapsed time, schedule, seed, dictionaries, history
 Folders are written under a temporary name and renamed, so a crash never leaves a half-written
 checkpoint named by latest.json. Nothing is ever unpickled.
@@ -16,11 +17,10 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from adacsc.io.weights_file import save_model
 from adacsc.training.schedules import Schedule
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "write_checkpoint",
@@ -68,10 +68,10 @@ def restore_adam(optimizer: torch.optim.Optimizer, parameters: NamedParameters, 
         }
 
 
-def write_checkpoint(root: Path, step: int, *, network: torch.nn.Module, scalars: dict[str, float],
-                     provenance: dict[str, Any], tensors: dict[str, torch.Tensor], state: dict[str, Any],
-                     keep: int) -> Path:
-    """Write root/step_NNNNNN atomically, point latest.json at it and keep the newest `keep` folders."""
+def write_checkpoint(root: Path, step: int, *, write_model: Callable[[Path], Any], tensors: dict[str, torch.Tensor],
+                     state: dict[str, Any], keep: int) -> Path:
+    """Write root/step_NNNNNN atomically (the network by `write_model(path of model.safetensors)`),
+    point latest.json at it and keep the newest `keep` folders."""
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def write_checkpoint(root: Path, step: int, *, network: torch.nn.Module, scalars
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(network, tmp / "model.safetensors", scalars=scalars, provenance=provenance)
+    write_model(tmp / "model.safetensors")
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state, indent=1, allow_nan=True))
     if folder.exists():

@@ -238,9 +238,10 @@ class Trainer:
         """Write the checkpoint of the current step (see adacsc.training.checkpoint)."""
         tensors = {"log_beta": self.recon.log_beta.detach().cpu().reshape(1).clone(),
                    **checkpoint.adam_tensors(self.optimizer, self._named_parameters())}
+        provenance = {"checkpoint_step": self.step, "schedule": self.schedule.name, "seed": self.seed}
         return checkpoint.write_checkpoint(
-            self.checkpoint_root, self.step, network=self.network, scalars=self.scalars(),
-            provenance={"checkpoint_step": self.step, "schedule": self.schedule.name, "seed": self.seed},
+            self.checkpoint_root, self.step,
+            write_model=lambda path: save_model(self.network, path, scalars=self.scalars(), provenance=provenance),
             tensors=tensors, state=self._state(), keep=self.schedule.keep_checkpoints)
 
     def latest_checkpoint(self) -> Path | None:
