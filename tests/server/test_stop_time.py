@@ -28,7 +28,8 @@ EXIT_LINE = re.compile(r"exiting (\d+\.\d+) s after the stop request")
 def test_the_server_exits_within_grace_plus_one_second(tmp_path: Path) -> None:
     scan = write_small_scan(tmp_path / "scan.h5", lines=64, slices=4, noise=8)
     grace = 2.0
-    process, port, log_path, notes = start_server_process(tmp_path, "--workers", "2", "--grace", str(grace))
+    process, port, log_path, notes = start_server_process(tmp_path, "--workers", "2", "--grace", str(grace),
+                                                          "--metrics-port", "0")  # its endpoint stops too
     clients = [threading.Thread(target=send_scan, args=(scan, tmp_path / f"o{i}.h5"), daemon=True,
                                 kwargs=dict(port=port, config_name="adacsc_lowfield", overrides={"iterations": "500"},
                                             timeout=120)) for i in range(3)]
