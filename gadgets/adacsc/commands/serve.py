@@ -125,7 +125,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
                           wait_s=args.wait, header_timeout_s=args.header_timeout,
                           extra_config_dirs=tuple(args.config_dir),
                           allow_modules=tuple(args.allow_module), preload=not args.no_preload,
-                          warm_up=not args.no_preload and not args.no_warm_up, grace_s=args.grace, session=session)
+                          warm_up=not args.no_preload and not args.no_warm_up, grace_s=args.grace,
+                          collect_garbage=True, session=session)
 
 
 def scan_limits_from_args(args: argparse.Namespace) -> ScanLimits:
@@ -175,5 +176,6 @@ def run(args: argparse.Namespace) -> int:
     with serve_endpoints(server, args.metrics_host, args.metrics_port, args.health_port):
         server.start()
         serve_until_signalled(server, server.active_sessions)
-    log.info("served %d scans (%d with errors)", server.sessions_served, server.sessions_failed)
+    log.info("served %d scans (%d with errors); exiting %.2f s after the stop request", server.sessions_served,
+             server.sessions_failed, server.since_stop())
     exit_now(0)

@@ -28,6 +28,9 @@ __all__ = ["Endpoints", "serve_endpoints"]
 log = logging.getLogger(__name__)
 
 PROBES = ("/ready", "/live")
+SHUTDOWN_POLL_S = 0.05
+"""how often an endpoint's loop looks for a shutdown request: stopping it waits up to this long
+(http.server's default, 0.5 s, took half of the second the server has to exit after its grace)"""
 
 
 def ready(server: Server) -> bool:
@@ -109,7 +112,8 @@ def serve_endpoints(server: Server, host: str, metrics_port: int | None,
         for port, paths in wanted.items():
             endpoints = Endpoints(host, port, server, paths)
             running.append(endpoints)
-            threading.Thread(target=endpoints.serve_forever, name=f"adacsc-http-{endpoints.port}", daemon=True).start()
+            threading.Thread(target=endpoints.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S},
+                             name=f"adacsc-http-{endpoints.port}", daemon=True).start()
             log.info("serving %s on http://%s:%d", ", ".join(paths), host, endpoints.port)
             notify(f"{HTTP_PORT}={endpoints.port}")
         yield running

@@ -19,7 +19,7 @@ from adacsc import resources
 from adacsc.chain.config import ChainError, parse_chain
 from adacsc.gadgets import registry
 from adacsc.server import protocol as proto
-from adacsc.server.heap import release_free_memory
+from adacsc.server.heap import collect_scan_garbage, freeze_start_up, release_free_memory
 from adacsc.server.listener import ConnectionServer, join_threads
 from adacsc.server.notify import PORT, notify, session_ended, session_started
 from adacsc.server.opening import Opening, read_opening
@@ -32,8 +32,10 @@ from adacsc.server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-REPORTS_KEPT = 1000
-"""session reports kept for inspection (the oldest go first); counts cover every session"""
+REPORTS_KEPT = 100
+"""session reports kept for inspection (the oldest go first; counts and metrics cover every
+session): more would only add to the server's memory, about 1 KB of RSS a report (700 B of Python
+objects, measured with benchmarks/bench_soak.py and tracemalloc)"""
 CANCEL_WAIT_S = 0.5
 """after the grace period, how long cancelled scans get to send their error report and CLOSE"""
 ABANDON_WAIT_S = 0.3
@@ -63,6 +65,9 @@ class ServerSettings:
     """after preloading, run one warm-up solve (adacsc.server.warmup) before listening"""
     grace_s: float = 60.0
     """after stop(), how long running scans may take to finish before they are cancelled"""
+    collect_garbage: bool = False
+    """for a server that has its process to itself (`adacsc serve`): freeze the objects alive once
+    it has started, and collect each scan's cyclic garbage as it ends (adacsc.server.heap)"""
     session: SessionSettings = field(default_factory=lambda: SessionSettings(config_dirs=()))
 
 
@@ -109,6 +114,8 @@ class Server(ConnectionServer):
 
             warm_up(dirs, limits=replace(self.session_settings.scan_limits,
                                          max_scan_bytes=self.session_settings.max_scan_bytes))
+        if self.settings.collect_garbage:
+            freeze_start_up()
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -227,7 +234,9 @@ class Server(ConnectionServer):
     def _drain(self) -> None:
         """Wait up to `grace_s` for the running connections; then cancel them, give them
         CANCEL_WAIT_S to tell their clients, drop those still running (a client that does not
-        read, a gadget busy between cancellation points) and return within about a second."""
+        read, a gadget busy between cancellation points) and return within about a second.
+        Every wait ends at a fixed time after the stop request, so time lost in between (a
+        loaded machine) shortens the next wait instead of adding to the exit time."""
         running = self.running_threads()
         if running:
             log.info("stopping: waiting up to %g s for %d connection(s) to finish", self.settings.grace_s,
@@ -240,15 +249,19 @@ class Server(ConnectionServer):
                         len(sessions))
             for session in sessions:
                 session.cancel("the server is shutting down")
-        if not join_threads(self.running_threads(), CANCEL_WAIT_S):
+        if not join_threads(self.running_threads(), self._until_after_grace(CANCEL_WAIT_S)):
             return
         with self._lock:
             sessions = list(self._sessions)
         for session in sessions:
             session.abandon("the server is shutting down")
-        left = join_threads(self.running_threads(), ABANDON_WAIT_S)
+        left = join_threads(self.running_threads(), self._until_after_grace(CANCEL_WAIT_S + ABANDON_WAIT_S))
         if left:
             log.error("%d connection(s) did not stop after cancelling; exiting without them", left)
+
+    def _until_after_grace(self, seconds: float) -> float:
+        """Seconds left until `seconds` after the grace period's end (0 when past)."""
+        return max(0.0, self.settings.grace_s + seconds - self.since_stop())
 
     def _admit(self, sock: socket.socket, peer: str, opening: Opening) -> None:
         limit = self.settings.max_waiting if self.settings.max_waiting is not None else 4 * self.settings.workers
@@ -284,17 +297,7 @@ class Server(ConnectionServer):
                     self.telemetry.refused("shutting_down" if self._stop.is_set() else "wait_timeout")
                     refuse(sock, reason, self.session_settings.error_format)
                     return
-            session = Session(sock, peer, next(self._ids), self.session_settings, opening)
-            with self._lock:
-                self._sessions.add(session)
-            self.telemetry.session_started()
-            session_started(session.report.session_id)
-            self._changed_now()
-            try:
-                report = session.run()
-            finally:
-                with self._lock:
-                    self._sessions.discard(session)
+            report = self._serve(sock, peer, opening)
             self.telemetry.session_ended(report)
             with self._lock:
                 self.sessions_served += 1
@@ -304,6 +307,8 @@ class Server(ConnectionServer):
                     del self.reports[:REPORTS_KEPT]
             session_ended(report.session_id, report.ok)
             self._changed_now()
+            if self.settings.collect_garbage:
+                collect_scan_garbage()
             release_free_memory()
         except Exception:
             log.exception("connection %s failed", peer)
@@ -311,6 +316,21 @@ class Server(ConnectionServer):
         finally:
             if acquired:
                 self._slots.release()
+
+    def _serve(self, sock: socket.socket, peer: str, opening: Opening) -> SessionReport:
+        """Run the connection's session (counted among the running ones meanwhile); its report.
+        Nothing else refers to the session afterwards: what is left of it is garbage."""
+        session = Session(sock, peer, next(self._ids), self.session_settings, opening)
+        with self._lock:
+            self._sessions.add(session)
+        self.telemetry.session_started()
+        session_started(session.report.session_id)
+        self._changed_now()
+        try:
+            return session.run()
+        finally:
+            with self._lock:
+                self._sessions.discard(session)
 
     def stop(self) -> None:
         """Stop accepting; running scans finish (within the grace period), waiting connections

@@ -254,6 +254,7 @@ class SessionIO:
         self._outbox.finish()
         self._writer.join()
         self._done.set()
+        self._watchdog.join(WATCH_S)  # it ends at once now; then nothing of the session runs on
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
