@@ -52,16 +52,16 @@ class Synthesis(LinearOperator):
     def __init__(self, bank: FilterBank) -> None:
         if not isinstance(bank, FilterBank):
             raise TypeError(f"Synthesis takes a FilterBank, got {type(bank).__name__}")
-        self.filters = bank.tensor
+        self.bank = bank
         self._cache: dict[tuple, torch.Tensor] = {}
 
     @property
     def num_filters(self) -> int:
-        return int(self.filters.shape[0])
+        return self.bank.num_filters
 
     @property
     def filter_shape(self) -> tuple[int, int]:
-        return int(self.filters.shape[1]), int(self.filters.shape[2])
+        return self.bank.filter_shape
 
     def spectra(self, grid_shape: Sequence[int], device: torch.device,
                 dtype: torch.dtype = torch.complex64) -> torch.Tensor:
@@ -70,7 +70,7 @@ class Synthesis(LinearOperator):
         spec = self._cache.get(key)
         if spec is None:
             log.debug("filter spectra: K=%d on grid %s (%s, %s)", self.num_filters, key[0], device, dtype)
-            spec = filter_spectra(self.filters.to(device), key[0], dtype)
+            spec = filter_spectra(self.bank.tensor.to(device), key[0], dtype)
             self._cache[key] = spec
         return spec
 
