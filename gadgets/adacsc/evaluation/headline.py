@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from adacsc.evaluation.protocol import LOWPASS, MAPS, UNSEEN
+from adacsc.evaluation.report import grid_labels, mean_score
 
 __all__ = ["BEGIN", "END", "render_headline", "replace_headline", "write_headline"]
 
@@ -23,10 +24,6 @@ _UNSEEN_TOLERANCE_DB = 0.3
 
 def _psnr(result: dict[str, Any], label: str, level: str, method: str) -> np.ndarray:
     return np.asarray(result["results"][label][level][method]["psnr"], dtype=float)
-
-
-def _score(result: dict[str, Any], label: str, level: str, method: str, score: str) -> float:
-    return float(np.mean(result["results"][label][level][method][score]))
 
 
 def _row_name(result: dict[str, Any], method: str) -> str:
@@ -49,7 +46,7 @@ def _table(result: dict[str, Any], label: str, levels: list[str]) -> list[str]:
     for method in _ROWS:
         if method not in result["results"][label][levels[0]]:
             continue
-        cells = [f"{_score(result, label, lv, method, 'psnr'):.2f} ({_score(result, label, lv, method, 'ssim_mask'):.3f})"
+        cells = [f"{mean_score(result, label, lv, method):.2f} ({mean_score(result, label, lv, method, 'ssim_mask'):.3f})"
                  for lv in levels]
         if method == MAPS:
             cells = [f"**{c}**" for c in cells]
@@ -80,7 +77,7 @@ def _target(gaps: list[float], levels: list[str], minimum: float, at_least: floa
 def render_headline(result: dict[str, Any]) -> str:
     """The block between BEGIN and END (markers included) for the first 256-grid set (the held-out
     subject), with the targets of issue 20 checked, and the second set's gaps in one line."""
-    labels = [label for label, grid in result["grids"].items() if grid == "256"]
+    labels = grid_labels(result, "256")
     if not labels:
         raise ValueError("results.json holds no 256-grid set: the headline needs `adacsc evaluate --grids 256`")
     label, *others = labels
@@ -99,7 +96,7 @@ def render_headline(result: dict[str, Any]) -> str:
         text, gaps = _gaps(result, label, levels, "unet")
         lines.append(f"- maps - the black-box U-Net: {text}; target at the lowest noise (no worse): "
                      f"{_target(gaps[:1], levels[:1], 0.0, 0.0)};")
-    unseen = [_score(result, label, lv, UNSEEN, "psnr") - _score(result, label, lv, MAPS, "psnr") for lv in levels]
+    unseen = [mean_score(result, label, lv, UNSEEN) - mean_score(result, label, lv, MAPS) for lv in levels]
     verdict = "met" if min(unseen) >= -_UNSEEN_TOLERANCE_DB else "**missed**"
     lines.append(f"- unseen {result['facts']['unseen_dictionary']} - training dictionary: "
                  + ", ".join(f"{d:+.2f}" for d in unseen)

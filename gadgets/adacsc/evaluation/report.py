@@ -11,22 +11,24 @@ import numpy as np
 
 from adacsc.evaluation.protocol import BART_SETTINGS, LOWPASS, MAPS, PERMUTED, SCORES, UNSEEN
 
-__all__ = ["targets", "render_markdown", "write_markdown", "write_figure", "write_json"]
+__all__ = ["mean_score", "grid_labels", "targets", "render_markdown", "write_markdown", "write_figure", "write_json"]
 
 _SCORE_HEADS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ssim_mask": "SSIM in mask", "nrmse": "NRMSE"}
 _FORMATS = {"psnr": "{:.2f}", "ssim": "{:.3f}", "ssim_mask": "{:.3f}", "nrmse": "{:.3f}"}
 
 
-def _mean(result: dict[str, Any], label: str, level: str, method: str, score: str = "psnr") -> float:
+def mean_score(result: dict[str, Any], label: str, level: str, method: str, score: str = "psnr") -> float:
+    """The mean of one score of one method over a test set's slices at one noise level."""
     return float(np.mean(result["results"][label][level][method][score]))
 
 
 def _gain(result: dict[str, Any], label: str, level: str, method: str) -> float:
     """PSNR gain over the zero-filled image: comparable across sets of different difficulty."""
-    return _mean(result, label, level, method) - _mean(result, label, level, "zero_filled")
+    return mean_score(result, label, level, method) - mean_score(result, label, level, "zero_filled")
 
 
-def _labels(result: dict[str, Any], grid: str) -> list[str]:
+def grid_labels(result: dict[str, Any], grid: str) -> list[str]:
+    """The test sets run on `grid` ("256" or "160"), in run order."""
     return [label for label, key in result["grids"].items() if key == grid]
 
 
@@ -40,7 +42,7 @@ def _targets_256(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 20's targets (held-out subject first), then issue 10's, on each 256-grid set."""
     rows: list[dict[str, Any]] = []
     methods = result["methods"]
-    for label in _labels(result, "256"):
+    for label in grid_labels(result, "256"):
         levels = list(result["results"][label])
         for ref, name in (("bart_tv", "BART TV"), (LOWPASS, "its own low-pass part alone")):
             if ref not in methods:
@@ -48,20 +50,20 @@ def _targets_256(result: dict[str, Any]) -> list[dict[str, Any]]:
             for level in levels:
                 if float(level) < 0.1:
                     continue
-                d = _mean(result, label, level, MAPS) - _mean(result, label, level, ref)
+                d = mean_score(result, label, level, MAPS) - mean_score(result, label, level, ref)
                 rows.append({"target": f"maps at least 1.0 dB above {name}", "where": f"{label}, noise {level}",
                              "value": f"{d:+.2f} dB", "met": d >= 1.0})
         if "unet" in methods and levels:
             level = min(levels, key=float)
-            d = _mean(result, label, level, MAPS) - _mean(result, label, level, "unet")
+            d = mean_score(result, label, level, MAPS) - mean_score(result, label, level, "unet")
             rows.append({"target": "maps no worse than the black-box U-Net at the lowest noise",
                          "where": f"{label}, noise {level}", "value": f"{d:+.2f} dB", "met": d >= 0.0})
         for level in levels:
-            d = _mean(result, label, level, MAPS) - _mean(result, label, level, "scalar")
+            d = mean_score(result, label, level, MAPS) - mean_score(result, label, level, "scalar")
             rows.append({"target": f"maps beat '{methods['scalar']}' by >= 0.5 dB (aim 1 dB)",
                          "where": f"{label}, noise {level}", "value": f"{d:+.2f} dB", "met": d >= 0.5})
         for level in levels:
-            d = _mean(result, label, level, UNSEEN) - _mean(result, label, level, MAPS)
+            d = mean_score(result, label, level, UNSEEN) - mean_score(result, label, level, MAPS)
             rows.append({"target": "unseen larger dictionary within 0.3 dB of the training one",
                          "where": f"{label}, noise {level}", "value": f"{d:+.2f} dB", "met": d >= -0.3})
     return rows
@@ -69,25 +71,25 @@ def _targets_256(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _targets_160(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    labels = _labels(result, "160")
+    labels = grid_labels(result, "160")
     in_dist, *ood = labels or [None]
     levels = list(result["results"][in_dist]) if in_dist else []
     methods = result["methods"]
     for level in levels:
         for scalar in ("scalar", "scalar_one"):
-            d = _mean(result, in_dist, level, MAPS) - _mean(result, in_dist, level, scalar)
+            d = mean_score(result, in_dist, level, MAPS) - mean_score(result, in_dist, level, scalar)
             rows.append({"target": f"maps beat '{methods[scalar]}' by >= 1 dB", "where": f"in distribution, noise {level}",
                          "value": f"{d:+.2f} dB", "met": d >= 1.0})
     for label in result["results"]:
         for level in result["results"][label]:
-            d = abs(_mean(result, label, level, PERMUTED) - _mean(result, label, level, MAPS))
+            d = abs(mean_score(result, label, level, PERMUTED) - mean_score(result, label, level, MAPS))
             rows.append({"target": "permuted filters give the identical row", "where": f"{label}, noise {level}",
                          "value": f"|dPSNR| {d:.4f} dB", "met": d < 0.005})
     worst = result["permutation_max_relative_difference"]
     rows.append({"target": "permuted filters give the identical image", "where": "every test image",
                  "value": f"max relative difference {worst:.1e}", "met": worst < 1e-3})
     for level in levels:
-        d = _mean(result, in_dist, level, UNSEEN) - _mean(result, in_dist, level, MAPS)
+        d = mean_score(result, in_dist, level, UNSEEN) - mean_score(result, in_dist, level, MAPS)
         rows.append({"target": "unseen larger dictionary no worse than the training one by > 0.3 dB",
                      "where": f"in distribution, noise {level}", "value": f"{d:+.2f} dB", "met": d >= -0.3})
     if "unet" in methods:
@@ -104,8 +106,8 @@ def _targets_160(result: dict[str, Any]) -> list[dict[str, Any]]:
     if bart:
         for label in labels:
             for level in levels:
-                best = max(bart, key=lambda m: _mean(result, label, level, m))
-                d = _mean(result, label, level, MAPS) - _mean(result, label, level, best)
+                best = max(bart, key=lambda m: mean_score(result, label, level, m))
+                d = mean_score(result, label, level, MAPS) - mean_score(result, label, level, best)
                 rows.append({"target": "maps at least as good as the best BART setting",
                              "where": f"{label}, noise {level}",
                              "value": f"{d:+.2f} dB against {methods[best]}", "met": d >= 0.0})
