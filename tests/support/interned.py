@@ -65,7 +65,8 @@ class _Memory:
 def _runtime_data(mappings: list[tuple[int, int, str, str]]) -> list[tuple[int, int]]:
     """The writable data of the Python runtime: its file's rw mappings and the anonymous mapping
     right after each (the rest of .bss, where the pointer to the table lives)."""
-    files = {os.path.realpath(sys.executable)} | {path for *_, path in mappings if "libpython" in os.path.basename(path)}
+    files = {os.path.realpath(sys.executable)}
+    files |= {path for *_, path in mappings if "libpython" in os.path.basename(path)}
     regions = []
     for index, (start, end, perms, path) in enumerate(mappings):
         if path in files and perms.startswith("rw"):
