@@ -1,9 +1,11 @@
 """A scan adds nothing to CPython's table of interned strings (issue 19, item 13).
 
-Every string interned during a scan that dies with it uses a slot of the table for good: after
-about 20,000 of them (some 2,200 scans at 9 a scan) the table is rebuilt at twice the size, and
-the server's RSS steps up by 1.8 MB. pathlib interns every part of every path it makes, so the
-per-scan paths (the chain's file, the noise file and its uniquely named temporary) are text.
+Every string interned during a scan that dies with it uses a slot of the table until the table is
+rebuilt, and once its free slots run out it is rebuilt at twice the size: after about 20,000 such
+strings (some 2,200 scans at 9 a scan) the server's RSS stepped up by 1.8 MB. pathlib interns every
+part of every path it makes, so the per-scan paths (the chain's file, the noise file and its
+uniquely named temporary) are text, and the folders' paths are made once (adacsc.resources).
+The table is read in place (support.interned).
 """
 
 import gc
