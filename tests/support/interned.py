@@ -12,8 +12,9 @@ of insertions.
 `InternedTable` finds the table by reading memory: the pointer to it lies in the writable data of
 the Python runtime (libpython or the executable), and the table is the dict whose entries hold a
 freshly interned probe string as key and value. Only raw reads of mapped memory: no Python
-reference to a candidate is made (some are freed dicts on a free list). CPython 3.11 and 3.12
-only (the layouts of PyDictObject and PyDictKeysObject below); elsewhere `find` returns None.
+reference to a candidate is made (some are freed dicts on a free list). Written for CPython 3.11's
+layouts of PyDictObject and PyDictKeysObject (offsets below; 3.12 has the same): `find` checks
+that interning a new string adds exactly one used slot, and returns None elsewhere or when not.
 """
 
 from __future__ import annotations
