@@ -3,12 +3,17 @@ spread in distribution, how often it and the code atypicality flag out-of-distri
 and what they cost.
 
     python benchmarks/bench_trust.py                  held-out test slices and the OOD cases
-    python benchmarks/bench_trust.py --calibrate      fit chi2_0 = 1 - a rho^b and the Gaussian of
-                                                      (ln snr, ln rho, H) on validation slices
+    python benchmarks/bench_trust.py --calibrate      fit chi2_0 = 1 - a rho^b (printed; the shipped
+                                                      one is kept) and the code atypicality's
+                                                      expectation, smoothing direction and spread
+                                                      (adacsc.core.trust.Typical) on validation slices
 
 Cases (the evaluation protocol's degradation: central half of k-space acquired, 2x grid, complex
 Gaussian noise at a noise-to-signal level; the chain is told the true noise std unless said):
-- in distribution: Colin27 test slices (160 and 256 grids), levels 0.05, 0.15, 0.3;
+- in distribution: Colin27 test slices (160 and 256 grids), levels 0.05, 0.15, 0.3; and (the
+  false-flag count's wider cases) level 0.45, the 128 grid at 1.875 mm, 4 and 8 coils after coil
+  combination, objects as smooth as the simulator renders them, and `adacsc simulate` scans
+  through the default chain;
 - noise level 2x off: the same slices, the chain told sigma / 2 or 2 sigma;
 - other anatomy: the INIA19 macaque and the analytic phantom slices (160 grid);
 - corrupted lines: 3 random phase-encode lines each with an RF spike (one sample at 0.5 x the
