@@ -265,7 +265,8 @@ def validation_rows(recon, count: int) -> list[dict]:
         images = pick("val", size, n, pixel_mm)
         for level in levels:
             rows += run_case(recon, f"val {size} at {pixel_mm:g} mm", images, level)
-    for size, n, coils, levels in ((160, count // 2, 4, (0.05, 0.15, 0.3, 0.45)), (160, count // 2, 8, (0.05, 0.15, 0.3, 0.45)),
+    for size, n, coils, levels in ((160, count // 2, 4, (0.05, 0.15, 0.3, 0.45)),
+                                   (160, count // 2, 8, (0.05, 0.15, 0.3, 0.45)),
                                    (256, max(count // 4, 1), 8, (0.05, 0.3))):
         images = pick("val", size, n)
         for level in levels:
