@@ -81,15 +81,12 @@ from adacsc.core.fourier import SampledFourier
 CALIBRATION = (0.3696, 0.4300)
 #: chi2_0 is kept at least this (a model that spent nearly every degree of freedom says nothing)
 MIN_EXPECTED = 0.05
-
-
-#: the covariates of the expected code figures: 1, s, s^2 and g, with s = ln snr and g = ln(grid / 256)
-EXPECTED_TERMS = 4
-#: the covariates of the smoothing direction: 1 and s
+#: the smoothing direction is linear in its first SMOOTHING_TERMS covariates: 1 and s
 SMOOTHING_TERMS = 2
 
 
 def _dot(coefficients: tuple[tuple[float, float], ...], terms: tuple[float, ...]) -> tuple[float, float]:
+    """(ln rho, H) of `coefficients` [terms x 2] for the covariate values `terms`."""
     return (sum(c[0] * t for c, t in zip(coefficients, terms)), sum(c[1] * t for c, t in zip(coefficients, terms)))
 
 
@@ -126,7 +123,7 @@ class Typical:
         s = min(max(figures[0], self.snr_range[0]), self.snr_range[1])
         g = min(max(math.log(grid / 256), self.grid_range[0]), self.grid_range[1])
         mean = _dot(self.coefficients, (1.0, s, s * s, g))
-        shift = _dot(self.smoothing, (1.0, s))
+        shift = _dot(self.smoothing, (1.0, s)[:SMOOTHING_TERMS])
         d = (figures[1] - mean[0], figures[2] - mean[1])
         p = self.precision
         along = shift[0] * (p[0][0] * d[0] + p[0][1] * d[1]) + shift[1] * (p[1][0] * d[0] + p[1][1] * d[1])
