@@ -42,6 +42,7 @@ from adacsc import metrics
 from adacsc.core.app import TrainedSettings
 from adacsc.core.filter_bank import FilterBank
 from adacsc.core.lambdas import LambdaInputs, LambdaStrategy, SparsityMaps
+from adacsc.core.lowpass import forward_differences
 from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.evaluation.methods import BartPics, MapCSC
 from adacsc.io.dictionary_file import load_named_dictionary
@@ -110,6 +111,20 @@ def _logits(maps: torch.Tensor, sigma: torch.Tensor, lambda_max: float) -> torch
 
 def _psnr(image: torch.Tensor, truth: np.ndarray) -> float:
     return metrics.psnr(image.detach().abs().double().numpy()[0], truth)
+
+
+def _where(weights: np.ndarray, target: torch.Tensor) -> str:
+    """Where a TV weight map smooths more or less: its quantiles, and its medians on the background,
+    on flat tissue (true gradient below the object's median) and at edges (its top 20 %)."""
+    g = forward_differences(target)
+    g = torch.sqrt(g.real.square().sum(0) + g.imag.square().sum(0)).numpy()
+    magnitude = target.abs().numpy()
+    inside = magnitude > 0.1 * magnitude.max()
+    flat = inside & (g <= np.quantile(g[inside], 0.5))
+    edge = inside & (g > np.quantile(g[inside], 0.8))
+    q = np.round(np.quantile(weights, [0.05, 0.5, 0.95]), 2)
+    return (f"quantiles 5/50/95 % {q.tolist()}, median background {np.median(weights[~inside]):.2f}, "
+            f"flat tissue {np.median(weights[flat]):.2f}, edges {np.median(weights[edge]):.2f}")
 
 
 def _optimise(variant: Variant, batch: LowFieldBatch, truth: np.ndarray, solver: CSCReconstructor,
@@ -215,8 +230,7 @@ def main() -> None:
                                                  ship.lam.clone(), ship.noise.clone(), network.lambda_max,
                                                  iterations, args)
                 found[f"{name} start"], found[f"{name} oracle"] = start, best
-                spread = "" if weights is None else (
-                    ", TV map quantiles 5/50/95 %% %s" % np.round(np.quantile(weights.numpy(), [0.05, 0.5, 0.95]), 2))
+                spread = "" if weights is None else ", TV map " + _where(weights.numpy()[0], batch.target[0])
                 log.info("noise %s, slice %d, %s: start %.2f, oracle %.2f (%+.2f)%s (%.0f s)", key, i, name, start,
                          best, best - start, spread, time.perf_counter() - t0)
             log.info("noise %s, slice %d: %s", key, i, ", ".join(f"{k} {v:.2f}" for k, v in found.items()))
