@@ -1,5 +1,6 @@
 """The code figures of the trust index (adacsc.core.trust): filter-usage entropy, the
-atypicality distance and what `measure` returns."""
+atypicality distance (conditioned on the snr and grid, tolerant of smooth objects) and what
+`measure` returns."""
 
 import math
 
@@ -19,13 +20,36 @@ def test_usage_entropy_is_ln_k_for_even_use_and_0_for_one_filter() -> None:
     assert usage_entropy(torch.tensor([1, 2, 3, 10])) == pytest.approx(usage_entropy(torch.tensor([10, 3, 1, 2])))
 
 
-def test_atypicality_is_the_mahalanobis_distance() -> None:
-    typical = Typical(mean=(1.0, 0.0, 2.0), precision=((4.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 0.25)))
-    assert typical.distance((1.0, 0.0, 2.0)) == 0.0
-    assert typical.distance((2.0, 0.0, 2.0)) == pytest.approx(2.0)  # one std is 0.5 along the first axis
-    assert typical.distance((1.0, 0.0, 4.0)) == pytest.approx(1.0)
-    assert typical.distance((1.0, -math.inf, 2.0)) == math.inf
+def _typical(smoothing: tuple = ((0.0, 0.0), (0.0, 0.0))) -> Typical:
+    """Expected ln rho = 1 + 0.5 s + g and H = 2; std 1 for ln rho and 0.5 for H; s in [0, 10]."""
+    return Typical(coefficients=((1.0, 2.0), (0.5, 0.0), (0.0, 0.0), (1.0, 0.0)), smoothing=smoothing,
+                   precision=((1.0, 0.0), (0.0, 4.0)), snr_range=(0.0, 10.0), grid_range=(-1.0, 1.0))
+
+
+def test_atypicality_is_the_distance_from_what_the_snr_and_grid_lead_to_expect() -> None:
+    typical = _typical()
+    assert typical.distance((2.0, 2.0, 2.0), 256) == 0.0
+    # a lower snr alone is not atypical: fewer codes are what it leads to expect
+    assert typical.distance((-0.0, 1.0, 2.0), 256) == 0.0
+    assert typical.distance((2.0, 2.0, 2.5), 256) == pytest.approx(1.0)  # one std is 0.5 along H
+    assert typical.distance((2.0, 2.0 + math.log(2), 2.0), 512) == pytest.approx(0.0, abs=1e-12)
+    # snr and grid are held inside the calibration's ranges
+    assert typical.distance((30.0, 7.0, 2.0), 256) == pytest.approx(1.0)
+    assert typical.distance((2.0, 3.0, 2.0), 4096) == pytest.approx(0.0, abs=1e-12)
+    assert typical.distance((1.0, -math.inf, 2.0), 256) == math.inf
+    assert typical.distance((1.0, 0.0, math.nan), 256) == math.inf
     assert code_figures(400.0, 100, 2.0, 0.5, 1.0) == (0.0, math.log(0.5), 1.0)
+
+
+def test_smoothness_is_taken_as_the_one_that_fits_best_up_to_the_smoothest_calibrated() -> None:
+    """Smooth objects need one code fewer (ln rho 1 lower) at full smoothness: anything from sharp to
+    that is typical, less code than that or more than a sharp object needs is not."""
+    typical = _typical(smoothing=((-1.0, 0.0), (0.0, 0.0)))
+    assert typical.distance((2.0, 1.5, 2.0), 256) == pytest.approx(0.0, abs=1e-12)
+    assert typical.distance((2.0, 1.0, 2.0), 256) == pytest.approx(0.0, abs=1e-12)
+    assert typical.distance((2.0, -1.0, 2.0), 256) == pytest.approx(2.0)
+    assert typical.distance((2.0, 4.0, 2.0), 256) == pytest.approx(2.0)
+    assert typical.distance((2.0, 1.0, 3.0), 256) == pytest.approx(2.0)  # smoothness does not move H here
 
 
 def test_measure_counts_codes_per_filter() -> None:

@@ -13,7 +13,7 @@ another Lambda strategy (sharing its solver and operator cache), e.g. for tuning
 Data consistency. Every call also measures how far the image is from the data it came from:
 the data residual chi2 = ||A x* - y||^2 / (M sigma^2) and the trust index (adacsc.core.trust), about
 1 in distribution, and the code atypicality (how unlike validation slices the filter usage and code
-density are for the data's SNR). It costs one FFT on the grid. `ReconImages.residual_map` is
+density are for the data's SNR and grid). It costs one FFT on the grid. `ReconImages.residual_map` is
 |A^H (A x* - y)| / sigma on the grid when asked for.
 
 It owns the solver (adacsc.core.reconstruct.CSCReconstructor, which caches the operator and its

@@ -37,17 +37,34 @@ figures, all free from the solve:
 
 p_k the share of the non-zero code coefficients that filter k holds (H is the entropy of the
 filter usage: ln K when every filter is used alike; a permutation of the filters leaves it as it
-is, like the maps of NET_Theta V3). The atypicality is the Mahalanobis distance of f from the
-Gaussian of validation slices (human brains at noise levels 0.02-0.3, 160 and 256 grids),
+is, like the maps of NET_Theta V3).
 
-    a = sqrt((f - mu)^T C^-1 (f - mu)),
+How much code a brain needs follows its snr and the grid: noisier data and finer pixels (less
+detail per pixel) take fewer coefficients, on fewer filters. So the snr is not itself a sign of
+anything (a scan at the noisiest training level, 0.45, has ln snr 1.8 against 7.8 at 0.02), and
+the atypicality asks whether (ln rho, H) are what brains give at this snr and grid:
 
-fitted by `benchmarks/bench_trust.py --calibrate` (validation data only, never the test or
-out-of-distribution cases). For a Gaussian f, a^2 is chi-square with 3 degrees of freedom, so
-a > ATYPICALITY_LIMIT = 3.37 happens to 1 % of in-distribution slices; other anatomy uses the
-filters differently for its snr (the phantom spreads its codes more evenly over the filters than
-brains do, H higher; the macaque concentrates them on fewer, H lower) and lands outside (figures
-in docs/SITE_QA.md).
+    e = (ln rho, H) - m(s, g) - t v(s),   a = min over t in [0, t_max] of sqrt(e^T C^-1 e),
+
+m linear in (1, s, s^2, g), s = ln snr and g = ln(grid / 256) (the grid side, held inside the
+calibration's ranges: noise levels 0.45 to 0.02, grids 128 to 512), C the covariance of the
+residuals. v(s), linear in (1, s), is how far objects as smooth as the simulator renders them
+(a Gaussian of 0.42 acquired pixels and linear interpolation: k-space down to 17 % at the edge
+of the acquired block, as a scanner's raw-data filter may do) move the figures: fewer codes on
+fewer filters. The object's smoothness is not known, so the atypicality takes the t that fits
+best, from as sharp as the evaluation protocol's slices (0) to a little beyond the smoothed ones
+(t_max = 1.25: the smallest multiple, in steps of 0.05, that leaves 1 % of the validation slices,
+sharp and smoothed, above the limit; 1.9 % were at t_max = 1: the smoothed slices spread along v).
+All of it is fitted by `benchmarks/bench_trust.py --calibrate` to validation slices only (never
+the test or out-of-distribution cases): the 160 and 256 grids at noise levels 0.02-0.45, the
+simulator's grids 128 and 512, 4 and 8 coils after coil combination, and smoothed slices. For a
+Gaussian residual, a^2 (t = 0) is chi-square with 2 degrees of freedom, so a > ATYPICALITY_LIMIT
+= 3.03 (its 99 % point) happens to at most 1 % of sharp in-distribution slices; other anatomy
+uses the filters differently for its snr (the phantom spreads its codes more evenly over the
+filters than brains do, H higher; the macaque concentrates them on fewer, H lower) and lands
+outside (figures in docs/SITE_QA.md). A single Gaussian of (ln snr, ln rho, H), as before,
+made the snr itself atypical: the simulator's multi-coil scans at --noise 0.06 (ln snr 1.8) were
+all flagged.
 """
 
 from __future__ import annotations
@@ -64,32 +81,67 @@ from adacsc.core.fourier import SampledFourier
 CALIBRATION = (0.3696, 0.4300)
 #: chi2_0 is kept at least this (a model that spent nearly every degree of freedom says nothing)
 MIN_EXPECTED = 0.05
+#: the smoothing direction is linear in its first SMOOTHING_TERMS covariates: 1 and s
+SMOOTHING_TERMS = 2
+
+
+def _dot(coefficients: tuple[tuple[float, float], ...], terms: tuple[float, ...]) -> tuple[float, float]:
+    """(ln rho, H) of `coefficients` [terms x 2] for the covariate values `terms`."""
+    return (sum(c[0] * t for c, t in zip(coefficients, terms)), sum(c[1] * t for c, t in zip(coefficients, terms)))
 
 
 @dataclass(frozen=True)
 class Typical:
-    """The Gaussian of the code figures (ln snr, ln rho, H) of in-distribution slices."""
+    """How in-distribution slices spend code for their SNR and grid: the expected (ln rho, H) as a
+    function of ln snr and the grid size, the direction smooth objects move them in, and the
+    Gaussian spread around them."""
 
-    mean: tuple[float, float, float]
-    precision: tuple[tuple[float, float, float], ...]
-    """the inverse of their covariance"""
+    coefficients: tuple[tuple[float, float], ...]
+    """(ln rho, H) per covariate (1, s, s^2, g): s = ln snr, g = ln(grid / 256)"""
+    smoothing: tuple[tuple[float, float], ...]
+    """the shift of (ln rho, H) of the smoothest objects in distribution, per covariate (1, s)"""
+    precision: tuple[tuple[float, float], tuple[float, float]]
+    """the inverse of the covariance of (ln rho, H) about the expectation"""
+    snr_range: tuple[float, float]
+    """the ln snr of the calibration (noise levels 0.45 to 0.02); s is held inside it"""
+    grid_range: tuple[float, float]
+    """the g of the calibration (grids 128 to 512); g is held inside it"""
+    smoothest: float = 1.0
+    """how far along `smoothing` an object may be (1: as far as the smoothed validation slices on average)"""
 
-    def distance(self, figures: tuple[float, float, float]) -> float:
-        """The Mahalanobis distance of `figures` (inf when one is not finite)."""
-        if not all(math.isfinite(f) for f in figures):
+    def _norm2(self, d: tuple[float, float]) -> float:
+        p = self.precision
+        return d[0] * p[0][0] * d[0] + 2 * d[0] * p[0][1] * d[1] + d[1] * p[1][1] * d[1]
+
+    def distance(self, figures: tuple[float, float, float], grid: float) -> float:
+        """The Mahalanobis distance of (ln rho, H) of `figures` (ln snr, ln rho, H) from what
+        in-distribution slices of that snr on a `grid`-pixel grid (the side, or the geometric mean
+        of the sides) give, the object's smoothness taken as the one that fits best (inf when a
+        figure is not finite)."""
+        if not all(math.isfinite(f) for f in figures) or not grid > 0:
             return math.inf
-        d = [f - m for f, m in zip(figures, self.mean)]
-        return math.sqrt(max(sum(d[i] * self.precision[i][j] * d[j] for i in range(3) for j in range(3)), 0.0))
+        s = min(max(figures[0], self.snr_range[0]), self.snr_range[1])
+        g = min(max(math.log(grid / 256), self.grid_range[0]), self.grid_range[1])
+        mean = _dot(self.coefficients, (1.0, s, s * s, g))
+        shift = _dot(self.smoothing, (1.0, s)[:SMOOTHING_TERMS])
+        d = (figures[1] - mean[0], figures[2] - mean[1])
+        p = self.precision
+        along = shift[0] * (p[0][0] * d[0] + p[0][1] * d[1]) + shift[1] * (p[1][0] * d[0] + p[1][1] * d[1])
+        scale = self._norm2(shift)
+        t = min(max(along / scale, 0.0), self.smoothest) if scale > 0 else 0.0
+        return math.sqrt(max(self._norm2((d[0] - t * shift[0], d[1] - t * shift[1])), 0.0))
 
 
-#: fitted for the shipped default chain on 102 validation slices (12 of the 160 grid at noise levels
-#: 0.02-0.3, 6 of the 256 grid at 0.03-0.3: `benchmarks/bench_trust.py --calibrate --images 12`)
-TYPICAL = Typical(mean=(4.70244, -0.473994, 2.76488),
-                  precision=((1.638, -1.95476, -7.10826), (-1.95476, 7.38216, -20.1069),
-                             (-7.10826, -20.1069, 250.323)))
+#: fitted for the shipped default chain on 216 + 99 validation slices (`benchmarks/bench_trust.py --calibrate
+#: --images 12`; the cases are listed in its `validation_rows`)
+TYPICAL = Typical(coefficients=((-4.05836, 2.18573), (0.923388, 0.173779), (-0.0471846, -0.0107647),
+                                (-1.18812, -0.171911)),
+                  smoothing=((-0.708925, -0.246068), (0.0198028, -0.000765969)),
+                  precision=((7.2487, -12.5708), (-12.5708, 169.43)),
+                  snr_range=(1.7583, 7.8254), grid_range=(-0.6931, 0.6931), smoothest=1.25)
 #: a slice whose code atypicality is above this is not trusted: sqrt of the 99 % point of
-#: chi-square with 3 degrees of freedom (11.345)
-ATYPICALITY_LIMIT = 3.37
+#: chi-square with 2 degrees of freedom (9.21)
+ATYPICALITY_LIMIT = 3.03
 
 
 @dataclass(frozen=True)
@@ -105,7 +157,7 @@ class DataConsistency:
     usage_entropy: float = math.nan
     """H: the entropy of the share of non-zero code coefficients per filter"""
     atypicality: float = math.nan
-    """a: the Mahalanobis distance of (ln snr, ln rho, H) from validation slices"""
+    """a: the Mahalanobis distance of (ln rho, H) from what validation slices of that snr and grid give"""
     residual_map: torch.Tensor | None = None
     """|A^H (A x* - y)| / sigma [H, W], when asked for"""
 
@@ -149,6 +201,7 @@ def measure(fourier: SampledFourier, image: torch.Tensor, kspace: torch.Tensor, 
     trust = chi2 / expected_residual(rho, calibration)
     entropy = usage_entropy(active)
     energy = float(torch.sum(acquired.real ** 2 + acquired.imag ** 2))
-    atypicality = typical.distance(code_figures(energy, samples, noise_std, rho, entropy))
+    grid = math.sqrt(fourier.grid_shape[0] * fourier.grid_shape[1])
+    atypicality = typical.distance(code_figures(energy, samples, noise_std, rho, entropy), grid)
     residual_image = (fourier.adjoint(residual)[0].abs() / noise_std) if residual_map else None
     return DataConsistency(chi2, rho, trust, entropy, atypicality, residual_image)

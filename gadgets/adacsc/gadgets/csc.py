@@ -20,7 +20,7 @@ the image explains the acquired data as well as on good data. A slice whose inde
 [1 / trust_limit, trust_limit] is flagged "do not trust" (meta `Trust`, and a warning in the
 log): the noise level is wrong, the data are corrupted, or the model cannot represent what was
 scanned. So is a slice whose code atypicality (how unlike validation slices the solve's filter
-usage and code density are for the data's SNR) is above atypicality_limit: anatomy unlike
+usage and code density are for the data's SNR and grid) is above atypicality_limit: anatomy unlike
 training, which the residual alone cannot see when the model fits it (meta `CodeAtypicality`,
 `TrustReasons`). The default limits and their evidence: docs/SITE_QA.md.
 
@@ -105,8 +105,8 @@ class Settings:
                                  "residual over its in-distribution expectation, about 1 on good data) is above this "
                                  "or below its inverse (docs/SITE_QA.md)", minimum=1)
     atypicality_limit: float = setting(ATYPICALITY_LIMIT, "flag a slice \"do not trust\" when its code atypicality "
-                                       "(the Mahalanobis distance of its SNR, code density and filter-usage entropy "
-                                       "from validation slices) is above this; 0: off. Applies to the chain it was "
+                                       "(the Mahalanobis distance of its code density and filter-usage entropy from "
+                                       "those of validation slices of its SNR and grid) is above this; 0: off. Applies to the chain it was "
                                        "calibrated for (the default dictionary, weights, mode, low-pass, iterations "
                                        "and grid factor); other chains only report it (docs/SITE_QA.md)", minimum=0)
     image_series_index: int = setting(1, "series index of the reconstruction (base); the last series sent must fit "
