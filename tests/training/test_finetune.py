@@ -78,3 +78,30 @@ def test_the_chain_reconstructs_with_fine_tuned_weights(
         assert np.isfinite(outputs[name]).all() and outputs[name].max() > 0
     scale = np.abs(outputs["same.npz"]).max()
     assert np.abs(outputs["same.npz"] - outputs["permuted.npz"]).max() < 1e-4 * scale
+
+
+def test_added_parts_train_at_their_own_rate(tmp_path: Path) -> None:
+    """Schedule.lr_new: the TV-weight U-Net a fine-tuning run adds gets its own Adam group and rate,
+    every trained tensor keeps the small rate, and a step at these rates moves the zero head."""
+    shipped = SCHEDULES["cpu-lowfield-adaptive-lrnew"]
+    assert shipped.lr_new == 5e-3 and shipped.lr == SCHEDULES["cpu-lowfield-adaptive"].lr
+    schedule = get_schedule("tiny", steps=1, checkpoint_every=1, validate_every=0, final_validation=False,
+                            network=shipped.network, lowpass="tv", init_weights=shipped.init_weights,
+                            lr=shipped.lr, lr_new=shipped.lr_new, warmup_steps=0, noise_level=(0.05, 0.2))
+    trainer = Trainer(schedule, tmp_path, train_images=_images(4), val_images=_images(2, seed=1),
+                      train_dictionaries=DictionaryPool([random_dictionary(8, 5, seed=1)]),
+                      val_dictionaries=DictionaryPool([random_dictionary(5, 5, seed=3)]), seed=3,
+                      name="rates", progress=False)
+    by_rate = {group["base_lr"]: group["params"] for group in trainer.optimizer.param_groups}
+    assert sorted(by_rate) == sorted([shipped.lr, schedule.lr_beta, shipped.lr_new])
+    named = dict(trainer.network.named_parameters())
+    new = {n for n, p in named.items() if any(p is q for q in by_rate[shipped.lr_new])}
+    assert new == {n for n in named if n.startswith("tv_unet.")}
+    assert len(by_rate[shipped.lr]) == len(named) - len(new)
+    assert trainer.run() is not None
+    assert trainer.network.tv_unet.head.weight.abs().max() > 0
+
+
+def test_lr_new_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lr_new"):
+        get_schedule("tiny", lr_new=0.0)

@@ -16,12 +16,14 @@ import torch
 
 from adacsc.core.network import MapNetwork
 
-__all__ = ["ADDED_FIELDS", "start_from"]
+__all__ = ["ADDED_FIELDS", "ADDED_PARTS", "start_from"]
 
 log = logging.getLogger(__name__)
 
 #: the NetworkConfig fields a fine-tuned network may add to its source's configuration
 ADDED_FIELDS = ("lowpass_input", "tv_map", "tv_map_range")
+#: the sub-networks a fine-tuned network may add (parameter name prefixes; Schedule.lr_new trains them)
+ADDED_PARTS = ("tv_unet.",)
 
 
 def start_from(network: MapNetwork, source: MapNetwork) -> list[str]:

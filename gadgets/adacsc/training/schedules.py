@@ -16,6 +16,8 @@ Named schedules
   cpu-lowfield-adaptive  fine-tunes the cpu-lowfield-tv weights (netv3_lowfield_tv) into the
             "noise-tv" network, which also reads the TV part's filter responses and sets the TV
             weight per pixel; its new parts start as no-ops (adacsc.training.finetune).
+  cpu-lowfield-adaptive-lrnew  the same with the TV-weight U-Net it adds trained at its own
+            rate (lr_new 5e-3; at 5e-4 its zero head barely moves).
   gpu       a longer run for one GPU, the design of cpu-lowfield-tv at full size: crops of up to
             144 x 144 (the 1.5 mm slices are 146 wide), batch 4, every filter of the drawn
             dictionary, lr 1e-4 as published.
@@ -60,6 +62,9 @@ class Schedule:
     network: str = "light"  # NetworkConfig preset
     init_weights: str | None = None  # start from these trained weights (a name; adacsc.training.finetune)
     lr: float = 1e-3  # Adam, map network
+    # Adam rate of the parts a fine-tuning run adds (adacsc.training.finetune.ADDED_PARTS); None: lr.
+    # Zero-initialised heads move too little at the small rate that keeps trained parts in place.
+    lr_new: float | None = None
     lr_beta: float = 0.02  # Adam, log(beta)
     initial_beta: float = 1.0
     warmup_steps: int = 20
@@ -112,6 +117,8 @@ class Schedule:
         for name in ("lr", "lr_beta", "initial_beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"schedule {self.name!r}: {name} must be > 0")
+        if self.lr_new is not None and not self.lr_new > 0:
+            raise ValueError(f"schedule {self.name!r}: lr_new must be > 0 (or None)")
         if not 0 < self.final_lr_fraction <= 1:
             raise ValueError(f"schedule {self.name!r}: final_lr_fraction must lie in (0, 1]")
         if self.loss not in ("relative", "mse"):
@@ -188,6 +195,8 @@ SCHEDULES["cpu-lowfield-adaptive"] = dataclasses.replace(
     SCHEDULES["cpu-lowfield-tv"], name="cpu-lowfield-adaptive", steps=600, network="noise-tv",
     init_weights="netv3_lowfield_tv", lr=5e-4, warmup_steps=20, final_lr_fraction=0.2, validate_every=200,
     final_validation=False)
+SCHEDULES["cpu-lowfield-adaptive-lrnew"] = dataclasses.replace(
+    SCHEDULES["cpu-lowfield-adaptive"], name="cpu-lowfield-adaptive-lrnew", lr_new=5e-3)
 
 
 def schedule_names() -> list[str]:

@@ -13,7 +13,8 @@ One optimiser step (`Trainer.train_step`):
   4. x* = CSCReconstructor(y, grid, SparsityMaps(NET_Theta), bank=that dictionary), with
      `train_iterations` unrolled FISTA iterations; loss = mean |x* - x|^2 over the complex grid
      (adacsc.training.loss);
-  5. Adam on the network and on log(beta) (gradient clipping, warm-up + cosine decay,
+  5. Adam on the network (parts a fine-tuning run adds at their own rate, Schedule.lr_new) and on
+     log(beta) (gradient clipping, warm-up + cosine decay,
      adacsc.training.schedules.lr_factor).
 
 Checkpoints are written and read by adacsc.training.checkpoint. Validation uses the *held-out*
@@ -45,7 +46,7 @@ from adacsc.io.weights_file import load_model, load_named_model, save_model
 from adacsc.metrics import magnitude_psnr
 from adacsc.training import checkpoint
 from adacsc.training.checkpoint import CheckpointError
-from adacsc.training.finetune import start_from
+from adacsc.training.finetune import ADDED_PARTS, start_from
 from adacsc.training.loss import image_loss
 from adacsc.training.lowfield import fixed_lowfield
 from adacsc.training.pools import DictionaryPool
@@ -111,10 +112,14 @@ class Trainer:
             start_from(self.network, source)
         self.recon = CSCReconstructor(self.train_pool.filters[0], beta=schedule.initial_beta,
                                       lowpass=schedule.lowpass, tv_weight=schedule.tv_weight).to(self.device)
-        self.optimizer = torch.optim.Adam([
-            {"params": list(self.network.parameters()), "lr": schedule.lr, "base_lr": schedule.lr},
-            {"params": [self.recon.log_beta], "lr": schedule.lr_beta, "base_lr": schedule.lr_beta},
-        ])
+        named = list(self.network.named_parameters())
+        added = [p for n, p in named if n.startswith(ADDED_PARTS)] if schedule.lr_new is not None else []
+        groups = [{"params": [p for n, p in named if not any(p is q for q in added)], "lr": schedule.lr,
+                   "base_lr": schedule.lr},
+                  {"params": [self.recon.log_beta], "lr": schedule.lr_beta, "base_lr": schedule.lr_beta}]
+        if added:
+            groups.append({"params": added, "lr": schedule.lr_new, "base_lr": schedule.lr_new})
+        self.optimizer = torch.optim.Adam(groups)
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
