@@ -94,7 +94,7 @@ def test_noise_files_live_in_the_operator_noise_folder(tmp_path: Path, monkeypat
     monkeypatch.setenv(resources.NOISE.environment, str(tmp_path))
     assert NoiseStore().folder == tmp_path
     noise = StoredNoise(np.eye(2, dtype=np.complex64), ["c0", "c1"], 5.0, 256)
-    assert NoiseStore().save("MEAS_1", noise) == tmp_path / "noise_MEAS_1.npz"
+    assert NoiseStore().save("MEAS_1", noise) == str(tmp_path / "noise_MEAS_1.npz")
     assert NoiseStore().load("MEAS_1").coil_labels == ["c0", "c1"]
     for name in ("../MEAS_1", "MEAS_1/../x"):
         with pytest.raises(ValueError, match="measurementID"):

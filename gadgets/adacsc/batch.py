@@ -27,7 +27,7 @@ from typing import Any
 
 from adacsc.chain.config import ChainConfig, parse_chain
 from adacsc.core import cancel
-from adacsc.io.output_file import clear_stale_partials, partial_path
+from adacsc.io.output_file import clear_stale_partials, discard, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,10 @@ def run_job(source: str, output: str, chain_xml: str, chain_name: str, group: st
         return Outcome(source, output, "failed", time.perf_counter() - started, error=text)
     finally:
         _writing = None
-        temporary.unlink(missing_ok=True)
+        discard(temporary)
 
 
-_writing: Path | None = None
+_writing: str | None = None
 """the temporary file the job running in this worker writes (removed when the worker is stopped)"""
 
 
@@ -212,7 +212,7 @@ def _init_local_worker(log_level: int, threads: int, parent: int) -> None:
 def _stop_worker(_signum: int, _frame: object) -> None:
     """SIGTERM in a worker: remove the temporary file of the running job and exit at once."""
     if _writing is not None:
-        _writing.unlink(missing_ok=True)
+        discard(_writing)
     os._exit(128 + signal.SIGTERM)
 
 

@@ -13,10 +13,16 @@ So an operator may replace a shipped resource by placing a file of the same name
 Noise covariances are not shipped: they are read and written in the operator's noise folder.
 
 Package data is found here and only here (`package_data`).
+
+`locate` gives the file as text, for what a long-running server looks up per scan: a pathlib path
+interns every part of its name, and parts that then die still use slots of CPython's table of
+interned strings, which grows the process when it is rebuilt larger (issue 19, item 13). For the
+same reason each folder's path is made once and kept.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -25,8 +31,8 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["ResourceError", "ResourceKind", "DICTIONARY", "WEIGHTS", "CONFIG", "BASELINE", "NOISE", "package_data",
-           "check_name", "folders", "resolve", "names", "bundled_scan", "without_folders", "DEFAULT_DICTIONARY",
-           "DEFAULT_WEIGHTS", "DEFAULT_SCAN"]
+           "check_name", "folders", "resolve", "locate", "names", "bundled_scan", "without_folders",
+           "DEFAULT_DICTIONARY", "DEFAULT_WEIGHTS", "DEFAULT_SCAN"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
@@ -58,9 +64,27 @@ DEFAULT_WEIGHTS = "netv3_lowfield_tv"
 DEFAULT_SCAN = "lowfield_0055T_FSE.h5"
 
 
+@functools.cache
+def _package_folder() -> Path:
+    """The adacsc package's folder (found once: importlib.resources makes new paths on every call)."""
+    return Path(str(resources.files("adacsc")))
+
+
 def package_data(*parts: str) -> Path:
     """A file or folder shipped inside the adacsc package, e.g. package_data("data", "scans")."""
-    return Path(str(resources.files("adacsc").joinpath(*parts)))
+    return _package_folder().joinpath(*parts)
+
+
+@functools.cache
+def _shipped_folder(shipped: str) -> Path:
+    """The package folder of a kind's shipped resources ("data/weights"), made once."""
+    return package_data(*shipped.split("/"))
+
+
+@functools.lru_cache(maxsize=64)
+def _folder(text: str) -> Path:
+    """The path of an operator's folder, made once per text."""
+    return Path(text)
 
 
 def _folder_labels(extra_config: Sequence[str | os.PathLike[str]]) -> list[tuple[str, str]]:
@@ -71,12 +95,12 @@ def _folder_labels(extra_config: Sequence[str | os.PathLike[str]]) -> list[tuple
         if operator is not None:
             labels.append((operator, f"${kind.environment}"))
         if kind.shipped is not None:
-            labels.append((package_data(*kind.shipped.split("/")), f"<shipped {kind.shipped}>"))
+            labels.append((_shipped_folder(kind.shipped), f"<shipped {kind.shipped}>"))
     labels += [(Path(folder), "--config-dir") for folder in extra_config]
     labels.append((package_data(), "<adacsc>"))
     texts: dict[str, str] = {}
     for folder, label in labels:
-        for form in {str(folder), str(folder.resolve())}:
+        for form in {str(folder), os.path.realpath(folder)}:
             if os.path.isabs(form) and form != os.sep:
                 texts.setdefault(form, label)
     return sorted(texts.items(), key=lambda pair: -len(pair[0]))
@@ -111,9 +135,12 @@ def check_name(kind: ResourceKind, name: object) -> str:
 def _operator_folder(kind: ResourceKind) -> Path | None:
     configured = os.environ.get(kind.environment) if kind.environment else None
     if configured:
-        return Path(configured)
+        return _folder(configured)
     if kind.default_folder is not None:
-        return Path.home() / ".cache" / "adacsc" / kind.default_folder
+        home = os.path.expanduser("~")
+        if home.startswith("~"):
+            raise RuntimeError("Could not determine home directory.")  # as Path.home()
+        return _folder(os.path.join(home, ".cache", "adacsc", kind.default_folder))
     return None
 
 
@@ -125,23 +152,28 @@ def folders(kind: ResourceKind, extra: Sequence[str | os.PathLike[str]] = ()) ->
     if operator is not None:
         found.append(operator)
     if kind.shipped is not None:
-        found.append(package_data(*kind.shipped.split("/")))
+        found.append(_shipped_folder(kind.shipped))
     return list(dict.fromkeys(found))
 
 
-def _inside(folder: Path, file_name: str) -> Path | None:
-    """folder/file_name when it is a regular file that resolves inside folder, else None."""
+def _inside(folder: Path, file_name: str) -> str | None:
+    """folder/file_name, resolved, when it is a regular file that resolves inside folder, else None."""
     if not folder.is_dir():
         return None
-    root = folder.resolve()
-    candidate = (root / file_name).resolve()
-    if candidate.parent != root or not candidate.is_file():
+    root = os.path.realpath(folder)
+    candidate = os.path.realpath(os.path.join(root, file_name))
+    if os.path.dirname(candidate) != root or not os.path.isfile(candidate):
         return None
     return candidate
 
 
 def resolve(kind: ResourceKind, name: object, extra: Sequence[str | os.PathLike[str]] = ()) -> Path:
     """The file of the resource called `name` (see the module docstring for the rule)."""
+    return Path(locate(kind, name, extra))
+
+
+def locate(kind: ResourceKind, name: object, extra: Sequence[str | os.PathLike[str]] = ()) -> str:
+    """`resolve` as text: no pathlib path is made of the name (see the module docstring)."""
     file_name = check_name(kind, name)
     searched = folders(kind, extra)
     for folder in searched:

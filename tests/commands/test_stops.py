@@ -124,11 +124,11 @@ def test_workers_die_with_a_killed_parent_and_the_next_run_clears_their_files(sc
             process.kill()
     _wait_for(lambda: not any(_alive(pid) for pid in workers), 5, "the workers ending after SIGKILL of the parent")
     # a partial file left by a process killed outright (the worker could not clean up): cleared next time
-    stale = partial_path(out / "s0.h5")
+    stale = Path(partial_path(out / "s0.h5"))
     stale.write_bytes(b"left by a killed run")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = stale.rename(stale.with_name(stale.name.replace(f"-{os.getpid()}-", f"-{dead.stdout.strip()}-")))
-    mine = partial_path(out / "s0.h5")  # this process is alive: its file is not stale
+    mine = Path(partial_path(out / "s0.h5"))  # this process is alive: its file is not stale
     mine.write_bytes(b"in progress")
     assert clear_stale_partials(out / "s0.h5") == 1
     assert not stale.exists() and mine.exists()

@@ -138,13 +138,22 @@ def parse_chain(text: str | bytes, name: str = "<text>") -> ChainConfig:
 
 def load_chain(name_or_path: str, extra_dirs: Sequence[Path] = (), allow_paths: bool = True) -> ChainConfig:
     """Load a chain by name (adacsc.resources: `extra_dirs`, $ADACSC_CONFIG_DIR, the shipped
-    configs) or, where allowed (the local command line), by path."""
-    candidate = Path(name_or_path)
-    if allow_paths and (candidate.suffix == ".xml" or os.sep in name_or_path) and candidate.is_file():
-        path = candidate
-    else:
-        try:
-            path = resources.resolve(resources.CONFIG, name_or_path, extra_dirs)
-        except resources.ResourceError as err:
-            raise ChainError(str(err)) from None
-    return parse_chain(path.read_text(), path.stem)
+    configs) or, where allowed (the local command line), by path. The server loads a chain by name
+    per scan: that path stays text (see adacsc.resources.locate)."""
+    if allow_paths:
+        candidate = Path(name_or_path)
+        if (candidate.suffix == ".xml" or os.sep in name_or_path) and candidate.is_file():
+            return parse_chain(candidate.read_text(), candidate.stem)
+    try:
+        path = resources.locate(resources.CONFIG, name_or_path, extra_dirs)
+    except resources.ResourceError as err:
+        raise ChainError(str(err)) from None
+    with open(path, encoding="utf-8") as stream:
+        return parse_chain(stream.read(), _stem(path))
+
+
+def _stem(path: str) -> str:
+    """The file name of `path` without its suffix, as pathlib's `stem` has it."""
+    name = os.path.basename(path)
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name

@@ -7,7 +7,7 @@ from pathlib import Path
 from adacsc.chain.config import ChainError, load_chain, parse_chain
 from adacsc.client import send_scan, summarise
 from adacsc.commands.recon import DEFAULT_CONFIG, parse_overrides
-from adacsc.io.output_file import atomic_output
+from adacsc.io.output_file import atomic_output, discard
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                            config_text=config_text, overrides=overrides, pace=args.pace,
                            group=args.group, timeout=args.timeout)
         if not result.images:
-            temporary.unlink(missing_ok=True)
+            discard(temporary)
             log.warning("no images received: %s not written", args.output)
     for line in summarise(result):
         log.info("%s", line)

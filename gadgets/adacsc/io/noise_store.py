@@ -1,7 +1,11 @@
 """Stored noise covariances, keyed by measurementID, and per-site noise references, keyed by the
-scanner, inside one operator-configured folder."""
+scanner, inside one operator-configured folder.
+
+The files' paths are text (os.path), not pathlib paths: the server reads and writes one per scan,
+named by its measurementID, and pathlib would intern every such name (adacsc.io.output_file)."""
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,19 +53,19 @@ class NoiseStore:
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder else resources.folders(resources.NOISE)[0]
 
-    def _path(self, measurement_id: str) -> Path:
+    def _path(self, measurement_id: str) -> str:
         try:
-            return self.folder / resources.check_name(resources.NOISE, f"noise_{measurement_id}")
+            return os.path.join(self.folder, resources.check_name(resources.NOISE, f"noise_{measurement_id}"))
         except resources.ResourceError:
             raise ValueError(f"measurementID {measurement_id!r} is not a plain name (letters, digits, '_', '.', "
                              "'-')") from None
 
-    def save(self, measurement_id: str, noise: StoredNoise) -> Path:
+    def save(self, measurement_id: str, noise: StoredNoise) -> str:
         """Store `noise` under `measurement_id`; returns the file written. A covariance with NaN
         or infinite entries is refused (it would break every scan that depends on it)."""
         path = self._path(measurement_id)
         _check_finite(noise.covariance, measurement_id)
-        with atomic_output(path, overwrite=True) as temporary, temporary.open("wb") as stream:
+        with atomic_output(path, overwrite=True) as temporary, open(temporary, "wb") as stream:
             np.savez(stream, covariance=noise.covariance.astype(np.complex128),
                      coil_labels=json.dumps(noise.coil_labels), noise_dwell_us=noise.noise_dwell_us,
                      samples=noise.samples)
@@ -70,7 +74,7 @@ class NoiseStore:
     def load(self, measurement_id: str) -> StoredNoise | None:
         """The stored noise of `measurement_id`, or None when there is none."""
         path = self._path(measurement_id)
-        if not path.is_file():
+        if not os.path.isfile(path):
             return None
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -86,17 +90,17 @@ class NoiseStore:
         return stored
 
 
-def _reference_path(store: NoiseStore, site: str) -> Path:
-    return store.folder / resources.check_name(resources.NOISE, f"noise_reference_{site_name(site)}")
+def _reference_path(store: NoiseStore, site: str) -> str:
+    return os.path.join(store.folder, resources.check_name(resources.NOISE, f"noise_reference_{site_name(site)}"))
 
 
-def save_reference(store: NoiseStore, site: str, reference: NoiseReference) -> Path:
+def save_reference(store: NoiseStore, site: str, reference: NoiseReference) -> str:
     """Store `reference` as the noise reference of scanner `site`; returns the file written."""
     values = np.array(list(reference.densities.values()), dtype=np.float64)
     if not (np.isfinite(values).all() and (values > 0).all()):
         raise ValueError("a noise reference needs finite, positive levels")
     path = _reference_path(store, site)
-    with atomic_output(path, overwrite=True) as temporary, temporary.open("wb") as stream:
+    with atomic_output(path, overwrite=True) as temporary, open(temporary, "wb") as stream:
         np.savez(stream, labels=json.dumps(list(reference.densities)), densities=values, source=reference.source)
     return path
 
@@ -104,7 +108,7 @@ def save_reference(store: NoiseStore, site: str, reference: NoiseReference) -> P
 def load_reference(store: NoiseStore, site: str) -> NoiseReference | None:
     """The noise reference of scanner `site`, or None when there is none."""
     path = _reference_path(store, site)
-    if not path.is_file():
+    if not os.path.isfile(path):
         return None
     try:
         with np.load(path, allow_pickle=False) as f:

@@ -1,8 +1,12 @@
 """An output file is there complete or not at all: it is written under a temporary name beside
 it and renamed when complete. An existing output is refused unless it is to be overwritten, and
-the output may not be one of the inputs."""
+the output may not be one of the inputs.
 
-import glob
+Paths are handled as text with os.path, not pathlib: pathlib interns every part of every path it
+makes, and a long-running server (the noise store writes a file per scan) would fill CPython's
+table of interned strings with the unique temporary names, which grows the process for good when
+the table is rebuilt larger (issue 19, item 13)."""
+
 import logging
 import os
 import re
@@ -10,7 +14,6 @@ import socket
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 from adacsc.core import cancel
 
@@ -26,10 +29,25 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", socket.gethostname())[:64]
 
 
-def partial_path(output: Path) -> Path:
+def _stem_suffix(name: str) -> tuple[str, str]:
+    """A file name's stem and suffix, split as pathlib does ('.x' and 'x.' have no suffix)."""
+    dot = name.rfind(".")
+    return (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")
+
+
+def partial_path(output: str | os.PathLike[str]) -> str:
     """A fresh temporary name beside `output`, naming this host and process."""
-    return output.with_name(f".{output.stem}{PARTIAL_MARK}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-                            f"{output.suffix}")
+    folder, name = os.path.split(os.fspath(output))
+    stem, suffix = _stem_suffix(name)
+    return os.path.join(folder, f".{stem}{PARTIAL_MARK}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def discard(path: str | os.PathLike[str]) -> None:
+    """Remove the file `path` if it is there."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _alive(pid: int) -> bool:
@@ -42,53 +60,60 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clear_stale_partials(output: Path) -> int:
+def clear_stale_partials(output: str | os.PathLike[str]) -> int:
     """Remove the temporary files of `output` left by processes of this host that no longer run
     (killed before they could clean up); how many were removed. Others' are left alone."""
     removed = 0
-    prefix = f".{output.stem}{PARTIAL_MARK}"
-    if not output.parent.is_dir():
+    folder, name = os.path.split(os.fspath(output))
+    stem, suffix = _stem_suffix(name)
+    prefix = f".{stem}{PARTIAL_MARK}"
+    if not os.path.isdir(folder or os.curdir):
         return 0
-    for candidate in output.parent.glob(f"{glob.escape(prefix)}*{glob.escape(output.suffix)}"):
-        middle = candidate.name[len(prefix):len(candidate.name) - len(output.suffix)]
-        match = _WRITER.fullmatch(middle)
+    with os.scandir(folder or os.curdir) as entries:
+        names = [entry.name for entry in entries if entry.name.startswith(prefix) and entry.name.endswith(suffix)
+                 and len(entry.name) >= len(prefix) + len(suffix)]
+    for candidate_name in names:
+        match = _WRITER.fullmatch(candidate_name[len(prefix):len(candidate_name) - len(suffix)])
         if match is None or match["host"] != _host() or _alive(int(match["pid"])):
             continue
+        candidate = os.path.join(folder, candidate_name)
         try:
-            candidate.unlink()
+            os.unlink(candidate)
         except OSError as err:
             log.warning("cannot remove the stale temporary file %s: %s", candidate, err)
             continue
-        log.info("removed %s, left by process %s that stopped before finishing it", candidate.name, match["pid"])
+        log.info("removed %s, left by process %s that stopped before finishing it", candidate_name, match["pid"])
         removed += 1
     return removed
 
 
-def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+def check_output(output: str | os.PathLike[str], overwrite: bool,
+                 inputs: Sequence[str | os.PathLike[str]] = ()) -> None:
     """ValueError naming the problem when `output` is an input, a folder, or exists (not `overwrite`)."""
     for source in inputs:
-        if output.resolve() == Path(source).resolve():
+        if os.path.realpath(output) == os.path.realpath(source):
             raise ValueError(f"-o {output}: that is the input file; write the images to another file")
-    if output.is_dir():
+    if os.path.isdir(output):
         raise ValueError(f"-o {output}: a folder; give an output file name")
-    if output.exists() and not overwrite:
+    if os.path.exists(output) and not overwrite:
         raise ValueError(f"-o {output} exists: pass --overwrite to replace it")
 
 
 @contextmanager
-def atomic_output(output: Path, overwrite: bool = False, inputs: Sequence[Path] = ()) -> Iterator[Path]:
+def atomic_output(output: str | os.PathLike[str], overwrite: bool = False,
+                  inputs: Sequence[str | os.PathLike[str]] = ()) -> Iterator[str]:
     """Yield a temporary path to write; on success it replaces `output` (unless the caller
     removed it: then nothing is written), on failure it is removed. Once the process was told to
     stop (SIGTERM, Ctrl-C: adacsc.core.cancel), a finished temporary is removed, not published,
     even when the stop's exception never reached the code that wrote it."""
     check_output(output, overwrite, inputs)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(os.fspath(output)) or os.curdir, exist_ok=True)
     clear_stale_partials(output)
     temporary = partial_path(output)
     try:
         yield temporary
         cancel.raise_if_stopped()
-        if temporary.exists():
+        if os.path.exists(temporary):
             os.replace(temporary, output)
     finally:
-        temporary.unlink(missing_ok=True)
+        discard(temporary)

@@ -216,7 +216,7 @@ def config_name_warning(name: str, config_dirs: tuple[Path, ...]) -> str | None:
     """The warning a CONFIG_FILE naming no known config gets at once (JSON parameters may still
     name the config, as FIRE clients do), or None."""
     try:
-        resources.resolve(resources.CONFIG, name, config_dirs)
+        resources.locate(resources.CONFIG, name, config_dirs)
     except resources.ResourceError as err:
         return f"{err}; unless JSON parameters name a config, the scan fails at its first data"
     return None
