@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = ["ResourceError", "ResourceKind", "DICTIONARY", "WEIGHTS", "CONFIG", "BASELINE", "NOISE", "package_data",
-           "check_name", "folders", "resolve", "locate", "names", "bundled_scan", "without_folders",
+           "check_name", "split_name", "folders", "resolve", "locate", "names", "bundled_scan", "without_folders",
            "DEFAULT_DICTIONARY", "DEFAULT_WEIGHTS", "DEFAULT_SCAN"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
@@ -130,6 +130,13 @@ def check_name(kind: ResourceKind, name: object) -> str:
         raise ResourceError(f"{kind.noun} name {name!r} is invalid: use letters, digits, '_', '-', '.' "
                             "(starting with a letter or digit, no '..', at most 128 characters)")
     return name if name.endswith(kind.suffix) else name + kind.suffix
+
+
+def split_name(file_name: str) -> tuple[str, str]:
+    """A file name's stem and suffix, split as pathlib does ('.x' and 'x.' have no suffix), without
+    making a pathlib path (see the module docstring)."""
+    dot = file_name.rfind(".")
+    return (file_name[:dot], file_name[dot:]) if 0 < dot < len(file_name) - 1 else (file_name, "")
 
 
 def _operator_folder(kind: ResourceKind) -> Path | None:

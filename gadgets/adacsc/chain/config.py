@@ -149,11 +149,4 @@ def load_chain(name_or_path: str, extra_dirs: Sequence[Path] = (), allow_paths: 
     except resources.ResourceError as err:
         raise ChainError(str(err)) from None
     with open(path, encoding="utf-8") as stream:
-        return parse_chain(stream.read(), _stem(path))
-
-
-def _stem(path: str) -> str:
-    """The file name of `path` without its suffix, as pathlib's `stem` has it."""
-    name = os.path.basename(path)
-    dot = name.rfind(".")
-    return name[:dot] if 0 < dot < len(name) - 1 else name
+        return parse_chain(stream.read(), resources.split_name(os.path.basename(path))[0])

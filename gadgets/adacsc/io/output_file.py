@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from adacsc.core import cancel
+from adacsc.resources import split_name
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +30,10 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", socket.gethostname())[:64]
 
 
-def _stem_suffix(name: str) -> tuple[str, str]:
-    """A file name's stem and suffix, split as pathlib does ('.x' and 'x.' have no suffix)."""
-    dot = name.rfind(".")
-    return (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")
-
-
 def partial_path(output: str | os.PathLike[str]) -> str:
     """A fresh temporary name beside `output`, naming this host and process."""
     folder, name = os.path.split(os.fspath(output))
-    stem, suffix = _stem_suffix(name)
+    stem, suffix = split_name(name)
     return os.path.join(folder, f".{stem}{PARTIAL_MARK}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
 
 
@@ -65,7 +60,7 @@ def clear_stale_partials(output: str | os.PathLike[str]) -> int:
     (killed before they could clean up); how many were removed. Others' are left alone."""
     removed = 0
     folder, name = os.path.split(os.fspath(output))
-    stem, suffix = _stem_suffix(name)
+    stem, suffix = split_name(name)
     prefix = f".{stem}{PARTIAL_MARK}"
     if not os.path.isdir(folder or os.curdir):
         return 0
