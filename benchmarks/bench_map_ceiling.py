@@ -42,7 +42,7 @@ from adacsc import metrics
 from adacsc.core.app import TrainedSettings
 from adacsc.core.filter_bank import FilterBank
 from adacsc.core.lambdas import LambdaInputs, LambdaStrategy, SparsityMaps
-from adacsc.core.lowpass import forward_differences
+from adacsc.core.lowpass import gradient_magnitude
 from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.evaluation.methods import BartPics, MapCSC
 from adacsc.io.dictionary_file import load_named_dictionary
@@ -116,8 +116,7 @@ def _psnr(image: torch.Tensor, truth: np.ndarray) -> float:
 def _where(weights: np.ndarray, target: torch.Tensor) -> str:
     """Where a TV weight map smooths more or less: its quantiles, and its medians on the background,
     on flat tissue (true gradient below the object's median) and at edges (its top 20 %)."""
-    g = forward_differences(target)
-    g = torch.sqrt(g.real.square().sum(0) + g.imag.square().sum(0)).numpy()
+    g = gradient_magnitude(target).numpy()
     magnitude = target.abs().numpy()
     inside = magnitude > 0.1 * magnitude.max()
     flat = inside & (g <= np.quantile(g[inside], 0.5))

@@ -32,7 +32,7 @@ from adacsc import metrics
 from adacsc.core.app import TrainedSettings
 from adacsc.core.filter_bank import FilterBank
 from adacsc.core.lambdas import FixedLambda, LambdaInputs, LambdaStrategy, SparsityMaps
-from adacsc.core.lowpass import forward_differences
+from adacsc.core.lowpass import gradient_magnitude
 from adacsc.core.reconstruct import CSCReconstructor
 from adacsc.io.dictionary_file import load_named_dictionary
 from adacsc.io.weights_file import load_named_model
@@ -59,11 +59,6 @@ class _Weighted(LambdaStrategy):
         return self.inner.thresholds(inputs)
 
 
-def _gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
-    g = forward_differences(x)
-    return torch.sqrt(g.real.square().sum(0) + g.imag.square().sum(0))
-
-
 def _weights(rule: str, a: float, c: float, reference: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor | None:
     """The rule's TV weight map for normalised reference images [B, H, W] and noise sigma_n [B]."""
     if rule == "global":
@@ -71,7 +66,7 @@ def _weights(rule: str, a: float, c: float, reference: torch.Tensor, sigma: torc
     if rule == "background":
         local = F.avg_pool2d(reference.abs()[:, None], 9, stride=1, padding=4)[:, 0]
         return 1.0 + (a - 1.0) * (local < c).to(local.dtype)
-    return 1.0 / (1.0 + _gradient_magnitude(reference) / (c * sigma.view(-1, 1, 1)))
+    return 1.0 / (1.0 + gradient_magnitude(reference) / (c * sigma.view(-1, 1, 1)))
 
 
 def main() -> None:

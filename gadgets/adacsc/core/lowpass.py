@@ -14,7 +14,8 @@ import math
 
 import torch
 
-__all__ = ["gradient_eigenvalues", "lowpass", "forward_differences", "forward_differences_adjoint"]
+__all__ = ["gradient_eigenvalues", "lowpass", "forward_differences", "gradient_magnitude",
+           "forward_differences_adjoint"]
 
 
 def gradient_eigenvalues(shape: tuple[int, int], device: torch.device | str | None = None,
@@ -55,6 +56,12 @@ def lowpass(x0: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
 def forward_differences(x: torch.Tensor) -> torch.Tensor:
     """grad x: circular forward differences, stacked [2, ..., H, W] (for tests and checks)."""
     return torch.stack([torch.roll(x, -1, dims=-2) - x, torch.roll(x, -1, dims=-1) - x])
+
+
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|grad x| per pixel [..., H, W]: the isotropic TV integrand (for tests and checks)."""
+    g = forward_differences(x)
+    return torch.sqrt(g.real.square().sum(0) + g.imag.square().sum(0))
 
 
 def forward_differences_adjoint(g: torch.Tensor) -> torch.Tensor:
