@@ -16,7 +16,8 @@ from adacsc.core.fourier import SampledFourier
 from adacsc.evaluation.methods import BartPics, LowPassPart
 from adacsc.evaluation.protocol import BART_SETTINGS, LOWPASS, MAPS
 from adacsc.io.dictionary_file import load_named_dictionary
-from adacsc.io.weights_file import load_named_model
+from adacsc.io.weights_file import read_model_info
+from adacsc.resources import WEIGHTS, resolve
 from adacsc.training.lowfield import LowFieldBatch
 
 __all__ = ["real_example", "lambda_for_level"]
@@ -48,7 +49,7 @@ def real_example(title: str, chain: dict[str, Any], result: dict[str, Any]) -> d
     level = float(sigma[0] / kspace.abs().pow(2).mean().sqrt())
     batch = LowFieldBatch(torch.zeros((1,) + grid, dtype=torch.complex64), kspace, operator,
                           torch.tensor([level], dtype=torch.float32), sigma)
-    _, info = load_named_model(s["weights"])
+    info = read_model_info(resolve(WEIGHTS, s["weights"]))
     settings = TrainedSettings.from_scalars(info.scalars).overridden(iterations=s["iterations"] or None)
     panels = {"zero_filled": np.abs(x0), MAPS: np.abs(chain["reconstruction"]),
               LOWPASS: LowPassPart(load_named_dictionary(s["dictionary"]), settings)(batch, level)[0].abs().numpy()}
