@@ -112,10 +112,12 @@ class Trainer:
             start_from(self.network, source)
         self.recon = CSCReconstructor(self.train_pool.filters[0], beta=schedule.initial_beta,
                                       lowpass=schedule.lowpass, tv_weight=schedule.tv_weight).to(self.device)
-        named = list(self.network.named_parameters())
-        added = [p for n, p in named if n.startswith(ADDED_PARTS)] if schedule.lr_new is not None else []
-        groups = [{"params": [p for n, p in named if not any(p is q for q in added)], "lr": schedule.lr,
-                   "base_lr": schedule.lr},
+        trained: list[torch.nn.Parameter] = []
+        added: list[torch.nn.Parameter] = []
+        for name, parameter in self.network.named_parameters():
+            own_rate = schedule.lr_new is not None and name.startswith(ADDED_PARTS)
+            (added if own_rate else trained).append(parameter)
+        groups = [{"params": trained, "lr": schedule.lr, "base_lr": schedule.lr},
                   {"params": [self.recon.log_beta], "lr": schedule.lr_beta, "base_lr": schedule.lr_beta}]
         if added:
             groups.append({"params": added, "lr": schedule.lr_new, "base_lr": schedule.lr_new})
